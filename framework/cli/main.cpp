@@ -1,0 +1,72 @@
+// The `tessera` command line: parse the command name, hand the rest to its function.
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "framework/cli/commands/commands.h"
+#include "framework/util/error.h"
+#include "framework/util/system_info.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: tessera <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train RECIPE [--set key=value ...]   train a model from a YAML recipe\n"
+    "  data prepare --input FILE --out DIR  tokenize text into llm.c token shards\n"
+    "  bench [--help]                       time a training step, report tokens/s and MFU\n"
+    "  doctor                               show CPU features, BLAS, MPI, CUDA and GPUs\n"
+    "\n"
+    "Run `tessera <command> --help` for a command's options. Under mpirun every rank runs\n"
+    "the same command. Errors print one line and exit with code 2.\n";
+
+int dispatch(int argc, char** argv) {
+  using namespace tessera::cli;
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  Args rest(argv + 2, argv + argc);
+  if (command == "train") return cmd_train(rest);
+  if (command == "data") {
+    if (rest.empty() || rest[0] != "prepare")
+      throw tessera::Error("tessera data: expected the subcommand 'prepare' (tessera data prepare --help)");
+    return cmd_data_prepare(Args(rest.begin() + 1, rest.end()));
+  }
+  if (command == "bench") return cmd_bench(rest);
+  if (command == "doctor") return cmd_doctor(rest);
+  throw tessera::Error("unknown command '" + command + "' (see tessera --help)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  int code = 0;
+  try {
+    tessera::check_cpu_supports_build();  // a message instead of SIGILL on an older CPU
+    code = dispatch(argc, argv);
+  } catch (const tessera::Error& e) {
+    std::fprintf(stderr, "tessera: error: %s\n", e.what());
+    code = 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tessera: internal error: %s\n", e.what());
+    code = 3;
+  }
+  if (code != 0 && world > 1) {
+    // One failing rank ends the job on every rank instead of leaving the others
+    // blocked in a collective.
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+  MPI_Finalize();
+  return code;
+}

@@ -1,0 +1,314 @@
+#include "framework/model/gpt2.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "framework/util/error.h"
+#include "kernels/ops.h"
+
+namespace tessera {
+
+namespace k = kernels;
+
+GPTConfig GPTConfig::from_recipe(const ModelConfig& m) {
+  GPTConfig c;
+  c.n_layer = m.n_layer;
+  c.n_head = m.n_head;
+  c.n_embd = m.n_embd;
+  c.vocab_size = m.vocab_size;
+  c.padded_vocab_size = (m.vocab_size + m.vocab_pad_to - 1) / m.vocab_pad_to * m.vocab_pad_to;
+  c.seq_len = m.seq_len;
+  return c;
+}
+
+double GPTConfig::training_flops_per_token(int T) const {
+  const double L = n_layer, C = n_embd, Vp = padded_vocab_size;
+  return 3.0 * (2.0 * (L * 12.0 * C * C + C * Vp) + L * 4.0 * T * C);
+}
+
+void GPT2::FreeDeleter::operator()(float* p) const { std::free(p); }
+
+namespace {
+float* alloc_floats(int64_t n) {
+  // 64-byte alignment: every tensor in the buffer starts on a cache line.
+  const size_t bytes = ((size_t)n * sizeof(float) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes > 0 ? bytes : 64);
+  if (!p) throw Error("out of memory allocating " + std::to_string(bytes >> 20) + " MiB");
+  std::memset(p, 0, bytes);
+  return static_cast<float*>(p);
+}
+}  // namespace
+
+// Pointers to one copy (parameters or gradients) of every tensor.
+struct GPT2::ParamPtrs {
+  float *wte, *wpe, *lnf_w, *lnf_b;
+  struct Block {
+    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    float *ln2_w, *ln2_b, *up_w, *up_b, *down_w, *down_b;
+  };
+  std::vector<Block> blocks;
+};
+
+// The activation arena. Per-layer tensors are stored [L][max N * width] so that the
+// backward pass finds every layer's inputs; backward scratch exists once, for one layer.
+struct GPT2::Activations {
+  int64_t maxN;  // max_batch * seq_len
+  float* encoded;                       // [N, C]   embedding output = residual into block 0
+  float *ln1, *ln1_mean, *ln1_rstd;     // [L, N, C], [L, N], [L, N]
+  float* qkv;                           // [L, N, 3C]
+  float* atty;                          // [L, N, C]   attention output before projection
+  float* att;                           // [L, B, NH, T, T] softmax probabilities
+  float* residual2;                     // [L, N, C]   residual + attention branch
+  float *ln2, *ln2_mean, *ln2_rstd;     // [L, N, C], [L, N], [L, N]
+  float* fch;                           // [L, N, 4C]  MLP up, before GELU
+  float* fch_gelu;                      // [L, N, 4C]
+  float* residual3;                     // [L, N, C]   block output
+  float* branch;                        // [N, C]      attention / MLP projection output
+  float *lnf, *lnf_mean, *lnf_rstd;     // [N, C], [N], [N]
+  float* logits;                        // [N, Vp]     dlogits in place during backward
+  float* losses;                        // [N]
+  // backward scratch, one layer's worth
+  float* dresidual;                     // [N, C]  gradient of the residual stream
+  float* dln;                           // [N, C]
+  float* dqkv;                          // [N, 3C]
+  float* datty;                         // [N, C]
+  float* datt;                          // [B, NH, T, T]
+  float* dfch;                          // [N, 4C] (gradient of fch and of fch_gelu in turn)
+  float* dfch_gelu;                     // [N, 4C]
+  int64_t total = 0;
+};
+
+GPT2::GPT2(const GPTConfig& cfg, int max_batch) : config_(cfg), max_batch_(max_batch) {
+  check(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
+  check(cfg.padded_vocab_size >= cfg.vocab_size, "padded vocabulary smaller than vocabulary");
+  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab_size, L = cfg.n_layer;
+  const float std_resid = 0.02f / std::sqrt(2.0f * (float)L);
+  const bool decay = true, no_decay = false;
+  table_.add("wte.weight", {Vp, C}, Init::Normal, 0.02f, no_decay);
+  table_.add("wpe.weight", {cfg.seq_len, C}, Init::Normal, 0.02f, no_decay);
+  for (int l = 0; l < L; l++) {
+    const std::string h = "h." + std::to_string(l) + ".";
+    table_.add(h + "ln_1.weight", {C}, Init::Ones, 0, no_decay);
+    table_.add(h + "ln_1.bias", {C}, Init::Zeros, 0, no_decay);
+    table_.add(h + "attn.qkv.weight", {3 * C, C}, Init::Normal, 0.02f, decay);
+    table_.add(h + "attn.qkv.bias", {3 * C}, Init::Zeros, 0, no_decay);
+    table_.add(h + "attn.proj.weight", {C, C}, Init::Normal, std_resid, decay);
+    table_.add(h + "attn.proj.bias", {C}, Init::Zeros, 0, no_decay);
+    table_.add(h + "ln_2.weight", {C}, Init::Ones, 0, no_decay);
+    table_.add(h + "ln_2.bias", {C}, Init::Zeros, 0, no_decay);
+    table_.add(h + "mlp.up.weight", {4 * C, C}, Init::Normal, 0.02f, decay);
+    table_.add(h + "mlp.up.bias", {4 * C}, Init::Zeros, 0, no_decay);
+    table_.add(h + "mlp.down.weight", {C, 4 * C}, Init::Normal, std_resid, decay);
+    table_.add(h + "mlp.down.bias", {C}, Init::Zeros, 0, no_decay);
+  }
+  table_.add("ln_f.weight", {C}, Init::Ones, 0, no_decay);
+  table_.add("ln_f.bias", {C}, Init::Zeros, 0, no_decay);
+  params_.reset(alloc_floats(table_.total_numel()));
+  grads_.reset(alloc_floats(table_.total_numel()));
+
+  // Carve the arena: first count, then allocate once, then hand out pointers.
+  acts_ = std::make_unique<Activations>();
+  Activations& a = *acts_;
+  const int64_t N = (int64_t)max_batch * cfg.seq_len, NH = cfg.n_head, T = cfg.seq_len;
+  a.maxN = N;
+  std::vector<std::pair<float**, int64_t>> layout = {
+      {&a.encoded, N * C},          {&a.ln1, L * N * C},          {&a.ln1_mean, L * N},
+      {&a.ln1_rstd, L * N},         {&a.qkv, L * N * 3 * C},      {&a.atty, L * N * C},
+      {&a.att, L * max_batch * NH * T * T},                       {&a.residual2, L * N * C},
+      {&a.ln2, L * N * C},          {&a.ln2_mean, L * N},         {&a.ln2_rstd, L * N},
+      {&a.fch, L * N * 4 * C},      {&a.fch_gelu, L * N * 4 * C}, {&a.residual3, L * N * C},
+      {&a.branch, N * C},           {&a.lnf, N * C},              {&a.lnf_mean, N},
+      {&a.lnf_rstd, N},             {&a.logits, N * Vp},          {&a.losses, N},
+      {&a.dresidual, N * C},        {&a.dln, N * C},              {&a.dqkv, N * 3 * C},
+      {&a.datty, N * C},            {&a.datt, max_batch * NH * T * T},
+      {&a.dfch, N * 4 * C},         {&a.dfch_gelu, N * 4 * C}};
+  for (auto& [ptr, n] : layout) a.total += (n + 15) / 16 * 16;
+  arena_.reset(alloc_floats(a.total));
+  int64_t offset = 0;
+  for (auto& [ptr, n] : layout) {
+    *ptr = arena_.get() + offset;
+    offset += (n + 15) / 16 * 16;
+  }
+}
+
+GPT2::~GPT2() = default;
+
+int64_t GPT2::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : table_.params()) n += p.numel;
+  return n;
+}
+
+const float* GPT2::logits() const { return acts_->logits; }
+
+void GPT2::init_weights(uint64_t seed) { init_params(table_, seed, params_.get()); }
+
+void GPT2::zero_grad() { std::memset(grads_.get(), 0, sizeof(float) * table_.total_numel()); }
+
+GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
+  // The table was filled in a fixed order (constructor): walk it in the same order.
+  const auto& p = table_.params();
+  size_t i = 0;
+  auto next = [&]() { return base + p[i++].offset; };
+  ParamPtrs ptrs;
+  ptrs.wte = next();
+  ptrs.wpe = next();
+  ptrs.blocks.resize(config_.n_layer);
+  for (auto& b : ptrs.blocks) {
+    b.ln1_w = next(), b.ln1_b = next(), b.qkv_w = next(), b.qkv_b = next();
+    b.proj_w = next(), b.proj_b = next(), b.ln2_w = next(), b.ln2_b = next();
+    b.up_w = next(), b.up_b = next(), b.down_w = next(), b.down_b = next();
+  }
+  ptrs.lnf_w = next();
+  ptrs.lnf_b = next();
+  return ptrs;
+}
+
+void GPT2::forward_blocks(const int32_t* inputs, int B, int T) {
+  check(B >= 1 && B <= max_batch_, "micro-batch " + std::to_string(B) + " exceeds the arena's " +
+                                       std::to_string(max_batch_));
+  check(T >= 1 && T <= config_.seq_len,
+        "sequence length " + std::to_string(T) + " exceeds model.seq_len");
+  const int C = config_.n_embd, NH = config_.n_head, Vp = config_.padded_vocab_size;
+  const int64_t N = (int64_t)B * T, maxN = acts_->maxN;
+  const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
+  Activations& a = *acts_;
+  const ParamPtrs p = param_ptrs(params_.get());
+
+  k::encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
+  for (int l = 0; l < config_.n_layer; l++) {
+    const auto& w = p.blocks[l];
+    const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
+    float* ln1 = a.ln1 + l * maxN * C;
+    float* qkv = a.qkv + l * maxN * 3 * C;
+    float* atty = a.atty + l * maxN * C;
+    float* residual2 = a.residual2 + l * maxN * C;
+    float* ln2 = a.ln2 + l * maxN * C;
+    float* fch = a.fch + l * maxN * 4 * C;
+    float* fch_gelu = a.fch_gelu + l * maxN * 4 * C;
+    k::layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual, w.ln1_w,
+                         w.ln1_b, (int)N, C);
+    k::matmul_forward(qkv, ln1, w.qkv_w, w.qkv_b, (int)N, C, 3 * C);
+    k::attention_forward(atty, a.att + l * att_stride, qkv, B, T, C, NH);
+    k::matmul_forward(a.branch, atty, w.proj_w, w.proj_b, (int)N, C, C);
+    k::residual_forward(residual2, residual, a.branch, N * C);
+    k::layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2, w.ln2_w,
+                         w.ln2_b, (int)N, C);
+    k::matmul_forward(fch, ln2, w.up_w, w.up_b, (int)N, C, 4 * C);
+    k::gelu_forward(fch_gelu, fch, N * 4 * C);
+    k::matmul_forward(a.branch, fch_gelu, w.down_w, w.down_b, (int)N, 4 * C, C);
+    k::residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
+  }
+  const float* last = a.residual3 + (int64_t)(config_.n_layer - 1) * maxN * C;
+  k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, last, p.lnf_w, p.lnf_b, (int)N, C);
+  k::matmul_forward(a.logits, a.lnf, p.wte, (const float*)nullptr, (int)N, C, Vp);
+}
+
+namespace {
+void check_tokens(const int32_t* tokens, int64_t n, int V, const char* what) {
+  for (int64_t i = 0; i < n; i++)
+    check(tokens[i] >= 0 && tokens[i] < V, std::string(what) + " token " +
+                                               std::to_string(tokens[i]) + " at position " +
+                                               std::to_string(i) + " is outside [0, " +
+                                               std::to_string(V) + ")");
+}
+
+double mean_of(const float* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += x[i];
+  return s / (double)n;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+float GPT2::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
+  const int64_t N = (int64_t)B * T;
+  check_tokens(inputs, N, config_.vocab_size, "input");
+  forward_blocks(inputs, B, T);
+  if (!targets) return std::numeric_limits<float>::quiet_NaN();
+  check_tokens(targets, N, config_.vocab_size, "target");
+  k::crossentropy_forward_backward(acts_->losses, (float*)nullptr, acts_->logits, targets, 0.0f,
+                                   (int)N, config_.vocab_size, config_.padded_vocab_size);
+  return (float)mean_of(acts_->losses, N);
+}
+
+float GPT2::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                             float grad_scale) {
+  const int64_t N = (int64_t)B * T;
+  check_tokens(inputs, N, config_.vocab_size, "input");
+  check_tokens(targets, N, config_.vocab_size, "target");
+  const auto t0 = std::chrono::steady_clock::now();
+  forward_blocks(inputs, B, T);
+  // The fused kernel turns the logits into their gradient in place.
+  k::crossentropy_forward_backward(acts_->losses, acts_->logits, acts_->logits, targets,
+                                   grad_scale / (float)N, (int)N, config_.vocab_size,
+                                   config_.padded_vocab_size);
+  times_.forward_ms = ms_since(t0);
+  const auto t1 = std::chrono::steady_clock::now();
+  backward_blocks(inputs, B, T);
+  times_.backward_ms = ms_since(t1);
+  return (float)mean_of(acts_->losses, N);
+}
+
+void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
+  const int C = config_.n_embd, NH = config_.n_head, Vp = config_.padded_vocab_size;
+  const int64_t N = (int64_t)B * T, maxN = acts_->maxN;
+  const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
+  Activations& a = *acts_;
+  const ParamPtrs p = param_ptrs(params_.get());
+  const ParamPtrs g = param_ptrs(grads_.get());
+  auto zero = [](float* x, int64_t n) { std::memset(x, 0, sizeof(float) * n); };
+
+  // LM head (tied to wte) and final LayerNorm. dresidual collects the gradient of the
+  // residual stream; every branch adds into it (the residual add's backward is identity).
+  zero(a.dln, N * C);
+  k::matmul_backward(a.dln, g.wte, (float*)nullptr, a.logits, a.lnf, p.wte, (int)N, C, Vp);
+  zero(a.dresidual, N * C);
+  const float* last = a.residual3 + (int64_t)(config_.n_layer - 1) * maxN * C;
+  k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, last, p.lnf_w, a.lnf_mean,
+                        a.lnf_rstd, (int)N, C);
+
+  for (int l = config_.n_layer - 1; l >= 0; l--) {
+    const auto& w = p.blocks[l];
+    const auto& gw = g.blocks[l];
+    const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
+    const float* ln1 = a.ln1 + l * maxN * C;
+    const float* qkv = a.qkv + l * maxN * 3 * C;
+    const float* atty = a.atty + l * maxN * C;
+    const float* residual2 = a.residual2 + l * maxN * C;
+    const float* ln2 = a.ln2 + l * maxN * C;
+    const float* fch = a.fch + l * maxN * 4 * C;
+    const float* fch_gelu = a.fch_gelu + l * maxN * 4 * C;
+
+    // MLP branch: dresidual is d(block output) = d(mlp output).
+    zero(a.dfch_gelu, N * 4 * C);
+    k::matmul_backward(a.dfch_gelu, gw.down_w, gw.down_b, a.dresidual, fch_gelu, w.down_w,
+                       (int)N, 4 * C, C);
+    zero(a.dfch, N * 4 * C);
+    k::gelu_backward(a.dfch, fch, a.dfch_gelu, N * 4 * C);
+    zero(a.dln, N * C);
+    k::matmul_backward(a.dln, gw.up_w, gw.up_b, a.dfch, ln2, w.up_w, (int)N, C, 4 * C);
+    k::layernorm_backward(a.dresidual, gw.ln2_w, gw.ln2_b, a.dln, residual2, w.ln2_w,
+                          a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, (int)N, C);
+
+    // Attention branch: dresidual is now d(residual2).
+    zero(a.datty, N * C);
+    k::matmul_backward(a.datty, gw.proj_w, gw.proj_b, a.dresidual, atty, w.proj_w, (int)N, C, C);
+    zero(a.dqkv, N * 3 * C);
+    k::attention_backward(a.dqkv, a.datt, a.datty, qkv, a.att + l * att_stride, B, T, C, NH);
+    zero(a.dln, N * C);
+    k::matmul_backward(a.dln, gw.qkv_w, gw.qkv_b, a.dqkv, ln1, w.qkv_w, (int)N, C, 3 * C);
+    k::layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
+                          a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
+  }
+  k::encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
+}
+
+}  // namespace tessera

@@ -1,0 +1,88 @@
+// GPT-2: token + learned position embeddings, n_layer pre-LayerNorm blocks (causal
+// multi-head attention with QKV bias and an output projection, MLP 4C with GELU-tanh),
+// a final LayerNorm, and an LM head tied to the token embedding. Forward and backward
+// are written out by hand on top of kernels/ops.h; there is no autograd.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "framework/model/params.h"
+#include "framework/recipe/recipe.h"
+
+namespace tessera {
+
+struct GPTConfig {
+  int n_layer = 2, n_head = 2, n_embd = 64;
+  int vocab_size = 256;         // V: real tokens
+  int padded_vocab_size = 256;  // Vp >= V: rows of wte (extra rows never win the softmax)
+  int seq_len = 64;             // maximum T (rows of wpe)
+
+  static GPTConfig from_recipe(const ModelConfig& model);
+  // Training FLOPs per token (forward + backward = 3x forward) of every matmul and of the
+  // attention as computed (full T x T score matrices), at sequence length T:
+  //   3 * (2 * (L * 12 C^2 + C * Vp) + L * 4 * T * C)
+  // See docs/performance.md.
+  double training_flops_per_token(int T) const;
+};
+
+// Wall-clock split of the last forward_backward(), for the benchmarks.
+struct PassTimes {
+  double forward_ms = 0, backward_ms = 0;
+};
+
+class GPT2 {
+ public:
+  // Lays out the parameters and allocates parameters, gradients and an activation arena
+  // for micro-batches of up to max_batch sequences of config.seq_len tokens.
+  GPT2(const GPTConfig& config, int max_batch);
+  ~GPT2();
+  GPT2(const GPT2&) = delete;
+  GPT2& operator=(const GPT2&) = delete;
+
+  // Parameters from the counter-based RNG: N(0, 0.02) for matrices and embeddings,
+  // N(0, 0.02 / sqrt(2 n_layer)) for the two projections into the residual stream
+  // (GPT-2's scaled init), LayerNorm weights 1, biases 0.
+  void init_weights(uint64_t seed);
+
+  // Forward pass on inputs [B, T] (B <= max_batch, T <= seq_len). Without targets the
+  // logits [B, T, Vp] stay readable through logits(); with targets [B, T] returns the
+  // mean cross-entropy over the B*T positions (NaN without targets).
+  float forward(const int32_t* inputs, const int32_t* targets, int B, int T);
+
+  // Forward and backward in one go: returns the mean loss of this micro-batch and ADDS
+  // grad_scale * d(mean loss)/d(parameter) into grads(). The trainer passes
+  // 1 / (micro-batches per step * dp) so the summed gradient is that of the global mean.
+  float forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                         float grad_scale);
+
+  void zero_grad();
+
+  const GPTConfig& config() const { return config_; }
+  const ParamTable& table() const { return table_; }
+  float* params() { return params_.get(); }
+  float* grads() { return grads_.get(); }
+  int64_t flat_size() const { return table_.total_numel(); }  // floats in params()/grads()
+  int64_t num_parameters() const;                             // without alignment padding
+  const float* logits() const;                                // [B, T, Vp] of last forward()
+  const PassTimes& last_times() const { return times_; }
+
+ private:
+  struct Activations;
+  struct ParamPtrs;
+  void forward_blocks(const int32_t* inputs, int B, int T);
+  void backward_blocks(const int32_t* inputs, int B, int T);
+  ParamPtrs param_ptrs(float* base) const;
+
+  GPTConfig config_;
+  int max_batch_;
+  ParamTable table_;
+  struct FreeDeleter {
+    void operator()(float* p) const;
+  };
+  std::unique_ptr<float[], FreeDeleter> params_, grads_, arena_;
+  std::unique_ptr<Activations> acts_;
+  PassTimes times_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,102 @@
+// A training recipe: the YAML file a user writes, validated into typed structs.
+// Every field has a default; the YAML file and `--set section.key=value` overrides only
+// change what they name. Keys are the stable interface of ARCHITECTURE.md.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+struct ModelConfig {
+  std::string family = "gpt2";  // only the GPT-2 family for now
+  int n_layer = 2;              // transformer blocks
+  int n_head = 2;               // attention heads; n_embd must be divisible by it
+  int n_embd = 64;              // model width C
+  int vocab_size = 256;         // real vocabulary V (token ids are < V)
+  int vocab_pad_to = 1;         // the embedding has round_up(V, vocab_pad_to) rows (Vp)
+  int seq_len = 64;             // maximum context T; also the training sequence length
+};
+
+struct DataConfig {
+  std::string train;  // path or glob of llm.c token shards (*.bin)
+  std::string val;    // path or glob; empty = no validation
+};
+
+struct TrainConfig {
+  int64_t steps = 100;         // optimizer steps
+  int global_batch = 8;        // sequences per optimizer step, over all dp ranks
+  int micro_batch = 4;         // sequences per forward/backward on one rank
+  std::string precision = "fp32";  // fp32 | bf16 | fp16 (only fp32 is implemented yet)
+  uint64_t seed = 1337;        // seeds weight init and data order
+  int64_t eval_every = 0;      // validation loss every N steps (0 = never)
+  int eval_batches = 4;        // micro-batches per validation
+  int sample_tokens = 64;      // greedy sample printed at the end (0 = none)
+};
+
+struct OptimConfig {
+  double lr = 6e-4;            // peak learning rate
+  double min_lr = 6e-5;        // cosine floor
+  int64_t warmup_steps = 0;    // linear warm-up from lr/warmup_steps to lr
+  double weight_decay = 0.1;   // decoupled (AdamW) decay on matrices only
+  bool decay_embeddings = false;  // also decay wte/wpe
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;      // global-norm clip; 0 = off
+};
+
+struct ParallelConfig {
+  int dp = 1, tp = 1, pp = 1;  // world = dp * tp * pp (only dp is implemented yet)
+  int zero = 0;                // 0 | 1
+  std::string schedule = "1f1b";  // gpipe | 1f1b
+  double bucket_mb = 25.0;     // gradient all-reduce bucket size
+};
+
+struct CheckpointConfig {
+  std::string dir = "ckpt";    // where step_XXXXXX/ directories go
+  int64_t every = 0;           // checkpoint every N steps (0 = only at the end)
+  int keep_last = 3;           // older complete checkpoints are deleted
+  std::string resume = "none"; // none | auto | PATH
+  bool async = false;
+};
+
+struct LogConfig {
+  std::string dir = "runs";    // runs/<run-id>/run.jsonl
+  int64_t every = 1;           // metric line every N steps
+  bool tensorboard = false;
+};
+
+struct Recipe {
+  std::string source = "<defaults>";  // file it was read from, for messages
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  OptimConfig optim;
+  ParallelConfig parallel;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+};
+
+// Reads a recipe file, applies `key=value` overrides (YAML scalars) in order, then
+// validates the result. Throws tessera::Error naming the file, key (with line:column when known)
+// and what was expected, for a missing file, malformed YAML, an unknown key, a wrong
+// type or an out-of-range value.
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Same, from YAML text; `source` names it in messages.
+Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+
+// The fully resolved recipe as YAML (for the run log and checkpoints).
+std::string recipe_to_yaml(const Recipe& recipe);
+
+// Checks cross-field constraints (n_embd % n_head, batch divisibility, ...).
+void validate_recipe(const Recipe& recipe);
+
+// The key reference of docs/recipes.md (a Markdown table per section: key, type, default,
+// allowed values, description), generated from the same table that parses recipes. A
+// unit test checks that docs/recipes.md contains exactly this text.
+std::string recipe_reference_markdown();
+
+}  // namespace tessera

@@ -1,0 +1,83 @@
+#include "framework/train/bench.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "framework/optim/adamw.h"
+#include "framework/util/error.h"
+#include "framework/util/peak.h"
+#include "parallel/rng.h"
+
+namespace tessera {
+
+namespace {
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+}  // namespace
+
+GPTConfig bench_model(const std::string& name) {
+  GPTConfig c;
+  if (name == "tiny") {
+    c.n_layer = 4, c.n_head = 4, c.n_embd = 128, c.vocab_size = 256, c.padded_vocab_size = 256;
+    c.seq_len = 128;
+  } else if (name == "small") {
+    c.n_layer = 6, c.n_head = 6, c.n_embd = 384, c.vocab_size = 50257;
+    c.padded_vocab_size = 50304, c.seq_len = 256;
+  } else if (name == "gpt2-124m") {
+    c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.vocab_size = 50257;
+    c.padded_vocab_size = 50304, c.seq_len = 1024;
+  } else {
+    throw Error("unknown benchmark model '" + name + "' (expected tiny, small or gpt2-124m)");
+  }
+  return c;
+}
+
+BenchResult bench_training_step(const BenchOptions& o) {
+  check(o.seq_len <= o.model.seq_len, "bench: --seq " + std::to_string(o.seq_len) +
+                                          " exceeds the model's seq_len " +
+                                          std::to_string(o.model.seq_len));
+  GPT2 model(o.model, o.batch);
+  model.init_weights(1);
+  OptimConfig optim;
+  AdamW adamw(model.table(), optim);
+  const CounterRng rng(2, "bench tokens");
+  std::vector<int32_t> x((size_t)o.batch * o.seq_len), y(x.size());
+  for (size_t i = 0; i < x.size(); i++) {
+    x[i] = (int32_t)(rng.uniform(2 * i) * o.model.vocab_size) % o.model.vocab_size;
+    y[i] = (int32_t)(rng.uniform(2 * i + 1) * o.model.vocab_size) % o.model.vocab_size;
+  }
+  std::vector<double> fwd, bwd, opt, total;
+  for (int s = 0; s < o.warmup_steps + o.steps; s++) {
+    const auto t0 = std::chrono::steady_clock::now();
+    model.zero_grad();
+    model.forward_backward(x.data(), y.data(), o.batch, o.seq_len, 1.0f);
+    const auto t1 = std::chrono::steady_clock::now();
+    clip_grad_norm(model.grads(), model.flat_size(), 1.0);
+    adamw.step(model.params(), model.grads(), 1e-4, s + 1);
+    const auto t2 = std::chrono::steady_clock::now();
+    if (s < o.warmup_steps) continue;
+    fwd.push_back(model.last_times().forward_ms);
+    bwd.push_back(model.last_times().backward_ms);
+    opt.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    total.push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
+  }
+  BenchResult r;
+  r.threads = omp_get_max_threads();
+  r.step_ms = median(total);
+  r.forward_ms = median(fwd);
+  r.backward_ms = median(bwd);
+  r.optimizer_ms = median(opt);
+  r.tokens_per_s = (double)o.batch * o.seq_len / (r.step_ms / 1e3);
+  r.flops_per_token = o.model.training_flops_per_token(o.seq_len);
+  r.achieved_flops = r.tokens_per_s * r.flops_per_token;
+  r.peak_flops = measure_fp32_peak_flops(0.5);
+  r.mfu = r.achieved_flops / r.peak_flops;
+  return r;
+}
+
+}  // namespace tessera

@@ -1,0 +1,232 @@
+#include "framework/train/trainer.h"
+
+#include <mpi.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "framework/data/loader.h"
+#include "framework/data/sha256.h"
+#include "framework/data/tokenizer.h"
+#include "framework/model/gpt2.h"
+#include "framework/optim/adamw.h"
+#include "framework/runlog/run_log.h"
+#include "framework/util/error.h"
+#include "framework/util/peak.h"
+
+namespace tessera {
+
+namespace {
+
+struct World {
+  int rank = 0, size = 1;
+};
+
+World world() {
+  World w;
+  MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &w.size);
+  return w;
+}
+
+std::string broadcast_string(std::string s, int root) {
+  int n = (int)s.size();
+  MPI_Bcast(&n, 1, MPI_INT, root, MPI_COMM_WORLD);
+  s.resize(n);
+  MPI_Bcast(s.data(), n, MPI_CHAR, root, MPI_COMM_WORLD);
+  return s;
+}
+
+double allreduce_sum(double x) {
+  MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  return x;
+}
+
+double allreduce_mean(double x, int size) { return allreduce_sum(x) / size; }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Mean loss over `batches` micro-batches of the validation set on every dp rank.
+double evaluate(GPT2& model, const Recipe& r, std::vector<int32_t>& x, std::vector<int32_t>& y,
+                const World& w) {
+  LoaderOptions o;
+  o.pattern = r.data.val;
+  o.seq_len = r.model.seq_len;
+  o.micro_batch = r.train.micro_batch;
+  o.global_batch = r.train.micro_batch * w.size;
+  o.dp_rank = w.rank;
+  o.dp_size = w.size;
+  o.vocab_size = r.model.vocab_size;
+  o.shuffle = false;
+  DataLoader val(o);
+  const int batches = (int)std::min<int64_t>(r.train.eval_batches,
+                                             std::max<int64_t>(1, val.num_samples() / o.global_batch));
+  double total = 0;
+  for (int i = 0; i < batches; i++) {
+    val.next_micro_batch(x.data(), y.data());
+    total += model.forward(x.data(), y.data(), r.train.micro_batch, r.model.seq_len);
+  }
+  return allreduce_mean(total / batches, w.size);
+}
+
+// The tokenizer that made the data, from the meta.json `tessera data prepare` writes
+// beside the shards; null when unknown (the sample is then printed as token ids).
+std::unique_ptr<Tokenizer> data_tokenizer(const std::string& first_shard) {
+  const auto meta = std::filesystem::path(first_shard).parent_path() / "meta.json";
+  if (!std::filesystem::exists(meta)) return nullptr;
+  try {
+    const auto j = nlohmann::json::parse(std::ifstream(meta));
+    if (j.value("tokenizer", "") == "bytes") return std::make_unique<ByteTokenizer>();
+  } catch (const nlohmann::json::exception&) {
+  }
+  return nullptr;
+}
+
+// Greedy continuation of `prompt` (argmax over the real vocabulary at each position).
+std::vector<int32_t> greedy_sample(GPT2& model, std::vector<int32_t> tokens, int n) {
+  const GPTConfig& c = model.config();
+  for (int i = 0; i < n; i++) {
+    const int T = std::min<int>((int)tokens.size(), c.seq_len);
+    const std::vector<int32_t> window(tokens.end() - T, tokens.end());
+    model.forward(window.data(), nullptr, 1, T);
+    const float* row = model.logits() + (int64_t)(T - 1) * c.padded_vocab_size;
+    tokens.push_back((int32_t)(std::max_element(row, row + c.vocab_size) - row));
+  }
+  return tokens;
+}
+
+}  // namespace
+
+TrainSummary train(const Recipe& r, const TrainOptions& options) {
+  validate_recipe(r);
+  const World w = world();
+  const int dp = r.parallel.dp;
+  check(w.size == dp * r.parallel.tp * r.parallel.pp,
+        "parallel layout dp*tp*pp = " + std::to_string(dp * r.parallel.tp * r.parallel.pp) +
+            " does not match the " + std::to_string(w.size) + " MPI ranks of this job");
+  const bool lead = w.rank == 0;
+  const int B = r.train.micro_batch, T = r.model.seq_len;
+  const int accum = r.train.global_batch / (dp * B);
+
+  LoaderOptions lo;
+  lo.pattern = r.data.train;
+  lo.seq_len = T;
+  lo.micro_batch = B;
+  lo.global_batch = r.train.global_batch;
+  lo.dp_rank = w.rank;
+  lo.dp_size = dp;
+  lo.vocab_size = r.model.vocab_size;
+  lo.seed = r.train.seed;
+  DataLoader loader(lo);
+
+  GPT2 model(GPTConfig::from_recipe(r.model), B);
+  model.init_weights(r.train.seed);
+  AdamW adamw(model.table(), r.optim);
+  std::vector<int32_t> x((size_t)B * T), y((size_t)B * T);
+
+  TrainSummary summary;
+  summary.run_id = broadcast_string(lead ? make_run_id() : std::string(), 0);
+  RunLog log(r.log.dir, summary.run_id, lead);
+  summary.run_log = log.path();
+  nlohmann::json files = nlohmann::json::array();
+  if (lead)
+    for (const auto& f : loader.files())
+      files.push_back({{"path", f}, {"bytes", std::filesystem::file_size(f)},
+                       {"sha256", sha256_file_hex(f)}});
+  log.run_start({{"argv", options.argv},
+                 {"recipe", recipe_to_yaml(r)},
+                 {"layout", {{"dp", dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
+                             {"world", w.size}, {"threads_per_rank", omp_get_max_threads()}}},
+                 {"data", {{"train", files}, {"train_tokens", loader.num_tokens()}}},
+                 {"model", {{"parameters", model.num_parameters()},
+                            {"padded_vocab_size", model.config().padded_vocab_size}}}});
+
+  try {
+    const double flops_per_token = model.config().training_flops_per_token(T);
+    const double peak = allreduce_sum(measure_fp32_peak_flops(0.1));  // of all ranks' cores
+    const double tokens_per_step = (double)r.train.global_batch * T;
+    if (lead && options.print)
+      std::printf("run %s: %s, %.2fM parameters, %d rank(s) x %d thread(s), %d micro-batch(es) "
+                  "of %dx%d per step\n  log: %s\n",
+                  summary.run_id.c_str(), r.source.c_str(), model.num_parameters() / 1e6, w.size,
+                  omp_get_max_threads(), accum, B, T, log.path().c_str());
+
+    std::vector<double> step_rates;
+    for (int64_t step = 0; step < r.train.steps; step++) {
+      const auto t0 = std::chrono::steady_clock::now();
+      model.zero_grad();
+      double loss = 0;
+      for (int m = 0; m < accum; m++) {
+        loader.next_micro_batch(x.data(), y.data());
+        loss += model.forward_backward(x.data(), y.data(), B, T, 1.0f / (float)(accum * dp));
+      }
+      if (dp > 1)
+        MPI_Allreduce(MPI_IN_PLACE, model.grads(), (int)model.flat_size(), MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+      loss = allreduce_mean(loss / accum, dp);
+      const double norm = clip_grad_norm(model.grads(), model.flat_size(), r.optim.grad_clip);
+      const double lr = learning_rate(r.optim, step, r.train.steps);
+      adamw.step(model.params(), model.grads(), lr, step + 1);
+      const double dt = seconds_since(t0);
+      if (!std::isfinite(loss))
+        throw Error("training diverged: loss is " + std::to_string(loss) + " at step " +
+                    std::to_string(step + 1) + " (lower optim.lr or check the data)");
+
+      summary.losses.push_back(loss);
+      const double tps = tokens_per_step / dt, mfu = tps * flops_per_token / peak;
+      if (step > 0 || r.train.steps == 1) step_rates.push_back(tps);
+      const bool report = (step + 1) % r.log.every == 0 || step + 1 == r.train.steps;
+      if (report) {
+        log.metric(step + 1, {{"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                              {"tokens_per_s", tps}, {"mfu", mfu}, {"step_ms", dt * 1e3},
+                              {"tokens_seen", (step + 1) * tokens_per_step}});
+        if (lead && options.print)
+          std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% "
+                      "| %.0f ms\n",
+                      (long long)(step + 1), (long long)r.train.steps, loss, lr, norm, tps,
+                      100 * mfu, dt * 1e3);
+      }
+      const bool eval_now = r.train.eval_every > 0 && !r.data.val.empty() &&
+                            ((step + 1) % r.train.eval_every == 0 || step + 1 == r.train.steps);
+      if (eval_now) {
+        summary.val_loss = evaluate(model, r, x, y, w);
+        log.eval(step + 1, {{"val_loss", summary.val_loss}});
+        if (lead && options.print) std::printf("step %5lld | val loss %.4f\n", (long long)(step + 1), summary.val_loss);
+      }
+      summary.steps = step + 1;
+    }
+    if (!step_rates.empty()) {
+      std::nth_element(step_rates.begin(), step_rates.begin() + step_rates.size() / 2,
+                       step_rates.end());
+      summary.tokens_per_s = step_rates[step_rates.size() / 2];
+      summary.mfu = summary.tokens_per_s * flops_per_token / peak;
+    }
+
+    if (lead && r.train.sample_tokens > 0) {
+      const auto tokenizer = data_tokenizer(loader.files().front());
+      std::vector<int32_t> prompt(x.begin(), x.begin() + std::min(T / 2, 16));
+      const auto out = greedy_sample(model, prompt, r.train.sample_tokens);
+      if (tokenizer) {
+        summary.sample = tokenizer->decode(std::vector<int>(out.begin(), out.end()));
+      } else {
+        for (int32_t t : out) summary.sample += std::to_string(t) + " ";
+      }
+      if (options.print) std::printf("sample (greedy, prompt of %zu tokens):\n%s\n", prompt.size(), summary.sample.c_str());
+    }
+  } catch (const std::exception& e) {
+    log.run_end("failed", e.what());
+    throw;
+  }
+  log.run_end("ok", "completed " + std::to_string(summary.steps) + " steps");
+  return summary;
+}
+
+}  // namespace tessera

@@ -1,0 +1,90 @@
+// Tessera's op list: one function per operation, explicit shapes, llm.c style.
+//
+// Conventions (read these once, they hold for every function below):
+// - Tensors are contiguous row-major; shapes are given in brackets, e.g. inp [N, C].
+//   N is the number of token positions (B * T) where an op does not care about B and T.
+// - T is float (training) or double (the finite-difference tests).
+// - Backward functions ADD into every gradient they write (dinp, dweight, dbias, ...),
+//   as llm.c does: parameter gradients accumulate over micro-batches, and activation
+//   gradients accumulate where a tensor feeds two places (the residual stream). Callers
+//   zero a gradient buffer before its first use.
+// - Weights of a linear layer are stored [OC, C] (out-features first, like PyTorch):
+//   out = inp @ weight^T + bias.
+// - Every kernel runs on the calling process's OpenMP threads; GEMMs use Eigen's
+//   AVX-512 kernels (measured faster than the OpenBLAS build here, see docs/performance.md).
+#pragma once
+#include <cstdint>
+
+namespace tessera::kernels {
+
+// out[B,T,C] = wte[inp[b,t], :] + wpe[t, :]  (token + learned position embedding)
+template <typename T>
+void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int B, int Tn, int C);
+// dwte[inp[b,t], :] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:]
+template <typename T>
+void encoder_backward(T* dwte, T* dwpe, const T* dout, const int32_t* inp, int B, int Tn, int C);
+
+// out[N,C] = (inp - mean) * rstd * weight + bias, per row; saves mean[N] and rstd[N]
+// (eps = 1e-5, biased variance, as torch.nn.LayerNorm).
+template <typename T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias,
+                       int N, int C);
+template <typename T>
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
+                        const T* weight, const T* mean, const T* rstd, int N, int C);
+
+// out[N,OC] = inp[N,C] @ weight[OC,C]^T + bias[OC]   (bias may be null)
+template <typename T>
+void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int N, int C, int OC);
+// dinp += dout @ weight; dweight += dout^T @ inp; dbias += column sums of dout (null: none)
+template <typename T>
+void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                     int N, int C, int OC);
+
+// Causal multi-head self-attention.
+// qkv [B,T,3C] holds q, k, v for all heads (head h uses columns h*HS..(h+1)*HS of each
+// third, HS = C/NH); out [B,T,C]; att [B,NH,T,T] saves the softmax probabilities
+// (entries above the diagonal are 0). Scores are scaled by 1/sqrt(HS).
+// Each (b, h) is computed as small GEMMs on strided views of qkv (no transposes copied).
+template <typename T>
+void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH);
+// dqkv += gradient through the attention; scratch [B,NH,T,T] is overwritten.
+template <typename T>
+void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att,
+                        int B, int Tn, int C, int NH);
+
+// out[N] = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's tanh approximation)
+template <typename T>
+void gelu_forward(T* out, const T* inp, int64_t N);
+template <typename T>
+void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t N);
+
+// out[N] = a + b. The backward of a residual add is the identity into both inputs, so the
+// model accumulates the residual stream's gradient in one buffer instead of calling a kernel.
+template <typename T>
+void residual_forward(T* out, const T* a, const T* b, int64_t N);
+
+// Fused softmax + cross-entropy over the first V of Vp logit columns (the padded columns
+// V..Vp-1 are masked out: probability 0, gradient 0).
+// losses[N] = -log softmax(logits[n, :V])[targets[n]]. If dlogits is not null, also
+// writes dlogits[N,Vp] = dloss * (softmax - onehot(target)); dlogits may alias logits
+// (the logits are then consumed), which saves a [N, Vp] buffer.
+template <typename T>
+void crossentropy_forward_backward(T* losses, T* dlogits, const T* logits, const int32_t* targets,
+                                   T dloss, int N, int V, int Vp);
+
+// AdamW on n parameters (decoupled weight decay, bias-corrected moments, step t >= 1):
+// m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (mhat / (sqrt(vhat) + eps) + wd p)
+template <typename T>
+void adamw_update(T* params, const T* grads, T* m, T* v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int64_t t);
+
+// Sum of squares of x[n], accumulated in double (for the global gradient norm).
+template <typename T>
+double sum_squares(const T* x, int64_t n);
+
+// x[n] *= s
+template <typename T>
+void scale_inplace(T* x, T s, int64_t n);
+
+}  // namespace tessera::kernels
