@@ -73,18 +73,15 @@ template <typename T>
 void crossentropy_forward_backward(T* losses, T* dlogits, const T* logits, const int32_t* targets,
                                    T dloss, int N, int V, int Vp);
 
-// AdamW on n parameters (decoupled weight decay, bias-corrected moments, step t >= 1):
+// AdamW on n parameters (decoupled weight decay, bias-corrected moments, step t >= 1),
+// with g = grad_scale * grads (gradient clipping folded in, saving a pass over grads):
 // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (mhat / (sqrt(vhat) + eps) + wd p)
 template <typename T>
 void adamw_update(T* params, const T* grads, T* m, T* v, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int64_t t);
+                  float beta2, float eps, float weight_decay, int64_t t, float grad_scale = 1.0f);
 
 // Sum of squares of x[n], accumulated in double (for the global gradient norm).
 template <typename T>
 double sum_squares(const T* x, int64_t n);
-
-// x[n] *= s
-template <typename T>
-void scale_inplace(T* x, T s, int64_t n);
 
 }  // namespace tessera::kernels

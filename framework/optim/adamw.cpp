@@ -18,11 +18,11 @@ double learning_rate(const OptimConfig& optim, int64_t step, int64_t total_steps
                             (optim.lr - optim.min_lr);
 }
 
-double clip_grad_norm(float* grads, int64_t n, double max_norm) {
-  const double norm = std::sqrt(kernels::sum_squares(grads, n));
-  if (max_norm > 0 && norm > max_norm)
-    kernels::scale_inplace(grads, (float)(max_norm / (norm + 1e-6)), n);
-  return norm;
+double grad_norm(const float* grads, int64_t n) { return std::sqrt(kernels::sum_squares(grads, n)); }
+
+float clip_factor(double norm, double max_norm) {
+  if (max_norm <= 0) return 1.0f;
+  return (float)std::min(1.0, max_norm / (norm + 1e-6));
 }
 
 void AdamW::FreeDeleter::operator()(float* p) const { std::free(p); }
@@ -41,14 +41,14 @@ AdamW::AdamW(const ParamTable& table, const OptimConfig& optim)
 
 AdamW::~AdamW() = default;
 
-void AdamW::step(float* params, const float* grads, double lr, int64_t t) {
+void AdamW::step(float* params, const float* grads, double lr, int64_t t, float grad_scale) {
   for (const auto& p : table_.params()) {
     const bool embedding = p.name == "wte.weight" || p.name == "wpe.weight";
     const bool decay = p.weight_decay || (embedding && optim_.decay_embeddings);
     kernels::adamw_update(params + p.offset, grads + p.offset, m_.get() + p.offset,
                           v_.get() + p.offset, p.numel, (float)lr, (float)optim_.beta1,
                           (float)optim_.beta2, (float)optim_.eps,
-                          decay ? (float)optim_.weight_decay : 0.0f, t);
+                          decay ? (float)optim_.weight_decay : 0.0f, t, grad_scale);
   }
 }
 

@@ -14,10 +14,13 @@ namespace tessera {
 // progress = (step - warmup) / (total_steps - warmup).
 double learning_rate(const OptimConfig& optim, int64_t step, int64_t total_steps);
 
-// Scales grads[n] so their global L2 norm is at most max_norm (no-op when max_norm <= 0
-// or the norm is smaller), with torch.nn.utils.clip_grad_norm_'s factor
-// max_norm / (norm + 1e-6). Returns the norm before clipping.
-double clip_grad_norm(float* grads, int64_t n, double max_norm);
+// The global L2 norm of grads[n].
+double grad_norm(const float* grads, int64_t n);
+
+// The factor that clips a gradient of norm `norm` to at most max_norm, as
+// torch.nn.utils.clip_grad_norm_ computes it: min(1, max_norm / (norm + 1e-6)); 1 when
+// max_norm <= 0 (clipping off). AdamW::step applies it while it reads the gradient.
+float clip_factor(double norm, double max_norm);
 
 // AdamW over every tensor of a ParamTable, with fp32 moments in flat buffers laid out
 // like the parameters. Weight decay applies to tensors marked weight_decay (the 2-D
@@ -26,8 +29,9 @@ class AdamW {
  public:
   AdamW(const ParamTable& table, const OptimConfig& optim);
   ~AdamW();
-  // One update with learning rate lr; t counts updates from 1 (bias correction).
-  void step(float* params, const float* grads, double lr, int64_t t);
+  // One update with learning rate lr on the gradient grad_scale * grads; t counts
+  // updates from 1 (bias correction).
+  void step(float* params, const float* grads, double lr, int64_t t, float grad_scale = 1.0f);
   float* m() { return m_.get(); }
   float* v() { return v_.get(); }
 

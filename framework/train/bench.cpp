@@ -57,8 +57,8 @@ BenchResult bench_training_step(const BenchOptions& o) {
     model.zero_grad();
     model.forward_backward(x.data(), y.data(), o.batch, o.seq_len, 1.0f);
     const auto t1 = std::chrono::steady_clock::now();
-    clip_grad_norm(model.grads(), model.flat_size(), 1.0);
-    adamw.step(model.params(), model.grads(), 1e-4, s + 1);
+    const double norm = grad_norm(model.grads(), model.flat_size());
+    adamw.step(model.params(), model.grads(), 1e-4, s + 1, clip_factor(norm, 1.0));
     const auto t2 = std::chrono::steady_clock::now();
     if (s < o.warmup_steps) continue;
     fwd.push_back(model.last_times().forward_ms);

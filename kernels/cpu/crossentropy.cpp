@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/vector_math.h"
 #include "kernels/ops.h"
 
 namespace tessera::kernels {
@@ -13,21 +14,33 @@ void crossentropy_forward_backward(T* losses, T* dlogits, const T* logits, const
   for (int n = 0; n < N; n++) {
     const T* row = logits + (int64_t)n * Vp;
     T maxv = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : maxv)
     for (int i = 0; i < V; i++) maxv = std::max(maxv, row[i]);
-    // Sum in double: over 50k terms a float sum loses the last digits of the loss.
-    double sum = 0;
-    for (int i = 0; i < V; i++) sum += std::exp((double)(row[i] - maxv));
-    const double log_sum = std::log(sum);
     const int target = targets[n];
-    losses[n] = (T)(log_sum - (double)(row[target] - maxv));
-    if (dlogits) {
-      T* drow = dlogits + (int64_t)n * Vp;  // may be row itself: read each entry before writing
-      const T inv_sum = (T)(1.0 / sum);
+    const T target_logit = row[target];  // read now: with dlogits == logits the row is overwritten
+    // With a gradient to write, exp(x - max) goes straight into it and is scaled in a
+    // second pass, so each exponential is computed once.
+    T* out = dlogits ? dlogits + (int64_t)n * Vp : nullptr;
+    T sum = 0;
+    if (out) {
+#pragma omp simd reduction(+ : sum)
       for (int i = 0; i < V; i++) {
-        const T prob = std::exp(row[i] - maxv) * inv_sum;
-        drow[i] = dloss * (prob - (i == target ? (T)1 : (T)0));
+        const T e = vexp(row[i] - maxv);
+        out[i] = e;
+        sum += e;
       }
-      for (int i = V; i < Vp; i++) drow[i] = 0;
+    } else {
+#pragma omp simd reduction(+ : sum)
+      for (int i = 0; i < V; i++) sum += vexp(row[i] - maxv);
+    }
+    losses[n] = std::log(sum) - (target_logit - maxv);
+    if (out) {
+      // d(loss)/d(logit_i) = dloss * (softmax_i - [i == target])
+      const T scale = dloss / sum;
+#pragma omp simd
+      for (int i = 0; i < V; i++) out[i] *= scale;
+      out[target] -= dloss;
+      for (int i = V; i < Vp; i++) out[i] = 0;
     }
   }
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/vector_math.h"
 #include "kernels/ops.h"
 
 namespace tessera::kernels {
@@ -51,7 +52,7 @@ void gelu_forward(T* out, const T* inp, int64_t N) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < N; i++) {
     const T x = inp[i];
-    out[i] = (T)0.5 * x * ((T)1 + std::tanh(s * (x + (T)0.044715 * x * x * x)));
+    out[i] = (T)0.5 * x * ((T)1 + vtanh(s * (x + (T)0.044715 * x * x * x)));
   }
 }
 
@@ -62,7 +63,7 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t N) {
   for (int64_t i = 0; i < N; i++) {
     const T x = inp[i];
     const T u = s * (x + (T)0.044715 * x * x * x);
-    const T th = std::tanh(u);
+    const T th = vtanh(u);
     const T sech2 = (T)1 - th * th;
     const T du = s * ((T)1 + (T)3 * (T)0.044715 * x * x);
     dinp[i] += dout[i] * ((T)0.5 * ((T)1 + th) + (T)0.5 * x * sech2 * du);
@@ -77,17 +78,17 @@ void residual_forward(T* out, const T* a, const T* b, int64_t N) {
 
 template <typename T>
 void adamw_update(T* params, const T* grads, T* m, T* v, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int64_t t) {
+                  float beta2, float eps, float weight_decay, int64_t t, float grad_scale) {
   // Bias corrections folded into two scalars, as torch.optim.AdamW computes them.
   const double bc1 = 1.0 - std::pow((double)beta1, (double)t);
   const double bc2 = 1.0 - std::pow((double)beta2, (double)t);
   const T step_size = (T)(lr / bc1);
   const T inv_sqrt_bc2 = (T)(1.0 / std::sqrt(bc2));
   const T decay = (T)((double)lr * weight_decay);
-  const T b1 = beta1, b2 = beta2, e = eps;
+  const T b1 = beta1, b2 = beta2, e = eps, gs = grad_scale;
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; i++) {
-    const T g = grads[i];
+    const T g = grads[i] * gs;
     const T mi = b1 * m[i] + ((T)1 - b1) * g;
     const T vi = b2 * v[i] + ((T)1 - b2) * g * g;
     m[i] = mi;
@@ -105,12 +106,6 @@ double sum_squares(const T* x, int64_t n) {
   return total;
 }
 
-template <typename T>
-void scale_inplace(T* x, T s, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) x[i] *= s;
-}
-
 #define TESSERA_INSTANTIATE(T)                                                                  \
   template void encoder_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);       \
   template void encoder_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);           \
@@ -118,9 +113,8 @@ void scale_inplace(T* x, T s, int64_t n) {
   template void gelu_backward<T>(T*, const T*, const T*, int64_t);                              \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                           \
   template void adamw_update<T>(T*, const T*, T*, T*, int64_t, float, float, float, float, float, \
-                                int64_t);                                                       \
-  template double sum_squares<T>(const T*, int64_t);                                            \
-  template void scale_inplace<T>(T*, T, int64_t);
+                                int64_t, float);                                                \
+  template double sum_squares<T>(const T*, int64_t);
 TESSERA_INSTANTIATE(float)
 TESSERA_INSTANTIATE(double)
 #undef TESSERA_INSTANTIATE

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/vector_math.h"
 #include "kernels/ops.h"
 
 namespace k = tessera::kernels;
@@ -215,9 +216,41 @@ TEST(Kernels, AdamWMatchesScalarFormula) {
   for (int i = 0; i < n; i++) EXPECT_NEAR(p[i], p_ref[i], 1e-7) << i;
 }
 
-TEST(Kernels, SumSquaresAndScale) {
+TEST(Kernels, SumSquares) {
   Vec x = {1, -2, 3};
   EXPECT_DOUBLE_EQ(k::sum_squares(x.data(), 3), 14.0);
-  k::scale_inplace(x.data(), 0.5, 3);
-  EXPECT_DOUBLE_EQ(x[1], -1.0);
+}
+
+TEST(Kernels, AdamWGradScaleEqualsScaledGradient) {
+  // Clipping is folded into the update: grad_scale * g must act exactly like the scaled g.
+  const int n = 8;
+  std::vector<float> p1(n), p2, g(n), g_scaled(n), m1(n, 0), v1(n, 0), m2(n, 0), v2(n, 0);
+  for (int i = 0; i < n; i++) {
+    p1[i] = 0.1f * (float)i - 0.3f;
+    g[i] = 0.5f - 0.07f * (float)i;
+    g_scaled[i] = 0.25f * g[i];
+  }
+  p2 = p1;
+  k::adamw_update(p1.data(), g.data(), m1.data(), v1.data(), n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1,
+                  0.25f);
+  k::adamw_update(p2.data(), g_scaled.data(), m2.data(), v2.data(), n, 1e-2f, 0.9f, 0.95f, 1e-8f,
+                  0.1f, 1);
+  for (int i = 0; i < n; i++) EXPECT_FLOAT_EQ(p1[i], p2[i]);
+}
+
+TEST(Kernels, VectorisedExpAndTanhMatchLibm) {
+  // kernels/cpu/vector_math.h's float exp/tanh (used by softmax and GELU) against libm.
+  double worst_exp = 0, worst_tanh = 0;
+  for (float x = -80.0f; x < 80.0f; x += 0.01337f) {
+    const double ref = std::exp((double)x);
+    worst_exp = std::max(worst_exp, std::abs((double)k::vexp(x) - ref) / ref);
+  }
+  for (float x = -12.0f; x < 12.0f; x += 0.000913f) {
+    const double ref = std::tanh((double)x);
+    worst_tanh = std::max(worst_tanh, std::abs((double)k::vtanh(x) - ref) /
+                                          std::max(std::abs(ref), 1e-30));
+  }
+  EXPECT_LT(worst_exp, 3e-7);   // about 2 float ulp
+  EXPECT_LT(worst_tanh, 5e-7);
+  EXPECT_EQ(k::vexp(-100.0f), 0.0f);
 }
