@@ -44,6 +44,26 @@ int dispatch(int argc, char** argv) {
   throw tessera::Error("unknown command '" + command + "' (see tessera --help)");
 }
 
+// An error message as one line: a value quoted from a file may hold newlines or other
+// control characters, which are written as escapes (\n, \t, \xNN) instead.
+std::string one_line(const char* message) {
+  std::string out;
+  for (const char* c = message; *c; c++) {
+    const unsigned char ch = (unsigned char)*c;
+    if (ch == '\n') out += "\\n";
+    else if (ch == '\t') out += "\\t";
+    else if (ch == '\r') out += "\\r";
+    else if (ch < 0x20 || ch == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", ch);
+      out += buf;
+    } else {
+      out += *c;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,10 +75,10 @@ int main(int argc, char** argv) {
     tessera::check_cpu_supports_build();  // a message instead of SIGILL on an older CPU
     code = dispatch(argc, argv);
   } catch (const tessera::Error& e) {
-    std::fprintf(stderr, "tessera: error: %s\n", e.what());
+    std::fprintf(stderr, "tessera: error: %s\n", one_line(e.what()).c_str());
     code = 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "tessera: internal error: %s\n", e.what());
+    std::fprintf(stderr, "tessera: internal error: %s\n", one_line(e.what()).c_str());
     code = 3;
   }
   if (code != 0 && world > 1) {

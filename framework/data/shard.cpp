@@ -103,7 +103,7 @@ std::vector<uint16_t> read_shard(const std::string& path) {
   const int64_t bytes = read_header(path, f.get(), header);
   const int64_t count = check_shard_header(path, header, bytes);
   std::vector<uint16_t> tokens(static_cast<size_t>(count));
-  if (std::fread(tokens.data(), 2, tokens.size(), f.get()) != tokens.size()) {
+  if (!tokens.empty() && std::fread(tokens.data(), 2, tokens.size(), f.get()) != tokens.size()) {
     throw Error(path + ": cannot read " + std::to_string(count) + " tokens: " +
                 std::strerror(errno));
   }
@@ -125,7 +125,8 @@ void write_shard(const std::string& path, std::span<const uint16_t> tokens) {
   File f(std::fopen(tmp.c_str(), "wb"));
   if (!f) throw Error(tmp + ": cannot create token shard: " + std::strerror(errno));
   bool ok = std::fwrite(header, 4, kShardHeaderInts, f.get()) == size_t(kShardHeaderInts) &&
-            std::fwrite(tokens.data(), 2, tokens.size(), f.get()) == tokens.size() &&
+            (tokens.empty() ||  // an empty span may hold a null pointer: skip fwrite
+             std::fwrite(tokens.data(), 2, tokens.size(), f.get()) == tokens.size()) &&
             std::fflush(f.get()) == 0 && ::fsync(::fileno(f.get())) == 0;
   const int write_errno = errno;
   ok = (std::fclose(f.release()) == 0) && ok;  // fclose reports late write errors too

@@ -30,7 +30,7 @@ struct TrainConfig {
   std::string precision = "fp32";  // fp32 | bf16 | fp16 (only fp32 is implemented yet)
   uint64_t seed = 1337;        // seeds weight init and data order
   int64_t eval_every = 0;      // validation loss every N steps (0 = never)
-  int eval_batches = 4;        // micro-batches per validation
+  int eval_batches = 4;        // global batches of data.val per validation
   int sample_tokens = 64;      // greedy sample printed at the end (0 = none)
 };
 

@@ -128,7 +128,7 @@ const std::vector<Field>& fields() {
       TESSERA_RECIPE_FIELD(train, eval_every, at_least(0),
                            "validation loss every N steps (0 = never)"),
       TESSERA_RECIPE_FIELD(train, eval_batches, at_least(1),
-                           "micro-batches of data.val per validation"),
+                           "global batches of data.val per validation, read in order"),
       TESSERA_RECIPE_FIELD(train, sample_tokens, at_least(0),
                            "length of the greedy sample printed at the end (0 = none)"),
 

@@ -3,7 +3,11 @@
 #include <mpi.h>
 #include <omp.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +15,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/checkpoint.h"
 #include "framework/data/loader.h"
 #include "framework/data/sha256.h"
 #include "framework/data/tokenizer.h"
@@ -54,27 +59,41 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Mean loss over `batches` micro-batches of the validation set on every dp rank.
-double evaluate(GPT2& model, const Recipe& r, std::vector<int32_t>& x, std::vector<int32_t>& y,
-                const World& w) {
-  LoaderOptions o;
-  o.pattern = r.data.val;
-  o.seq_len = r.model.seq_len;
-  o.micro_batch = r.train.micro_batch;
-  o.global_batch = r.train.micro_batch * w.size;
-  o.dp_rank = w.rank;
-  o.dp_size = w.size;
-  o.vocab_size = r.model.vocab_size;
-  o.shuffle = false;
-  DataLoader val(o);
-  const int batches = (int)std::min<int64_t>(r.train.eval_batches,
-                                             std::max<int64_t>(1, val.num_samples() / o.global_batch));
+// Why checkpoints could not be written into `dir` (created if missing), or "" if they can.
+std::string checkpoint_dir_problem(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return "checkpoint.dir: cannot create directory '" + dir + "' (" + ec.message() + ")";
+  if (access(dir.c_str(), W_OK) != 0)
+    return "checkpoint.dir: directory '" + dir + "' is not writable (" + std::strerror(errno) + ")";
+  return "";
+}
+
+// Opens the shards of recipe key `key` (data.train or data.val), so that every fault in
+// them is found before the first step and the message says which key pointed there.
+std::unique_ptr<DataLoader> open_data(const LoaderOptions& options, const std::string& key) {
+  try {
+    return std::make_unique<DataLoader>(options);
+  } catch (const Error& e) {
+    throw Error(key + ": " + e.what());
+  }
+}
+
+// Mean loss over the first train.eval_batches global batches of the validation set, in
+// order (the same samples every time), split over dp ranks and micro-batches exactly as
+// a training batch is, so the value does not depend on the layout (as in Megatron-LM).
+double evaluate(GPT2& model, DataLoader& val, const Recipe& r, std::vector<int32_t>& x,
+                std::vector<int32_t>& y, const World& w) {
+  const int64_t fit = std::max<int64_t>(1, val.num_samples() / r.train.global_batch);
+  const int64_t batches = std::min<int64_t>(r.train.eval_batches, fit);
+  const int micro_per_batch = r.train.global_batch / (r.parallel.dp * r.train.micro_batch);
+  val.set_position(0);
   double total = 0;
-  for (int i = 0; i < batches; i++) {
+  for (int64_t i = 0; i < batches * micro_per_batch; i++) {
     val.next_micro_batch(x.data(), y.data());
     total += model.forward(x.data(), y.data(), r.train.micro_batch, r.model.seq_len);
   }
-  return allreduce_mean(total / batches, w.size);
+  return allreduce_mean(total / (double)(batches * micro_per_batch), w.size);
 }
 
 // The tokenizer that made the data, from the meta.json `tessera data prepare` writes
@@ -103,6 +122,31 @@ std::vector<int32_t> greedy_sample(GPT2& model, std::vector<int32_t> tokens, int
   return tokens;
 }
 
+// Writes a checkpoint of the parameters and AdamW moments after `step` steps (collective:
+// every rank calls it), records it in the run log and returns its directory.
+std::string save_training_checkpoint(const Recipe& r, GPT2& model, AdamW& adamw,
+                                     const DataLoader& loader, const std::string& run_id,
+                                     int64_t step, const World& w, RunLog& log, bool print) {
+  std::vector<TensorRef> tensors;
+  for (const ParamInfo& p : model.table().params()) {
+    tensors.push_back({p.name, p.shape, model.params() + p.offset});
+    tensors.push_back({p.name + ".adam_m", p.shape, adamw.m() + p.offset});
+    tensors.push_back({p.name + ".adam_v", p.shape, adamw.v() + p.offset});
+  }
+  const CheckpointMeta meta{step, step * r.train.global_batch * r.model.seq_len, loader.position(),
+                            run_id, recipe_to_yaml(r),
+                            {{"dp", r.parallel.dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
+                             {"world", w.size}}};
+  SaveInfo info;
+  save_checkpoint(r.checkpoint.dir, meta, tensors, r.checkpoint.keep_last, &info);
+  nlohmann::json checksums = nlohmann::json::object();
+  for (const auto& [name, sum] : info.checksums) checksums[name] = sum;
+  log.checkpoint({{"path", info.path}, {"step", step}, {"bytes", info.bytes},
+                  {"seconds", info.seconds}, {"checksums", checksums}});
+  if (w.rank == 0 && print) std::printf("checkpoint: %s\n", info.path.c_str());
+  return info.path;
+}
+
 }  // namespace
 
 TrainSummary train(const Recipe& r, const TrainOptions& options) {
@@ -114,6 +158,9 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
             " does not match the " + std::to_string(w.size) + " MPI ranks of this job");
   const bool lead = w.rank == 0;
   const int B = r.train.micro_batch, T = r.model.seq_len;
+  // An unusable checkpoint directory is found now, on every rank, not after the last step.
+  const std::string ckpt_problem = broadcast_string(lead ? checkpoint_dir_problem(r.checkpoint.dir) : "", 0);
+  check(ckpt_problem.empty(), ckpt_problem);
   const int accum = r.train.global_batch / (dp * B);
 
   LoaderOptions lo;
@@ -125,7 +172,15 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   lo.dp_size = dp;
   lo.vocab_size = r.model.vocab_size;
   lo.seed = r.train.seed;
-  DataLoader loader(lo);
+  const auto train_data = open_data(lo, "data.train");
+  DataLoader& loader = *train_data;
+  std::unique_ptr<DataLoader> val_data;
+  if (r.train.eval_every > 0 && !r.data.val.empty()) {
+    LoaderOptions vo = lo;
+    vo.pattern = r.data.val;
+    vo.shuffle = false;
+    val_data = open_data(vo, "data.val");
+  }
 
   GPT2 model(GPTConfig::from_recipe(r.model), B);
   model.init_weights(r.train.seed);
@@ -137,15 +192,20 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   RunLog log(r.log.dir, summary.run_id, lead);
   summary.run_log = log.path();
   nlohmann::json files = nlohmann::json::array();
-  if (lead)
-    for (const auto& f : loader.files())
-      files.push_back({{"path", f}, {"bytes", std::filesystem::file_size(f)},
-                       {"sha256", sha256_file_hex(f)}});
+  if (lead) {
+    auto add = [&](const DataLoader& d, const char* split) {
+      for (const auto& f : d.files())
+        files.push_back({{"path", f}, {"split", split}, {"bytes", std::filesystem::file_size(f)},
+                         {"sha256", sha256_file_hex(f)}});
+    };
+    add(loader, "train");
+    if (val_data) add(*val_data, "val");
+  }
   log.run_start({{"argv", options.argv},
                  {"recipe", recipe_to_yaml(r)},
                  {"layout", {{"dp", dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
                              {"world", w.size}, {"threads_per_rank", omp_get_max_threads()}}},
-                 {"data", {{"train", files}, {"train_tokens", loader.num_tokens()}}},
+                 {"data", {{"files", files}, {"train_tokens", loader.num_tokens()}}},
                  {"model", {{"parameters", model.num_parameters()},
                             {"padded_vocab_size", model.config().padded_vocab_size}}}});
 
@@ -160,6 +220,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                   omp_get_max_threads(), accum, B, T, log.path().c_str());
 
     std::vector<double> step_rates;
+    int64_t saved_step = -1;  // the step of the last checkpoint written
     for (int64_t step = 0; step < r.train.steps; step++) {
       const auto t0 = std::chrono::steady_clock::now();
       model.zero_grad();
@@ -172,9 +233,9 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
         MPI_Allreduce(MPI_IN_PLACE, model.grads(), (int)model.flat_size(), MPI_FLOAT, MPI_SUM,
                       MPI_COMM_WORLD);
       loss = allreduce_mean(loss / accum, dp);
-      const double norm = clip_grad_norm(model.grads(), model.flat_size(), r.optim.grad_clip);
+      const double norm = grad_norm(model.grads(), model.flat_size());
       const double lr = learning_rate(r.optim, step, r.train.steps);
-      adamw.step(model.params(), model.grads(), lr, step + 1);
+      adamw.step(model.params(), model.grads(), lr, step + 1, clip_factor(norm, r.optim.grad_clip));
       const double dt = seconds_since(t0);
       if (!std::isfinite(loss))
         throw Error("training diverged: loss is " + std::to_string(loss) + " at step " +
@@ -187,22 +248,30 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       if (report) {
         log.metric(step + 1, {{"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                               {"tokens_per_s", tps}, {"mfu", mfu}, {"step_ms", dt * 1e3},
-                              {"tokens_seen", (step + 1) * tokens_per_step}});
+                              {"tokens_seen", (step + 1) * (int64_t)r.train.global_batch * T}});
         if (lead && options.print)
           std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% "
                       "| %.0f ms\n",
                       (long long)(step + 1), (long long)r.train.steps, loss, lr, norm, tps,
                       100 * mfu, dt * 1e3);
       }
-      const bool eval_now = r.train.eval_every > 0 && !r.data.val.empty() &&
+      const bool eval_now = val_data &&
                             ((step + 1) % r.train.eval_every == 0 || step + 1 == r.train.steps);
       if (eval_now) {
-        summary.val_loss = evaluate(model, r, x, y, w);
+        summary.val_loss = evaluate(model, *val_data, r, x, y, w);
         log.eval(step + 1, {{"val_loss", summary.val_loss}});
         if (lead && options.print) std::printf("step %5lld | val loss %.4f\n", (long long)(step + 1), summary.val_loss);
       }
       summary.steps = step + 1;
+      if (r.checkpoint.every > 0 && summary.steps % r.checkpoint.every == 0) {
+        summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
+                                                      summary.steps, w, log, options.print);
+        saved_step = summary.steps;
+      }
     }
+    if (saved_step != summary.steps)
+      summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
+                                                    summary.steps, w, log, options.print);
     if (!step_rates.empty()) {
       std::nth_element(step_rates.begin(), step_rates.begin() + step_rates.size() / 2,
                        step_rates.end());
@@ -212,7 +281,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
 
     if (lead && r.train.sample_tokens > 0) {
       const auto tokenizer = data_tokenizer(loader.files().front());
-      std::vector<int32_t> prompt(x.begin(), x.begin() + std::min(T / 2, 16));
+      std::vector<int32_t> prompt(x.begin(), x.begin() + std::max(1, std::min(T / 2, 16)));
       const auto out = greedy_sample(model, prompt, r.train.sample_tokens);
       if (tokenizer) {
         summary.sample = tokenizer->decode(std::vector<int>(out.begin(), out.end()));
@@ -225,7 +294,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     log.run_end("failed", e.what());
     throw;
   }
-  log.run_end("ok", "completed " + std::to_string(summary.steps) + " steps");
+  log.run_end("ok", "");
   return summary;
 }
 

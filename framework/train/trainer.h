@@ -22,6 +22,7 @@ struct TrainSummary {
   std::string sample;             // greedy continuation printed at the end
   double tokens_per_s = 0;        // median over steps after the first
   double mfu = 0;                 // at that median
+  std::string checkpoint;         // the last checkpoint written, e.g. "ckpt/step_000200"
 };
 
 // Trains under MPI_COMM_WORLD (MPI must be initialised; world size must equal

@@ -1,0 +1,371 @@
+// Writing checkpoints: shard + index into a .tmp directory, agree across ranks, rename,
+// update `latest`, prune. Reading is in load.cpp, the HDF5 helpers in h5.cpp.
+#include "checkpoint/checkpoint.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "checkpoint/format.h"
+#include "checkpoint/h5.h"
+// See h5.cpp: tessera::Error is the one framework/ type checkpoint/ uses (header-only).
+#include "framework/util/error.h"
+
+namespace tessera {
+
+namespace fs = std::filesystem;
+
+// Checksums hash the in-memory float bytes, which must equal the little-endian file bytes.
+static_assert(std::endian::native == std::endian::little, "checkpoints assume a little-endian host");
+
+uint64_t fnv1a64(const void* data, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < bytes; i++) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+std::string checksum_string(const float* data, size_t numel) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fnv1a64(data, numel * sizeof(float)));
+  return std::string(ckpt::kChecksumPrefix) + buf;
+}
+
+std::string checkpoint_dir_name(int64_t step) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "step_%06lld", (long long)step);
+  return buf;
+}
+
+namespace {
+
+struct World {
+  bool mpi = false;  // false: MPI not initialised (unit tests, tools): a single rank
+  int rank = 0, size = 1;
+};
+
+World world() {
+  World w;
+  int initialised = 0, finalised = 0;
+  MPI_Initialized(&initialised);
+  MPI_Finalized(&finalised);
+  if (initialised && !finalised) {
+    w.mpi = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &w.size);
+  }
+  return w;
+}
+
+// Collective: "" when every rank's `error` is empty, else the error of the lowest failing
+// rank, on every rank. The all-reduce is also the barrier: no rank returns before every
+// rank has finished (and fsync'd) what it did before calling.
+std::string agree(const World& w, const std::string& error) {
+  if (!w.mpi) return error;
+  int first = error.empty() ? INT_MAX : w.rank;
+  MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (first == INT_MAX) return "";
+  std::string msg = error;
+  int n = (int)msg.size();
+  MPI_Bcast(&n, 1, MPI_INT, first, MPI_COMM_WORLD);
+  msg.resize(n);
+  MPI_Bcast(msg.data(), n, MPI_CHAR, first, MPI_COMM_WORLD);
+  return msg;
+}
+
+// Runs f(), turning any exception into its message ("" on success).
+template <class F>
+std::string capture(F&& f) {
+  try {
+    f();
+    return "";
+  } catch (const std::exception& e) {
+    return e.what()[0] ? e.what() : "unknown error";
+  }
+}
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+void validate(const CheckpointMeta& meta, const std::vector<TensorRef>& tensors) {
+  check(meta.step >= 0, "checkpoint step must be >= 0, got " + std::to_string(meta.step));
+  check(meta.run_id.find('/') == std::string::npos,
+        "checkpoint run id '" + meta.run_id + "' may not contain '/'");
+  std::set<std::string> seen;
+  for (const TensorRef& t : tensors) {
+    // '/' would create HDF5 groups; '%' is a pattern character in virtual dataset names.
+    check(!t.name.empty() && t.name.find_first_of("/%") == std::string::npos,
+          "checkpoint tensor name '" + t.name + "' must be non-empty without '/' or '%'");
+    check(seen.insert(t.name).second, "checkpoint tensor '" + t.name + "' is listed twice");
+    const bool positive =
+        std::all_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d > 0; });
+    check(!t.shape.empty() && positive,
+          "checkpoint tensor '" + t.name + "' has invalid shape " + shape_string(t.shape));
+    check(t.data != nullptr, "checkpoint tensor '" + t.name + "' has no data");
+  }
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+// fsync a file or directory, so that a rename after it publishes durable contents.
+void fsync_path(const fs::path& p, bool directory) {
+  const int fd = ::open(p.c_str(), O_RDONLY | (directory ? O_DIRECTORY : 0));
+  if (fd < 0) throw Error("cannot open " + p.string() + " to fsync: " + errno_text());
+  const int rc = ::fsync(fd);
+  const std::string err = rc != 0 ? errno_text() : "";
+  ::close(fd);
+  if (rc != 0) throw Error("cannot fsync " + p.string() + ": " + err);
+}
+
+void write_text_file_synced(const fs::path& p, const std::string& text) {
+  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw Error("cannot create " + p.string() + ": " + errno_text());
+  const bool ok = ::write(fd, text.data(), text.size()) == (ssize_t)text.size() && ::fsync(fd) == 0;
+  const std::string err = ok ? "" : errno_text();
+  if (::close(fd) != 0 || !ok)
+    throw Error("cannot write " + p.string() + ": " + (ok ? errno_text() : err));
+}
+
+// Fails early, with a clear message, when the file system visibly lacks the room for the
+// shard (quotas are not seen here; a write that fails later is still handled).
+void check_free_space(const fs::path& root, const std::vector<TensorRef>& tensors) {
+  struct statvfs st {};
+  if (::statvfs(root.c_str(), &st) != 0) return;  // unknown: let the writes tell
+  int64_t need = 64 << 10;  // file headers; then the data and ~8 KiB of metadata per tensor
+  for (const TensorRef& t : tensors) need += numel(t.shape) * (int64_t)sizeof(float) + (8 << 10);
+  const double avail = (double)st.f_bavail * (double)st.f_frsize;
+  if (avail < (double)need) {
+    char msg[160];
+    std::snprintf(msg, sizeof msg, ": it needs about %.1f MiB, %.1f MiB are free",
+                  (double)need / (1 << 20), avail / (1 << 20));
+    throw Error("not enough space for a checkpoint in " + root.string() + msg);
+  }
+}
+
+// Creates `file`, lets body(file_id) fill it, and closes it, checking the close (where
+// HDF5 flushes its metadata).
+template <class Body>
+void write_h5_file(const std::string& file, Body&& body) {
+  h5::Handle f = h5::file_create(file);
+  try {
+    body(f.get());
+  } catch (...) {
+    // HDF5 1.10 cannot survive a failed H5Fclose: the file id is left pointing at freed
+    // memory and the library crashes at exit. Give the space back (the file is discarded
+    // anyway) so that closing, which flushes a few KiB of metadata, can succeed on a
+    // full disk.
+    if (::truncate(file.c_str(), 0) != 0) { /* nothing better to do */ }
+    throw;
+  }
+  if (!f.close()) h5::fail("cannot write " + file);
+}
+
+// rank_XXXXX.h5: every tensor as /tensors/<name>, contiguous float32, with its checksum.
+void write_shard(const fs::path& path, const CheckpointMeta& meta, int rank,
+                 const std::vector<TensorRef>& tensors, std::vector<std::string>& checksums) {
+  const std::string file = path.string();
+  write_h5_file(file, [&](hid_t f) {
+    h5::write_attr(f, "format", std::string(ckpt::kShardFormat));
+    h5::write_attr(f, "format_version", (int64_t)ckpt::kFormatVersion);
+    h5::write_attr(f, "rank", (int64_t)rank);
+    h5::write_attr(f, "step", meta.step);
+    h5::write_attr(f, "run_id", meta.run_id);
+    h5::Handle g = h5::group_create(f, ckpt::kTensorGroup);
+    for (const TensorRef& t : tensors) {
+      const std::string context = "cannot write " + file + " (tensor " + t.name + ")";
+      h5::Handle space = h5::simple_space(t.shape);
+      h5::Handle d(h5::checked(H5Dcreate2(g, t.name.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT,
+                                          H5P_DEFAULT, H5P_DEFAULT), context),
+                   H5Dclose);
+      h5::checked_status(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data), context);
+      checksums.push_back(checksum_string(t.data, (size_t)numel(t.shape)));
+      h5::write_attr(d, ckpt::kChecksumAttr, checksums.back());
+    }
+  });
+}
+
+// index.h5: metadata, and every logical tensor as a virtual dataset over its shard.
+void write_index(const fs::path& path, const CheckpointMeta& meta, int world_size,
+                 const std::string& shard_file, const std::vector<TensorRef>& tensors,
+                 const std::vector<std::string>& checksums) {
+  const std::string file = path.string();
+  write_h5_file(file, [&](hid_t f) {
+    h5::write_attr(f, "format", std::string(ckpt::kIndexFormat));
+    h5::write_attr(f, "format_version", (int64_t)ckpt::kFormatVersion);
+    h5::write_attr(f, "step", meta.step);
+    h5::write_attr(f, "tokens_seen", meta.tokens_seen);
+    h5::write_attr(f, "data_position", meta.data_position);
+    h5::write_attr(f, "run_id", meta.run_id);
+    h5::write_attr(f, "world_size", (int64_t)world_size);
+    {
+      // Datasets rather than attributes: a recipe may outgrow HDF5's 64 KiB attribute limit.
+      h5::Handle m = h5::group_create(f, ckpt::kMetaGroup);
+      h5::write_string_dataset(m, "recipe_yaml", meta.recipe_yaml);
+      h5::write_string_dataset(m, "layout_json", meta.layout.is_null() ? "{}" : meta.layout.dump());
+    }
+    h5::Handle g = h5::group_create(f, ckpt::kTensorGroup);
+    // NaN, not 0, where a source is unreadable: h5py users who skip our checks see garbage
+    // rather than plausible zeros.
+    const float fill = std::nanf("");
+    for (size_t i = 0; i < tensors.size(); i++) {
+      const TensorRef& t = tensors[i];
+      const std::string context = "cannot write " + file + " (tensor " + t.name + ")";
+      h5::Handle vspace = h5::simple_space(t.shape);
+      h5::Handle sspace = h5::simple_space(t.shape);
+      h5::Handle dcpl(h5::checked(H5Pcreate(H5P_DATASET_CREATE), context), H5Pclose);
+      h5::checked_status(H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &fill), context);
+      // The source file name is relative: HDF5 looks for it beside index.h5, so the
+      // directory can be renamed and moved as a whole.
+      const std::string source = std::string("/") + ckpt::kTensorGroup + "/" + t.name;
+      h5::checked_status(
+          H5Pset_virtual(dcpl, vspace, shard_file.c_str(), source.c_str(), sspace), context);
+      h5::Handle d(h5::checked(H5Dcreate2(g, t.name.c_str(), H5T_IEEE_F32LE, vspace, H5P_DEFAULT, dcpl,
+                                          H5P_DEFAULT), context),
+                   H5Dclose);
+      h5::write_attr(d, ckpt::kChecksumAttr, checksums[i]);
+    }
+  });
+}
+
+// Complete checkpoints in `root`, (step, name), oldest first.
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const fs::path& root) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    int64_t step = 0;
+    if (ckpt::parse_step_dir_name(name, &step) && e.is_directory(ec)) out.emplace_back(step, name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Moves tmp to final (replacing an older directory of the same name), points `latest`
+// at it, and makes both renames durable.
+void publish(const fs::path& root, const fs::path& tmp, const fs::path& final_dir,
+             const std::string& run_id) {
+  std::error_code ec;
+  fs::path old;
+  if (fs::exists(final_dir, ec)) {
+    // rename(2) cannot replace a non-empty directory: move the old one aside first. Its
+    // ".old-" name is not a checkpoint name, so `latest` resolution never picks it.
+    old = root / (final_dir.filename().string() + ".old-" + run_id);
+    fs::remove_all(old, ec);
+    fs::rename(final_dir, old, ec);
+    if (ec) throw Error("cannot replace " + final_dir.string() + ": " + ec.message());
+  }
+  fs::rename(tmp, final_dir, ec);
+  if (ec && !old.empty()) {
+    std::error_code ignored;
+    fs::rename(old, final_dir, ignored);  // put the previous checkpoint back
+  }
+  if (ec)
+    throw Error("cannot rename " + tmp.string() + " to " + final_dir.string() + ": " +
+                ec.message());
+  const fs::path latest_tmp = root / (std::string(ckpt::kLatestFile) + ".tmp-" + run_id);
+  write_text_file_synced(latest_tmp, final_dir.filename().string() + "\n");
+  fs::rename(latest_tmp, root / ckpt::kLatestFile, ec);
+  if (ec) throw Error("cannot update " + (root / ckpt::kLatestFile).string() + ": " + ec.message());
+  fsync_path(root, true);
+  if (!old.empty()) fs::remove_all(old, ec);
+}
+
+// Deletes complete checkpoints beyond the newest keep_last (never `keep`). A failure
+// here leaves a complete, published checkpoint, so it warns instead of failing the run.
+void prune(const fs::path& root, int keep_last, const std::string& keep) {
+  if (keep_last <= 0) return;
+  auto all = complete_checkpoints(root);
+  std::erase_if(all, [&](const auto& c) { return c.second == keep; });
+  const int excess = (int)all.size() - (keep_last - 1);
+  for (int i = 0; i < excess; i++) {
+    std::error_code ec;
+    fs::remove_all(root / all[i].second, ec);
+    if (ec)
+      std::fprintf(stderr, "warning: cannot delete old checkpoint %s: %s\n",
+                   (root / all[i].second).c_str(), ec.message().c_str());
+  }
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
+                            const std::vector<TensorRef>& tensors, int keep_last, SaveInfo* info) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const World w = world();
+  const fs::path root = dir.empty() ? fs::path(".") : fs::path(dir);
+  const std::string name = checkpoint_dir_name(meta.step);
+  const fs::path final_dir = root / name;
+  const fs::path tmp = root / (name + ckpt::kTmpMarker + meta.run_id);
+  // Pure data parallelism: every rank holds the same full tensors, so one writer suffices.
+  // With tp/pp shards every rank will write its own rank_XXXXX.h5 here.
+  const bool writer = w.rank == 0;
+  const std::string shard_file = ckpt::rank_file_name(0);
+  std::vector<std::string> checksums;
+  int64_t bytes = 0;
+
+  std::string error = capture([&] {
+    validate(meta, tensors);
+    if (!writer) return;
+    h5::Quiet quiet;
+    std::error_code ec;
+    fs::create_directories(root, ec);
+    if (ec) throw Error("cannot create checkpoint directory " + root.string() + ": " + ec.message());
+    check_free_space(root, tensors);
+    fs::remove_all(tmp, ec);  // left by an earlier failed attempt of this run
+    if (!fs::create_directory(tmp, ec) || ec)
+      throw Error("cannot create " + tmp.string() + ": " + (ec ? ec.message() : "it exists"));
+    write_shard(tmp / shard_file, meta, w.rank, tensors, checksums);
+    write_index(tmp / ckpt::kIndexFile, meta, w.size, shard_file, tensors, checksums);
+    fsync_path(tmp / shard_file, false);
+    fsync_path(tmp / ckpt::kIndexFile, false);
+    fsync_path(tmp, true);
+    for (const TensorRef& t : tensors) bytes += numel(t.shape) * (int64_t)sizeof(float);
+  });
+  error = agree(w, error);
+  if (error.empty() && writer) error = capture([&] { publish(root, tmp, final_dir, meta.run_id); });
+  error = agree(w, error);
+  if (!error.empty()) {
+    if (writer) {
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+    }
+    throw Error(error);
+  }
+  if (writer) prune(root, keep_last, name);
+
+  if (info) {
+    info->path = final_dir.string();
+    info->bytes = bytes;
+    info->checksums.clear();
+    for (size_t i = 0; i < checksums.size(); i++)
+      info->checksums.emplace_back(tensors[i].name, checksums[i]);
+    info->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return final_dir.string();
+}
+
+}  // namespace tessera

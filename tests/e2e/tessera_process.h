@@ -1,0 +1,234 @@
+// Test helper: run the real `tessera` binary (or mpirun) as a child process and collect
+// how it ended, its stdout and its stderr; plus small helpers for the files the tests
+// write (token shards, recipes) and read back (run.jsonl).
+//
+// Header-only so that tests/unit/*.cpp can include it without a new library target.
+// Used by tests/unit/test_cli_errors.cpp and tests/unit/test_trainer.cpp.
+#pragma once
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+extern char** environ;
+
+namespace tessera::test_support {
+
+struct ProcessResult {
+  bool exited = false;     // WIFEXITED
+  int exit_code = -1;      // WEXITSTATUS when exited
+  int signal = 0;          // WTERMSIG when killed by a signal
+  bool timed_out = false;  // we killed it after the timeout
+  double seconds = 0;
+  std::string out, err;
+
+  // Non-empty lines of stderr.
+  std::vector<std::string> err_lines() const {
+    std::vector<std::string> lines;
+    std::istringstream in(err);
+    for (std::string line; std::getline(in, line);)
+      if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
+    return lines;
+  }
+  // For failure messages.
+  std::string describe() const {
+    std::ostringstream s;
+    s << "exited=" << exited << " code=" << exit_code << " signal=" << signal
+      << " timed_out=" << timed_out << " (" << seconds << " s)\n--- stdout ---\n"
+      << out << "--- stderr ---\n" << err << "--------------";
+    return s.str();
+  }
+};
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Runs argv[0] (a path, not searched unless it has no '/': then PATH is searched) with
+// OMP_NUM_THREADS=1 added to the environment, in `workdir` if given. stdout and stderr
+// go to separate files and are read back. The child runs in its own process group, which
+// is killed with SIGKILL after `timeout_s` (mpirun and its ranks with it).
+inline ProcessResult run_process(const std::vector<std::string>& argv,
+                                 const std::string& workdir = "", double timeout_s = 60,
+                                 const std::vector<std::string>& extra_env = {}) {
+  namespace fs = std::filesystem;
+  static int counter = 0;
+  const fs::path capture = fs::path(::testing::TempDir()) /
+                           ("tessera_proc_" + std::to_string(::getpid()) + "_" +
+                            std::to_string(counter++));
+  const std::string out_path = capture.string() + ".out", err_path = capture.string() + ".err";
+
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "OMP_NUM_THREADS=", 16) != 0) env_strings.emplace_back(*e);
+  env_strings.emplace_back("OMP_NUM_THREADS=1");
+  for (const auto& e : extra_env) env_strings.push_back(e);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  std::vector<std::string> args = argv;
+  std::vector<char*> cargv;
+  for (auto& a : args) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  if (!workdir.empty()) posix_spawn_file_actions_addchdir_np(&actions, workdir.c_str());
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+
+  ProcessResult r;
+  const auto t0 = std::chrono::steady_clock::now();
+  pid_t pid = -1;
+  const int rc = args[0].find('/') == std::string::npos
+                     ? posix_spawnp(&pid, args[0].c_str(), &actions, &attr, cargv.data(),
+                                    envp.data())
+                     : posix_spawn(&pid, args[0].c_str(), &actions, &attr, cargv.data(),
+                                   envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) throw std::runtime_error("cannot spawn " + args[0] + ": " + std::strerror(rc));
+
+  int status = 0;
+  for (;;) {
+    const pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (w < 0 && errno != EINTR) throw std::runtime_error("waitpid failed");
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (elapsed > timeout_s && !r.timed_out) {
+      r.timed_out = true;
+      ::kill(-pid, SIGKILL);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // Whatever the group left behind (mpirun's ranks after a timeout) goes too.
+  if (r.timed_out) ::kill(-pid, SIGKILL);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.exited = WIFEXITED(status);
+  r.exit_code = r.exited ? WEXITSTATUS(status) : -1;
+  r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  r.out = read_text(out_path);
+  r.err = read_text(err_path);
+  std::error_code ec;
+  fs::remove(out_path, ec);
+  fs::remove(err_path, ec);
+  return r;
+}
+
+// `tessera ARGS...`: the binary the build made.
+inline ProcessResult run_tessera(const std::vector<std::string>& args,
+                                 const std::string& workdir = "", double timeout_s = 60) {
+  std::vector<std::string> argv = {TESSERA_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(argv, workdir, timeout_s);
+}
+
+// A fresh, empty directory under the gtest temp dir, unique to this process and name.
+inline std::string fresh_dir(const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("tessera_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+inline void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+// An llm.c token shard written byte by byte (not through framework/data/shard.h, so
+// that a bug there cannot cancel out): 256 little-endian int32 header words, then the
+// tokens as little-endian uint16. `count` overrides the header's token count; `extra`
+// is appended after the tokens.
+inline void write_raw_shard(const std::string& path, const std::vector<uint16_t>& tokens,
+                            int32_t magic = 20240520, int32_t version = 1,
+                            int64_t count = -1, const std::string& extra = "") {
+  int32_t header[256] = {};
+  header[0] = magic;
+  header[1] = version;
+  header[2] = static_cast<int32_t>(count >= 0 ? count : int64_t(tokens.size()));
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(header), sizeof header);
+  f.write(reinterpret_cast<const char*>(tokens.data()),
+          static_cast<std::streamsize>(tokens.size() * 2));
+  f << extra;
+}
+
+// Tokens a model can learn: a short byte pattern repeated.
+inline std::vector<uint16_t> pattern_tokens(size_t n, int modulo = 200) {
+  std::vector<uint16_t> t(n);
+  for (size_t i = 0; i < n; ++i) t[i] = static_cast<uint16_t>((i * 7 + i / 13) % modulo);
+  return t;
+}
+
+// The events of a run.jsonl, in order. Fails (throws) on a line that is not JSON.
+inline std::vector<nlohmann::json> read_run_log(const std::string& path) {
+  std::vector<nlohmann::json> events;
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open run log " + path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) events.push_back(nlohmann::json::parse(line));
+  return events;
+}
+
+// The run.jsonl of the one run under log_dir ("" if there is none or more than one).
+inline std::string only_run_log(const std::string& log_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(log_dir, ec)) return "";
+  std::string found;
+  int runs = 0;
+  for (const auto& entry : fs::directory_iterator(log_dir)) {
+    if (!entry.is_directory()) continue;
+    ++runs;
+    found = (entry.path() / "run.jsonl").string();
+  }
+  return runs == 1 && fs::exists(found) ? found : "";
+}
+
+inline std::vector<nlohmann::json> events_named(const std::vector<nlohmann::json>& events,
+                                                const std::string& name) {
+  std::vector<nlohmann::json> out;
+  for (const auto& e : events)
+    if (e.value("event", "") == name) out.push_back(e);
+  return out;
+}
+
+// The loss of every metric line, in order.
+inline std::vector<double> metric_losses(const std::vector<nlohmann::json>& events) {
+  std::vector<double> losses;
+  for (const auto& e : events_named(events, "metric")) losses.push_back(e.at("loss").get<double>());
+  return losses;
+}
+
+}  // namespace tessera::test_support

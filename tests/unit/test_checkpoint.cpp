@@ -1,0 +1,349 @@
+// HDF5 checkpoints: round trip, `latest`, keep_last, and every way a checkpoint on disk
+// can be missing, partial or corrupt. The unit_tests binary does not initialise MPI, so
+// save_checkpoint runs as a single rank here.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "framework/util/error.h"
+
+namespace fs = std::filesystem;
+using namespace tessera;
+
+namespace {
+
+// A fresh directory per test (gtest_discover_tests runs tests in parallel processes),
+// removed afterwards.
+class Checkpoint : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    root = fs::path(::testing::TempDir()) /
+           ("tessera_ckpt_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
+    fs::remove_all(root);
+    fs::create_directories(root);
+  }
+  void TearDown() override { fs::remove_all(root); }
+  fs::path root;
+};
+
+// A tiny "model": parameters and their AdamW moments, named as the trainer names them.
+struct Tensors {
+  std::vector<std::string> names;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<std::vector<float>> values;
+
+  void add(const std::string& name, std::vector<int64_t> shape, float seed) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> v(n);
+    for (int64_t i = 0; i < n; i++) v[i] = std::sin(seed + 0.37f * (float)i) * (1.0f + seed);
+    names.push_back(name);
+    shapes.push_back(std::move(shape));
+    values.push_back(std::move(v));
+  }
+  std::vector<TensorRef> refs() const {
+    std::vector<TensorRef> r;
+    for (size_t i = 0; i < names.size(); i++) r.push_back({names[i], shapes[i], values[i].data()});
+    return r;
+  }
+};
+
+Tensors small_model() {
+  Tensors t;
+  for (const char* p : {"", ".adam_m", ".adam_v"}) {
+    t.add(std::string("wte.weight") + p, {7, 4}, 0.5f);
+    t.add(std::string("h.0.attn.qkv.weight") + p, {4, 12}, 1.5f);
+    t.add(std::string("h.0.ln_1.bias") + p, {4}, 2.5f);
+  }
+  return t;
+}
+
+CheckpointMeta meta_at(int64_t step) {
+  CheckpointMeta m;
+  m.step = step;
+  m.tokens_seen = step * 16 * 64;
+  m.data_position = step * 16 + 3;
+  m.run_id = "20250114-093012-3fa9c1";
+  m.recipe_yaml = "model:\n  n_layer: 1\n";
+  m.layout = {{"dp", 2}, {"tp", 1}, {"pp", 1}, {"world", 2}};
+  return m;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Runs f and returns the tessera::Error's message; fails the test if f does not throw one.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected tessera::Error";
+  return "";
+}
+
+std::vector<std::string> entries(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A checkpoint of small_model() at step 1 in `dir`; returns its directory.
+fs::path save_small(const fs::path& dir, int64_t step = 1, int keep_last = 3) {
+  const Tensors t = small_model();
+  return save_checkpoint(dir.string(), meta_at(step), t.refs(), keep_last);
+}
+
+}  // namespace
+
+TEST_F(Checkpoint, RoundTripIsBitExact) {
+  const fs::path dir = root / "ckpt";
+  Tensors t = small_model();
+  // Values a lossy path would change: NaN payload, -0, infinities, a denormal.
+  uint32_t nan_bits = 0x7fc01234u;
+  std::memcpy(&t.values[0][0], &nan_bits, 4);
+  t.values[0][1] = -0.0f;
+  t.values[0][2] = std::numeric_limits<float>::infinity();
+  t.values[0][3] = -std::numeric_limits<float>::infinity();
+  t.values[0][4] = std::numeric_limits<float>::denorm_min();
+
+  SaveInfo info;
+  const std::string path = save_checkpoint(dir.string(), meta_at(7), t.refs(), 3, &info);
+  EXPECT_EQ(path, (dir / "step_000007").string());
+  EXPECT_EQ(info.path, path);
+  EXPECT_EQ(info.checksums.size(), t.names.size());
+  EXPECT_EQ(info.bytes, (7 * 4 + 4 * 12 + 4) * 3 * 4);
+  EXPECT_TRUE(fs::exists(dir / "step_000007" / "index.h5"));
+  EXPECT_TRUE(fs::exists(dir / "step_000007" / "rank_00000.h5"));
+  EXPECT_EQ(entries(dir), (std::vector<std::string>{"latest", "step_000007"}));
+
+  std::vector<std::vector<float>> got(t.names.size());
+  std::vector<TensorDest> dests;
+  for (size_t i = 0; i < t.names.size(); i++) {
+    got[i].assign(t.values[i].size(), 42.0f);
+    dests.push_back({t.names[i], t.shapes[i], got[i].data()});
+  }
+  const LoadedCheckpoint loaded = load_checkpoint(path, dests);
+  for (size_t i = 0; i < t.names.size(); i++)
+    EXPECT_EQ(std::memcmp(got[i].data(), t.values[i].data(), got[i].size() * 4), 0) << t.names[i];
+
+  const CheckpointMeta m = meta_at(7);
+  EXPECT_EQ(loaded.path, path);
+  EXPECT_EQ(loaded.meta.step, 7);
+  EXPECT_EQ(loaded.meta.tokens_seen, m.tokens_seen);
+  EXPECT_EQ(loaded.meta.data_position, m.data_position);
+  EXPECT_EQ(loaded.meta.run_id, m.run_id);
+  EXPECT_EQ(loaded.meta.recipe_yaml, m.recipe_yaml);
+  EXPECT_EQ(loaded.meta.layout, m.layout);
+  ASSERT_EQ(loaded.tensors.size(), t.names.size());
+  for (const auto& ti : loaded.tensors) {
+    for (const auto& [name, sum] : info.checksums) {
+      if (name == ti.name) {
+        EXPECT_EQ(ti.checksum, sum);
+      }
+    }
+  }
+
+  // Loading by the parent directory goes through `latest`; a subset of tensors is fine.
+  std::vector<float> wte(28);
+  EXPECT_EQ(load_checkpoint(dir.string(), {{"wte.weight", {7, 4}, wte.data()}}).meta.step, 7);
+  EXPECT_EQ(std::memcmp(wte.data(), t.values[0].data(), 28 * 4), 0);
+}
+
+TEST_F(Checkpoint, LatestPointsAtNewestAndKeepLastPrunesOlder) {
+  const fs::path dir = root;
+  for (int64_t step = 1; step <= 4; step++) save_small(dir, step, /*keep_last=*/2);
+  EXPECT_EQ(entries(dir), (std::vector<std::string>{"latest", "step_000003", "step_000004"}));
+  EXPECT_EQ(read_text(dir / "latest"), "step_000004\n");
+  EXPECT_EQ(load_checkpoint(dir.string(), {}).meta.step, 4);
+
+  // keep_last <= 0 keeps everything.
+  save_small(dir, 5, 0);
+  EXPECT_EQ(entries(dir),
+            (std::vector<std::string>{"latest", "step_000003", "step_000004", "step_000005"}));
+  // Saving a step again (a rerun into the same directory) replaces it.
+  Tensors t = small_model();
+  t.values[0][0] = 123.0f;
+  save_checkpoint(dir.string(), meta_at(4), t.refs(), 0);
+  EXPECT_EQ(read_text(dir / "latest"), "step_000004\n");
+  std::vector<float> wte(28);
+  load_checkpoint(dir.string(), {{"wte.weight", {7, 4}, wte.data()}});
+  EXPECT_EQ(wte[0], 123.0f);
+  EXPECT_EQ(entries(dir),
+            (std::vector<std::string>{"latest", "step_000003", "step_000004", "step_000005"}));
+}
+
+TEST_F(Checkpoint, MissingRankFileIsAnError) {
+  const fs::path ckpt = save_small(root);
+  fs::remove(ckpt / "rank_00000.h5");
+  const std::string msg = error_of([&] { load_checkpoint(ckpt.string(), {}); });
+  EXPECT_NE(msg.find("rank_00000.h5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("missing"), std::string::npos) << msg;
+}
+
+TEST_F(Checkpoint, FlippedByteFailsTheChecksum) {
+  const fs::path ckpt = save_small(root);
+  const fs::path shard = ckpt / "rank_00000.h5";
+  haddr_t offset = HADDR_UNDEF;
+  {
+    const hid_t f = H5Fopen(shard.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    const hid_t d = H5Dopen2(f, "/tensors/h.0.attn.qkv.weight.adam_v", H5P_DEFAULT);
+    offset = H5Dget_offset(d);
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+  ASSERT_NE(offset, HADDR_UNDEF);
+  {
+    std::fstream io(shard, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg((std::streamoff)offset + 21);
+    char c = 0;
+    io.read(&c, 1);
+    c ^= 0x10;
+    io.seekp((std::streamoff)offset + 21);
+    io.write(&c, 1);
+  }
+  const std::string msg = error_of([&] { load_checkpoint(ckpt.string(), {}); });
+  EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("h.0.attn.qkv.weight.adam_v"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("rank_00000.h5"), std::string::npos) << msg;
+}
+
+TEST_F(Checkpoint, TruncatedFilesAreErrorsNamingTheFile) {
+  const fs::path dir = root;
+  const fs::path ckpt = save_small(dir / "a");
+  fs::resize_file(ckpt / "rank_00000.h5", fs::file_size(ckpt / "rank_00000.h5") / 2);
+  std::string msg = error_of([&] { load_checkpoint(ckpt.string(), {}); });
+  EXPECT_NE(msg.find("rank_00000.h5"), std::string::npos) << msg;
+
+  const fs::path ckpt2 = save_small(dir / "b");
+  fs::resize_file(ckpt2 / "index.h5", fs::file_size(ckpt2 / "index.h5") / 2);
+  msg = error_of([&] { load_checkpoint(ckpt2.string(), {}); });
+  EXPECT_NE(msg.find("index.h5"), std::string::npos) << msg;
+}
+
+TEST_F(Checkpoint, LeftoverTmpDirectoryIsIgnoredByLatestAndRefusedDirectly) {
+  const fs::path dir = root;
+  const fs::path ckpt = save_small(dir, 1);
+  // What a crash mid-write leaves: a complete-looking copy under a .tmp name.
+  const fs::path tmp = dir / "step_000002.tmp-20250114-093012-deadbe";
+  fs::copy(ckpt, tmp);
+  EXPECT_EQ(load_checkpoint(dir.string(), {}).meta.step, 1);
+  const std::string msg = error_of([&] { load_checkpoint(tmp.string(), {}); });
+  EXPECT_NE(msg.find(tmp.filename().string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unfinished"), std::string::npos) << msg;
+  // Pruning leaves it alone: it may belong to another job still writing.
+  save_small(dir, 3, 1);
+  EXPECT_EQ(entries(dir), (std::vector<std::string>{"latest", tmp.filename().string(), "step_000003"}));
+}
+
+TEST_F(Checkpoint, ShapeMismatchAndAbsentTensorAreErrors) {
+  const fs::path ckpt = save_small(root);
+  std::vector<float> buf(28);
+  std::string msg =
+      error_of([&] { load_checkpoint(ckpt.string(), {{"wte.weight", {4, 7}, buf.data()}}); });
+  EXPECT_NE(msg.find("'wte.weight'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[7, 4]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[4, 7]"), std::string::npos) << msg;
+  msg = error_of([&] { load_checkpoint(ckpt.string(), {{"lm_head.weight", {7, 4}, buf.data()}}); });
+  EXPECT_NE(msg.find("'lm_head.weight'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("index.h5"), std::string::npos) << msg;
+  fs::create_directory(root / "empty");
+  msg = error_of([&] { load_checkpoint((root / "empty").string(), {}); });
+  EXPECT_NE(msg.find("is not a checkpoint"), std::string::npos) << msg;
+}
+
+TEST_F(Checkpoint, InvalidTensorListsAreRejectedBeforeWriting) {
+  const fs::path dir = root / "ckpt";
+  std::vector<float> v(4);
+  const auto save = [&](std::vector<TensorRef> refs) {
+    return error_of([&] { save_checkpoint(dir.string(), meta_at(1), refs, 3); });
+  };
+  EXPECT_NE(save({{"a", {4}, v.data()}, {"a", {4}, v.data()}}).find("listed twice"), std::string::npos);
+  EXPECT_NE(save({{"a/b", {4}, v.data()}}).find("'a/b'"), std::string::npos);
+  EXPECT_NE(save({{"a", {0, 4}, v.data()}}).find("invalid shape [0, 4]"), std::string::npos);
+  EXPECT_NE(save({{"a", {4}, nullptr}}).find("no data"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "step_000001"));
+}
+
+// A write that fails half-way, as on a full disk, simulated with RLIMIT_FSIZE: the first
+// write past the limit fails with EFBIG and raises SIGXFSZ, whose handler lifts the limit
+// again (so, as on a disk that our clean-up frees, the writes after it succeed). The .tmp
+// directory must go and the previous checkpoint stay the latest.
+static rlimit g_saved_fsize{};
+static void lift_fsize_limit(int) { setrlimit(RLIMIT_FSIZE, &g_saved_fsize); }
+
+TEST_F(Checkpoint, WriteFailureLeavesNoPartialCheckpoint) {
+  const fs::path dir = root;
+  save_small(dir, 1);
+  std::vector<float> big(1 << 18, 1.0f);  // 1 MiB
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &g_saved_fsize), 0);
+  struct sigaction lift {}, old_action {};
+  lift.sa_handler = lift_fsize_limit;
+  sigemptyset(&lift.sa_mask);
+  ASSERT_EQ(sigaction(SIGXFSZ, &lift, &old_action), 0);
+  rlimit small = g_saved_fsize;
+  small.rlim_cur = 64 * 1024;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string msg;
+  try {
+    save_checkpoint(dir.string(), meta_at(2), {{"big", {1 << 18}, big.data()}}, 3);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &g_saved_fsize);
+  sigaction(SIGXFSZ, &old_action, nullptr);
+  EXPECT_NE(msg.find("rank_00000.h5"), std::string::npos) << msg;
+  EXPECT_EQ(entries(dir), (std::vector<std::string>{"latest", "step_000001"}));
+  EXPECT_EQ(load_checkpoint(dir.string(), {}).meta.step, 1);
+
+  // A checkpoint directory that cannot be created.
+  std::ofstream(dir / "file") << "x";
+  msg = error_of([&] { save_small(dir / "file" / "ckpt"); });
+  EXPECT_NE(msg.find("cannot create checkpoint directory"), std::string::npos) << msg;
+}
+
+// h5py, an independent HDF5 reader, sees every tensor through index.h5 with the right
+// shape, values and checksum.
+TEST_F(Checkpoint, H5pyReadsTheIndex) {
+  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 not found";
+  const fs::path dir = root;
+  const Tensors t = small_model();
+  const CheckpointMeta m = meta_at(12);
+  save_checkpoint((dir / "ckpt").string(), m, t.refs(), 3);
+
+  nlohmann::json expected = {{"step", m.step}, {"tokens_seen", m.tokens_seen},
+                             {"data_position", m.data_position}, {"run_id", m.run_id},
+                             {"recipe_yaml", m.recipe_yaml}, {"layout", m.layout}};
+  for (size_t i = 0; i < t.names.size(); i++) {
+    double sum = 0;
+    for (float x : t.values[i]) sum += x;
+    expected["tensors"][t.names[i]] = {
+        {"shape", t.shapes[i]},
+        {"sum", sum},
+        {"first", std::vector<double>(t.values[i].begin(), t.values[i].begin() + 3)}};
+  }
+  std::ofstream(dir / "expected.json") << expected.dump(1);
+  const std::string cmd = std::string("/usr/bin/python3 ") + TESSERA_SOURCE_DIR +
+                          "/tests/reference/check_checkpoint.py " + (dir / "ckpt").string() + " " +
+                          (dir / "expected.json").string() + " 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
