@@ -1,6 +1,8 @@
 // Test helper: run the real `tessera` binary (or mpirun) as a child process and collect
-// how it ended, its stdout and its stderr; plus small helpers for the files the tests
-// write (token shards, recipes) and read back (run.jsonl).
+// how it ended, its stdout and its stderr; plus what the tests that run it share: the
+// tiny model their recipes train, the `tessera train` command line, the one-line error
+// they expect, and reading back run.jsonl. Temporary directories, text files and token
+// shards come from tests/unit/test_support.h.
 //
 // Header-only so that tests/unit/*.cpp can include it without a new library target.
 // Used by tests/unit/test_cli_errors.cpp and tests/unit/test_trainer.cpp.
@@ -26,6 +28,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "tests/unit/test_support.h"
 
 extern char** environ;
 
@@ -56,13 +60,6 @@ struct ProcessResult {
     return s.str();
   }
 };
-
-inline std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Runs argv[0] (a path, not searched unless it has no '/': then PATH is searched) with
 // OMP_NUM_THREADS=1 added to the environment, in `workdir` if given. stdout and stderr
@@ -152,43 +149,48 @@ inline ProcessResult run_tessera(const std::vector<std::string>& args,
   return run_process(argv, workdir, timeout_s);
 }
 
-// A fresh, empty directory under the gtest temp dir, unique to this process and name.
-inline std::string fresh_dir(const std::string& name) {
-  namespace fs = std::filesystem;
-  const fs::path dir =
-      fs::path(::testing::TempDir()) / ("tessera_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
+// `tessera train RECIPE --set S1 --set S2 ...`, without the program name.
+inline std::vector<std::string> train_args(const std::string& recipe,
+                                           const std::vector<std::string>& sets = {}) {
+  std::vector<std::string> args = {"train", recipe};
+  for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+  return args;
 }
 
-inline void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
+// The model section of the recipes the tests train: 1 layer, 32 wide, a byte vocabulary
+// and 32-token windows, small enough that a run takes about a second.
+inline std::string tiny_model_yaml() {
+  return "model:\n"
+         "  n_layer: 1\n"
+         "  n_head: 2\n"
+         "  n_embd: 32\n"
+         "  vocab_size: 256\n"
+         "  seq_len: 32\n";
 }
 
-// An llm.c token shard written byte by byte (not through framework/data/shard.h, so
-// that a bug there cannot cancel out): 256 little-endian int32 header words, then the
-// tokens as little-endian uint16. `count` overrides the header's token count; `extra`
-// is appended after the tokens.
-inline void write_raw_shard(const std::string& path, const std::vector<uint16_t>& tokens,
-                            int32_t magic = 20240520, int32_t version = 1,
-                            int64_t count = -1, const std::string& extra = "") {
-  int32_t header[256] = {};
-  header[0] = magic;
-  header[1] = version;
-  header[2] = static_cast<int32_t>(count >= 0 ? count : int64_t(tokens.size()));
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(header), sizeof header);
-  f.write(reinterpret_cast<const char*>(tokens.data()),
-          static_cast<std::streamsize>(tokens.size() * 2));
-  f << extra;
-}
-
-// Tokens a model can learn: a short byte pattern repeated.
-inline std::vector<uint16_t> pattern_tokens(size_t n, int modulo = 200) {
-  std::vector<uint16_t> t(n);
-  for (size_t i = 0; i < n; ++i) t[i] = static_cast<uint16_t>((i * 7 + i / 13) % modulo);
-  return t;
+// How `tessera` refuses bad input: exit code 2 and exactly one non-empty stderr line,
+// which starts "tessera: error: " and contains every string of `needles`.
+inline ::testing::AssertionResult one_error_line(const ProcessResult& r,
+                                                 const std::vector<std::string>& needles) {
+  if (!r.exited)
+    return ::testing::AssertionFailure() << "did not exit normally\n" << r.describe();
+  if (r.exit_code != 2)
+    return ::testing::AssertionFailure() << "exit code " << r.exit_code << ", expected 2\n"
+                                         << r.describe();
+  const auto lines = r.err_lines();
+  if (lines.size() != 1)
+    return ::testing::AssertionFailure() << lines.size()
+                                         << " non-empty stderr lines, expected exactly 1\n"
+                                         << r.describe();
+  const std::string& line = lines[0];
+  if (line.rfind("tessera: error: ", 0) != 0)
+    return ::testing::AssertionFailure() << "stderr does not start with 'tessera: error: '\n"
+                                         << r.describe();
+  for (const auto& needle : needles)
+    if (line.find(needle) == std::string::npos)
+      return ::testing::AssertionFailure() << "the message does not contain '" << needle
+                                           << "'\n" << r.describe();
+  return ::testing::AssertionSuccess();
 }
 
 // The events of a run.jsonl, in order. Fails (throws) on a line that is not JSON.

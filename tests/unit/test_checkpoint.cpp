@@ -19,9 +19,13 @@
 
 #include "checkpoint/checkpoint.h"
 #include "framework/util/error.h"
+#include "tests/unit/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
+using tessera::test_support::error_of;
+using tessera::test_support::fresh_dir;
+using tessera::test_support::read_text;
 
 namespace {
 
@@ -31,10 +35,7 @@ class Checkpoint : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    root = fs::path(::testing::TempDir()) /
-           ("tessera_ckpt_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
-    fs::remove_all(root);
-    fs::create_directories(root);
+    root = fresh_dir("ckpt_" + std::string(info->name()));
   }
   void TearDown() override { fs::remove_all(root); }
   fs::path root;
@@ -81,23 +82,6 @@ CheckpointMeta meta_at(int64_t step) {
   m.recipe_yaml = "model:\n  n_layer: 1\n";
   m.layout = {{"dp", 2}, {"tp", 1}, {"pp", 1}, {"world", 2}};
   return m;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Runs f and returns the tessera::Error's message; fails the test if f does not throw one.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected tessera::Error";
-  return "";
 }
 
 std::vector<std::string> entries(const fs::path& dir) {

@@ -1,6 +1,5 @@
 // DataLoader: sample windows, the global order, dp-invariance, resume and errors.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -11,29 +10,24 @@
 #include "framework/data/loader.h"
 #include "framework/data/shard.h"
 #include "framework/util/error.h"
+#include "tests/unit/test_support.h"
 
 namespace fs = std::filesystem;
 using tessera::DataLoader;
 using tessera::Error;
 using tessera::LoaderOptions;
+using tessera::test_support::error_of;
+using tessera::test_support::fresh_dir;
 
 namespace {
 
 constexpr int kT = 16;
 
-std::string fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) /
-                       ("tessera_loader_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
 // Shards of the given sizes whose token at global offset o is o itself, so a sample's
 // first input token divided by T is its sample index. An empty shard sits in the middle
 // and windows cross shard boundaries.
 std::string make_counting_shards(const std::string& name, std::vector<int> sizes = {1000, 37, 0, 500}) {
-  const std::string dir = fresh_dir(name);
+  const std::string dir = fresh_dir("loader_" + name);
   int offset = 0;
   for (size_t s = 0; s < sizes.size(); ++s) {
     std::vector<uint16_t> tokens(sizes[s]);
@@ -76,17 +70,6 @@ std::vector<int> take(DataLoader& loader, const LoaderOptions& o, int calls) {
     }
   }
   return samples;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a tessera::Error";
-  return "";
 }
 
 }  // namespace
@@ -229,7 +212,7 @@ TEST(DataLoader, TokenAtOrAboveVocabNamesShardAndIndex) {
 }
 
 TEST(DataLoader, MissingDirectoryAndEmptyGlob) {
-  const std::string dir = fresh_dir("globs");
+  const std::string dir = fresh_dir("loader_globs");
   LoaderOptions o = options(dir + "/foo");
   std::string msg = error_of([&] { DataLoader bad(o); });
   EXPECT_NE(msg.find("directory " + dir + "/foo does not exist"), std::string::npos) << msg;

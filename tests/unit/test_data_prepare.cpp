@@ -1,6 +1,5 @@
 // `tessera data prepare`: text -> train/val shards + meta.json; also SHA-256 and the CLI.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -16,19 +15,14 @@
 #include "framework/data/shard.h"
 #include "framework/data/tokenizer.h"
 #include "framework/util/error.h"
+#include "tests/unit/test_support.h"
 
 namespace fs = std::filesystem;
 using tessera::Error;
+using tessera::test_support::fresh_dir;
+using tessera::test_support::write_text;
 
 namespace {
-
-std::string fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) /
-                       ("tessera_prepare_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
 
 std::string sample_text() {
   std::string text;
@@ -41,10 +35,20 @@ std::string sample_text() {
   return text;
 }
 
-std::string write_text(const std::string& dir, const std::string& text) {
+// Writes `text` to <dir>/input.txt; returns that path.
+std::string write_input(const std::string& dir, const std::string& text) {
   const std::string path = dir + "/input.txt";
-  std::ofstream(path, std::ios::binary) << text;
+  write_text(path, text);
   return path;
+}
+
+// Options that prepare `text` (written to <dir>/input.txt) into <dir>/out; the rest are
+// the defaults.
+tessera::PrepareOptions options_for(const std::string& dir, const std::string& text) {
+  tessera::PrepareOptions o;
+  o.input = write_input(dir, text);
+  o.out_dir = dir + "/out";
+  return o;
 }
 
 std::string decode_shards(const std::vector<std::string>& files) {
@@ -58,11 +62,8 @@ std::string decode_shards(const std::vector<std::string>& files) {
 }  // namespace
 
 TEST(DataPrepare, ByteShardsDecodeBackToTheText) {
-  const std::string dir = fresh_dir("bytes");
   const std::string text = sample_text();
-  tessera::PrepareOptions o;
-  o.input = write_text(dir, text);
-  o.out_dir = dir + "/out";
+  tessera::PrepareOptions o = options_for(fresh_dir("prepare_bytes"), text);
   o.val_fraction = 0.1;
   const tessera::PrepareResult r = tessera::prepare_data(o);
 
@@ -89,11 +90,8 @@ TEST(DataPrepare, ByteShardsDecodeBackToTheText) {
 }
 
 TEST(DataPrepare, SmallShardsSplitInOrderAndStaleOnesAreRemoved) {
-  const std::string dir = fresh_dir("split");
   const std::string text = sample_text();
-  tessera::PrepareOptions o;
-  o.input = write_text(dir, text);
-  o.out_dir = dir + "/out";
+  tessera::PrepareOptions o = options_for(fresh_dir("prepare_split"), text);
   o.shard_tokens = 500;
   const auto many = tessera::prepare_data(o);
   EXPECT_EQ(int64_t(many.train_files.size()), (many.train_tokens + 499) / 500);
@@ -110,7 +108,7 @@ TEST(DataPrepare, SmallShardsSplitInOrderAndStaleOnesAreRemoved) {
 }
 
 TEST(DataPrepare, BadOptionsAreErrors) {
-  const std::string dir = fresh_dir("errors");
+  const std::string dir = fresh_dir("prepare_errors");
   tessera::PrepareOptions o;
   o.out_dir = dir + "/out";
   o.input = dir + "/missing.txt";
@@ -120,9 +118,9 @@ TEST(DataPrepare, BadOptionsAreErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(o.input), std::string::npos) << e.what();
   }
-  o.input = write_text(dir, "");
+  o.input = write_input(dir, "");
   EXPECT_THROW(tessera::prepare_data(o), Error);  // empty input
-  o.input = write_text(dir, "abc");
+  o.input = write_input(dir, "abc");
   o.val_fraction = 1.0;
   EXPECT_THROW(tessera::prepare_data(o), Error);
   o.val_fraction = 0.1;  // 3 tokens * 0.1 rounds to an empty validation set
@@ -139,8 +137,8 @@ TEST(DataPrepare, BadOptionsAreErrors) {
 }
 
 TEST(DataPrepare, CommandLine) {
-  const std::string dir = fresh_dir("cli");
-  const std::string input = write_text(dir, sample_text());
+  const std::string dir = fresh_dir("prepare_cli");
+  const std::string input = write_input(dir, sample_text());
   using tessera::cli::cmd_data_prepare;
   testing::internal::CaptureStdout();
   EXPECT_EQ(cmd_data_prepare({"--help"}), 0);

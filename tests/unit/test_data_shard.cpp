@@ -1,6 +1,5 @@
 // llm.c token shards: round trip, and every damaged-file case fails naming file + fault.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -11,51 +10,18 @@
 
 #include "framework/data/shard.h"
 #include "framework/util/error.h"
+#include "tests/unit/test_support.h"
 
 namespace fs = std::filesystem;
-using tessera::Error;
-
-namespace {
-
-// A fresh directory per test under gtest's temp dir.
-std::string fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) /
-                       ("tessera_shard_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-// Writes raw bytes: a header of the given ints followed by `tokens` uint16 values.
-void write_raw(const std::string& path, std::vector<int32_t> header_ints,
-               const std::vector<uint16_t>& tokens, size_t extra_bytes = 0) {
-  header_ints.resize(256, 0);
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(header_ints.data()), 1024);
-  out.write(reinterpret_cast<const char*>(tokens.data()), std::streamsize(tokens.size() * 2));
-  for (size_t i = 0; i < extra_bytes; ++i) out.put('\0');
-}
-
-// Runs f, expects a tessera::Error, and returns its message.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a tessera::Error";
-  return "";
-}
-
-}  // namespace
+using tessera::test_support::error_of;
+using tessera::test_support::fresh_dir;
+using tessera::test_support::write_raw_shard;
 
 TEST(DataShard, RoundTripKeepsEveryTokenValue) {
-  const std::string dir = fresh_dir("roundtrip");
   std::vector<uint16_t> tokens;
   for (int i = 0; i < 70000; ++i) tokens.push_back(static_cast<uint16_t>(i * 7919));
   tokens.push_back(65535);
-  const std::string path = dir + "/a.bin";
+  const std::string path = fresh_dir("shard_roundtrip") + "/a.bin";
   tessera::write_shard(path, tokens);
   EXPECT_EQ(tessera::read_shard(path), tokens);
   EXPECT_EQ(tessera::read_shard_header(path), int64_t(tokens.size()));
@@ -64,8 +30,7 @@ TEST(DataShard, RoundTripKeepsEveryTokenValue) {
 }
 
 TEST(DataShard, HeaderIsLlmcLayout) {
-  const std::string dir = fresh_dir("layout");
-  const std::string path = dir + "/a.bin";
+  const std::string path = fresh_dir("shard_layout") + "/a.bin";
   tessera::write_shard(path, std::vector<uint16_t>{1, 2, 258});
   std::ifstream in(path, std::ios::binary);
   std::vector<int32_t> header(256);
@@ -81,55 +46,50 @@ TEST(DataShard, HeaderIsLlmcLayout) {
 }
 
 TEST(DataShard, EmptyShardIsValid) {
-  const std::string dir = fresh_dir("empty");
-  tessera::write_shard(dir + "/e.bin", std::vector<uint16_t>{});
-  EXPECT_TRUE(tessera::read_shard(dir + "/e.bin").empty());
+  const std::string path = fresh_dir("shard_empty") + "/e.bin";
+  tessera::write_shard(path, std::vector<uint16_t>{});
+  EXPECT_TRUE(tessera::read_shard(path).empty());
 }
 
 TEST(DataShard, WrongMagicNamesFileAndMagic) {
-  const std::string dir = fresh_dir("magic");
-  const std::string path = dir + "/train_000.bin";
-  write_raw(path, {12345, 1, 2}, {1, 2});
+  const std::string path = fresh_dir("shard_magic") + "/train_000.bin";
+  write_raw_shard(path, {1, 2}, /*magic=*/12345);
   const std::string msg = error_of([&] { tessera::read_shard(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("bad magic 12345 (expected 20240520"), std::string::npos) << msg;
 }
 
 TEST(DataShard, WrongVersionNamesFileAndVersion) {
-  const std::string dir = fresh_dir("version");
-  const std::string path = dir + "/v.bin";
-  write_raw(path, {20240520, 2, 2}, {1, 2});
+  const std::string path = fresh_dir("shard_version") + "/v.bin";
+  write_raw_shard(path, {1, 2}, 20240520, /*version=*/2);
   const std::string msg = error_of([&] { tessera::read_shard_header(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("version 2"), std::string::npos) << msg;
 }
 
 TEST(DataShard, TruncatedTokensNameBothCounts) {
-  const std::string dir = fresh_dir("trunc");
-  const std::string path = dir + "/x.bin";
-  write_raw(path, {20240520, 1, 1000}, std::vector<uint16_t>(812, 5));
+  const std::string path = fresh_dir("shard_trunc") + "/x.bin";
+  write_raw_shard(path, std::vector<uint16_t>(812, 5), 20240520, 1, /*count=*/1000);
   const std::string msg = error_of([&] { tessera::read_shard(path); });
   EXPECT_EQ(msg, path + ": truncated: header says 1000 tokens, file holds 812");
 }
 
 TEST(DataShard, TruncatedHeader) {
-  const std::string dir = fresh_dir("trunc_header");
-  const std::string path = dir + "/short.bin";
+  const std::string path = fresh_dir("shard_trunc_header") + "/short.bin";
   std::ofstream(path) << "not a shard";
   const std::string msg = error_of([&] { tessera::read_shard(path); });
   EXPECT_NE(msg.find(path + ": truncated"), std::string::npos) << msg;
 }
 
 TEST(DataShard, ExtraBytesAfterTokens) {
-  const std::string dir = fresh_dir("extra");
-  const std::string path = dir + "/x.bin";
-  write_raw(path, {20240520, 1, 3}, {1, 2, 3}, 5);
+  const std::string path = fresh_dir("shard_extra") + "/x.bin";
+  write_raw_shard(path, {1, 2, 3}, 20240520, 1, -1, /*extra=*/std::string(5, '\0'));
   const std::string msg = error_of([&] { tessera::read_shard(path); });
   EXPECT_NE(msg.find(path + ": 5 extra bytes"), std::string::npos) << msg;
 }
 
 TEST(DataShard, MissingFileAndDirectory) {
-  const std::string dir = fresh_dir("missing");
+  const std::string dir = fresh_dir("shard_missing");
   std::string msg = error_of([&] { tessera::read_shard(dir + "/nope.bin"); });
   EXPECT_NE(msg.find(dir + "/nope.bin"), std::string::npos) << msg;
   msg = error_of([&] { tessera::read_shard(dir); });
@@ -144,7 +104,7 @@ TEST(DataShard, TokenRangeCheckNamesIndex) {
 }
 
 TEST(DataShard, PatternExpandsSorted) {
-  const std::string dir = fresh_dir("glob");
+  const std::string dir = fresh_dir("shard_glob");
   for (const char* name : {"train_000002.bin", "train_000000.bin", "train_000001.bin",
                            "val_000000.bin"}) {
     tessera::write_shard(dir + "/" + name, std::vector<uint16_t>{1});
@@ -157,7 +117,7 @@ TEST(DataShard, PatternExpandsSorted) {
 }
 
 TEST(DataShard, PatternErrorsSayWhyNothingMatched) {
-  const std::string dir = fresh_dir("glob_errors");
+  const std::string dir = fresh_dir("shard_glob_errors");
   std::string msg = error_of([&] { tessera::expand_shard_pattern(dir + "/foo/*.bin"); });
   EXPECT_EQ(msg, "no token shard matches '" + dir + "/foo/*.bin' (directory " + dir +
                      "/foo does not exist)");

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "framework/recipe/recipe.h"
 #include "framework/util/error.h"
@@ -53,6 +55,23 @@ Recipe with_overrides(const std::vector<std::string>& overrides) {
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "'" << text << "'\n  does not contain '" << part << "'";
+}
+
+// One faulty line in a section added to kMinimal (see key_error), and part of its error.
+struct KeyFault {
+  std::string section, line, says;
+};
+void expect_key_errors(const std::vector<KeyFault>& faults) {
+  for (const auto& f : faults) EXPECT_TRUE(Contains(key_error(f.section, f.line), f.says));
+}
+
+// Overrides of kMinimal that together are refused, and part of the error.
+struct OverrideFault {
+  std::vector<std::string> sets;
+  std::string says;
+};
+void expect_override_errors(const std::vector<OverrideFault>& faults) {
+  for (const auto& f : faults) EXPECT_TRUE(Contains(parse_error(kMinimal, f.sets), f.says));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -152,42 +171,39 @@ TEST(RecipeErrors, UnknownSection) {
 TEST(RecipeErrors, WrongType) {
   EXPECT_EQ(key_error("train", "steps: ten"),
             "recipes/tiny.yaml:4:10: train.steps: expected an integer >= 1, got 'ten'");
-  EXPECT_TRUE(Contains(key_error("train", "steps: 2.5"), "expected an integer >= 1, got '2.5'"));
-  EXPECT_TRUE(Contains(key_error("optim", "lr: fast"),
-              "optim.lr: expected a number > 0, got 'fast'"));
-  EXPECT_TRUE(Contains(key_error("log", "tensorboard: maybe"),
-              "log.tensorboard: expected true or false, got 'maybe'"));
-  EXPECT_TRUE(Contains(key_error("train", "steps: [1, 2]"), "train.steps: expected an integer "
-                                                             ">= 1, got a list"));
-  EXPECT_TRUE(Contains(key_error("train", "steps:"),
-              "recipes/tiny.yaml:4:3: train.steps: expected an integer >= 1, got nothing"));
-  EXPECT_TRUE(Contains(key_error("train", "seed: -1"),
-              "train.seed: expected an integer >= 0, got '-1'"));
+  expect_key_errors({
+      {"train", "steps: 2.5", "expected an integer >= 1, got '2.5'"},
+      {"optim", "lr: fast", "optim.lr: expected a number > 0, got 'fast'"},
+      {"log", "tensorboard: maybe", "log.tensorboard: expected true or false, got 'maybe'"},
+      {"train", "steps: [1, 2]", "train.steps: expected an integer >= 1, got a list"},
+      {"train", "steps:",
+       "recipes/tiny.yaml:4:3: train.steps: expected an integer >= 1, got nothing"},
+      {"train", "seed: -1", "train.seed: expected an integer >= 0, got '-1'"},
+  });
 }
 
 TEST(RecipeErrors, OutOfRange) {
   EXPECT_EQ(key_error("train", "steps: 0"),
             "recipes/tiny.yaml:4:10: train.steps: expected an integer >= 1, got 0");
-  EXPECT_TRUE(Contains(key_error("model", "vocab_size: 70000"),
-              "model.vocab_size: expected an integer from 1 to 65536, got 70000"));
-  EXPECT_TRUE(Contains(key_error("optim", "beta2: 1"),
-              "optim.beta2: expected a number >= 0 and < 1, got 1"));
-  EXPECT_TRUE(Contains(key_error("optim", "lr: 0"), "optim.lr: expected a number > 0, got 0"));
-  EXPECT_TRUE(Contains(key_error("train", "micro_batch: 3000000000"),
-              "got 3000000000 (does not fit in a 32-bit integer)"));
+  expect_key_errors({
+      {"model", "vocab_size: 70000",
+       "model.vocab_size: expected an integer from 1 to 65536, got 70000"},
+      {"optim", "beta2: 1", "optim.beta2: expected a number >= 0 and < 1, got 1"},
+      {"optim", "lr: 0", "optim.lr: expected a number > 0, got 0"},
+      {"train", "micro_batch: 3000000000", "got 3000000000 (does not fit in a 32-bit integer)"},
+  });
 }
 
 TEST(RecipeErrors, BadEnumeration) {
-  EXPECT_TRUE(Contains(key_error("train", "precision: fp8"),
-              "recipes/tiny.yaml:4:14: train.precision: expected one of 'fp32', "
-                        "'bf16', 'fp16', got 'fp8'"));
-  EXPECT_TRUE(Contains(key_error("parallel", "schedule: 1f1c"),
-              "parallel.schedule: expected one of 'gpipe', '1f1b', got '1f1c'; did "
-                        "you mean '1f1b'?"));
-  EXPECT_TRUE(Contains(key_error("parallel", "zero: 2"),
-              "parallel.zero: expected an integer from 0 to 1, got 2"));
-  EXPECT_TRUE(Contains(key_error("checkpoint", "resume: ''"),
-              "checkpoint.resume: expected one of 'none', 'auto' or a path"));
+  expect_key_errors({
+      {"train", "precision: fp8",
+       "recipes/tiny.yaml:4:14: train.precision: expected one of 'fp32', 'bf16', 'fp16', "
+       "got 'fp8'"},
+      {"parallel", "schedule: 1f1c",
+       "parallel.schedule: expected one of 'gpipe', '1f1b', got '1f1c'; did you mean '1f1b'?"},
+      {"parallel", "zero: 2", "parallel.zero: expected an integer from 0 to 1, got 2"},
+      {"checkpoint", "resume: ''", "checkpoint.resume: expected one of 'none', 'auto' or a path"},
+  });
   // Anything else non-empty is a checkpoint path.
   EXPECT_EQ(with_overrides({"checkpoint.resume=ckpt/step_000200"}).checkpoint.resume,
             "ckpt/step_000200");
@@ -205,24 +221,23 @@ TEST(RecipeValidation, CrossFieldConstraints) {
   EXPECT_EQ(parse_error(kMinimal, {"train.global_batch=10", "parallel.dp=2"}),
             "recipes/tiny.yaml: train.global_batch 10 is not divisible by parallel.dp * "
             "train.micro_batch = 8 (2 * 4)");
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"model.n_embd=100", "model.n_head=3"}),
-              "model.n_embd 100 is not divisible by model.n_head 3"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"optim.min_lr=1e-3"}),
-              "optim.min_lr 0.001 is larger than optim.lr"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"optim.warmup_steps=200"}),
-              "optim.warmup_steps 200 is larger than train.steps 100"));
+  expect_override_errors({
+      {{"model.n_embd=100", "model.n_head=3"},
+       "model.n_embd 100 is not divisible by model.n_head 3"},
+      {{"optim.min_lr=1e-3"}, "optim.min_lr 0.001 is larger than optim.lr"},
+      {{"optim.warmup_steps=200"}, "optim.warmup_steps 200 is larger than train.steps 100"},
+  });
   EXPECT_TRUE(Contains(parse_error("train:\n  steps: 5\n"), "data.train is empty"));
 }
 
 TEST(RecipeValidation, NotImplementedYet) {
   EXPECT_EQ(parse_error(kMinimal, {"train.precision=bf16"}),
             "recipes/tiny.yaml: train.precision: 'bf16' is not implemented yet (only fp32)");
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"parallel.tp=2"}),
-              "parallel.tp: 2 is not implemented yet (only 1)"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"parallel.pp=2"}),
-              "parallel.pp: 2 is not implemented yet (only 1)"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"parallel.zero=1"}),
-              "parallel.zero: 1 is not implemented yet (only 0)"));
+  expect_override_errors({
+      {{"parallel.tp=2"}, "parallel.tp: 2 is not implemented yet (only 1)"},
+      {{"parallel.pp=2"}, "parallel.pp: 2 is not implemented yet (only 1)"},
+      {{"parallel.zero=1"}, "parallel.zero: 1 is not implemented yet (only 0)"},
+  });
 }
 
 TEST(RecipeValidation, RecipeBuiltInCodeIsCheckedKeyByKey) {
@@ -264,21 +279,16 @@ TEST(RecipeOverrides, AppliedInOrderAfterTheFile) {
 TEST(RecipeOverrides, Errors) {
   EXPECT_EQ(parse_error(kMinimal, {"train.steps=0"}),
             "recipes/tiny.yaml: --set train.steps: expected an integer >= 1, got 0");
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"train.steps=ten"}),
-              "--set train.steps: expected an integer >= 1, got 'ten'"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"train.precision=fp9"}),
-              "--set train.precision: expected one of 'fp32', 'bf16', 'fp16'"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"train.stepz=5"}),
-              "--set train.stepz: unknown key 'train.stepz' (known keys in train: "));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"train.stepz=5"}), "did you mean 'steps'?"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"trian.steps=5"}),
-              "--set trian.steps: unknown section 'trian'"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"steps=5"}),
-              "--set steps: expected section.key=value"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"train.steps"}),
-              "--set 'train.steps': missing '=' (expected section.key=value"));
-  EXPECT_TRUE(Contains(parse_error(kMinimal, {"data.val=[a, b]"}),
-              "--set data.val: expected a string, got a list"));
+  expect_override_errors({
+      {{"train.steps=ten"}, "--set train.steps: expected an integer >= 1, got 'ten'"},
+      {{"train.precision=fp9"}, "--set train.precision: expected one of 'fp32', 'bf16', 'fp16'"},
+      {{"train.stepz=5"}, "--set train.stepz: unknown key 'train.stepz' (known keys in train: "},
+      {{"train.stepz=5"}, "did you mean 'steps'?"},
+      {{"trian.steps=5"}, "--set trian.steps: unknown section 'trian'"},
+      {{"steps=5"}, "--set steps: expected section.key=value"},
+      {{"train.steps"}, "--set 'train.steps': missing '=' (expected section.key=value"},
+      {{"data.val=[a, b]"}, "--set data.val: expected a string, got a list"},
+  });
 }
 
 }  // namespace

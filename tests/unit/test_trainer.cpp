@@ -20,16 +20,7 @@
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-using tessera::test_support::events_named;
-using tessera::test_support::fresh_dir;
-using tessera::test_support::metric_losses;
-using tessera::test_support::only_run_log;
-using tessera::test_support::pattern_tokens;
-using tessera::test_support::ProcessResult;
-using tessera::test_support::read_run_log;
-using tessera::test_support::run_tessera;
-using tessera::test_support::write_raw_shard;
-using tessera::test_support::write_text;
+using namespace tessera::test_support;  // tests/e2e/tessera_process.h
 
 namespace {
 
@@ -37,20 +28,10 @@ const double kLnVocab = std::log(256.0);  // the loss of a uniform guess over by
 
 // A work directory with byte-level shards of a learnable text (data/train_000000.bin,
 // data/val_000000.bin) and a recipe for a tiny model on them.
-struct Workdir {
-  std::string dir, data, recipe;
+struct Workdir : ScratchDir {
+  const std::string data = dir + "/data", recipe = dir + "/recipe.yaml";
 
-  // The files stay behind when the test failed, for a look at what went wrong.
-  ~Workdir() {
-    std::error_code ec;
-    if (!::testing::Test::HasFailure()) fs::remove_all(dir, ec);
-  }
-  Workdir(const Workdir&) = delete;
-  Workdir& operator=(const Workdir&) = delete;
-
-  explicit Workdir(const std::string& name) {
-    dir = fresh_dir("trainer_" + name);
-    data = dir + "/data";
+  explicit Workdir(const std::string& name) : ScratchDir("trainer_" + name) {
     std::string text;
     for (int i = 0; i < 300; ++i) text += "the quick brown fox jumps over the lazy dog. ";
     write_text(dir + "/corpus.txt", text);
@@ -58,42 +39,37 @@ struct Workdir {
                                          "--out", data, "--tokenizer", "bytes",
                                          "--val-fraction", "0.1"});
     EXPECT_TRUE(p.exited && p.exit_code == 0) << p.describe();
-    recipe = dir + "/recipe.yaml";
-    write_text(recipe, "model:\n"
-                       "  n_layer: 1\n"
-                       "  n_head: 2\n"
-                       "  n_embd: 32\n"
-                       "  vocab_size: 256\n"
-                       "  seq_len: 32\n"
-                       "data:\n"
-                       "  train: " + data + "/train_*.bin\n"
-                       "  val: " + data + "/val_*.bin\n"
-                       "train:\n"
-                       "  steps: 8\n"
-                       "  global_batch: 4\n"
-                       "  micro_batch: 2\n"
-                       "  seed: 1337\n"
-                       "  eval_every: 0\n"
-                       "  eval_batches: 2\n"
-                       "  sample_tokens: 0\n"
-                       "optim:\n"
-                       "  lr: 1.0e-2\n"
-                       "  min_lr: 1.0e-3\n"
-                       "  warmup_steps: 0\n"
-                       "log:\n"
-                       "  every: 1\n");
+    write_text(recipe, tiny_model_yaml() +
+                           "data:\n"
+                           "  train: " + data + "/train_*.bin\n"
+                           "  val: " + data + "/val_*.bin\n"
+                           "train:\n"
+                           "  steps: 8\n"
+                           "  global_batch: 4\n"
+                           "  micro_batch: 2\n"
+                           "  seed: 1337\n"
+                           "  eval_every: 0\n"
+                           "  eval_batches: 2\n"
+                           "  sample_tokens: 0\n"
+                           "optim:\n"
+                           "  lr: 1.0e-2\n"
+                           "  min_lr: 1.0e-3\n"
+                           "  warmup_steps: 0\n"
+                           "log:\n"
+                           "  every: 1\n");
   }
 
   std::string train_shard() const { return data + "/train_000000.bin"; }
   std::string val_shard() const { return data + "/val_000000.bin"; }
 
-  // One run, logging to <dir>/<log_name>; returns the process result. `args` are the
-  // arguments after `tessera train`.
+  // One run, logging to <dir>/<log_name>; returns the process result. `*args_out`, if
+  // given, receives the arguments after `tessera`.
   ProcessResult train(const std::string& log_name, const std::vector<std::string>& sets,
                       std::vector<std::string>* args_out = nullptr) const {
-    std::vector<std::string> args = {"train", recipe, "--set", "log.dir=" + dir + "/" + log_name,
-                                     "--set", "checkpoint.dir=" + dir + "/ckpt_" + log_name};
-    for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+    std::vector<std::string> all_sets = {"log.dir=" + dir + "/" + log_name,
+                                         "checkpoint.dir=" + dir + "/ckpt_" + log_name};
+    all_sets.insert(all_sets.end(), sets.begin(), sets.end());
+    const std::vector<std::string> args = train_args(recipe, all_sets);
     if (args_out) *args_out = args;
     return run_tessera(args, dir);
   }
@@ -120,15 +96,6 @@ void expect_failed_run_end(const std::vector<json>& events, const std::string& r
   EXPECT_EQ(last.value("status", ""), "failed") << last.dump();
   EXPECT_NE(last.value("reason", "").find(reason), std::string::npos) << last.dump();
   EXPECT_EQ(events_named(events, "run_end").size(), 1u);
-}
-
-void expect_one_error_line(const ProcessResult& r, const std::vector<std::string>& needles) {
-  ASSERT_TRUE(r.exited) << r.describe();
-  EXPECT_EQ(r.exit_code, 2) << r.describe();
-  const auto lines = r.err_lines();
-  ASSERT_EQ(lines.size(), 1u) << r.describe();
-  EXPECT_EQ(lines[0].rfind("tessera: error: ", 0), 0u) << r.describe();
-  for (const auto& n : needles) EXPECT_NE(lines[0].find(n), std::string::npos) << n << "\n" << r.describe();
 }
 
 }  // namespace
@@ -350,7 +317,7 @@ TEST(Trainer, NoValidationWithoutValData) {
 TEST(Trainer, DivergedRunEndsItsLogFailed) {
   const Workdir s("diverge");
   const ProcessResult r = s.train("runs", {"train.steps=20", "optim.lr=1e9", "optim.min_lr=1e9"});
-  expect_one_error_line(r, {"training diverged", "optim.lr"});
+  EXPECT_TRUE(one_error_line(r, {"training diverged", "optim.lr"}));
   const std::string path = s.run_log("runs");
   ASSERT_FALSE(path.empty());
   const auto events = read_run_log(path);
@@ -369,7 +336,8 @@ TEST(Trainer, BadValidationShardFailsTheRunCleanly) {
   tokens[42] = 300;
   write_raw_shard(s.val_shard(), tokens);
   const ProcessResult r = s.train("runs", {"train.steps=4", "train.eval_every=2"});
-  expect_one_error_line(r, {s.val_shard(), "token 300 at index 42", ">= model.vocab_size 256"});
+  EXPECT_TRUE(
+      one_error_line(r, {s.val_shard(), "token 300 at index 42", ">= model.vocab_size 256"}));
   const std::string path = s.run_log("runs");
   if (path.empty()) return;  // refused before the run started: fine
   const auto events = read_run_log(path);
@@ -384,10 +352,10 @@ TEST(Trainer, UnwritableCheckpointDirectoryFailsTheRunCleanly) {
   const Workdir s("bad_ckpt");
   write_text(s.dir + "/a_file", "");
   const std::string bad = s.dir + "/a_file/ckpt";
-  std::vector<std::string> args = {"train", s.recipe, "--set", "log.dir=" + s.dir + "/runs",
-                                   "--set", "checkpoint.dir=" + bad, "--set", "train.steps=2"};
-  const ProcessResult r = run_tessera(args, s.dir);
-  expect_one_error_line(r, {bad});
+  const std::vector<std::string> sets = {"log.dir=" + s.dir + "/runs", "checkpoint.dir=" + bad,
+                                         "train.steps=2"};
+  const ProcessResult r = run_tessera(train_args(s.recipe, sets), s.dir);
+  EXPECT_TRUE(one_error_line(r, {bad}));
   const std::string path = s.run_log("runs");
   if (path.empty()) return;
   const auto events = read_run_log(path);
@@ -402,7 +370,7 @@ TEST(Trainer, BadValidationShardIsRefusedBeforeTheFirstStep) {
   const Workdir s("bad_val_early");
   write_raw_shard(s.val_shard(), pattern_tokens(500), /*magic=*/12345);
   const ProcessResult r = s.train("runs", {"train.steps=4", "train.eval_every=4"});
-  expect_one_error_line(r, {s.val_shard(), "bad magic"});
+  EXPECT_TRUE(one_error_line(r, {s.val_shard(), "bad magic"}));
   const std::string path = s.run_log("runs");
   if (path.empty()) return;
   EXPECT_TRUE(events_named(read_run_log(path), "metric").empty())
