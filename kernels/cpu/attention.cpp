@@ -4,26 +4,20 @@
 // [T, HS] slice of out (row stride C):
 //   S = Q K^T / sqrt(HS);  P = softmax(S) row-wise over j <= i;  O = P V
 // and backward, with dO given:
-//   dP = dO V^T;  dV += P^T dO;  dS = P * (dP - rowsum(P * dP));  dQ += dS K / sqrt(HS);
-//   dK += dS^T Q / sqrt(HS)
-// The (b, h) pairs are spread over the OpenMP threads; each GEMM inside runs on one
-// thread (Eigen does not nest its parallel GEMM inside an OpenMP region).
-#include <Eigen/Core>
+//   dP = dO V^T;  dV += P^T dO;  dS = P * (dP - rowsum(P * dP)) / sqrt(HS);
+//   dQ += dS K;  dK += dS^T Q
+// The (b, h) pairs are spread over the OpenMP threads; each GEMM inside runs on its
+// thread alone (gemm() does not nest inside an OpenMP region). The leading dimensions
+// (3C, C) let the GEMMs read Q, K, V and write O in place: nothing is transposed or copied.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/vector_math.h"
 #include "kernels/ops.h"
 
 namespace tessera::kernels {
-
-namespace {
-template <typename T>
-using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename T>
-using Strided = Eigen::Map<RowMajor<T>, 0, Eigen::OuterStride<>>;
-template <typename T>
-using ConstStrided = Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>>;
-}  // namespace
 
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) {
@@ -32,27 +26,27 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int N
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; b++) {
     for (int h = 0; h < NH; h++) {
-      const T* base = qkv + (int64_t)b * Tn * 3 * C + h * HS;
-      ConstStrided<T> q(base, Tn, HS, Eigen::OuterStride<>(3 * C));
-      ConstStrided<T> k(base + C, Tn, HS, Eigen::OuterStride<>(3 * C));
-      ConstStrided<T> v(base + 2 * C, Tn, HS, Eigen::OuterStride<>(3 * C));
-      Eigen::Map<RowMajor<T>> p(att + ((int64_t)b * NH + h) * Tn * Tn, Tn, Tn);
-      p.noalias() = q * k.transpose();
+      const T* q = qkv + (int64_t)b * Tn * 3 * C + h * HS;
+      const T* k = q + C;
+      const T* v = q + 2 * C;
+      T* p = att + ((int64_t)b * NH + h) * Tn * Tn;
+      gemm(false, true, Tn, Tn, HS, scale, q, 3 * C, k, 3 * C, (T)0, p, Tn);  // S = Q K^T / sqrt(HS)
       for (int i = 0; i < Tn; i++) {
-        T* row = p.row(i).data();
+        T* row = p + (int64_t)i * Tn;
         T maxv = -std::numeric_limits<T>::infinity();
-        for (int j = 0; j <= i; j++) maxv = std::max(maxv, row[j] * scale);
+        for (int j = 0; j <= i; j++) maxv = std::max(maxv, row[j]);
         T sum = 0;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j <= i; j++) {
-          row[j] = std::exp(row[j] * scale - maxv);
+          row[j] = vexp(row[j] - maxv);
           sum += row[j];
         }
         const T inv = (T)1 / sum;
         for (int j = 0; j <= i; j++) row[j] *= inv;
         for (int j = i + 1; j < Tn; j++) row[j] = 0;  // causal mask
       }
-      Strided<T> o(out + (int64_t)b * Tn * C + h * HS, Tn, HS, Eigen::OuterStride<>(C));
-      o.noalias() = p * v;
+      T* o = out + (int64_t)b * Tn * C + h * HS;
+      gemm(false, false, Tn, HS, Tn, (T)1, p, Tn, v, 3 * C, (T)0, o, C);  // O = P V
     }
   }
 }
@@ -66,30 +60,24 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
   for (int b = 0; b < B; b++) {
     for (int h = 0; h < NH; h++) {
       const int64_t qkv_off = (int64_t)b * Tn * 3 * C + h * HS;
-      const Eigen::OuterStride<> s3(3 * C), s1(C);
-      ConstStrided<T> q(qkv + qkv_off, Tn, HS, s3);
-      ConstStrided<T> k(qkv + qkv_off + C, Tn, HS, s3);
-      ConstStrided<T> v(qkv + qkv_off + 2 * C, Tn, HS, s3);
-      Strided<T> dq(dqkv + qkv_off, Tn, HS, s3);
-      Strided<T> dk(dqkv + qkv_off + C, Tn, HS, s3);
-      Strided<T> dv(dqkv + qkv_off + 2 * C, Tn, HS, s3);
-      ConstStrided<T> dout_bh(dout + (int64_t)b * Tn * C + h * HS, Tn, HS, s1);
-      const int64_t att_off = ((int64_t)b * NH + h) * Tn * Tn;
-      Eigen::Map<const RowMajor<T>> p(att + att_off, Tn, Tn);
-      Eigen::Map<RowMajor<T>> ds(scratch + att_off, Tn, Tn);
+      const T *q = qkv + qkv_off, *k = q + C, *v = q + 2 * C;
+      T *dq = dqkv + qkv_off, *dk = dq + C, *dv = dq + 2 * C;
+      const T* dout_bh = dout + (int64_t)b * Tn * C + h * HS;
+      const T* p = att + ((int64_t)b * NH + h) * Tn * Tn;
+      T* ds = scratch + ((int64_t)b * NH + h) * Tn * Tn;
 
-      dv.noalias() += p.transpose() * dout_bh;
-      ds.noalias() = dout_bh * v.transpose();  // dP, turned into dS in place below
-      for (int i = 0; i < Tn; i++) {
-        T* d = ds.row(i).data();
-        const T* pr = p.row(i).data();
+      gemm(true, false, Tn, HS, Tn, (T)1, p, Tn, dout_bh, C, (T)1, dv, 3 * C);     // dV += P^T dO
+      gemm(false, true, Tn, Tn, HS, (T)1, dout_bh, C, v, 3 * C, (T)0, ds, Tn);     // dP = dO V^T
+      for (int i = 0; i < Tn; i++) {  // dS = P * (dP - rowsum(P * dP)) / sqrt(HS), in place
+        T* d = ds + (int64_t)i * Tn;
+        const T* pr = p + (int64_t)i * Tn;
         T dot = 0;
         for (int j = 0; j <= i; j++) dot += pr[j] * d[j];
         for (int j = 0; j <= i; j++) d[j] = pr[j] * (d[j] - dot) * scale;
         for (int j = i + 1; j < Tn; j++) d[j] = 0;
       }
-      dq.noalias() += ds * k;
-      dk.noalias() += ds.transpose() * q;
+      gemm(false, false, Tn, HS, Tn, (T)1, ds, Tn, k, 3 * C, (T)1, dq, 3 * C);     // dQ += dS K
+      gemm(true, false, Tn, HS, Tn, (T)1, ds, Tn, q, 3 * C, (T)1, dk, 3 * C);      // dK += dS^T Q
     }
   }
 }

@@ -1,24 +1,12 @@
-// Linear layers as GEMMs on Eigen maps of our row-major buffers. Eigen's own AVX-512
-// kernels run the GEMM on the OpenMP pool (measured faster here than OpenBLAS, which this
-// machine holds to AVX2; see docs/performance.md).
-#include <Eigen/Core>
-
+// Linear layers as GEMMs (kernels/cpu/gemm.h: Tessera's AVX-512 SGEMM for float).
+#include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
 
 namespace tessera::kernels {
 
 template <typename T>
-using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename T>
-using ConstMap = Eigen::Map<const RowMajor<T>>;
-template <typename T>
-using MutMap = Eigen::Map<RowMajor<T>>;
-
-template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int N, int C, int OC) {
-  ConstMap<T> x(inp, N, C), w(weight, OC, C);
-  MutMap<T> y(out, N, OC);
-  y.noalias() = x * w.transpose();
+  gemm(false, true, N, OC, C, (T)1, inp, C, weight, C, (T)0, out, OC);  // inp @ weight^T
   if (bias) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -31,10 +19,8 @@ void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int N,
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int N, int C, int OC) {
-  ConstMap<T> dy(dout, N, OC), x(inp, N, C), w(weight, OC, C);
-  MutMap<T> dx(dinp, N, C), dw(dweight, OC, C);
-  dx.noalias() += dy * w;
-  dw.noalias() += dy.transpose() * x;
+  gemm(false, false, N, C, OC, (T)1, dout, OC, weight, C, (T)1, dinp, C);    // += dout @ weight
+  gemm(true, false, OC, C, N, (T)1, dout, OC, inp, C, (T)1, dweight, C);     // += dout^T @ inp
   if (dbias) {
     // Threads split the output columns: no reduction between threads.
 #pragma omp parallel for schedule(static)
