@@ -35,8 +35,11 @@ data/kjv/train_000000.bin: data/corpus/kjv-genesis-exodus.txt | build
 demo: build data/kjv/train_000000.bin
 	OMP_NUM_THREADS=1 mpirun -n 2 $(TESSERA) train recipes/tiny.yaml --set parallel.dp=2
 	@echo
-	@echo "data:        data/kjv/ (train and val shards, meta.json)"
-	@echo "run log:     $$(ls -td runs/*/ | head -1)run.jsonl"
+	@echo "where everything went:"
+	@echo "  binary       $(TESSERA)"
+	@echo "  data         data/kjv/ (train and val shards, meta.json)"
+	@echo "  run log      $$(ls -td runs/*/ | head -1)run.jsonl"
+	@echo "  checkpoint   ckpt/$$(cat ckpt/latest) (index.h5 + rank_00000.h5; see docs/checkpoints.md)"
 
 test: build
 	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure --timeout 600
