@@ -265,6 +265,13 @@ void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
   const ParamPtrs p = param_ptrs(params_.get());
   const ParamPtrs g = param_ptrs(grads_.get());
   auto zero = [](float* x, int64_t n) { std::memset(x, 0, sizeof(float) * n); };
+  // Parameters are numbered in table order: wte 0, wpe 1, block l's twelve from 2 + 12 l,
+  // ln_f's two last (see the constructor).
+  auto ready = [this](int first, int count) {
+    if (grad_ready_)
+      for (int i = first + count - 1; i >= first; i--) grad_ready_(i);
+  };
+  const int kPerBlock = 12;
 
   // LM head (tied to wte) and final LayerNorm. dresidual collects the gradient of the
   // residual stream; every branch adds into it (the residual add's backward is identity).
@@ -274,6 +281,7 @@ void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
   const float* last = a.residual3 + (int64_t)(config_.n_layer - 1) * maxN * C;
   k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, last, p.lnf_w, a.lnf_mean,
                         a.lnf_rstd, (int)N, C);
+  ready(2 + kPerBlock * config_.n_layer, 2);  // ln_f
 
   for (int l = config_.n_layer - 1; l >= 0; l--) {
     const auto& w = p.blocks[l];
@@ -307,8 +315,10 @@ void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
     k::matmul_backward(a.dln, gw.qkv_w, gw.qkv_b, a.dqkv, ln1, w.qkv_w, (int)N, C, 3 * C);
     k::layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
                           a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
+    ready(2 + kPerBlock * l, kPerBlock);
   }
   k::encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
+  ready(0, 2);  // wte (LM head and embedding both added to it) and wpe
 }
 
 }  // namespace tessera

@@ -4,6 +4,7 @@
 // are written out by hand on top of kernels/ops.h; there is no autograd.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -58,6 +59,14 @@ class GPT2 {
 
   void zero_grad();
 
+  // Called during forward_backward() with a parameter's index in table() as soon as its
+  // gradient is final (nothing later in the backward pass adds to it): ln_f first, then
+  // the blocks from last to first, then wpe and wte — the reverse of the table's order.
+  // Data parallelism uses it to start each bucket's all-reduce while the backward pass
+  // goes on. Empty (the default): no calls.
+  using GradReadyHook = std::function<void(int param_index)>;
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
+
   const GPTConfig& config() const { return config_; }
   const ParamTable& table() const { return table_; }
   float* params() { return params_.get(); }
@@ -83,6 +92,7 @@ class GPT2 {
   std::unique_ptr<float[], FreeDeleter> params_, grads_, arena_;
   std::unique_ptr<Activations> acts_;
   PassTimes times_;
+  GradReadyHook grad_ready_;
 };
 
 }  // namespace tessera

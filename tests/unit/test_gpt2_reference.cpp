@@ -164,3 +164,35 @@ TEST(GPT2Reference, MatchesPyTorch) {
   // The run must actually train: the last loss is below the first.
   EXPECT_LT(ref["losses"][f.steps - 1].get<double>(), ref["losses"][0].get<double>());
 }
+
+TEST(GPT2, GradReadyHookFiresOnceForEveryParameterInReverseOrder) {
+  GPTConfig cfg;
+  cfg.n_layer = 2, cfg.n_head = 2, cfg.n_embd = 16, cfg.vocab_size = 32;
+  cfg.padded_vocab_size = 32, cfg.seq_len = 8;
+  GPT2 model(cfg, 1);
+  model.init_weights(3);
+  std::vector<int> order;
+  bool changed_after_ready = false;
+  model.set_grad_ready_hook([&](int i) { order.push_back(i); });
+  std::vector<int32_t> x = {1, 2, 3, 4, 5, 6, 7, 8}, y = {2, 3, 4, 5, 6, 7, 8, 9};
+  model.zero_grad();
+  model.forward_backward(x.data(), y.data(), 1, 8, 1.0f);
+  const int n = (int)model.table().params().size();
+  ASSERT_EQ((int)order.size(), n);
+  for (int k = 0; k < n; k++) EXPECT_EQ(order[k], n - 1 - k) << "call " << k;
+
+  // "Final" means final: record each gradient when announced, compare at the end.
+  std::vector<std::vector<float>> at_ready(n);
+  model.set_grad_ready_hook([&](int i) {
+    const auto& p = model.table().params()[i];
+    at_ready[i].assign(model.grads() + p.offset, model.grads() + p.offset + p.numel);
+  });
+  model.zero_grad();
+  model.forward_backward(x.data(), y.data(), 1, 8, 1.0f);
+  for (int i = 0; i < n; i++) {
+    const auto& p = model.table().params()[i];
+    for (int64_t e = 0; e < p.numel; e++)
+      changed_after_ready |= at_ready[i][e] != model.grads()[p.offset + e];
+  }
+  EXPECT_FALSE(changed_after_ready);
+}
