@@ -24,8 +24,8 @@ deps:
 	@scripts/install-deps.sh $(APT_PACKAGES)
 
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > $(BUILD).configure.log 2>&1 \
-	  || { cat $(BUILD).configure.log; exit 1; }
+	@mkdir -p $(BUILD) && cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > $(BUILD)/configure.log 2>&1 \
+	  || { cat $(BUILD)/configure.log; exit 1; }
 	@cmake --build $(BUILD) -j$(JOBS) 2>&1 | grep -E 'error|warning:|Error|Built target tessera$$' || true
 	@test -x $(TESSERA) || { echo "build failed: see cmake --build $(BUILD)"; exit 1; }
 
@@ -48,4 +48,4 @@ bench: build
 	bench/compare.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD).configure.log
+	rm -rf $(BUILD)
