@@ -24,6 +24,7 @@
 #include "framework/runlog/run_log.h"
 #include "framework/util/error.h"
 #include "framework/util/peak.h"
+#include "parallel/mesh.h"
 
 namespace tessera {
 
@@ -153,9 +154,12 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   validate_recipe(r);
   const World w = world();
   const int dp = r.parallel.dp;
-  check(w.size == dp * r.parallel.tp * r.parallel.pp,
-        "parallel layout dp*tp*pp = " + std::to_string(dp * r.parallel.tp * r.parallel.pp) +
-            " does not match the " + std::to_string(w.size) + " MPI ranks of this job");
+  // Validates the layout against the job (the same message on every rank, before any
+  // communicator exists) and splits the world into dp, tp and pp groups.
+  const Mesh mesh(MPI_COMM_WORLD,
+                  LayoutSpec{r.parallel.dp, r.parallel.tp, r.parallel.pp, r.model.n_head,
+                             r.model.n_embd, r.model.n_layer, r.train.global_batch,
+                             r.train.micro_batch});
   const bool lead = w.rank == 0;
   const int B = r.train.micro_batch, T = r.model.seq_len;
   // An unusable checkpoint directory is found now, on every rank, not after the last step.
@@ -231,7 +235,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       }
       if (dp > 1)
         MPI_Allreduce(MPI_IN_PLACE, model.grads(), (int)model.flat_size(), MPI_FLOAT, MPI_SUM,
-                      MPI_COMM_WORLD);
+                      mesh.dp_comm());
       loss = allreduce_mean(loss / accum, dp);
       const double norm = grad_norm(model.grads(), model.flat_size());
       const double lr = learning_rate(r.optim, step, r.train.steps);

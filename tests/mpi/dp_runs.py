@@ -155,8 +155,9 @@ def layout_mismatch(opt):
         errors = [l for l in p.stderr.splitlines() if "tessera: " in l]
         if not errors:
             fail("no 'tessera: error:' line")
-        pattern = re.compile(r"^tessera: error: parallel layout dp\*tp\*pp = 1 does not match "
-                             r"the 2 MPI ranks of this job$")
+        pattern = re.compile(r"^tessera: error: parallel layout dp=1 x tp=1 x pp=1 = 1 ranks?, "
+                             r"but the job has 2 MPI ranks \(start it with mpirun -n 1 or change "
+                             r"parallel\.dp/tp/pp\)$")
         for line in errors:
             if not pattern.match(line):
                 fail("unexpected error line: %r" % line)

@@ -269,7 +269,7 @@ TEST(CliErrors, LayoutDoesNotMatchWorldSize) {
   const Workspace w("layout");
   write_raw_shard(w.shard(), pattern_tokens(1000));
   EXPECT_TRUE(clean_error(w.train({"parallel.dp=2", "train.global_batch=4"}),
-                          {"parallel layout", "does not match the 1 MPI ranks"}));
+                          {"parallel layout dp=2 x tp=1 x pp=1 = 2 ranks", "but the job has 1 MPI rank"}));
 }
 
 // ---------------------------------------------------------------------------------------
