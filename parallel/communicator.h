@@ -1,0 +1,86 @@
+// Communicator: the collective / point-to-point interface Tessera's parallel code uses.
+//
+// Modelled on NCCL so that a NcclCommunicator (GPU, later) and MpiCommunicator (CPU, now)
+// are interchangeable:
+//   all_reduce      ncclAllReduce(sum), in place
+//   reduce_scatter  ncclReduceScatter: send holds size()*recv_count, rank r receives chunk r
+//   all_gather      ncclAllGather:     send holds send_count, recv holds size()*send_count
+//   broadcast       ncclBroadcast, in place
+//   send / recv     ncclSend / ncclRecv
+// Every operation has a blocking form and an async form that returns a CommRequest with
+// wait()/test() (NCCL: enqueued on a stream, wait = stream sync; MPI: non-blocking calls or
+// a helper thread). Buffers are float, counts are element counts (int64_t).
+//
+// Ordering rule (as in NCCL and MPI): collectives on one communicator must be issued in
+// the same order on every rank. Async operations issued from one thread complete in issue
+// order. A buffer handed to an async operation must not be touched until wait() returns
+// (or test() has returned true).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+namespace tessera {
+
+// Completion state of one async operation; implemented by each backend.
+class CommRequestImpl {
+ public:
+  virtual ~CommRequestImpl() = default;
+  virtual void wait() = 0;  // blocks until complete; rethrows the operation's error
+  virtual bool test() = 0;  // non-blocking: true once complete (then wait() returns at once)
+};
+
+// Handle returned by every async operation. Default-constructed = already complete.
+// Copyable (shared state). Destroying a handle does NOT wait: call wait() before reusing
+// the buffer.
+class CommRequest {
+ public:
+  CommRequest() = default;
+  explicit CommRequest(std::shared_ptr<CommRequestImpl> impl) : impl_(std::move(impl)) {}
+  void wait() {
+    if (impl_) impl_->wait();
+  }
+  bool test() { return impl_ ? impl_->test() : true; }
+  bool valid() const { return impl_ != nullptr; }
+
+ private:
+  std::shared_ptr<CommRequestImpl> impl_;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // Sum over ranks, in place: buf[0..count) on every rank becomes the element-wise sum.
+  virtual void all_reduce(float* buf, int64_t count) = 0;
+  virtual CommRequest all_reduce_async(float* buf, int64_t count) = 0;
+
+  // send has size()*recv_count elements; rank r receives into recv[0..recv_count) the sum
+  // over ranks of send[r*recv_count .. (r+1)*recv_count). send and recv must not overlap,
+  // except recv == send + rank()*recv_count (in-place, as NCCL allows).
+  virtual void reduce_scatter(const float* send, float* recv, int64_t recv_count) = 0;
+  virtual CommRequest reduce_scatter_async(const float* send, float* recv, int64_t recv_count) = 0;
+
+  // recv (size()*send_count elements) becomes the concatenation of every rank's send, in
+  // rank order. In place allowed: send == recv + rank()*send_count.
+  virtual void all_gather(const float* send, float* recv, int64_t send_count) = 0;
+  virtual CommRequest all_gather_async(const float* send, float* recv, int64_t send_count) = 0;
+
+  // buf on every rank becomes root's buf.
+  virtual void broadcast(float* buf, int64_t count, int root) = 0;
+  virtual CommRequest broadcast_async(float* buf, int64_t count, int root) = 0;
+
+  // Point-to-point. tag distinguishes concurrent messages between the same pair
+  // (NCCL ignores tags and matches in order; use tag 0 for code meant to run on both).
+  virtual void send(const float* buf, int64_t count, int peer, int tag = 0) = 0;
+  virtual void recv(float* buf, int64_t count, int peer, int tag = 0) = 0;
+  virtual CommRequest send_async(const float* buf, int64_t count, int peer, int tag = 0) = 0;
+  virtual CommRequest recv_async(float* buf, int64_t count, int peer, int tag = 0) = 0;
+
+  virtual void barrier() = 0;
+};
+
+}  // namespace tessera

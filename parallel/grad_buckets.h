@@ -1,0 +1,66 @@
+// GradBuckets: data-parallel gradient synchronisation that overlaps backward.
+//
+// The flat gradient buffer holds the parameters contiguously in forward order. Backward
+// produces gradients roughly in reverse order, so the caller lists the parameters as
+// (offset, numel) in the order their gradients become ready. Consecutive parameters of that
+// list are grouped into buckets of at most bucket_mb MiB (a parameter larger than that gets
+// its own bucket); each bucket must be a contiguous range of the flat buffer (checked).
+//
+// Per step:
+//   mark_ready(i) for each parameter i (index into the list) once its gradient is final;
+//   when every parameter of a bucket is ready, that bucket's all_reduce_async starts.
+//   Buckets are launched strictly in bucket order (bucket k only after 0..k-1), so ranks
+//   that mark in different orders still issue identical collective sequences (no mismatch
+//   or deadlock), as PyTorch DDP does.
+//   finish(): launches any bucket not yet launched (parameters never marked, e.g. unused
+//   ones, are reduced as they are), waits for all, and — if average (default) — scales the
+//   whole buffer by 1/size() so it holds the mean gradient over data-parallel ranks; with
+//   average=false it holds the sum. Then resets for the next step.
+// The gradient range of a launched bucket must not be written until finish() returns.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "parallel/communicator.h"
+
+namespace tessera {
+
+struct ParamSpan {
+  int64_t offset = 0;  // elements into the flat buffer
+  int64_t numel = 0;
+};
+
+class GradBuckets {
+ public:
+  struct Bucket {
+    int64_t offset = 0, numel = 0;  // range of the flat buffer
+    std::vector<int> params;        // indices into the ready-order list
+  };
+
+  GradBuckets(Communicator& comm, float* grads, std::vector<ParamSpan> ready_order,
+              double bucket_mb = 25.0, bool average = true);
+
+  void mark_ready(int param_index);
+  void finish();
+
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+  int num_launched() const { return next_launch_; }
+
+ private:
+  void launch_ready_prefix();
+
+  Communicator& comm_;
+  float* grads_;
+  std::vector<ParamSpan> params_;
+  bool average_;
+  std::vector<Bucket> buckets_;
+  std::vector<int> bucket_of_;   // param -> bucket
+  std::vector<int> pending_;     // per bucket: params not yet ready
+  std::vector<char> ready_;      // per param
+  std::vector<CommRequest> reqs_;
+  int next_launch_ = 0;
+  int64_t lo_ = 0, hi_ = 0;      // union range of all params
+};
+
+}  // namespace tessera

@@ -1,0 +1,110 @@
+// MpiCommunicator: Communicator over an MPI_Comm (CPU backend).
+//
+// Why not just MPI_Allreduce: on this machine (Open MPI 4.1.4, shared memory, see
+// shared/TOOLCHAIN.md) one large MPI_Allreduce is slow (2 GB/s bus at 64 MB vs 11 GB/s at
+// 1 MB) and MPI_Reduce_scatter_block is ~10x slower than MPI_Allgather. So:
+//   * all_reduce of count*4 bytes >= ring_threshold_bytes: ring reduce-scatter + ring
+//     all-gather of MPI_Sendrecv steps (each rank moves 2(p-1)/p of the data, the
+//     bandwidth optimum), processed in chunks so each message is <= chunk_bytes (the fast
+//     range) and the working set stays in cache. Below the threshold: MPI_Allreduce.
+//   * reduce_scatter: always the ring (never MPI_Reduce_scatter_block).
+//   * all_gather, broadcast, send/recv: MPI_Allgather / MPI_Bcast / MPI_Send / MPI_Recv.
+// Defaults (measured with bench/bench_allreduce at 2 ranks, see that file's header):
+//   ring_threshold_bytes = 256 KiB, chunk_bytes = 1 MiB (bytes per ring message).
+//
+// Async operations:
+//   * If MPI was initialised with MPI_THREAD_MULTIPLE (Open MPI 4.1.4 here provides it:
+//     MPI_Init_thread(MPI_THREAD_MULTIPLE) returns provided == MPI_THREAD_MULTIPLE), the
+//     collectives' async forms run the same blocking algorithm on ONE helper thread, in
+//     FIFO order, on a private duplicate of the communicator — so they progress while the
+//     caller computes (MPI's non-blocking collectives only progress inside MPI calls) and
+//     use the fast ring.
+//   * Otherwise (MPI_Init, or a lower thread level) they fall back to MPI_Iallreduce /
+//     MPI_Ireduce_scatter_block / MPI_Iallgather / MPI_Ibcast, which progress only when
+//     test()/wait() or other MPI calls are made.
+//   * send_async / recv_async always use MPI_Isend / MPI_Irecv on the main communicator.
+// The helper thread only touches its own duplicate communicator; blocking calls from the
+// caller's thread use another, so the two never mis-match messages.
+//
+// Lifetime: destroy every MpiCommunicator before MPI_Finalize (it frees its duplicated
+// communicators and joins its thread). Pending async operations are completed by the
+// destructor.
+#pragma once
+
+#include <mpi.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "parallel/communicator.h"
+
+namespace tessera {
+
+struct MpiCommunicatorOptions {
+  int64_t ring_threshold_bytes = 256 << 10;  // all_reduce >= this uses the ring
+  int64_t chunk_bytes = 1 << 20;             // max bytes per ring message
+  // -1: use the helper thread iff MPI_THREAD_MULTIPLE; 0: never; 1: require it (throws if
+  // the thread level is lower).
+  int async_thread = -1;
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Duplicates comm (MPI_Comm_dup; collective over comm). The caller keeps ownership of comm.
+  explicit MpiCommunicator(MPI_Comm comm, MpiCommunicatorOptions opts = {});
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  MPI_Comm comm() const { return comm_; }
+  const MpiCommunicatorOptions& options() const { return opts_; }
+  bool async_uses_thread() const { return use_thread_; }
+
+  void all_reduce(float* buf, int64_t count) override;
+  CommRequest all_reduce_async(float* buf, int64_t count) override;
+  void reduce_scatter(const float* send, float* recv, int64_t recv_count) override;
+  CommRequest reduce_scatter_async(const float* send, float* recv, int64_t recv_count) override;
+  void all_gather(const float* send, float* recv, int64_t send_count) override;
+  CommRequest all_gather_async(const float* send, float* recv, int64_t send_count) override;
+  void broadcast(float* buf, int64_t count, int root) override;
+  CommRequest broadcast_async(float* buf, int64_t count, int root) override;
+  void send(const float* buf, int64_t count, int peer, int tag = 0) override;
+  void recv(float* buf, int64_t count, int peer, int tag = 0) override;
+  CommRequest send_async(const float* buf, int64_t count, int peer, int tag = 0) override;
+  CommRequest recv_async(float* buf, int64_t count, int peer, int tag = 0) override;
+  void barrier() override;
+
+  // The ring all-reduce regardless of size (benchmarks, tests).
+  void ring_all_reduce(float* buf, int64_t count) { ring_all_reduce_on(comm_, scratch_, buf, count); }
+
+ private:
+  void all_reduce_on(MPI_Comm c, std::vector<float>& scratch, float* buf, int64_t count);
+  void ring_all_reduce_on(MPI_Comm c, std::vector<float>& scratch, float* buf, int64_t count);
+  void ring_reduce_scatter_on(MPI_Comm c, std::vector<float>& scratch, const float* send,
+                              float* recv, int64_t recv_count);
+  void all_gather_on(MPI_Comm c, const float* send, float* recv, int64_t send_count);
+  void broadcast_on(MPI_Comm c, float* buf, int64_t count, int root);
+  CommRequest enqueue(std::function<void()> fn);
+  void worker_loop();
+
+  MPI_Comm comm_ = MPI_COMM_NULL;         // caller-thread operations
+  MPI_Comm worker_comm_ = MPI_COMM_NULL;  // helper-thread operations
+  int rank_ = 0, size_ = 1;
+  MpiCommunicatorOptions opts_;
+  bool use_thread_ = false;
+  std::vector<float> scratch_, worker_scratch_;
+
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+};
+
+}  // namespace tessera

@@ -1,0 +1,286 @@
+// MpiCommunicator and GradBuckets under mpirun -n 2 / -n 4 (ctest -L mpi).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "parallel/grad_buckets.h"
+#include "parallel/mpi_communicator.h"
+
+using namespace tessera;
+
+namespace {
+
+int world_rank() { int r; MPI_Comm_rank(MPI_COMM_WORLD, &r); return r; }
+int world_size() { int s; MPI_Comm_size(MPI_COMM_WORLD, &s); return s; }
+
+// Positive values: no cancellation, so any summation order is within a few ulps.
+std::vector<float> rand_vec(int64_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> d(0.5f, 1.5f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+std::vector<float> reference_sum(const std::vector<float>& v) {
+  std::vector<float> out(v.size());
+  MPI_Allreduce(v.data(), out.data(), static_cast<int>(v.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  return out;
+}
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, double rtol = 1e-6) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_LE(std::fabs(a[i] - b[i]), rtol * std::fabs(b[i])) << "at " << i << ": " << a[i] << " vs " << b[i];
+}
+
+// Small chunk so the ring runs many chunks on small buffers.
+MpiCommunicatorOptions ring_opts(int async_thread = -1) {
+  MpiCommunicatorOptions o;
+  o.ring_threshold_bytes = 0;
+  o.chunk_bytes = 64;  // 16 floats per message
+  o.async_thread = async_thread;
+  return o;
+}
+
+const int64_t kCounts[] = {1, 3, 7, 16, 17, 63, 64, 1000, 4099};
+
+}  // namespace
+
+TEST(MpiCommunicator, RankSize) {
+  MpiCommunicator c(MPI_COMM_WORLD);
+  EXPECT_EQ(c.rank(), world_rank());
+  EXPECT_EQ(c.size(), world_size());
+}
+
+TEST(MpiCommunicator, ThreadMultipleAvailable) {
+  int provided;
+  MPI_Query_thread(&provided);
+  MpiCommunicator c(MPI_COMM_WORLD);
+  EXPECT_EQ(c.async_uses_thread(), provided == MPI_THREAD_MULTIPLE);
+}
+
+TEST(MpiCommunicator, AllReduceRingMatchesMpi) {
+  for (int thread : {0, -1}) {
+    MpiCommunicator c(MPI_COMM_WORLD, ring_opts(thread));
+    for (int64_t n : kCounts) {
+      auto v = rand_vec(n, 100 + 7 * c.rank() + static_cast<uint32_t>(n));
+      auto ref = reference_sum(v);
+      auto a = v;
+      c.all_reduce(a.data(), n);
+      expect_close(a, ref);
+      auto b = v;
+      c.all_reduce_async(b.data(), n).wait();
+      expect_close(b, ref);
+      auto d = v;
+      c.ring_all_reduce(d.data(), n);
+      expect_close(d, ref);
+    }
+  }
+}
+
+TEST(MpiCommunicator, AllReduceSmallPathMatchesMpi) {
+  MpiCommunicator c(MPI_COMM_WORLD);  // default threshold: these are all MPI_Allreduce
+  for (int64_t n : kCounts) {
+    auto v = rand_vec(n, 5 + c.rank());
+    auto ref = reference_sum(v);
+    c.all_reduce(v.data(), n);
+    expect_close(v, ref);
+  }
+}
+
+TEST(MpiCommunicator, ManyAsyncAllReducesInFlight) {
+  MpiCommunicator c(MPI_COMM_WORLD, ring_opts());
+  std::vector<std::vector<float>> bufs, refs;
+  for (int k = 0; k < 8; ++k) {
+    bufs.push_back(rand_vec(100 + 37 * k, 1000 + 10 * k + c.rank()));
+    refs.push_back(reference_sum(bufs.back()));
+  }
+  std::vector<CommRequest> reqs;
+  for (auto& b : bufs) reqs.push_back(c.all_reduce_async(b.data(), static_cast<int64_t>(b.size())));
+  while (!reqs.back().test()) {}
+  for (auto& r : reqs) r.wait();
+  for (size_t k = 0; k < bufs.size(); ++k) expect_close(bufs[k], refs[k]);
+}
+
+TEST(MpiCommunicator, ReduceScatter) {
+  for (int thread : {0, -1}) {
+    MpiCommunicator c(MPI_COMM_WORLD, ring_opts(thread));
+    const int p = c.size(), r = c.rank();
+    for (int64_t n : kCounts) {
+      auto v = rand_vec(n * p, 300 + r + static_cast<uint32_t>(n));
+      auto full = reference_sum(v);
+      std::vector<float> ref(full.begin() + r * n, full.begin() + (r + 1) * n);
+      std::vector<float> out(n, -1.f);
+      c.reduce_scatter(v.data(), out.data(), n);
+      expect_close(out, ref);
+      std::fill(out.begin(), out.end(), -1.f);
+      c.reduce_scatter_async(v.data(), out.data(), n).wait();
+      expect_close(out, ref);
+      auto w = v;  // in place: result lands in this rank's own chunk
+      c.reduce_scatter(w.data(), w.data() + r * n, n);
+      expect_close(std::vector<float>(w.begin() + r * n, w.begin() + (r + 1) * n), ref);
+    }
+  }
+}
+
+TEST(MpiCommunicator, AllGather) {
+  MpiCommunicator c(MPI_COMM_WORLD);
+  const int p = c.size(), r = c.rank();
+  for (int64_t n : kCounts) {
+    std::vector<float> mine(n), ref(n * p), out(n * p, -1.f);
+    for (int q = 0; q < p; ++q)
+      for (int64_t i = 0; i < n; ++i) ref[q * n + i] = static_cast<float>(q * 100000 + i);
+    std::copy(ref.begin() + r * n, ref.begin() + (r + 1) * n, mine.begin());
+    c.all_gather(mine.data(), out.data(), n);
+    EXPECT_EQ(out, ref);
+    std::fill(out.begin(), out.end(), -1.f);
+    c.all_gather_async(mine.data(), out.data(), n).wait();
+    EXPECT_EQ(out, ref);
+    std::vector<float> inplace(n * p, -1.f);
+    std::copy(mine.begin(), mine.end(), inplace.begin() + r * n);
+    c.all_gather(inplace.data() + r * n, inplace.data(), n);
+    EXPECT_EQ(inplace, ref);
+  }
+}
+
+TEST(MpiCommunicator, Broadcast) {
+  MpiCommunicator c(MPI_COMM_WORLD);
+  for (int root = 0; root < c.size(); ++root) {
+    auto ref = rand_vec(1001, 77 + root);
+    auto v = c.rank() == root ? ref : std::vector<float>(1001, 0.f);
+    c.broadcast(v.data(), 1001, root);
+    EXPECT_EQ(v, ref);
+    auto w = c.rank() == root ? ref : std::vector<float>(1001, 0.f);
+    c.broadcast_async(w.data(), 1001, root).wait();
+    EXPECT_EQ(w, ref);
+  }
+}
+
+TEST(MpiCommunicator, SendRecvRing) {
+  MpiCommunicator c(MPI_COMM_WORLD);
+  const int p = c.size(), r = c.rank();
+  const int right = (r + 1) % p, left = (r - 1 + p) % p;
+  auto mine = rand_vec(513, 900 + r);
+  auto expect = rand_vec(513, 900 + left);
+  std::vector<float> got(513, 0.f);
+  auto rq = c.recv_async(got.data(), 513, left, 3);
+  auto sq = c.send_async(mine.data(), 513, right, 3);
+  sq.wait();
+  rq.wait();
+  EXPECT_EQ(got, expect);
+  // Blocking: even ranks send first.
+  std::fill(got.begin(), got.end(), 0.f);
+  if (p % 2 == 0) {
+    if (r % 2 == 0) { c.send(mine.data(), 513, right, 4); c.recv(got.data(), 513, left, 4); }
+    else { c.recv(got.data(), 513, left, 4); c.send(mine.data(), 513, right, 4); }
+    EXPECT_EQ(got, expect);
+  }
+}
+
+// ------------------------------------------------------------------ GradBuckets
+
+namespace {
+
+// Parameters laid out contiguously in forward order; ready order = reverse.
+std::vector<ParamSpan> layout(const std::vector<int64_t>& sizes) {
+  std::vector<ParamSpan> fwd;
+  int64_t off = 0;
+  for (auto s : sizes) { fwd.push_back({off, s}); off += s; }
+  std::reverse(fwd.begin(), fwd.end());
+  return fwd;
+}
+
+}  // namespace
+
+TEST(GradBuckets, BucketsAreContiguousAndBounded) {
+  MpiCommunicator c(MPI_COMM_WORLD);
+  std::vector<float> g(1000);
+  auto params = layout({100, 300, 50, 50, 500});
+  GradBuckets gb(c, g.data(), params, 400.0 * 4 / (1024 * 1024));  // 400 floats
+  // ready order: 500 | 50 50 | 300 | 100  (500 alone exceeds the cap; 50+50+300 = 400)
+  ASSERT_EQ(gb.buckets().size(), 3u);
+  EXPECT_EQ(gb.buckets()[0].offset, 500);
+  EXPECT_EQ(gb.buckets()[0].numel, 500);
+  EXPECT_EQ(gb.buckets()[1].offset, 100);
+  EXPECT_EQ(gb.buckets()[1].numel, 400);
+  EXPECT_EQ(gb.buckets()[2].offset, 0);
+  EXPECT_EQ(gb.buckets()[2].numel, 100);
+}
+
+TEST(GradBuckets, RejectsNonContiguous) {
+  MpiCommunicator c(MPI_COMM_WORLD);
+  std::vector<float> g(1000);
+  std::vector<ParamSpan> params = {{0, 10}, {20, 10}};
+  EXPECT_THROW(GradBuckets(c, g.data(), params, 1.0), std::invalid_argument);
+}
+
+TEST(GradBuckets, MatchesOneAllReduce) {
+  const std::vector<int64_t> sizes = {768, 50257, 3, 2304, 768, 1, 4096, 17, 3072, 768, 999, 12};
+  const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+  for (int thread : {0, -1}) {
+    MpiCommunicatorOptions o;
+    o.async_thread = thread;
+    o.ring_threshold_bytes = 4096;  // exercise both paths
+    o.chunk_bytes = 4096;
+    MpiCommunicator c(MPI_COMM_WORLD, o);
+    const int p = c.size();
+    auto params = layout(sizes);
+    for (double mb : {0.001, 0.01, 0.05, 1.0}) {
+      for (int order = 0; order < 3; ++order) {
+        for (bool average : {true, false}) {
+          auto v = rand_vec(total, 4242 + c.rank() * 31 + order);
+          auto ref = reference_sum(v);
+          if (average) for (auto& x : ref) x /= static_cast<float>(p);
+          GradBuckets gb(c, v.data(), params, mb, average);
+          std::vector<int> idx(params.size());
+          std::iota(idx.begin(), idx.end(), 0);
+          // order 0: backward order; 1: per-rank random order; 2: forward order
+          if (order == 1) std::shuffle(idx.begin(), idx.end(), std::mt19937(c.rank() * 13 + 1));
+          if (order == 2) std::reverse(idx.begin(), idx.end());
+          for (int i : idx) gb.mark_ready(i);
+          gb.finish();
+          expect_close(v, ref, 1e-6);
+          // Reusable for the next step.
+          auto v2 = rand_vec(total, 99 + c.rank());
+          auto ref2 = reference_sum(v2);
+          if (average) for (auto& x : ref2) x /= static_cast<float>(p);
+          std::copy(v2.begin(), v2.end(), v.begin());
+          for (int i = static_cast<int>(params.size()) - 1; i >= 1; --i) gb.mark_ready(i);  // 0 left unmarked
+          gb.finish();
+          expect_close(v, ref2, 1e-6);
+        }
+      }
+    }
+  }
+}
+
+TEST(GradBuckets, DoubleMarkThrows) {
+  MpiCommunicator c(MPI_COMM_WORLD);
+  std::vector<float> g(20, 1.f);
+  GradBuckets gb(c, g.data(), layout({10, 10}), 1.0);
+  gb.mark_ready(0);
+  EXPECT_THROW(gb.mark_ready(0), std::logic_error);
+  gb.mark_ready(1);
+  gb.finish();
+}
+
+int main(int argc, char** argv) {
+  int provided;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  ::testing::InitGoogleTest(&argc, argv);
+  if (world_rank() != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  int rc = RUN_ALL_TESTS();
+  int any = 0;
+  MPI_Allreduce(&rc, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return any;
+}
