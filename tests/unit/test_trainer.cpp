@@ -240,7 +240,10 @@ TEST(Trainer, RunLogRecordsTheWholeRun) {
     EXPECT_TRUE(finite_number(m.at("lr")) && m["lr"].get<double>() > 0) << m.dump();
     EXPECT_TRUE(finite_number(m.at("grad_norm")) && m["grad_norm"].get<double>() >= 0) << m.dump();
     EXPECT_TRUE(finite_number(m.at("tokens_per_s")) && m["tokens_per_s"].get<double>() > 0) << m.dump();
-    EXPECT_TRUE(finite_number(m.at("mfu")) && m["mfu"].get<double>() > 0 && m["mfu"].get<double>() <= 1)
+    // A 1 ms step on a shared machine can catch a quieter moment than the start-up peak
+    // measurement did, so allow some slack above 1; the check is for a formula that is
+    // off by orders of magnitude.
+    EXPECT_TRUE(finite_number(m.at("mfu")) && m["mfu"].get<double>() > 0 && m["mfu"].get<double>() <= 2)
         << m.dump();
     EXPECT_TRUE(finite_number(m.at("step_ms"))) << m.dump();
     EXPECT_TRUE(m.contains("tokens_seen")) << m.dump();
