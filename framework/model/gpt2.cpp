@@ -1,6 +1,8 @@
 #include "framework/model/gpt2.h"
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -82,27 +84,36 @@ struct GPT2::Activations {
   int64_t total = 0;
 };
 
-GPT2::GPT2(const GPTConfig& cfg, int max_batch) : config_(cfg), max_batch_(max_batch) {
+GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp)
+    : config_(cfg), max_batch_(max_batch), tp_(tp) {
   check(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
   check(cfg.padded_vocab_size >= cfg.vocab_size, "padded vocabulary smaller than vocabulary");
+  check(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "bad tensor-parallel rank/size");
+  check(tp.size == 1 || tp.comm != MPI_COMM_NULL, "tensor parallelism needs a communicator");
+  // The layout's own checks (parallel/mesh.h) are the source of truth; these only guard
+  // direct users of the class.
+  check(cfg.n_head % tp.size == 0, "model.n_head must be divisible by parallel.tp");
   const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab_size, L = cfg.n_layer;
   const float std_resid = 0.02f / std::sqrt(2.0f * (float)L);
   const bool decay = true, no_decay = false;
-  table_.add("wte.weight", {Vp, C}, Init::Normal, 0.02f, no_decay);
+  const ShardSpec rows{0, 1, tp.rank, tp.size}, cols{1, 1, tp.rank, tp.size};
+  const ShardSpec qkv_rows{0, 3, tp.rank, tp.size};
+  local_vocab_ = (int)((Vp + tp.size - 1) / tp.size);
+  table_.add("wte.weight", {Vp, C}, Init::Normal, 0.02f, no_decay, rows);
   table_.add("wpe.weight", {cfg.seq_len, C}, Init::Normal, 0.02f, no_decay);
   for (int l = 0; l < L; l++) {
     const std::string h = "h." + std::to_string(l) + ".";
     table_.add(h + "ln_1.weight", {C}, Init::Ones, 0, no_decay);
     table_.add(h + "ln_1.bias", {C}, Init::Zeros, 0, no_decay);
-    table_.add(h + "attn.qkv.weight", {3 * C, C}, Init::Normal, 0.02f, decay);
-    table_.add(h + "attn.qkv.bias", {3 * C}, Init::Zeros, 0, no_decay);
-    table_.add(h + "attn.proj.weight", {C, C}, Init::Normal, std_resid, decay);
+    table_.add(h + "attn.qkv.weight", {3 * C, C}, Init::Normal, 0.02f, decay, qkv_rows);
+    table_.add(h + "attn.qkv.bias", {3 * C}, Init::Zeros, 0, no_decay, qkv_rows);
+    table_.add(h + "attn.proj.weight", {C, C}, Init::Normal, std_resid, decay, cols);
     table_.add(h + "attn.proj.bias", {C}, Init::Zeros, 0, no_decay);
     table_.add(h + "ln_2.weight", {C}, Init::Ones, 0, no_decay);
     table_.add(h + "ln_2.bias", {C}, Init::Zeros, 0, no_decay);
-    table_.add(h + "mlp.up.weight", {4 * C, C}, Init::Normal, 0.02f, decay);
-    table_.add(h + "mlp.up.bias", {4 * C}, Init::Zeros, 0, no_decay);
-    table_.add(h + "mlp.down.weight", {C, 4 * C}, Init::Normal, std_resid, decay);
+    table_.add(h + "mlp.up.weight", {4 * C, C}, Init::Normal, 0.02f, decay, rows);
+    table_.add(h + "mlp.up.bias", {4 * C}, Init::Zeros, 0, no_decay, rows);
+    table_.add(h + "mlp.down.weight", {C, 4 * C}, Init::Normal, std_resid, decay, cols);
     table_.add(h + "mlp.down.bias", {C}, Init::Zeros, 0, no_decay);
   }
   table_.add("ln_f.weight", {C}, Init::Ones, 0, no_decay);
@@ -113,19 +124,22 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch) : config_(cfg), max_batch_(max_b
   // Carve the arena: first count, then allocate once, then hand out pointers.
   acts_ = std::make_unique<Activations>();
   Activations& a = *acts_;
-  const int64_t N = (int64_t)max_batch * cfg.seq_len, NH = cfg.n_head, T = cfg.seq_len;
+  // Per-rank widths: Ct = C / tp channels of attention (NH / tp heads), Ft = 4C / tp
+  // MLP columns, Vl = ceil(Vp / tp) vocabulary columns.
+  const int64_t N = (int64_t)max_batch * cfg.seq_len, NH = cfg.n_head / tp.size, T = cfg.seq_len;
+  const int64_t Ct = C / tp.size, Ft = 4 * C / tp.size, Vl = local_vocab_;
   a.maxN = N;
   std::vector<std::pair<float**, int64_t>> layout = {
       {&a.encoded, N * C},          {&a.ln1, L * N * C},          {&a.ln1_mean, L * N},
-      {&a.ln1_rstd, L * N},         {&a.qkv, L * N * 3 * C},      {&a.atty, L * N * C},
+      {&a.ln1_rstd, L * N},         {&a.qkv, L * N * 3 * Ct},     {&a.atty, L * N * Ct},
       {&a.att, L * max_batch * NH * T * T},                       {&a.residual2, L * N * C},
       {&a.ln2, L * N * C},          {&a.ln2_mean, L * N},         {&a.ln2_rstd, L * N},
-      {&a.fch, L * N * 4 * C},      {&a.fch_gelu, L * N * 4 * C}, {&a.residual3, L * N * C},
+      {&a.fch, L * N * Ft},         {&a.fch_gelu, L * N * Ft},    {&a.residual3, L * N * C},
       {&a.branch, N * C},           {&a.lnf, N * C},              {&a.lnf_mean, N},
-      {&a.lnf_rstd, N},             {&a.logits, N * Vp},          {&a.losses, N},
-      {&a.dresidual, N * C},        {&a.dln, N * C},              {&a.dqkv, N * 3 * C},
-      {&a.datty, N * C},            {&a.datt, max_batch * NH * T * T},
-      {&a.dfch, N * 4 * C},         {&a.dfch_gelu, N * 4 * C}};
+      {&a.lnf_rstd, N},             {&a.logits, N * Vl},          {&a.losses, N},
+      {&a.dresidual, N * C},        {&a.dln, N * C},              {&a.dqkv, N * 3 * Ct},
+      {&a.datty, N * Ct},           {&a.datt, max_batch * NH * T * T},
+      {&a.dfch, N * Ft},            {&a.dfch_gelu, N * Ft}};
   for (auto& [ptr, n] : layout) a.total += (n + 15) / 16 * 16;
   arena_.reset(alloc_floats(a.total));
   int64_t offset = 0;
@@ -139,8 +153,106 @@ GPT2::~GPT2() = default;
 
 int64_t GPT2::num_parameters() const {
   int64_t n = 0;
-  for (const auto& p : table_.params()) n += p.numel;
+  for (const auto& p : table_.params()) n += p.logical_numel();
   return n;
+}
+
+void GPT2::allreduce_tp(float* x, int64_t n) const {
+  if (tp_.size == 1) return;
+  check(n <= INT32_MAX, "tensor-parallel all-reduce too large");
+  const int rc = MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, tp_.comm);
+  check(rc == MPI_SUCCESS, "MPI_Allreduce in the tensor-parallel group failed");
+}
+
+double GPT2::grad_norm() const {
+  double sharded = 0, replicated = 0;
+  for (const auto& p : table_.params()) {
+    const double ss = k::sum_squares(grads_.get() + p.offset, p.numel);  // local padding: 0
+    (p.shard.sharded() ? sharded : replicated) += ss;
+  }
+  if (tp_.size > 1)
+    MPI_Allreduce(MPI_IN_PLACE, &sharded, 1, MPI_DOUBLE, MPI_SUM, tp_.comm);
+  return std::sqrt(sharded + replicated);
+}
+
+std::vector<float> GPT2::gather_logical(int index, const float* base) const {
+  const ParamInfo& p = table_.params().at(index);
+  std::vector<float> out((size_t)p.logical_numel());
+  const float* local = base + p.offset;
+  if (!p.shard.sharded()) {
+    std::copy(local, local + p.numel, out.begin());
+    return out;
+  }
+  std::vector<float> all((size_t)p.numel * tp_.size);
+  MPI_Allgather(local, (int)p.numel, MPI_FLOAT, all.data(), (int)p.numel, MPI_FLOAT, tp_.comm);
+  ParamInfo q = p;
+  for (int r = 0; r < tp_.size; r++) {
+    q.shard.tp_rank = r;
+    for (int64_t i = 0; i < p.numel; i++) {
+      const int64_t li = q.logical_index(i);
+      if (li >= 0) out[li] = all[(size_t)r * p.numel + i];
+    }
+  }
+  return out;
+}
+
+int32_t GPT2::argmax_token(int64_t row) const {
+  const float* x = acts_->logits + row * local_vocab_;
+  const int n = std::max(0, std::min(local_vocab_, config_.vocab_size - vocab_start()));
+  struct {
+    float value;
+    int index;
+  } best{-std::numeric_limits<float>::infinity(), INT32_MAX};
+  for (int i = 0; i < n; i++)
+    if (x[i] > best.value || best.index == INT32_MAX) best = {x[i], vocab_start() + i};
+  if (tp_.size > 1)
+    MPI_Allreduce(MPI_IN_PLACE, &best, 1, MPI_FLOAT_INT, MPI_MAXLOC, tp_.comm);
+  return best.index;
+}
+
+// Fused vocabulary-parallel softmax + cross-entropy (Megatron): each rank holds the
+// logits of columns vocab_start() .. + Vl; columns >= V (padding) are masked out. Three
+// all-reduces over [N]: the row max, then the sum of exp and the target logit (only the
+// rank owning the target contributes it). With `backward`, the logits become their
+// gradient dloss * (softmax - onehot) in place.
+void GPT2::vocab_parallel_crossentropy(const int32_t* targets, int N, float dloss, bool backward) {
+  const int Vl = local_vocab_, start = vocab_start();
+  const int n_real = std::max(0, std::min(Vl, config_.vocab_size - start));
+  float* logits = acts_->logits;
+  std::vector<float> maxv(N), sums(2 * (size_t)N);
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++) {
+    const float* row = logits + (int64_t)n * Vl;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int i = 0; i < n_real; i++) m = std::max(m, row[i]);
+    maxv[n] = m;
+  }
+  if (tp_.size > 1) MPI_Allreduce(MPI_IN_PLACE, maxv.data(), N, MPI_FLOAT, MPI_MAX, tp_.comm);
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++) {
+    float* row = logits + (int64_t)n * Vl;
+    const int t = targets[n] - start;
+    sums[2 * n + 1] = (t >= 0 && t < n_real) ? row[t] - maxv[n] : 0.0f;
+    float sum = 0;
+    for (int i = 0; i < n_real; i++) {
+      const float e = std::exp(row[i] - maxv[n]);
+      if (backward) row[i] = e;
+      sum += e;
+    }
+    sums[2 * n] = sum;
+  }
+  allreduce_tp(sums.data(), 2 * (int64_t)N);
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++) {
+    acts_->losses[n] = std::log(sums[2 * n]) - sums[2 * n + 1];
+    if (!backward) continue;
+    float* row = logits + (int64_t)n * Vl;
+    const float scale = dloss / sums[2 * n];
+    for (int i = 0; i < n_real; i++) row[i] *= scale;
+    const int t = targets[n] - start;
+    if (t >= 0 && t < n_real) row[t] -= dloss;
+    for (int i = n_real; i < Vl; i++) row[i] = 0;
+  }
 }
 
 const float* GPT2::logits() const { return acts_->logits; }
@@ -173,39 +285,71 @@ void GPT2::forward_blocks(const int32_t* inputs, int B, int T) {
                                        std::to_string(max_batch_));
   check(T >= 1 && T <= config_.seq_len,
         "sequence length " + std::to_string(T) + " exceeds model.seq_len");
-  const int C = config_.n_embd, NH = config_.n_head, Vp = config_.padded_vocab_size;
+  const int C = config_.n_embd, NH = config_.n_head / tp_.size, Vl = local_vocab_;
+  const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
+  const bool tp = tp_.size > 1;
   const int64_t N = (int64_t)B * T, maxN = acts_->maxN;
   const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
   Activations& a = *acts_;
   const ParamPtrs p = param_ptrs(params_.get());
 
-  k::encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
+  if (!tp) {
+    k::encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
+  } else {
+    // Vocabulary-parallel embedding: rows of other ranks' tokens are 0 here; the
+    // all-reduce assembles the lookup (one non-zero term per position: exact), then wpe.
+    const int start = vocab_start();
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      const int t = inputs[n] - start;
+      float* out = a.encoded + n * C;
+      if (t >= 0 && t < Vl)
+        std::memcpy(out, p.wte + (int64_t)t * C, sizeof(float) * C);
+      else
+        std::memset(out, 0, sizeof(float) * C);
+    }
+    allreduce_tp(a.encoded, N * C);
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++)
+      for (int c = 0; c < C; c++) a.encoded[n * C + c] += p.wpe[(n % T) * C + c];
+  }
+  // Row-parallel matmul: partial sums on each rank, all-reduced, then the replicated bias
+  // added once (at tp 1 the bias goes into the matmul as before).
+  auto row_parallel = [&](float* out, const float* inp, const float* weight, const float* bias,
+                          int in_width) {
+    k::matmul_forward(out, inp, weight, tp ? (const float*)nullptr : bias, (int)N, in_width, C);
+    if (!tp) return;
+    allreduce_tp(out, N * C);
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++)
+      for (int c = 0; c < C; c++) out[n * C + c] += bias[c];
+  };
   for (int l = 0; l < config_.n_layer; l++) {
     const auto& w = p.blocks[l];
     const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
     float* ln1 = a.ln1 + l * maxN * C;
-    float* qkv = a.qkv + l * maxN * 3 * C;
-    float* atty = a.atty + l * maxN * C;
+    float* qkv = a.qkv + l * maxN * 3 * Ct;
+    float* atty = a.atty + l * maxN * Ct;
     float* residual2 = a.residual2 + l * maxN * C;
     float* ln2 = a.ln2 + l * maxN * C;
-    float* fch = a.fch + l * maxN * 4 * C;
-    float* fch_gelu = a.fch_gelu + l * maxN * 4 * C;
+    float* fch = a.fch + l * maxN * Ft;
+    float* fch_gelu = a.fch_gelu + l * maxN * Ft;
     k::layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual, w.ln1_w,
                          w.ln1_b, (int)N, C);
-    k::matmul_forward(qkv, ln1, w.qkv_w, w.qkv_b, (int)N, C, 3 * C);
-    k::attention_forward(atty, a.att + l * att_stride, qkv, B, T, C, NH);
-    k::matmul_forward(a.branch, atty, w.proj_w, w.proj_b, (int)N, C, C);
+    k::matmul_forward(qkv, ln1, w.qkv_w, w.qkv_b, (int)N, C, 3 * Ct);
+    k::attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
+    row_parallel(a.branch, atty, w.proj_w, w.proj_b, Ct);
     k::residual_forward(residual2, residual, a.branch, N * C);
     k::layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2, w.ln2_w,
                          w.ln2_b, (int)N, C);
-    k::matmul_forward(fch, ln2, w.up_w, w.up_b, (int)N, C, 4 * C);
-    k::gelu_forward(fch_gelu, fch, N * 4 * C);
-    k::matmul_forward(a.branch, fch_gelu, w.down_w, w.down_b, (int)N, 4 * C, C);
+    k::matmul_forward(fch, ln2, w.up_w, w.up_b, (int)N, C, Ft);
+    k::gelu_forward(fch_gelu, fch, N * Ft);
+    row_parallel(a.branch, fch_gelu, w.down_w, w.down_b, Ft);
     k::residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
   }
   const float* last = a.residual3 + (int64_t)(config_.n_layer - 1) * maxN * C;
   k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, last, p.lnf_w, p.lnf_b, (int)N, C);
-  k::matmul_forward(a.logits, a.lnf, p.wte, (const float*)nullptr, (int)N, C, Vp);
+  k::matmul_forward(a.logits, a.lnf, p.wte, (const float*)nullptr, (int)N, C, Vl);
 }
 
 namespace {
@@ -234,8 +378,11 @@ float GPT2::forward(const int32_t* inputs, const int32_t* targets, int B, int T)
   forward_blocks(inputs, B, T);
   if (!targets) return std::numeric_limits<float>::quiet_NaN();
   check_tokens(targets, N, config_.vocab_size, "target");
-  k::crossentropy_forward_backward(acts_->losses, (float*)nullptr, acts_->logits, targets, 0.0f,
-                                   (int)N, config_.vocab_size, config_.padded_vocab_size);
+  if (tp_.size == 1)
+    k::crossentropy_forward_backward(acts_->losses, (float*)nullptr, acts_->logits, targets, 0.0f,
+                                     (int)N, config_.vocab_size, config_.padded_vocab_size);
+  else
+    vocab_parallel_crossentropy(targets, (int)N, 0.0f, false);
   return (float)mean_of(acts_->losses, N);
 }
 
@@ -247,9 +394,12 @@ float GPT2::forward_backward(const int32_t* inputs, const int32_t* targets, int 
   const auto t0 = std::chrono::steady_clock::now();
   forward_blocks(inputs, B, T);
   // The fused kernel turns the logits into their gradient in place.
-  k::crossentropy_forward_backward(acts_->losses, acts_->logits, acts_->logits, targets,
-                                   grad_scale / (float)N, (int)N, config_.vocab_size,
-                                   config_.padded_vocab_size);
+  if (tp_.size == 1)
+    k::crossentropy_forward_backward(acts_->losses, acts_->logits, acts_->logits, targets,
+                                     grad_scale / (float)N, (int)N, config_.vocab_size,
+                                     config_.padded_vocab_size);
+  else
+    vocab_parallel_crossentropy(targets, (int)N, grad_scale / (float)N, true);
   times_.forward_ms = ms_since(t0);
   const auto t1 = std::chrono::steady_clock::now();
   backward_blocks(inputs, B, T);
@@ -258,7 +408,8 @@ float GPT2::forward_backward(const int32_t* inputs, const int32_t* targets, int 
 }
 
 void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
-  const int C = config_.n_embd, NH = config_.n_head, Vp = config_.padded_vocab_size;
+  const int C = config_.n_embd, NH = config_.n_head / tp_.size, Vl = local_vocab_;
+  const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
   const int64_t N = (int64_t)B * T, maxN = acts_->maxN;
   const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
   Activations& a = *acts_;
@@ -276,7 +427,8 @@ void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
   // LM head (tied to wte) and final LayerNorm. dresidual collects the gradient of the
   // residual stream; every branch adds into it (the residual add's backward is identity).
   zero(a.dln, N * C);
-  k::matmul_backward(a.dln, g.wte, (float*)nullptr, a.logits, a.lnf, p.wte, (int)N, C, Vp);
+  k::matmul_backward(a.dln, g.wte, (float*)nullptr, a.logits, a.lnf, p.wte, (int)N, C, Vl);
+  allreduce_tp(a.dln, N * C);  // the LM head is column-parallel over the vocabulary
   zero(a.dresidual, N * C);
   const float* last = a.residual3 + (int64_t)(config_.n_layer - 1) * maxN * C;
   k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, last, p.lnf_w, a.lnf_mean,
@@ -288,36 +440,53 @@ void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
     const auto& gw = g.blocks[l];
     const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
     const float* ln1 = a.ln1 + l * maxN * C;
-    const float* qkv = a.qkv + l * maxN * 3 * C;
-    const float* atty = a.atty + l * maxN * C;
+    const float* qkv = a.qkv + l * maxN * 3 * Ct;
+    const float* atty = a.atty + l * maxN * Ct;
     const float* residual2 = a.residual2 + l * maxN * C;
     const float* ln2 = a.ln2 + l * maxN * C;
-    const float* fch = a.fch + l * maxN * 4 * C;
-    const float* fch_gelu = a.fch_gelu + l * maxN * 4 * C;
+    const float* fch = a.fch + l * maxN * Ft;
+    const float* fch_gelu = a.fch_gelu + l * maxN * Ft;
 
     // MLP branch: dresidual is d(block output) = d(mlp output).
-    zero(a.dfch_gelu, N * 4 * C);
+    // Row-parallel down: the replicated bias's gradient is the same on every tp rank.
+    zero(a.dfch_gelu, N * Ft);
     k::matmul_backward(a.dfch_gelu, gw.down_w, gw.down_b, a.dresidual, fch_gelu, w.down_w,
-                       (int)N, 4 * C, C);
-    zero(a.dfch, N * 4 * C);
-    k::gelu_backward(a.dfch, fch, a.dfch_gelu, N * 4 * C);
+                       (int)N, Ft, C);
+    zero(a.dfch, N * Ft);
+    k::gelu_backward(a.dfch, fch, a.dfch_gelu, N * Ft);
     zero(a.dln, N * C);
-    k::matmul_backward(a.dln, gw.up_w, gw.up_b, a.dfch, ln2, w.up_w, (int)N, C, 4 * C);
+    k::matmul_backward(a.dln, gw.up_w, gw.up_b, a.dfch, ln2, w.up_w, (int)N, C, Ft);
+    allreduce_tp(a.dln, N * C);  // column-parallel up: sum the input's gradient
     k::layernorm_backward(a.dresidual, gw.ln2_w, gw.ln2_b, a.dln, residual2, w.ln2_w,
                           a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, (int)N, C);
 
     // Attention branch: dresidual is now d(residual2).
-    zero(a.datty, N * C);
-    k::matmul_backward(a.datty, gw.proj_w, gw.proj_b, a.dresidual, atty, w.proj_w, (int)N, C, C);
-    zero(a.dqkv, N * 3 * C);
-    k::attention_backward(a.dqkv, a.datt, a.datty, qkv, a.att + l * att_stride, B, T, C, NH);
+    zero(a.datty, N * Ct);
+    k::matmul_backward(a.datty, gw.proj_w, gw.proj_b, a.dresidual, atty, w.proj_w, (int)N, Ct, C);
+    zero(a.dqkv, N * 3 * Ct);
+    k::attention_backward(a.dqkv, a.datt, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
     zero(a.dln, N * C);
-    k::matmul_backward(a.dln, gw.qkv_w, gw.qkv_b, a.dqkv, ln1, w.qkv_w, (int)N, C, 3 * C);
+    k::matmul_backward(a.dln, gw.qkv_w, gw.qkv_b, a.dqkv, ln1, w.qkv_w, (int)N, C, 3 * Ct);
+    allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient
     k::layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
                           a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
     ready(2 + kPerBlock * l, kPerBlock);
   }
-  k::encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
+  if (tp_.size == 1) {
+    k::encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
+  } else {
+    // Vocabulary-parallel embedding: this rank's rows only; wpe (replicated) as usual.
+    const int start = vocab_start();
+    for (int64_t n = 0; n < N; n++) {
+      const float* d = a.dresidual + n * C;
+      float* dpos = g.wpe + (n % T) * C;
+      for (int c = 0; c < C; c++) dpos[c] += d[c];
+      const int t = inputs[n] - start;
+      if (t < 0 || t >= Vl) continue;
+      float* drow = g.wte + (int64_t)t * C;
+      for (int c = 0; c < C; c++) drow[c] += d[c];
+    }
+  }
   ready(0, 2);  // wte (LM head and embedding both added to it) and wpe
 }
 

@@ -3,6 +3,8 @@
 // a final LayerNorm, and an LM head tied to the token embedding. Forward and backward
 // are written out by hand on top of kernels/ops.h; there is no autograd.
 #pragma once
+#include <mpi.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -16,7 +18,8 @@ namespace tessera {
 struct GPTConfig {
   int n_layer = 2, n_head = 2, n_embd = 64;
   int vocab_size = 256;         // V: real tokens
-  int padded_vocab_size = 256;  // Vp >= V: rows of wte (extra rows never win the softmax)
+  int padded_vocab_size = 256;  // Vp >= V: rows of the logical wte, the same for every
+                                // layout (extra rows never win the softmax)
   int seq_len = 64;             // maximum T (rows of wpe)
 
   static GPTConfig from_recipe(const ModelConfig& model);
@@ -32,11 +35,30 @@ struct PassTimes {
   double forward_ms = 0, backward_ms = 0;
 };
 
+// This rank's place in its tensor-parallel group (Megatron). size 1 (the default) is the
+// single-process model; comm may then be MPI_COMM_NULL.
+struct TensorParallel {
+  int rank = 0, size = 1;
+  MPI_Comm comm = MPI_COMM_NULL;
+};
+
+// Tensor parallelism (Megatron-LM, docs/parallel.md) is part of this one module; tp = 1
+// is the degenerate case. Split across the tp ranks, all in the shard specs of table():
+//   wte            rows (vocabulary-parallel embedding and LM head), ceil(Vp / tp) each
+//   attn.qkv       rows of this rank's heads in each of q, k, v (column-parallel)
+//   attn.proj      columns of this rank's heads (row-parallel; bias replicated)
+//   mlp.up         rows (column-parallel); mlp.down columns (row-parallel; bias replicated)
+//   LayerNorms, wpe, row-parallel biases: replicated.
+// Communication is MPI_Allreduce(sum) in the tp communicator: after each row-parallel
+// matmul and the vocabulary-parallel embedding (forward), on the gradient of the input
+// of each column-parallel block and of the LM head (backward), and three small ones in
+// the vocabulary-parallel cross-entropy.
 class GPT2 {
  public:
-  // Lays out the parameters and allocates parameters, gradients and an activation arena
-  // for micro-batches of up to max_batch sequences of config.seq_len tokens.
-  GPT2(const GPTConfig& config, int max_batch);
+  // Lays out the parameters (this tp rank's slices) and allocates parameters, gradients
+  // and an activation arena for micro-batches of up to max_batch sequences of
+  // config.seq_len tokens.
+  GPT2(const GPTConfig& config, int max_batch, TensorParallel tp = {});
   ~GPT2();
   GPT2(const GPT2&) = delete;
   GPT2& operator=(const GPT2&) = delete;
@@ -47,8 +69,9 @@ class GPT2 {
   void init_weights(uint64_t seed);
 
   // Forward pass on inputs [B, T] (B <= max_batch, T <= seq_len). Without targets the
-  // logits [B, T, Vp] stay readable through logits(); with targets [B, T] returns the
-  // mean cross-entropy over the B*T positions (NaN without targets).
+  // logits [B, T, local_vocab()] (this tp rank's columns) stay readable through logits();
+  // with targets [B, T] returns the mean cross-entropy over the B*T positions (NaN
+  // without targets). Collective over the tp group.
   float forward(const int32_t* inputs, const int32_t* targets, int B, int T);
 
   // Forward and backward in one go: returns the mean loss of this micro-batch and ADDS
@@ -73,7 +96,22 @@ class GPT2 {
   float* grads() { return grads_.get(); }
   int64_t flat_size() const { return table_.total_numel(); }  // floats in params()/grads()
   int64_t num_parameters() const;                             // without alignment padding
-  const float* logits() const;                                // [B, T, Vp] of last forward()
+  // [B, T, local_vocab()] of last forward(): logical vocabulary columns
+  // vocab_start() .. vocab_start() + local_vocab() - 1 (those >= V are padding).
+  const float* logits() const;
+  int local_vocab() const { return local_vocab_; }
+  int vocab_start() const { return tp_.rank * local_vocab_; }
+  const TensorParallel& tp() const { return tp_; }
+  // The greedy next token after position `row` of the last forward(): argmax over the
+  // real vocabulary (lowest id on ties), across the tp group (collective).
+  int32_t argmax_token(int64_t row) const;
+  // Global L2 norm of the gradient of the logical model: squares of sharded parameters
+  // summed over the tp group, replicated ones counted once (collective over tp).
+  double grad_norm() const;
+  // The full logical tensor of parameter `index` from the flat buffer `base` (params(),
+  // grads() or an optimizer moment laid out like them), gathered over the tp group
+  // (collective).
+  std::vector<float> gather_logical(int index, const float* base) const;
   const PassTimes& last_times() const { return times_; }
 
  private:
@@ -83,8 +121,13 @@ class GPT2 {
   void backward_blocks(const int32_t* inputs, int B, int T);
   ParamPtrs param_ptrs(float* base) const;
 
+  void allreduce_tp(float* x, int64_t n) const;  // sum over the tp group (no-op at tp 1)
+  void vocab_parallel_crossentropy(const int32_t* targets, int N, float dloss, bool backward);
+
   GPTConfig config_;
   int max_batch_;
+  TensorParallel tp_;
+  int local_vocab_;
   ParamTable table_;
   struct FreeDeleter {
     void operator()(float* p) const;

@@ -151,7 +151,8 @@ const std::vector<Field>& fields() {
 
       TESSERA_RECIPE_FIELD(parallel, dp, at_least(1), "data-parallel ranks"),
       TESSERA_RECIPE_FIELD(parallel, tp, at_least(1),
-                           "tensor-parallel ranks (only 1 is implemented yet)"),
+                           "tensor-parallel ranks (Megatron): attention heads, MLP width and vocabulary "
+                           "split across them; model.n_head and model.n_embd must be divisible by it"),
       TESSERA_RECIPE_FIELD(parallel, pp, at_least(1),
                            "pipeline stages (only 1 is implemented yet)"),
       TESSERA_RECIPE_FIELD(parallel, zero, in_range(0, 1),

@@ -24,7 +24,9 @@
 #include "framework/runlog/run_log.h"
 #include "framework/util/error.h"
 #include "framework/util/peak.h"
+#include "parallel/grad_buckets.h"
 #include "parallel/mesh.h"
+#include "parallel/mpi_communicator.h"
 
 namespace tessera {
 
@@ -55,6 +57,14 @@ double allreduce_sum(double x) {
 }
 
 double allreduce_mean(double x, int size) { return allreduce_sum(x) / size; }
+
+// Mean of x over the ranks of `comm` (e.g. the dp group: tp ranks hold the same loss).
+double allreduce_mean_in(double x, MPI_Comm comm) {
+  int size = 1;
+  MPI_Comm_size(comm, &size);
+  MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, comm);
+  return x / size;
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -111,14 +121,14 @@ std::unique_ptr<Tokenizer> data_tokenizer(const std::string& first_shard) {
 }
 
 // Greedy continuation of `prompt` (argmax over the real vocabulary at each position).
+// Collective over the model's tp group (the logits are sharded by vocabulary).
 std::vector<int32_t> greedy_sample(GPT2& model, std::vector<int32_t> tokens, int n) {
   const GPTConfig& c = model.config();
   for (int i = 0; i < n; i++) {
     const int T = std::min<int>((int)tokens.size(), c.seq_len);
     const std::vector<int32_t> window(tokens.end() - T, tokens.end());
     model.forward(window.data(), nullptr, 1, T);
-    const float* row = model.logits() + (int64_t)(T - 1) * c.padded_vocab_size;
-    tokens.push_back((int32_t)(std::max_element(row, row + c.vocab_size) - row));
+    tokens.push_back(model.argmax_token(T - 1));
   }
   return tokens;
 }
@@ -129,10 +139,22 @@ std::string save_training_checkpoint(const Recipe& r, GPT2& model, AdamW& adamw,
                                      const DataLoader& loader, const std::string& run_id,
                                      int64_t step, const World& w, RunLog& log, bool print) {
   std::vector<TensorRef> tensors;
-  for (const ParamInfo& p : model.table().params()) {
-    tensors.push_back({p.name, p.shape, model.params() + p.offset});
-    tensors.push_back({p.name + ".adam_m", p.shape, adamw.m() + p.offset});
-    tensors.push_back({p.name + ".adam_v", p.shape, adamw.v() + p.offset});
+  // Under tensor parallelism the writer gets full logical tensors, gathered over the tp
+  // group (per-rank shard files come with the checkpoint issue).
+  std::vector<std::vector<float>> gathered;
+  const bool gather = model.tp().size > 1;
+  const auto& params = model.table().params();
+  if (gather) gathered.reserve(3 * params.size());
+  auto ref = [&](const std::string& name, const ParamInfo& p, int i, const float* base) {
+    if (!gather) return TensorRef{name, p.shape, base + p.offset};
+    gathered.push_back(model.gather_logical(i, base));
+    return TensorRef{name, p.shape, gathered.back().data()};
+  };
+  for (int i = 0; i < (int)params.size(); i++) {
+    const ParamInfo& p = params[i];
+    tensors.push_back(ref(p.name, p, i, model.params()));
+    tensors.push_back(ref(p.name + ".adam_m", p, i, adamw.m()));
+    tensors.push_back(ref(p.name + ".adam_v", p, i, adamw.v()));
   }
   const CheckpointMeta meta{step, step * r.train.global_batch * r.model.seq_len, loader.position(),
                             run_id, recipe_to_yaml(r),
@@ -172,7 +194,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   lo.seq_len = T;
   lo.micro_batch = B;
   lo.global_batch = r.train.global_batch;
-  lo.dp_rank = w.rank;
+  lo.dp_rank = mesh.dp_rank();
   lo.dp_size = dp;
   lo.vocab_size = r.model.vocab_size;
   lo.seed = r.train.seed;
@@ -186,10 +208,31 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     val_data = open_data(vo, "data.val");
   }
 
-  GPT2 model(GPTConfig::from_recipe(r.model), B);
+  // This rank's tensor-parallel slices (tp = 1: the whole model).
+  GPT2 model(GPTConfig::from_recipe(r.model), B,
+             TensorParallel{mesh.tp_rank(), mesh.tp_size(), mesh.tp_comm()});
   model.init_weights(r.train.seed);
   AdamW adamw(model.table(), r.optim);
   std::vector<int32_t> x((size_t)B * T), y((size_t)B * T);
+
+  // Data parallel: the gradients are all-reduced in buckets of parallel.bucket_mb, each
+  // started as soon as the backward pass of the step's last micro-batch has finished its
+  // parameters (GPT2's grad-ready hook), so communication overlaps the rest of backward.
+  std::unique_ptr<MpiCommunicator> dp_comm;
+  std::unique_ptr<GradBuckets> buckets;
+  const int n_params = (int)model.table().params().size();
+  if (dp > 1) {
+    dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm());
+    const auto& params = model.table().params();
+    std::vector<ParamSpan> ready_order;  // reverse table order; each span runs to the next
+    for (int i = n_params - 1; i >= 0; i--) {  // tensor, so alignment padding is covered
+      const int64_t end = i + 1 < n_params ? params[i + 1].offset : model.flat_size();
+      ready_order.push_back({params[i].offset, end - params[i].offset});
+    }
+    // The micro-batch losses are already scaled by 1/dp: the buckets sum, not average.
+    buckets = std::make_unique<GradBuckets>(*dp_comm, model.grads(), std::move(ready_order),
+                                            r.parallel.bucket_mb, /*average=*/false);
+  }
 
   TrainSummary summary;
   summary.run_id = broadcast_string(lead ? make_run_id() : std::string(), 0);
@@ -231,13 +274,16 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       double loss = 0;
       for (int m = 0; m < accum; m++) {
         loader.next_micro_batch(x.data(), y.data());
+        if (buckets && m == accum - 1)
+          model.set_grad_ready_hook([&](int i) { buckets->mark_ready(n_params - 1 - i); });
         loss += model.forward_backward(x.data(), y.data(), B, T, 1.0f / (float)(accum * dp));
       }
-      if (dp > 1)
-        MPI_Allreduce(MPI_IN_PLACE, model.grads(), (int)model.flat_size(), MPI_FLOAT, MPI_SUM,
-                      mesh.dp_comm());
-      loss = allreduce_mean(loss / accum, dp);
-      const double norm = grad_norm(model.grads(), model.flat_size());
+      if (buckets) {
+        model.set_grad_ready_hook(nullptr);
+        buckets->finish();
+      }
+      loss = allreduce_mean_in(loss / accum, mesh.dp_comm());
+      const double norm = model.grad_norm();  // of the logical model, over the tp group
       const double lr = learning_rate(r.optim, step, r.train.steps);
       adamw.step(model.params(), model.grads(), lr, step + 1, clip_factor(norm, r.optim.grad_clip));
       const double dt = seconds_since(t0);
@@ -283,7 +329,8 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       summary.mfu = summary.tokens_per_s * flops_per_token / peak;
     }
 
-    if (lead && r.train.sample_tokens > 0) {
+    // Rank 0's tensor-parallel group samples together (the logits are sharded).
+    if (mesh.dp_rank() == 0 && mesh.pp_rank() == 0 && r.train.sample_tokens > 0) {
       const auto tokenizer = data_tokenizer(loader.files().front());
       std::vector<int32_t> prompt(x.begin(), x.begin() + std::max(1, std::min(T / 2, 16)));
       const auto out = greedy_sample(model, prompt, r.train.sample_tokens);
@@ -292,7 +339,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       } else {
         for (int32_t t : out) summary.sample += std::to_string(t) + " ";
       }
-      if (options.print) std::printf("sample (greedy, prompt of %zu tokens):\n%s\n", prompt.size(), summary.sample.c_str());
+      if (lead && options.print) std::printf("sample (greedy, prompt of %zu tokens):\n%s\n", prompt.size(), summary.sample.c_str());
     }
   } catch (const std::exception& e) {
     log.run_end("failed", e.what());

@@ -174,7 +174,7 @@ const SetFault kSetFaults[] = {
     {"WarmupLongerThanTraining", {"optim.warmup_steps=5"},
      {"optim.warmup_steps 5 is larger than train.steps 1"}},
     {"EmptyDataTrain", {"data.train="}, {"data.train is empty"}},
-    {"NotImplementedYet", {"parallel.tp=2"}, {"parallel.tp", "not implemented"}},
+    {"NotImplementedYet", {"parallel.pp=2"}, {"parallel.pp", "not implemented"}},
 };
 
 class CliSetFault : public ::testing::TestWithParam<SetFault> {};

@@ -234,7 +234,6 @@ TEST(RecipeValidation, NotImplementedYet) {
   EXPECT_EQ(parse_error(kMinimal, {"train.precision=bf16"}),
             "recipes/tiny.yaml: train.precision: 'bf16' is not implemented yet (only fp32)");
   expect_override_errors({
-      {{"parallel.tp=2"}, "parallel.tp: 2 is not implemented yet (only 1)"},
       {{"parallel.pp=2"}, "parallel.pp: 2 is not implemented yet (only 1)"},
       {{"parallel.zero=1"}, "parallel.zero: 1 is not implemented yet (only 0)"},
   });
