@@ -84,7 +84,7 @@ struct GPT2::Activations {
   int64_t total = 0;
 };
 
-GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp)
+GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple)
     : config_(cfg), max_batch_(max_batch), tp_(tp) {
   check(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
   check(cfg.padded_vocab_size >= cfg.vocab_size, "padded vocabulary smaller than vocabulary");
@@ -118,8 +118,11 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp)
   }
   table_.add("ln_f.weight", {C}, Init::Ones, 0, no_decay);
   table_.add("ln_f.bias", {C}, Init::Zeros, 0, no_decay);
-  params_.reset(alloc_floats(table_.total_numel()));
-  grads_.reset(alloc_floats(table_.total_numel()));
+  check(flat_multiple >= 1, "bad flat-buffer multiple");
+  const int64_t unit = 16 * (int64_t)flat_multiple;
+  flat_size_ = (table_.total_numel() + unit - 1) / unit * unit;
+  params_.reset(alloc_floats(flat_size_));
+  grads_.reset(alloc_floats(flat_size_));
 
   // Carve the arena: first count, then allocate once, then hand out pointers.
   acts_ = std::make_unique<Activations>();
@@ -259,7 +262,7 @@ const float* GPT2::logits() const { return acts_->logits; }
 
 void GPT2::init_weights(uint64_t seed) { init_params(table_, seed, params_.get()); }
 
-void GPT2::zero_grad() { std::memset(grads_.get(), 0, sizeof(float) * table_.total_numel()); }
+void GPT2::zero_grad() { std::memset(grads_.get(), 0, sizeof(float) * flat_size_); }
 
 GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
   // The table was filled in a fixed order (constructor): walk it in the same order.

@@ -58,7 +58,10 @@ class GPT2 {
   // Lays out the parameters (this tp rank's slices) and allocates parameters, gradients
   // and an activation arena for micro-batches of up to max_batch sequences of
   // config.seq_len tokens.
-  GPT2(const GPTConfig& config, int max_batch, TensorParallel tp = {});
+  // flat_multiple > 1 pads the flat buffers (params(), grads()) with zeros up to a
+  // multiple of 16 * flat_multiple floats, so ZeRO-1 can split them into flat_multiple
+  // (= dp) equal, 64-byte aligned ranges; the padding belongs to no parameter.
+  GPT2(const GPTConfig& config, int max_batch, TensorParallel tp = {}, int flat_multiple = 1);
   ~GPT2();
   GPT2(const GPT2&) = delete;
   GPT2& operator=(const GPT2&) = delete;
@@ -94,7 +97,7 @@ class GPT2 {
   const ParamTable& table() const { return table_; }
   float* params() { return params_.get(); }
   float* grads() { return grads_.get(); }
-  int64_t flat_size() const { return table_.total_numel(); }  // floats in params()/grads()
+  int64_t flat_size() const { return flat_size_; }  // floats in params()/grads() (padded)
   int64_t num_parameters() const;                             // without alignment padding
   // [B, T, local_vocab()] of last forward(): logical vocabulary columns
   // vocab_start() .. vocab_start() + local_vocab() - 1 (those >= V are padding).
@@ -129,6 +132,7 @@ class GPT2 {
   TensorParallel tp_;
   int local_vocab_;
   ParamTable table_;
+  int64_t flat_size_ = 0;  // table_.total_numel() padded to the flat_multiple
   struct FreeDeleter {
     void operator()(float* p) const;
   };

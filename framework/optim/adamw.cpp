@@ -3,6 +3,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
+#include <algorithm>
 
 #include "framework/util/error.h"
 #include "kernels/ops.h"
@@ -35,20 +38,56 @@ static float* zeroed_floats(int64_t n) {
   return static_cast<float*>(p);
 }
 
+FlatRange shard_range(int64_t n, int parts, int rank) {
+  check(parts >= 1 && rank >= 0 && rank < parts, "shard_range: bad rank/parts");
+  check(n % parts == 0, "shard_range: flat size " + std::to_string(n) +
+                            " is not divisible by " + std::to_string(parts));
+  const int64_t s = n / parts;
+  return {rank * s, (rank + 1) * s};
+}
+
+bool decays(const ParamInfo& p, const OptimConfig& optim) {
+  const bool embedding = p.name == "wte.weight" || p.name == "wpe.weight";
+  return p.weight_decay || (embedding && optim.decay_embeddings);
+}
+
+namespace {
+// The part [a, b) of parameter p inside range r; a >= b when they do not overlap.
+std::pair<int64_t, int64_t> overlap(const ParamInfo& p, FlatRange r) {
+  return {std::max(p.offset, r.lo), std::min(p.offset + p.numel, r.hi)};
+}
+}  // namespace
+
+SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRange range) {
+  SquareSums s;
+  for (const auto& p : table.params()) {
+    const auto [a, b] = overlap(p, range);
+    if (a >= b) continue;
+    const double ss = kernels::sum_squares(grads + a, b - a);  // local tp padding: 0
+    (p.shard.sharded() ? s.sharded : s.replicated) += ss;
+  }
+  return s;
+}
+
 AdamW::AdamW(const ParamTable& table, const OptimConfig& optim)
-    : table_(table), optim_(optim),
-      m_(zeroed_floats(table.total_numel())), v_(zeroed_floats(table.total_numel())) {}
+    : AdamW(table, optim, FlatRange{0, table.total_numel()}) {}
+
+AdamW::AdamW(const ParamTable& table, const OptimConfig& optim, FlatRange range)
+    : table_(table), optim_(optim), range_(range),
+      m_(zeroed_floats(range.size())), v_(zeroed_floats(range.size())) {
+  check(range.lo >= 0 && range.hi >= range.lo, "AdamW: bad range");
+}
 
 AdamW::~AdamW() = default;
 
 void AdamW::step(float* params, const float* grads, double lr, int64_t t, float grad_scale) {
   for (const auto& p : table_.params()) {
-    const bool embedding = p.name == "wte.weight" || p.name == "wpe.weight";
-    const bool decay = p.weight_decay || (embedding && optim_.decay_embeddings);
-    kernels::adamw_update(params + p.offset, grads + p.offset, m_.get() + p.offset,
-                          v_.get() + p.offset, p.numel, (float)lr, (float)optim_.beta1,
+    const auto [a, b] = overlap(p, range_);
+    if (a >= b) continue;
+    kernels::adamw_update(params + a, grads + a, m_.get() + (a - range_.lo),
+                          v_.get() + (a - range_.lo), b - a, (float)lr, (float)optim_.beta1,
                           (float)optim_.beta2, (float)optim_.eps,
-                          decay ? (float)optim_.weight_decay : 0.0f, t, grad_scale);
+                          decays(p, optim_) ? (float)optim_.weight_decay : 0.0f, t, grad_scale);
   }
 }
 

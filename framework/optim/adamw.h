@@ -22,22 +22,51 @@ double grad_norm(const float* grads, int64_t n);
 // max_norm <= 0 (clipping off). AdamW::step applies it while it reads the gradient.
 float clip_factor(double norm, double max_norm);
 
-// AdamW over every tensor of a ParamTable, with fp32 moments in flat buffers laid out
-// like the parameters. Weight decay applies to tensors marked weight_decay (the 2-D
-// matrices), and to wte/wpe only when optim.decay_embeddings is set.
+// A range [lo, hi) of elements of the flat parameter / gradient buffer.
+struct FlatRange {
+  int64_t lo = 0, hi = 0;
+  int64_t size() const { return hi - lo; }
+};
+
+// ZeRO-1: part `rank` of a flat buffer of n floats split into `parts` equal contiguous
+// ranges (n must be divisible by parts: GPT2 pads its flat buffers so that it is).
+FlatRange shard_range(int64_t n, int parts, int rank);
+
+// Whether AdamW decays parameter p: tensors marked weight_decay (the 2-D matrices), and
+// wte/wpe only when optim.decay_embeddings is set.
+bool decays(const ParamInfo& p, const OptimConfig& optim);
+
+// Sums of squares of grads over the elements of `range` that belong to a parameter,
+// split into tensor-parallel sharded and replicated parameters (GPT2::grad_norm's rule).
+struct SquareSums {
+  double sharded = 0, replicated = 0;
+};
+SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRange range);
+
+// AdamW over the tensors of a ParamTable, with fp32 moments in flat buffers laid out
+// like the parameters. Weight decay as decays() says.
+//
+// With a range (ZeRO-1), only the elements of [range.lo, range.hi) are updated and the
+// moments exist only for them: m()[i] and v()[i] belong to flat element range.lo + i.
+// The range may begin and end inside a tensor; each element is decayed or not as its
+// tensor is. Without one, the range is the whole table.
 class AdamW {
  public:
   AdamW(const ParamTable& table, const OptimConfig& optim);
+  AdamW(const ParamTable& table, const OptimConfig& optim, FlatRange range);
   ~AdamW();
   // One update with learning rate lr on the gradient grad_scale * grads; t counts
-  // updates from 1 (bias correction).
+  // updates from 1 (bias correction). params and grads are the full flat buffers;
+  // only the range is read and written.
   void step(float* params, const float* grads, double lr, int64_t t, float grad_scale = 1.0f);
   float* m() { return m_.get(); }
   float* v() { return v_.get(); }
+  const FlatRange& range() const { return range_; }
 
  private:
   const ParamTable& table_;
   OptimConfig optim_;
+  FlatRange range_;
   struct FreeDeleter {
     void operator()(float* p) const;
   };

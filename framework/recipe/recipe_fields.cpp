@@ -156,8 +156,8 @@ const std::vector<Field>& fields() {
       TESSERA_RECIPE_FIELD(parallel, pp, at_least(1),
                            "pipeline stages (only 1 is implemented yet)"),
       TESSERA_RECIPE_FIELD(parallel, zero, in_range(0, 1),
-                           "1 = shard AdamW state over dp ranks (ZeRO-1; only 0 is "
-                           "implemented yet)"),
+                           "1 = shard AdamW state over dp ranks (ZeRO-1, see "
+                           "docs/parallel.md)"),
       TESSERA_RECIPE_FIELD(parallel, schedule, one_of({"gpipe", "1f1b"}),
                            "pipeline schedule of the micro-batches"),
       TESSERA_RECIPE_FIELD(parallel, bucket_mb, above(0),

@@ -66,6 +66,19 @@ double allreduce_mean_in(double x, MPI_Comm comm) {
   return x / size;
 }
 
+// The global gradient norm under ZeRO-1, where this rank holds the dp-summed gradient of
+// `shard` only: the shards' square sums are added over dp (the shards partition the flat
+// buffer), then — as GPT2::grad_norm() does — the tp-sharded parameters' sums over tp,
+// while the replicated ones (the same on every tp rank) count once.
+double zero_grad_norm(GPT2& model, FlatRange shard, MPI_Comm dp_comm) {
+  const SquareSums s = range_sum_squares(model.table(), model.grads(), shard);
+  double sums[2] = {s.sharded, s.replicated};
+  MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, dp_comm);
+  if (model.tp().size > 1)
+    MPI_Allreduce(MPI_IN_PLACE, &sums[0], 1, MPI_DOUBLE, MPI_SUM, model.tp().comm);
+  return std::sqrt(sums[0] + sums[1]);
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -135,10 +148,25 @@ std::vector<int32_t> greedy_sample(GPT2& model, std::vector<int32_t> tokens, int
 
 // Writes a checkpoint of the parameters and AdamW moments after `step` steps (collective:
 // every rank calls it), records it in the run log and returns its directory.
+// Under ZeRO-1 (dp_comm non-null) each rank holds the moments of its range only: they are
+// all-gathered over dp into full flat buffers first, so the checkpoint holds full tensors
+// and its format does not depend on ZeRO.
 std::string save_training_checkpoint(const Recipe& r, GPT2& model, AdamW& adamw,
                                      const DataLoader& loader, const std::string& run_id,
-                                     int64_t step, const World& w, RunLog& log, bool print) {
+                                     int64_t step, const World& w, RunLog& log, bool print,
+                                     Communicator* zero_comm) {
   std::vector<TensorRef> tensors;
+  std::vector<float> full_m, full_v;
+  const float* m = adamw.m();
+  const float* v = adamw.v();
+  if (zero_comm) {
+    full_m.resize((size_t)model.flat_size());
+    full_v.resize((size_t)model.flat_size());
+    zero_comm->all_gather(adamw.m(), full_m.data(), adamw.range().size());
+    zero_comm->all_gather(adamw.v(), full_v.data(), adamw.range().size());
+    m = full_m.data();
+    v = full_v.data();
+  }
   // Under tensor parallelism the writer gets full logical tensors, gathered over the tp
   // group (per-rank shard files come with the checkpoint issue).
   std::vector<std::vector<float>> gathered;
@@ -153,8 +181,8 @@ std::string save_training_checkpoint(const Recipe& r, GPT2& model, AdamW& adamw,
   for (int i = 0; i < (int)params.size(); i++) {
     const ParamInfo& p = params[i];
     tensors.push_back(ref(p.name, p, i, model.params()));
-    tensors.push_back(ref(p.name + ".adam_m", p, i, adamw.m()));
-    tensors.push_back(ref(p.name + ".adam_v", p, i, adamw.v()));
+    tensors.push_back(ref(p.name + ".adam_m", p, i, m));
+    tensors.push_back(ref(p.name + ".adam_v", p, i, v));
   }
   const CheckpointMeta meta{step, step * r.train.global_batch * r.model.seq_len, loader.position(),
                             run_id, recipe_to_yaml(r),
@@ -208,21 +236,27 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     val_data = open_data(vo, "data.val");
   }
 
+  // ZeRO-1 (parallel.zero = 1, dp > 1): the flat buffers are padded to dp equal ranges;
+  // this rank's AdamW holds the moments of its range only.
+  const bool zero = r.parallel.zero == 1 && dp > 1;
   // This rank's tensor-parallel slices (tp = 1: the whole model).
   GPT2 model(GPTConfig::from_recipe(r.model), B,
-             TensorParallel{mesh.tp_rank(), mesh.tp_size(), mesh.tp_comm()});
+             TensorParallel{mesh.tp_rank(), mesh.tp_size(), mesh.tp_comm()}, zero ? dp : 1);
   model.init_weights(r.train.seed);
-  AdamW adamw(model.table(), r.optim);
+  const FlatRange shard = zero ? shard_range(model.flat_size(), dp, mesh.dp_rank())
+                               : FlatRange{0, model.table().total_numel()};
+  AdamW adamw(model.table(), r.optim, shard);
   std::vector<int32_t> x((size_t)B * T), y((size_t)B * T);
 
   // Data parallel: the gradients are all-reduced in buckets of parallel.bucket_mb, each
   // started as soon as the backward pass of the step's last micro-batch has finished its
   // parameters (GPT2's grad-ready hook), so communication overlaps the rest of backward.
+  // Under ZeRO-1 there are no buckets: one reduce-scatter after backward (below).
   std::unique_ptr<MpiCommunicator> dp_comm;
   std::unique_ptr<GradBuckets> buckets;
   const int n_params = (int)model.table().params().size();
-  if (dp > 1) {
-    dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm());
+  if (dp > 1) dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm());
+  if (dp > 1 && !zero) {
     const auto& params = model.table().params();
     std::vector<ParamSpan> ready_order;  // reverse table order; each span runs to the next
     for (int i = n_params - 1; i >= 0; i--) {  // tensor, so alignment padding is covered
@@ -282,10 +316,15 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
         model.set_grad_ready_hook(nullptr);
         buckets->finish();
       }
+      if (zero)  // this rank's range of grads() becomes the sum over dp (the rest is stale)
+        dp_comm->reduce_scatter(model.grads(), model.grads() + shard.lo, shard.size());
       loss = allreduce_mean_in(loss / accum, mesh.dp_comm());
-      const double norm = model.grad_norm();  // of the logical model, over the tp group
+      // Of the logical model: sharded parameters summed over tp, replicated counted once.
+      const double norm = zero ? zero_grad_norm(model, shard, mesh.dp_comm()) : model.grad_norm();
       const double lr = learning_rate(r.optim, step, r.train.steps);
       adamw.step(model.params(), model.grads(), lr, step + 1, clip_factor(norm, r.optim.grad_clip));
+      if (zero)  // every rank's updated range, to every dp rank
+        dp_comm->all_gather(model.params() + shard.lo, model.params(), shard.size());
       const double dt = seconds_since(t0);
       if (!std::isfinite(loss))
         throw Error("training diverged: loss is " + std::to_string(loss) + " at step " +
@@ -315,13 +354,15 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       summary.steps = step + 1;
       if (r.checkpoint.every > 0 && summary.steps % r.checkpoint.every == 0) {
         summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                      summary.steps, w, log, options.print);
+                                                      summary.steps, w, log, options.print,
+                                                      zero ? dp_comm.get() : nullptr);
         saved_step = summary.steps;
       }
     }
     if (saved_step != summary.steps)
       summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                    summary.steps, w, log, options.print);
+                                                    summary.steps, w, log, options.print,
+                                                      zero ? dp_comm.get() : nullptr);
     if (!step_rates.empty()) {
       std::nth_element(step_rates.begin(), step_rates.begin() + step_rates.size() / 2,
                        step_rates.end());

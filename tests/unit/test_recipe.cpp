@@ -235,8 +235,9 @@ TEST(RecipeValidation, NotImplementedYet) {
             "recipes/tiny.yaml: train.precision: 'bf16' is not implemented yet (only fp32)");
   expect_override_errors({
       {{"parallel.pp=2"}, "parallel.pp: 2 is not implemented yet (only 1)"},
-      {{"parallel.zero=1"}, "parallel.zero: 1 is not implemented yet (only 0)"},
   });
+  // ZeRO-1 is implemented: parallel.zero = 1 is accepted.
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"parallel.zero=1"}).parallel.zero, 1);
 }
 
 TEST(RecipeValidation, RecipeBuiltInCodeIsCheckedKeyByKey) {
