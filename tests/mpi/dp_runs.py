@@ -171,15 +171,22 @@ def layout_mismatch(opt):
     print("PASS")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("test", choices=["equivalence", "val-equivalence", "layout-mismatch"])
+def parse_options(doc, add_arguments=lambda ap: None):
+    """The options every script here takes (--tessera, --mpirun, --source-dir), plus its own."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
     ap.add_argument("--tessera", required=True)
     ap.add_argument("--mpirun", default="mpirun")
     ap.add_argument("--source-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
     opt = ap.parse_args()
     opt.tessera = os.path.abspath(opt.tessera)
     opt.source_dir = os.path.abspath(opt.source_dir)
+    return opt
+
+
+def main():
+    opt = parse_options(__doc__, lambda ap: ap.add_argument(
+        "test", choices=["equivalence", "val-equivalence", "layout-mismatch"]))
     if opt.test == "equivalence":
         equivalence(opt, "metric")
     elif opt.test == "val-equivalence":

@@ -13,14 +13,13 @@ prompt, rank 0's last micro-batch, is the same).
 
 Standard library only. Exit code 0 = pass; anything else prints why.
 """
-import argparse
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dp_runs  # noqa: E402  (shared helpers: run, prepare_data, read_log, ...)
-from dp_runs import fail, run, show, prepare_data, read_log, series, close  # noqa: E402
+from dp_runs import fail, run, show, prepare_data, read_log, series, close, parse_options  # noqa: E402
 
 STEPS = 20
 
@@ -78,13 +77,7 @@ def check(name, ref, got, same_prompt=True):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tessera", required=True)
-    ap.add_argument("--mpirun", default="mpirun")
-    ap.add_argument("--source-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-    opt = ap.parse_args()
-    opt.tessera = os.path.abspath(opt.tessera)
-    opt.source_dir = os.path.abspath(opt.source_dir)
+    opt = parse_options(__doc__)
     with tempfile.TemporaryDirectory(prefix="tessera_mpi_tp_") as work:
         prepare_data(opt.tessera, work)
         ref = train(opt, work, "dp1_tp1", 1, 1)

@@ -12,13 +12,12 @@ log, parameters and AdamW moments, is identical between zero = 0 and zero = 1 at
 
 Standard library only. Exit code 0 = pass; anything else prints why.
 """
-import argparse
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dp_runs import fail, series, prepare_data  # noqa: E402
+from dp_runs import fail, series, prepare_data, parse_options  # noqa: E402
 from tp_runs import train, check  # noqa: E402
 
 STEPS = 20
@@ -32,13 +31,7 @@ def checksums(events, name):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tessera", required=True)
-    ap.add_argument("--mpirun", default="mpirun")
-    ap.add_argument("--source-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-    opt = ap.parse_args()
-    opt.tessera = os.path.abspath(opt.tessera)
-    opt.source_dir = os.path.abspath(opt.source_dir)
+    opt = parse_options(__doc__)
     with tempfile.TemporaryDirectory(prefix="tessera_mpi_zero_") as work:
         prepare_data(opt.tessera, work)
         ref = train(opt, work, "dp1_tp1", 1, 1)
