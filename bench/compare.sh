@@ -39,3 +39,6 @@ PY
 echo "make bench: Tessera vs PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), $(nproc) cores"
 compare gpt2-124m 4 64
 compare small 8 128
+
+# Data-parallel throughput and memory (issue 3, acceptance 4 (b) and (c)).
+"$here/parallel_bench.sh" "$build"

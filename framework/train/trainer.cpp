@@ -23,6 +23,7 @@
 #include "framework/optim/adamw.h"
 #include "framework/runlog/run_log.h"
 #include "framework/util/error.h"
+#include "framework/util/memory.h"
 #include "framework/util/peak.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/mesh.h"
@@ -252,10 +253,16 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   // started as soon as the backward pass of the step's last micro-batch has finished its
   // parameters (GPT2's grad-ready hook), so communication overlaps the rest of backward.
   // Under ZeRO-1 there are no buckets: one reduce-scatter after backward (below).
+  // The buckets use non-blocking MPI calls, not the communicator's helper thread: with one
+  // core per rank the helper thread's polling took the core from the backward pass
+  // (gpt2-124m dp=2 x 1 thread ran at 20 % of dp=1 x 2 threads with it, 76 % without;
+  // bench/parallel_bench.sh).
   std::unique_ptr<MpiCommunicator> dp_comm;
   std::unique_ptr<GradBuckets> buckets;
   const int n_params = (int)model.table().params().size();
-  if (dp > 1) dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm());
+  if (dp > 1)
+    dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm(),
+                                                MpiCommunicatorOptions{.async_thread = 0});
   if (dp > 1 && !zero) {
     const auto& params = model.table().params();
     std::vector<ParamSpan> ready_order;  // reverse table order; each span runs to the next
@@ -335,9 +342,13 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       if (step > 0 || r.train.steps == 1) step_rates.push_back(tps);
       const bool report = (step + 1) % r.log.every == 0 || step + 1 == r.train.steps;
       if (report) {
+        // The job's worst rank: every rank reaches this line (report is the same on all).
+        double peak_rss = peak_rss_mib();
+        MPI_Allreduce(MPI_IN_PLACE, &peak_rss, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         log.metric(step + 1, {{"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                               {"tokens_per_s", tps}, {"mfu", mfu}, {"step_ms", dt * 1e3},
-                              {"tokens_seen", (step + 1) * (int64_t)r.train.global_batch * T}});
+                              {"tokens_seen", (step + 1) * (int64_t)r.train.global_batch * T},
+                              {"peak_rss_mb", peak_rss}});
         if (lead && options.print)
           std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% "
                       "| %.0f ms\n",

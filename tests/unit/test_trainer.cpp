@@ -246,6 +246,7 @@ TEST(Trainer, RunLogRecordsTheWholeRun) {
     EXPECT_TRUE(finite_number(m.at("mfu")) && m["mfu"].get<double>() > 0 && m["mfu"].get<double>() <= 2)
         << m.dump();
     EXPECT_TRUE(finite_number(m.at("step_ms"))) << m.dump();
+    EXPECT_TRUE(finite_number(m.at("peak_rss_mb")) && m["peak_rss_mb"].get<double>() > 0) << m.dump();
     EXPECT_TRUE(m.contains("tokens_seen")) << m.dump();
     if (m.contains("tokens_seen")) {
       EXPECT_EQ(m["tokens_seen"].get<double>(), m["step"].get<double>() * 4 * 32) << m.dump();

