@@ -67,10 +67,10 @@ std::string one_line(const char* message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Thread-multiple lets the communicator run its asynchronous all-reduces on a helper
-  // thread while the backward pass computes (parallel/mpi_communicator.h).
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  // Plain MPI_Init: the trainer's gradient buckets use non-blocking MPI calls, not the
+  // communicator's helper thread (which would need MPI_THREAD_MULTIPLE; trainer.cpp says
+  // why it is off).
+  MPI_Init(&argc, &argv);
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   int code = 0;
