@@ -60,7 +60,8 @@ std::optional<std::string> layout_problem(const LayoutSpec& l, int world_size) {
     return layout + ": every parallel degree must be at least 1";
   const long long ranks = 1LL * l.dp * l.tp * l.pp;
   if (ranks != world_size)
-    return layout + " = " + std::to_string(ranks) + " ranks, but the job has " + s(world_size) +
+    return layout + " = " + std::to_string(ranks) + (ranks == 1 ? " rank" : " ranks") +
+           ", but the job has " + s(world_size) +
            " MPI rank" + (world_size == 1 ? "" : "s") +
            " (start it with mpirun -n " + std::to_string(ranks) +
            " or change parallel.dp/tp/pp)";

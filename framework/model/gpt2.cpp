@@ -55,11 +55,13 @@ struct GPT2::ParamPtrs {
   std::vector<Block> blocks;
 };
 
-// The activation arena. Per-layer tensors are stored [L][max N * width] so that the
-// backward pass finds every layer's inputs; backward scratch exists once, for one layer.
+// The activation arena of one micro-batch in flight (a slot). Per-layer tensors are
+// stored [L][max N * width] (L = this stage's layers) so that the backward pass finds
+// every layer's inputs; the backward scratch exists once, for one layer, and all slots
+// point to the same scratch.
 struct GPT2::Activations {
   int64_t maxN;  // max_batch * seq_len
-  float* encoded;                       // [N, C]   embedding output = residual into block 0
+  float* encoded;                       // [N, C]   the stage's input: embedding output or x_in
   float *ln1, *ln1_mean, *ln1_rstd;     // [L, N, C], [L, N], [L, N]
   float* qkv;                           // [L, N, 3C]
   float* atty;                          // [L, N, C]   attention output before projection
@@ -69,11 +71,11 @@ struct GPT2::Activations {
   float* fch;                           // [L, N, 4C]  MLP up, before GELU
   float* fch_gelu;                      // [L, N, 4C]
   float* residual3;                     // [L, N, C]   block output
-  float* branch;                        // [N, C]      attention / MLP projection output
-  float *lnf, *lnf_mean, *lnf_rstd;     // [N, C], [N], [N]
+  float *lnf, *lnf_mean, *lnf_rstd;     // [N, C], [N], [N]       (last stage)
   float* logits;                        // [N, Vp]     dlogits in place during backward
   float* losses;                        // [N]
-  // backward scratch, one layer's worth
+  // shared scratch
+  float* branch;                        // [N, C]      attention / MLP projection output
   float* dresidual;                     // [N, C]  gradient of the residual stream
   float* dln;                           // [N, C]
   float* dqkv;                          // [N, 3C]
@@ -81,27 +83,41 @@ struct GPT2::Activations {
   float* datt;                          // [B, NH, T, T]
   float* dfch;                          // [N, 4C] (gradient of fch and of fch_gelu in turn)
   float* dfch_gelu;                     // [N, 4C]
-  int64_t total = 0;
 };
 
-GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple)
-    : config_(cfg), max_batch_(max_batch), tp_(tp) {
+GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple,
+           PipelineStage stage, int activation_slots)
+    : config_(cfg), max_batch_(max_batch), tp_(tp), stage_(stage) {
   check(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
   check(cfg.padded_vocab_size >= cfg.vocab_size, "padded vocabulary smaller than vocabulary");
   check(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "bad tensor-parallel rank/size");
   check(tp.size == 1 || tp.comm != MPI_COMM_NULL, "tensor parallelism needs a communicator");
+  if (stage_.num_layers < 0) stage_.num_layers = cfg.n_layer - stage_.first_layer;
+  check(stage.size >= 1 && stage.rank >= 0 && stage.rank < stage.size &&
+            stage_.first_layer >= 0 && stage_.num_layers >= 1 &&
+            stage_.first_layer + stage_.num_layers <= cfg.n_layer,
+        "bad pipeline stage");
+  check(stage.size == 1 || stage.comm != MPI_COMM_NULL, "pipeline parallelism needs a communicator");
+  check(activation_slots >= 1, "at least one activation slot");
   // The layout's own checks (parallel/mesh.h) are the source of truth; these only guard
   // direct users of the class.
   check(cfg.n_head % tp.size == 0, "model.n_head must be divisible by parallel.tp");
-  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab_size, L = cfg.n_layer;
-  const float std_resid = 0.02f / std::sqrt(2.0f * (float)L);
+  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab_size, L = stage_.num_layers;
+  const float std_resid = 0.02f / std::sqrt(2.0f * (float)cfg.n_layer);
   const bool decay = true, no_decay = false;
   const ShardSpec rows{0, 1, tp.rank, tp.size}, cols{1, 1, tp.rank, tp.size};
   const ShardSpec qkv_rows{0, 3, tp.rank, tp.size};
   local_vocab_ = (int)((Vp + tp.size - 1) / tp.size);
-  table_.add("wte.weight", {Vp, C}, Init::Normal, 0.02f, no_decay, rows);
-  table_.add("wpe.weight", {cfg.seq_len, C}, Init::Normal, 0.02f, no_decay);
-  for (int l = 0; l < L; l++) {
+  // Only this stage's parameters, under their logical names; the last stage's wte is the
+  // LM head's copy of the first stage's (same name, same initial values).
+  if (stage_.is_first() || stage_.is_last()) {
+    wte_index_ = table_.add("wte.weight", {Vp, C}, Init::Normal, 0.02f, no_decay, rows);
+    table_.set_tied_copy(wte_index_, !stage_.is_first());
+  }
+  if (stage_.is_first())
+    wpe_index_ = table_.add("wpe.weight", {cfg.seq_len, C}, Init::Normal, 0.02f, no_decay);
+  block0_index_ = (int)table_.params().size();
+  for (int l = stage_.first_layer; l < stage_.first_layer + L; l++) {
     const std::string h = "h." + std::to_string(l) + ".";
     table_.add(h + "ln_1.weight", {C}, Init::Ones, 0, no_decay);
     table_.add(h + "ln_1.bias", {C}, Init::Zeros, 0, no_decay);
@@ -116,8 +132,10 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
     table_.add(h + "mlp.down.weight", {C, 4 * C}, Init::Normal, std_resid, decay, cols);
     table_.add(h + "mlp.down.bias", {C}, Init::Zeros, 0, no_decay);
   }
-  table_.add("ln_f.weight", {C}, Init::Ones, 0, no_decay);
-  table_.add("ln_f.bias", {C}, Init::Zeros, 0, no_decay);
+  if (stage_.is_last()) {
+    lnf_index_ = table_.add("ln_f.weight", {C}, Init::Ones, 0, no_decay);
+    table_.add("ln_f.bias", {C}, Init::Zeros, 0, no_decay);
+  }
   check(flat_multiple >= 1, "bad flat-buffer multiple");
   const int64_t unit = 16 * (int64_t)flat_multiple;
   flat_size_ = (table_.total_numel() + unit - 1) / unit * unit;
@@ -125,38 +143,48 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   grads_.reset(alloc_floats(flat_size_));
 
   // Carve the arena: first count, then allocate once, then hand out pointers.
-  acts_ = std::make_unique<Activations>();
-  Activations& a = *acts_;
   // Per-rank widths: Ct = C / tp channels of attention (NH / tp heads), Ft = 4C / tp
   // MLP columns, Vl = ceil(Vp / tp) vocabulary columns.
   const int64_t N = (int64_t)max_batch * cfg.seq_len, NH = cfg.n_head / tp.size, T = cfg.seq_len;
   const int64_t Ct = C / tp.size, Ft = 4 * C / tp.size, Vl = local_vocab_;
-  a.maxN = N;
-  std::vector<std::pair<float**, int64_t>> layout = {
-      {&a.encoded, N * C},          {&a.ln1, L * N * C},          {&a.ln1_mean, L * N},
-      {&a.ln1_rstd, L * N},         {&a.qkv, L * N * 3 * Ct},     {&a.atty, L * N * Ct},
-      {&a.att, L * max_batch * NH * T * T},                       {&a.residual2, L * N * C},
-      {&a.ln2, L * N * C},          {&a.ln2_mean, L * N},         {&a.ln2_rstd, L * N},
-      {&a.fch, L * N * Ft},         {&a.fch_gelu, L * N * Ft},    {&a.residual3, L * N * C},
-      {&a.branch, N * C},           {&a.lnf, N * C},              {&a.lnf_mean, N},
-      {&a.lnf_rstd, N},             {&a.logits, N * Vl},          {&a.losses, N},
-      {&a.dresidual, N * C},        {&a.dln, N * C},              {&a.dqkv, N * 3 * Ct},
-      {&a.datty, N * Ct},           {&a.datt, max_batch * NH * T * T},
-      {&a.dfch, N * Ft},            {&a.dfch_gelu, N * Ft}};
-  for (auto& [ptr, n] : layout) a.total += (n + 15) / 16 * 16;
-  arena_.reset(alloc_floats(a.total));
-  int64_t offset = 0;
-  for (auto& [ptr, n] : layout) {
-    *ptr = arena_.get() + offset;
-    offset += (n + 15) / 16 * 16;
-  }
+  const int64_t head = stage_.is_last() ? 1 : 0;  // the final LayerNorm and logits
+  using Member = float* Activations::*;
+  const std::vector<std::pair<Member, int64_t>> per_slot = {
+      {&Activations::encoded, N * C},       {&Activations::ln1, L * N * C},
+      {&Activations::ln1_mean, L * N},      {&Activations::ln1_rstd, L * N},
+      {&Activations::qkv, L * N * 3 * Ct},  {&Activations::atty, L * N * Ct},
+      {&Activations::att, L * max_batch * NH * T * T},
+      {&Activations::residual2, L * N * C}, {&Activations::ln2, L * N * C},
+      {&Activations::ln2_mean, L * N},      {&Activations::ln2_rstd, L * N},
+      {&Activations::fch, L * N * Ft},      {&Activations::fch_gelu, L * N * Ft},
+      {&Activations::residual3, L * N * C}, {&Activations::lnf, head * N * C},
+      {&Activations::lnf_mean, head * N},   {&Activations::lnf_rstd, head * N},
+      {&Activations::logits, head * N * Vl}, {&Activations::losses, head * N}};
+  const std::vector<std::pair<Member, int64_t>> shared = {
+      {&Activations::branch, N * C},       {&Activations::dresidual, N * C},
+      {&Activations::dln, N * C},          {&Activations::dqkv, N * 3 * Ct},
+      {&Activations::datty, N * Ct},       {&Activations::datt, max_batch * NH * T * T},
+      {&Activations::dfch, N * Ft},        {&Activations::dfch_gelu, N * Ft}};
+  auto aligned = [](int64_t n) { return (n + 15) / 16 * 16; };
+  int64_t per_slot_total = 0, shared_total = 0;
+  for (const auto& [member, n] : per_slot) per_slot_total += aligned(n);
+  for (const auto& [member, n] : shared) shared_total += aligned(n);
+  arena_.reset(alloc_floats(shared_total + activation_slots * per_slot_total));
+  float* next = arena_.get();
+  Activations scratch{};
+  scratch.maxN = N;
+  for (const auto& [member, n] : shared) scratch.*member = next, next += aligned(n);
+  slots_.assign(activation_slots, scratch);
+  for (Activations& a : slots_)
+    for (const auto& [member, n] : per_slot) a.*member = next, next += aligned(n);
 }
 
 GPT2::~GPT2() = default;
 
 int64_t GPT2::num_parameters() const {
   int64_t n = 0;
-  for (const auto& p : table_.params()) n += p.logical_numel();
+  for (const auto& p : table_.params())
+    if (!p.tied_copy) n += p.logical_numel();
   return n;
 }
 
@@ -170,12 +198,16 @@ void GPT2::allreduce_tp(float* x, int64_t n) const {
 double GPT2::grad_norm() const {
   double sharded = 0, replicated = 0;
   for (const auto& p : table_.params()) {
+    if (p.tied_copy) continue;  // counted on the stage that owns it
     const double ss = k::sum_squares(grads_.get() + p.offset, p.numel);  // local padding: 0
     (p.shard.sharded() ? sharded : replicated) += ss;
   }
   if (tp_.size > 1)
     MPI_Allreduce(MPI_IN_PLACE, &sharded, 1, MPI_DOUBLE, MPI_SUM, tp_.comm);
-  return std::sqrt(sharded + replicated);
+  double total = sharded + replicated;
+  if (stage_.size > 1)
+    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_DOUBLE, MPI_SUM, stage_.comm);
+  return std::sqrt(total);
 }
 
 std::vector<float> GPT2::gather_logical(int index, const float* base) const {
@@ -200,7 +232,8 @@ std::vector<float> GPT2::gather_logical(int index, const float* base) const {
 }
 
 int32_t GPT2::argmax_token(int64_t row) const {
-  const float* x = acts_->logits + row * local_vocab_;
+  check(stage_.is_last(), "argmax_token: only the last pipeline stage has logits");
+  const float* x = slots_[0].logits + row * local_vocab_;
   const int n = std::max(0, std::min(local_vocab_, config_.vocab_size - vocab_start()));
   struct {
     float value;
@@ -218,10 +251,11 @@ int32_t GPT2::argmax_token(int64_t row) const {
 // all-reduces over [N]: the row max, then the sum of exp and the target logit (only the
 // rank owning the target contributes it). With `backward`, the logits become their
 // gradient dloss * (softmax - onehot) in place.
-void GPT2::vocab_parallel_crossentropy(const int32_t* targets, int N, float dloss, bool backward) {
+void GPT2::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
+                                       bool backward) {
   const int Vl = local_vocab_, start = vocab_start();
   const int n_real = std::max(0, std::min(Vl, config_.vocab_size - start));
-  float* logits = acts_->logits;
+  float* logits = a.logits;
   std::vector<float> maxv(N), sums(2 * (size_t)N);
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++) {
@@ -247,7 +281,7 @@ void GPT2::vocab_parallel_crossentropy(const int32_t* targets, int N, float dlos
   allreduce_tp(sums.data(), 2 * (int64_t)N);
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++) {
-    acts_->losses[n] = std::log(sums[2 * n]) - sums[2 * n + 1];
+    a.losses[n] = std::log(sums[2 * n]) - sums[2 * n + 1];
     if (!backward) continue;
     float* row = logits + (int64_t)n * Vl;
     const float scale = dloss / sums[2 * n];
@@ -258,45 +292,78 @@ void GPT2::vocab_parallel_crossentropy(const int32_t* targets, int N, float dlos
   }
 }
 
-const float* GPT2::logits() const { return acts_->logits; }
+const float* GPT2::logits() const {
+  check(stage_.is_last(), "logits: only the last pipeline stage has logits");
+  return slots_[0].logits;
+}
 
 void GPT2::init_weights(uint64_t seed) { init_params(table_, seed, params_.get()); }
 
 void GPT2::zero_grad() { std::memset(grads_.get(), 0, sizeof(float) * flat_size_); }
 
 GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
-  // The table was filled in a fixed order (constructor): walk it in the same order.
   const auto& p = table_.params();
-  size_t i = 0;
-  auto next = [&]() { return base + p[i++].offset; };
+  auto at = [&](int index) { return index < 0 ? nullptr : base + p[index].offset; };
   ParamPtrs ptrs;
-  ptrs.wte = next();
-  ptrs.wpe = next();
-  ptrs.blocks.resize(config_.n_layer);
+  ptrs.wte = at(wte_index_);
+  ptrs.wpe = at(wpe_index_);
+  ptrs.lnf_w = at(lnf_index_);
+  ptrs.lnf_b = lnf_index_ < 0 ? nullptr : at(lnf_index_ + 1);
+  // The blocks' twelve tensors each, in the order the constructor added them.
+  int i = block0_index_;
+  auto next = [&]() { return base + p[i++].offset; };
+  ptrs.blocks.resize(stage_.num_layers);
   for (auto& b : ptrs.blocks) {
     b.ln1_w = next(), b.ln1_b = next(), b.qkv_w = next(), b.qkv_b = next();
     b.proj_w = next(), b.proj_b = next(), b.ln2_w = next(), b.ln2_b = next();
     b.up_w = next(), b.up_b = next(), b.down_w = next(), b.down_b = next();
   }
-  ptrs.lnf_w = next();
-  ptrs.lnf_b = next();
   return ptrs;
 }
 
-void GPT2::forward_blocks(const int32_t* inputs, int B, int T) {
+namespace {
+void check_tokens(const int32_t* tokens, int64_t n, int V, const char* what) {
+  for (int64_t i = 0; i < n; i++)
+    check(tokens[i] >= 0 && tokens[i] < V, std::string(what) + " token " +
+                                               std::to_string(tokens[i]) + " at position " +
+                                               std::to_string(i) + " is outside [0, " +
+                                               std::to_string(V) + ")");
+}
+
+double mean_of(const float* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += x[i];
+  return s / (double)n;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+void GPT2::check_shape(int slot, int B, int T) const {
+  check(slot >= 0 && slot < (int)slots_.size(),
+        "activation slot " + std::to_string(slot) + " of " + std::to_string(slots_.size()));
   check(B >= 1 && B <= max_batch_, "micro-batch " + std::to_string(B) + " exceeds the arena's " +
                                        std::to_string(max_batch_));
   check(T >= 1 && T <= config_.seq_len,
         "sequence length " + std::to_string(T) + " exceeds model.seq_len");
+}
+
+void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int B, int T) {
+  check_shape(slot, B, T);
   const int C = config_.n_embd, NH = config_.n_head / tp_.size, Vl = local_vocab_;
   const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
   const bool tp = tp_.size > 1;
-  const int64_t N = (int64_t)B * T, maxN = acts_->maxN;
+  const int64_t N = (int64_t)B * T, maxN = slots_[slot].maxN;
   const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
-  Activations& a = *acts_;
+  Activations& a = slots_[slot];
   const ParamPtrs p = param_ptrs(params_.get());
 
-  if (!tp) {
+  if (stage_.is_first()) check_tokens(inputs, N, config_.vocab_size, "input");
+  if (!stage_.is_first()) {
+    std::memcpy(a.encoded, x_in, sizeof(float) * N * C);
+  } else if (!tp) {
     k::encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
   } else {
     // Vocabulary-parallel embedding: rows of other ranks' tokens are 0 here; the
@@ -327,7 +394,7 @@ void GPT2::forward_blocks(const int32_t* inputs, int B, int T) {
     for (int64_t n = 0; n < N; n++)
       for (int c = 0; c < C; c++) out[n * C + c] += bias[c];
   };
-  for (int l = 0; l < config_.n_layer; l++) {
+  for (int l = 0; l < stage_.num_layers; l++) {  // l: this stage's layer index
     const auto& w = p.blocks[l];
     const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
     float* ln1 = a.ln1 + l * maxN * C;
@@ -350,95 +417,96 @@ void GPT2::forward_blocks(const int32_t* inputs, int B, int T) {
     row_parallel(a.branch, fch_gelu, w.down_w, w.down_b, Ft);
     k::residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
   }
-  const float* last = a.residual3 + (int64_t)(config_.n_layer - 1) * maxN * C;
-  k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, last, p.lnf_w, p.lnf_b, (int)N, C);
+  if (!stage_.is_last()) return;
+  k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, stage_output_of(a), p.lnf_w, p.lnf_b,
+                       (int)N, C);
   k::matmul_forward(a.logits, a.lnf, p.wte, (const float*)nullptr, (int)N, C, Vl);
 }
 
-namespace {
-void check_tokens(const int32_t* tokens, int64_t n, int V, const char* what) {
-  for (int64_t i = 0; i < n; i++)
-    check(tokens[i] >= 0 && tokens[i] < V, std::string(what) + " token " +
-                                               std::to_string(tokens[i]) + " at position " +
-                                               std::to_string(i) + " is outside [0, " +
-                                               std::to_string(V) + ")");
+int GPT2::activation_slots() const { return (int)slots_.size(); }
+
+const float* GPT2::stage_output(int slot) const {
+  check(slot >= 0 && slot < (int)slots_.size(), "activation slot out of range");
+  return stage_output_of(slots_[slot]);
 }
 
-double mean_of(const float* x, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) s += x[i];
-  return s / (double)n;
+const float* GPT2::stage_output_of(const Activations& a) const {
+  return a.residual3 + (int64_t)(stage_.num_layers - 1) * a.maxN * config_.n_embd;
 }
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+float GPT2::stage_loss(int slot, const int32_t* targets, int B, int T, float grad_scale,
+                       bool backward) {
+  check(stage_.is_last(), "stage_loss: only the last pipeline stage computes the loss");
+  check_shape(slot, B, T);
+  const int64_t N = (int64_t)B * T;
+  check_tokens(targets, N, config_.vocab_size, "target");
+  Activations& a = slots_[slot];
+  // The fused kernel turns the logits into their gradient in place.
+  const float dloss = backward ? grad_scale / (float)N : 0.0f;
+  if (tp_.size == 1)
+    k::crossentropy_forward_backward(a.losses, backward ? a.logits : (float*)nullptr, a.logits,
+                                     targets, dloss, (int)N, config_.vocab_size,
+                                     config_.padded_vocab_size);
+  else
+    vocab_parallel_crossentropy(a, targets, (int)N, dloss, backward);
+  return (float)mean_of(a.losses, N);
 }
-}  // namespace
 
 float GPT2::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
-  const int64_t N = (int64_t)B * T;
-  check_tokens(inputs, N, config_.vocab_size, "input");
-  forward_blocks(inputs, B, T);
+  check(stage_.size == 1, "forward: under pipeline parallelism use the stage_* passes");
+  stage_forward(0, inputs, nullptr, B, T);
   if (!targets) return std::numeric_limits<float>::quiet_NaN();
-  check_tokens(targets, N, config_.vocab_size, "target");
-  if (tp_.size == 1)
-    k::crossentropy_forward_backward(acts_->losses, (float*)nullptr, acts_->logits, targets, 0.0f,
-                                     (int)N, config_.vocab_size, config_.padded_vocab_size);
-  else
-    vocab_parallel_crossentropy(targets, (int)N, 0.0f, false);
-  return (float)mean_of(acts_->losses, N);
+  return stage_loss(0, targets, B, T, 0.0f, false);
 }
 
 float GPT2::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
                              float grad_scale) {
-  const int64_t N = (int64_t)B * T;
-  check_tokens(inputs, N, config_.vocab_size, "input");
-  check_tokens(targets, N, config_.vocab_size, "target");
+  check(stage_.size == 1, "forward_backward: under pipeline parallelism use the stage_* passes");
   const auto t0 = std::chrono::steady_clock::now();
-  forward_blocks(inputs, B, T);
-  // The fused kernel turns the logits into their gradient in place.
-  if (tp_.size == 1)
-    k::crossentropy_forward_backward(acts_->losses, acts_->logits, acts_->logits, targets,
-                                     grad_scale / (float)N, (int)N, config_.vocab_size,
-                                     config_.padded_vocab_size);
-  else
-    vocab_parallel_crossentropy(targets, (int)N, grad_scale / (float)N, true);
+  stage_forward(0, inputs, nullptr, B, T);
+  const float loss = stage_loss(0, targets, B, T, grad_scale, true);
   times_.forward_ms = ms_since(t0);
   const auto t1 = std::chrono::steady_clock::now();
-  backward_blocks(inputs, B, T);
+  stage_backward(0, inputs, nullptr, nullptr, B, T);
   times_.backward_ms = ms_since(t1);
-  return (float)mean_of(acts_->losses, N);
+  return loss;
 }
 
-void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
+void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, float* dx_in,
+                          int B, int T) {
+  check_shape(slot, B, T);
   const int C = config_.n_embd, NH = config_.n_head / tp_.size, Vl = local_vocab_;
   const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
-  const int64_t N = (int64_t)B * T, maxN = acts_->maxN;
+  const int64_t N = (int64_t)B * T, maxN = slots_[slot].maxN;
   const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
-  Activations& a = *acts_;
+  Activations& a = slots_[slot];
   const ParamPtrs p = param_ptrs(params_.get());
   const ParamPtrs g = param_ptrs(grads_.get());
   auto zero = [](float* x, int64_t n) { std::memset(x, 0, sizeof(float) * n); };
-  // Parameters are numbered in table order: wte 0, wpe 1, block l's twelve from 2 + 12 l,
-  // ln_f's two last (see the constructor).
+  // Announces parameters first .. first + count - 1 of the table, last one first.
   auto ready = [this](int first, int count) {
     if (grad_ready_)
       for (int i = first + count - 1; i >= first; i--) grad_ready_(i);
   };
   const int kPerBlock = 12;
 
-  // LM head (tied to wte) and final LayerNorm. dresidual collects the gradient of the
-  // residual stream; every branch adds into it (the residual add's backward is identity).
-  zero(a.dln, N * C);
-  k::matmul_backward(a.dln, g.wte, (float*)nullptr, a.logits, a.lnf, p.wte, (int)N, C, Vl);
-  allreduce_tp(a.dln, N * C);  // the LM head is column-parallel over the vocabulary
-  zero(a.dresidual, N * C);
-  const float* last = a.residual3 + (int64_t)(config_.n_layer - 1) * maxN * C;
-  k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, last, p.lnf_w, a.lnf_mean,
-                        a.lnf_rstd, (int)N, C);
-  ready(2 + kPerBlock * config_.n_layer, 2);  // ln_f
+  // dresidual collects the gradient of the residual stream; every branch adds into it
+  // (the residual add's backward is identity).
+  if (stage_.is_last()) {
+    // LM head (tied to wte) and final LayerNorm, from the dlogits stage_loss left.
+    zero(a.dln, N * C);
+    k::matmul_backward(a.dln, g.wte, (float*)nullptr, a.logits, a.lnf, p.wte, (int)N, C, Vl);
+    allreduce_tp(a.dln, N * C);  // the LM head is column-parallel over the vocabulary
+    zero(a.dresidual, N * C);
+    k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, stage_output_of(a), p.lnf_w,
+                          a.lnf_mean, a.lnf_rstd, (int)N, C);
+    ready(lnf_index_, 2);
+  } else {
+    std::memcpy(a.dresidual, dx_out, sizeof(float) * N * C);
+  }
 
-  for (int l = config_.n_layer - 1; l >= 0; l--) {
+  for (int l = stage_.num_layers - 1; l >= 0; l--) {
     const auto& w = p.blocks[l];
     const auto& gw = g.blocks[l];
     const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
@@ -473,7 +541,12 @@ void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
     allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient
     k::layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
                           a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
-    ready(2 + kPerBlock * l, kPerBlock);
+    ready(block0_index_ + kPerBlock * l, kPerBlock);
+  }
+  if (!stage_.is_first()) {
+    std::memcpy(dx_in, a.dresidual, sizeof(float) * N * C);
+    if (wte_index_ >= 0) ready(wte_index_, 1);  // the LM head's copy of wte
+    return;
   }
   if (tp_.size == 1) {
     k::encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
@@ -490,7 +563,7 @@ void GPT2::backward_blocks(const int32_t* inputs, int B, int T) {
       for (int c = 0; c < C; c++) drow[c] += d[c];
     }
   }
-  ready(0, 2);  // wte (LM head and embedding both added to it) and wpe
+  ready(0, 2);  // wte (on one stage: the LM head and the embedding both added to it), wpe
 }
 
 }  // namespace tessera

@@ -42,6 +42,20 @@ struct TensorParallel {
   MPI_Comm comm = MPI_COMM_NULL;
 };
 
+// This rank's pipeline stage: the consecutive layers first_layer .. first_layer +
+// num_layers - 1. The first stage also holds the embeddings (wte, wpe), the last the
+// final LayerNorm and the LM head, i.e. its own copy of wte (tied: the pipeline keeps
+// the two copies equal by summing their gradients, see framework/train/pipeline.h).
+// size 1 (the default) is the whole model; comm (the pp group) may then be MPI_COMM_NULL.
+struct PipelineStage {
+  int rank = 0, size = 1;
+  int first_layer = 0, num_layers = -1;  // -1: all of config.n_layer
+  MPI_Comm comm = MPI_COMM_NULL;
+  bool is_first() const { return rank == 0; }
+  bool is_last() const { return rank == size - 1; }
+};
+
+
 // Tensor parallelism (Megatron-LM, docs/parallel.md) is part of this one module; tp = 1
 // is the degenerate case. Split across the tp ranks, all in the shard specs of table():
 //   wte            rows (vocabulary-parallel embedding and LM head), ceil(Vp / tp) each
@@ -61,7 +75,12 @@ class GPT2 {
   // flat_multiple > 1 pads the flat buffers (params(), grads()) with zeros up to a
   // multiple of 16 * flat_multiple floats, so ZeRO-1 can split them into flat_multiple
   // (= dp) equal, 64-byte aligned ranges; the padding belongs to no parameter.
-  GPT2(const GPTConfig& config, int max_batch, TensorParallel tp = {}, int flat_multiple = 1);
+  // Under pipeline parallelism the module holds one stage (see PipelineStage) and keeps
+  // the activations of `activation_slots` micro-batches, so that a schedule can run
+  // several forward passes before their backward passes (GPipe: all of a step's; 1F1B:
+  // at most pp - stage).
+  GPT2(const GPTConfig& config, int max_batch, TensorParallel tp = {}, int flat_multiple = 1,
+       PipelineStage stage = {}, int activation_slots = 1);
   ~GPT2();
   GPT2(const GPT2&) = delete;
   GPT2& operator=(const GPT2&) = delete;
@@ -71,6 +90,7 @@ class GPT2 {
   // (GPT-2's scaled init), LayerNorm weights 1, biases 0.
   void init_weights(uint64_t seed);
 
+  // The whole model in one call (a single pipeline stage), on activation slot 0.
   // Forward pass on inputs [B, T] (B <= max_batch, T <= seq_len). Without targets the
   // logits [B, T, local_vocab()] (this tp rank's columns) stay readable through logits();
   // with targets [B, T] returns the mean cross-entropy over the B*T positions (NaN
@@ -85,6 +105,25 @@ class GPT2 {
 
   void zero_grad();
 
+  // One pipeline stage's part of a micro-batch, on activation slot `slot` (which keeps
+  // what the backward pass needs until stage_backward on the same slot). x is the
+  // residual stream [B, T, C] between stages. Collective over the tp group.
+  //   stage_forward: the first stage embeds `inputs`, the others start from x_in; then
+  //     this stage's blocks; the last stage also computes the logits.
+  //   stage_output: the residual stream after this stage's last block (not last stage).
+  //   stage_loss (last stage): mean cross-entropy against targets; with backward, the
+  //     logits become d(grad_scale * mean loss)/d(logits) in place, ready for
+  //     stage_backward.
+  //   stage_backward: ADDS this stage's parameter gradients, from dx_out = d/d(stage
+  //     output) (ignored on the last stage, which starts from its logits); writes
+  //     d/d(stage input) to dx_in (ignored on the first stage, which ends in the
+  //     embedding). The grad-ready hook fires as in forward_backward().
+  void stage_forward(int slot, const int32_t* inputs, const float* x_in, int B, int T);
+  const float* stage_output(int slot) const;
+  float stage_loss(int slot, const int32_t* targets, int B, int T, float grad_scale, bool backward);
+  void stage_backward(int slot, const int32_t* inputs, const float* dx_out, float* dx_in, int B,
+                      int T);
+
   // Called during forward_backward() with a parameter's index in table() as soon as its
   // gradient is final (nothing later in the backward pass adds to it): ln_f first, then
   // the blocks from last to first, then wpe and wte — the reverse of the table's order.
@@ -98,18 +137,25 @@ class GPT2 {
   float* params() { return params_.get(); }
   float* grads() { return grads_.get(); }
   int64_t flat_size() const { return flat_size_; }  // floats in params()/grads() (padded)
-  int64_t num_parameters() const;                             // without alignment padding
+  // Logical parameters of this stage (of the whole model at pp = 1), without alignment
+  // padding and without a tied copy.
+  int64_t num_parameters() const;
   // [B, T, local_vocab()] of last forward(): logical vocabulary columns
   // vocab_start() .. vocab_start() + local_vocab() - 1 (those >= V are padding).
   const float* logits() const;
   int local_vocab() const { return local_vocab_; }
   int vocab_start() const { return tp_.rank * local_vocab_; }
   const TensorParallel& tp() const { return tp_; }
+  const PipelineStage& stage() const { return stage_; }
+  int activation_slots() const;
+  // Index in table() of wte, or -1 when this stage has none (a middle pipeline stage).
+  int wte_index() const { return wte_index_; }
   // The greedy next token after position `row` of the last forward(): argmax over the
   // real vocabulary (lowest id on ties), across the tp group (collective).
   int32_t argmax_token(int64_t row) const;
   // Global L2 norm of the gradient of the logical model: squares of sharded parameters
-  // summed over the tp group, replicated ones counted once (collective over tp).
+  // summed over the tp group, replicated ones counted once, every stage's summed over the
+  // pp group with the last stage's tied copy of wte left out (collective over tp and pp).
   double grad_norm() const;
   // The full logical tensor of parameter `index` from the flat buffer `base` (params(),
   // grads() or an optimizer moment laid out like them), gathered over the tp group
@@ -120,24 +166,27 @@ class GPT2 {
  private:
   struct Activations;
   struct ParamPtrs;
-  void forward_blocks(const int32_t* inputs, int B, int T);
-  void backward_blocks(const int32_t* inputs, int B, int T);
+  void check_shape(int slot, int B, int T) const;
+  const float* stage_output_of(const Activations& a) const;
   ParamPtrs param_ptrs(float* base) const;
 
   void allreduce_tp(float* x, int64_t n) const;  // sum over the tp group (no-op at tp 1)
-  void vocab_parallel_crossentropy(const int32_t* targets, int N, float dloss, bool backward);
+  void vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
+                                   bool backward);
 
   GPTConfig config_;
   int max_batch_;
   TensorParallel tp_;
+  PipelineStage stage_;
   int local_vocab_;
+  int wte_index_ = -1, wpe_index_ = -1, block0_index_ = -1, lnf_index_ = -1;  // in table_
   ParamTable table_;
   int64_t flat_size_ = 0;  // table_.total_numel() padded to the flat_multiple
   struct FreeDeleter {
     void operator()(float* p) const;
   };
   std::unique_ptr<float[], FreeDeleter> params_, grads_, arena_;
-  std::unique_ptr<Activations> acts_;
+  std::vector<Activations> slots_;  // per micro-batch in flight; backward scratch shared
   PassTimes times_;
   GradReadyHook grad_ready_;
 };

@@ -42,6 +42,10 @@ struct ParamInfo {
   bool weight_decay = false;         // AdamW decays it (2-D matrices)
   Init init = Init::Zeros;
   float init_std = 0.0f;             // for Init::Normal
+  // A copy of a parameter that another pipeline stage owns (the last stage's wte, the
+  // LM head tied to the first stage's embedding): kept equal to it, so it is left out of
+  // anything counted once per logical parameter (the gradient norm, checkpoints).
+  bool tied_copy = false;
 
   int64_t logical_numel() const;
   // The logical (row-major, unsharded) element index of local element i, or -1 when i
@@ -59,6 +63,7 @@ class ParamTable {
           bool weight_decay, ShardSpec shard = {});
   const std::vector<ParamInfo>& params() const { return params_; }
   const ParamInfo& get(const std::string& name) const;  // throws if absent
+  void set_tied_copy(int index, bool tied) { params_.at(index).tied_copy = tied; }
   int64_t total_numel() const { return total_; }        // including alignment padding
 
  private:

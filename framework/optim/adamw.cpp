@@ -62,7 +62,7 @@ SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRa
   SquareSums s;
   for (const auto& p : table.params()) {
     const auto [a, b] = overlap(p, range);
-    if (a >= b) continue;
+    if (a >= b || p.tied_copy) continue;  // a tied copy counts on the stage that owns it
     const double ss = kernels::sum_squares(grads + a, b - a);  // local tp padding: 0
     (p.shard.sharded() ? s.sharded : s.replicated) += ss;
   }

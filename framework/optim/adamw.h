@@ -37,7 +37,8 @@ FlatRange shard_range(int64_t n, int parts, int rank);
 bool decays(const ParamInfo& p, const OptimConfig& optim);
 
 // Sums of squares of grads over the elements of `range` that belong to a parameter,
-// split into tensor-parallel sharded and replicated parameters (GPT2::grad_norm's rule).
+// split into tensor-parallel sharded and replicated parameters, tied copies left out
+// (GPT2::grad_norm's rule).
 struct SquareSums {
   double sharded = 0, replicated = 0;
 };

@@ -7,6 +7,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <charconv>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +17,7 @@
 
 #include "framework/recipe/recipe_fields.h"
 #include "framework/util/error.h"
+#include "parallel/pipeline_schedule.h"
 
 namespace tessera {
 namespace {
@@ -161,8 +165,8 @@ std::string shown(const Recipe& recipe, const char* section, const char* key) {
 // =======================================================================================
 // NOT IMPLEMENTED YET. Values the recipe format accepts (they are part of the stable
 // interface of ARCHITECTURE.md) but the framework cannot run yet. Each check goes away
-// with the issue that implements the feature: mixed precision; pipeline parallelism.
-// (ZeRO-1 and tensor parallelism is implemented; its divisibility rules live in one place,
+// with the issue that implements the feature: mixed precision.
+// (ZeRO-1, tensor and pipeline parallelism are implemented; its divisibility rules live in one place,
 // parallel/mesh.h's layout_problem(), checked when the Mesh is built.)
 void check_not_yet_implemented(const Recipe& r) {
   auto not_yet = [&](bool ok, const std::string& key, const std::string& value,
@@ -173,7 +177,6 @@ void check_not_yet_implemented(const Recipe& r) {
   };
   not_yet(r.train.precision == "fp32", "train.precision", "'" + r.train.precision + "'",
           "fp32");
-  not_yet(r.parallel.pp == 1, "parallel.pp", std::to_string(r.parallel.pp), "1");
 }
 // =======================================================================================
 
@@ -276,7 +279,30 @@ void validate_recipe(const Recipe& recipe) {
               "optim.warmup_steps " + shown(r, "optim", "warmup_steps") +
                   " is larger than train.steps " + shown(r, "train", "steps"));
 
+  if (!r.parallel.stage_layers.empty()) pipeline_stage_layers(r);
   check_not_yet_implemented(recipe);
+}
+
+std::vector<int> pipeline_stage_layers(const Recipe& r) {
+  std::vector<int> listed;
+  const std::string& text = r.parallel.stage_layers;
+  size_t pos = 0;
+  while (!text.empty() && pos <= text.size()) {
+    const size_t comma = std::min(text.find(',', pos), text.size());
+    const std::string item = text.substr(pos, comma - pos);
+    int value = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size())
+      throw Error(r.source + ": parallel.stage_layers: expected layer counts separated by "
+                  "commas, such as '3,1', got '" + text + "'");
+    listed.push_back(value);
+    pos = comma + 1;
+  }
+  try {
+    return stage_layer_counts(r.model.n_layer, r.parallel.pp, listed);
+  } catch (const Error& e) {
+    throw Error(r.source + ": " + e.what());
+  }
 }
 
 std::string recipe_reference_markdown() {

@@ -47,9 +47,10 @@ struct OptimConfig {
 };
 
 struct ParallelConfig {
-  int dp = 1, tp = 1, pp = 1;  // world = dp * tp * pp (only dp is implemented yet)
+  int dp = 1, tp = 1, pp = 1;  // world = dp * tp * pp
   int zero = 0;                // 0 | 1
   std::string schedule = "1f1b";  // gpipe | 1f1b
+  std::string stage_layers;    // "" = balanced, else layers per stage: "3,1"
   double bucket_mb = 25.0;     // gradient all-reduce bucket size
 };
 
@@ -93,6 +94,12 @@ std::string recipe_to_yaml(const Recipe& recipe);
 
 // Checks cross-field constraints (n_embd % n_head, batch divisibility, ...).
 void validate_recipe(const Recipe& recipe);
+
+// The layers of each of the parallel.pp pipeline stages: parallel.stage_layers parsed
+// ("3,1"), or balanced when it is empty. Throws tessera::Error naming the recipe and the
+// key when the list is malformed, has not pp entries >= 1, or does not sum to
+// model.n_layer.
+std::vector<int> pipeline_stage_layers(const Recipe& recipe);
 
 // The key reference of docs/recipes.md (a Markdown table per section: key, type, default,
 // allowed values, description), generated from the same table that parses recipes. A

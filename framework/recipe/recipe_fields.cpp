@@ -154,12 +154,18 @@ const std::vector<Field>& fields() {
                            "tensor-parallel ranks (Megatron): attention heads, MLP width and vocabulary "
                            "split across them; model.n_head and model.n_embd must be divisible by it"),
       TESSERA_RECIPE_FIELD(parallel, pp, at_least(1),
-                           "pipeline stages (only 1 is implemented yet)"),
+                           "pipeline stages: consecutive layers per stage, the first also holding "
+                           "the embeddings, the last the final LayerNorm and the (tied) LM head"),
       TESSERA_RECIPE_FIELD(parallel, zero, in_range(0, 1),
                            "1 = shard AdamW state over dp ranks (ZeRO-1, see "
                            "docs/parallel.md)"),
       TESSERA_RECIPE_FIELD(parallel, schedule, one_of({"gpipe", "1f1b"}),
-                           "pipeline schedule of the micro-batches"),
+                           "pipeline schedule of a step's micro-batches: all forwards then all "
+                           "backwards (gpipe), or one forward one backward (1f1b: activations of at "
+                           "most pp micro-batches kept)"),
+      TESSERA_RECIPE_FIELD(parallel, stage_layers, any_value(),
+                           "layers of each pipeline stage, comma-separated (e.g. `3,1`); empty = "
+                           "balanced (the first n_layer % pp stages get one more)"),
       TESSERA_RECIPE_FIELD(parallel, bucket_mb, above(0),
                            "size in MiB of the gradient buckets all-reduced during backward"),
 

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,7 @@
 #include "framework/data/tokenizer.h"
 #include "framework/model/gpt2.h"
 #include "framework/optim/adamw.h"
+#include "framework/train/pipeline.h"
 #include "framework/runlog/run_log.h"
 #include "framework/util/error.h"
 #include "framework/util/memory.h"
@@ -77,7 +79,25 @@ double zero_grad_norm(GPT2& model, FlatRange shard, MPI_Comm dp_comm) {
   MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, dp_comm);
   if (model.tp().size > 1)
     MPI_Allreduce(MPI_IN_PLACE, &sums[0], 1, MPI_DOUBLE, MPI_SUM, model.tp().comm);
-  return std::sqrt(sums[0] + sums[1]);
+  double total = sums[0] + sums[1];  // then every pipeline stage's (tied copies left out)
+  if (model.stage().size > 1)
+    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_DOUBLE, MPI_SUM, model.stage().comm);
+  return std::sqrt(total);
+}
+
+// Fault injection for the tests of failure handling: TESSERA_TEST_FAIL_AT="RANK:STEP" makes
+// world rank RANK throw at the start of step STEP (1-based), as a real fault on one rank
+// would (a bad sample, a full disk, an out-of-memory). Unset: nothing happens.
+void maybe_inject_failure(int world_rank, int64_t step) {
+  const char* spec = std::getenv("TESSERA_TEST_FAIL_AT");
+  if (!spec || !*spec) return;
+  int rank = -1;
+  long long at = -1;
+  check(std::sscanf(spec, "%d:%lld", &rank, &at) == 2,
+        std::string("TESSERA_TEST_FAIL_AT: expected RANK:STEP, got '") + spec + "'");
+  if (rank == world_rank && at == step)
+    throw Error("injected failure on rank " + std::to_string(rank) + " at step " +
+                std::to_string(at) + " (TESSERA_TEST_FAIL_AT)");
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -107,18 +127,19 @@ std::unique_ptr<DataLoader> open_data(const LoaderOptions& options, const std::s
 // Mean loss over the first train.eval_batches global batches of the validation set, in
 // order (the same samples every time), split over dp ranks and micro-batches exactly as
 // a training batch is, so the value does not depend on the layout (as in Megatron-LM).
-double evaluate(GPT2& model, DataLoader& val, const Recipe& r, std::vector<int32_t>& x,
-                std::vector<int32_t>& y, const World& w) {
+double evaluate(PipelineEngine& engine, DataLoader& val, const Recipe& r, int micro_per_batch,
+                std::vector<int32_t>& x, std::vector<int32_t>& y, MPI_Comm dp_comm) {
   const int64_t fit = std::max<int64_t>(1, val.num_samples() / r.train.global_batch);
   const int64_t batches = std::min<int64_t>(r.train.eval_batches, fit);
-  const int micro_per_batch = r.train.global_batch / (r.parallel.dp * r.train.micro_batch);
+  const int64_t BT = (int64_t)r.train.micro_batch * r.model.seq_len;
   val.set_position(0);
   double total = 0;
-  for (int64_t i = 0; i < batches * micro_per_batch; i++) {
-    val.next_micro_batch(x.data(), y.data());
-    total += model.forward(x.data(), y.data(), r.train.micro_batch, r.model.seq_len);
+  for (int64_t i = 0; i < batches; i++) {  // one global batch: micro_per_batch micro-batches
+    for (int m = 0; m < micro_per_batch; m++)
+      val.next_micro_batch(x.data() + m * BT, y.data() + m * BT);
+    total += engine.evaluate(x.data(), y.data(), micro_per_batch);
   }
-  return allreduce_mean(total / (double)(batches * micro_per_batch), w.size);
+  return allreduce_mean_in(total / (double)batches, dp_comm);
 }
 
 // The tokenizer that made the data, from the meta.json `tessera data prepare` writes
@@ -135,16 +156,59 @@ std::unique_ptr<Tokenizer> data_tokenizer(const std::string& first_shard) {
 }
 
 // Greedy continuation of `prompt` (argmax over the real vocabulary at each position).
-// Collective over the model's tp group (the logits are sharded by vocabulary).
-std::vector<int32_t> greedy_sample(GPT2& model, std::vector<int32_t> tokens, int n) {
-  const GPTConfig& c = model.config();
+// Collective over the model's tp and pp groups (the logits are sharded by vocabulary and
+// live on the last stage).
+std::vector<int32_t> greedy_sample(PipelineEngine& engine, const GPTConfig& c,
+                                   std::vector<int32_t> tokens, int n) {
   for (int i = 0; i < n; i++) {
     const int T = std::min<int>((int)tokens.size(), c.seq_len);
-    const std::vector<int32_t> window(tokens.end() - T, tokens.end());
-    model.forward(window.data(), nullptr, 1, T);
-    tokens.push_back(model.argmax_token(T - 1));
+    tokens.push_back(engine.next_token(std::vector<int32_t>(tokens.end() - T, tokens.end())));
   }
   return tokens;
+}
+
+// Pipeline parallelism: each stage holds only its own layers. Until checkpoints are
+// written per rank (the checkpoint issue), the (dp 0, tp 0) rank of every later stage sends
+// its tensors to world rank 0, which appends them to its own and writes them all.
+void send_stages_to_first(std::vector<TensorRef>& tensors, std::vector<std::vector<float>>& store,
+                          const Mesh& mesh) {
+  if (mesh.pp_size() == 1 || mesh.dp_rank() != 0 || mesh.tp_rank() != 0) return;
+  const MPI_Comm comm = mesh.pp_comm();
+  auto numel = [](const std::vector<int64_t>& shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    check(n <= INT32_MAX, "tensor too large to send to the checkpoint writer");
+    return (int)n;
+  };
+  if (mesh.pp_rank() > 0) {
+    int64_t count = (int64_t)tensors.size();
+    MPI_Send(&count, 1, MPI_INT64_T, 0, 0, comm);
+    for (const TensorRef& t : tensors) {
+      const std::string header = nlohmann::json{{"name", t.name}, {"shape", t.shape}}.dump();
+      MPI_Send(header.data(), (int)header.size(), MPI_CHAR, 0, 1, comm);
+      MPI_Send(t.data, numel(t.shape), MPI_FLOAT, 0, 2, comm);
+    }
+    return;
+  }
+  for (int stage = 1; stage < mesh.pp_size(); stage++) {
+    int64_t count = 0;
+    MPI_Recv(&count, 1, MPI_INT64_T, stage, 0, comm, MPI_STATUS_IGNORE);
+    for (int64_t i = 0; i < count; i++) {
+      MPI_Status status;
+      MPI_Probe(stage, 1, comm, &status);
+      int length = 0;
+      MPI_Get_count(&status, MPI_CHAR, &length);
+      std::string header((size_t)length, '\0');
+      MPI_Recv(header.data(), length, MPI_CHAR, stage, 1, comm, MPI_STATUS_IGNORE);
+      const auto j = nlohmann::json::parse(header);
+      TensorRef t{j.at("name").get<std::string>(), j.at("shape").get<std::vector<int64_t>>(),
+                  nullptr};
+      store.emplace_back((size_t)numel(t.shape));  // moving inner vectors keeps their data
+      MPI_Recv(store.back().data(), numel(t.shape), MPI_FLOAT, stage, 2, comm, MPI_STATUS_IGNORE);
+      t.data = store.back().data();
+      tensors.push_back(std::move(t));
+    }
+  }
 }
 
 // Writes a checkpoint of the parameters and AdamW moments after `step` steps (collective:
@@ -154,8 +218,8 @@ std::vector<int32_t> greedy_sample(GPT2& model, std::vector<int32_t> tokens, int
 // and its format does not depend on ZeRO.
 std::string save_training_checkpoint(const Recipe& r, GPT2& model, AdamW& adamw,
                                      const DataLoader& loader, const std::string& run_id,
-                                     int64_t step, const World& w, RunLog& log, bool print,
-                                     Communicator* zero_comm) {
+                                     int64_t step, const World& w, const Mesh& mesh, RunLog& log,
+                                     bool print, Communicator* zero_comm) {
   std::vector<TensorRef> tensors;
   std::vector<float> full_m, full_v;
   const float* m = adamw.m();
@@ -181,10 +245,12 @@ std::string save_training_checkpoint(const Recipe& r, GPT2& model, AdamW& adamw,
   };
   for (int i = 0; i < (int)params.size(); i++) {
     const ParamInfo& p = params[i];
+    if (p.tied_copy) continue;  // the LM head's wte: the first stage saves it
     tensors.push_back(ref(p.name, p, i, model.params()));
     tensors.push_back(ref(p.name + ".adam_m", p, i, m));
     tensors.push_back(ref(p.name + ".adam_v", p, i, v));
   }
+  send_stages_to_first(tensors, gathered, mesh);
   const CheckpointMeta meta{step, step * r.train.global_batch * r.model.seq_len, loader.position(),
                             run_id, recipe_to_yaml(r),
                             {{"dp", r.parallel.dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
@@ -213,6 +279,8 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                              r.train.micro_batch});
   const bool lead = w.rank == 0;
   const int B = r.train.micro_batch, T = r.model.seq_len;
+  const std::vector<int> stage_layers = pipeline_stage_layers(r);  // same error on every rank
+  const PipelineSchedule schedule = parse_pipeline_schedule(r.parallel.schedule);
   // An unusable checkpoint directory is found now, on every rank, not after the last step.
   const std::string ckpt_problem = broadcast_string(lead ? checkpoint_dir_problem(r.checkpoint.dir) : "", 0);
   check(ckpt_problem.empty(), ckpt_problem);
@@ -240,14 +308,22 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   // ZeRO-1 (parallel.zero = 1, dp > 1): the flat buffers are padded to dp equal ranges;
   // this rank's AdamW holds the moments of its range only.
   const bool zero = r.parallel.zero == 1 && dp > 1;
-  // This rank's tensor-parallel slices (tp = 1: the whole model).
+  // This rank's pipeline stage (its layers) and tensor-parallel slices of them (tp = pp
+  // = 1: the whole model), with activations for as many micro-batches as the schedule
+  // keeps in flight.
+  PipelineStage stage{mesh.pp_rank(), mesh.pp_size(), 0, stage_layers[mesh.pp_rank()],
+                      mesh.pp_comm()};
+  for (int s = 0; s < mesh.pp_rank(); s++) stage.first_layer += stage_layers[s];
   GPT2 model(GPTConfig::from_recipe(r.model), B,
-             TensorParallel{mesh.tp_rank(), mesh.tp_size(), mesh.tp_comm()}, zero ? dp : 1);
+             TensorParallel{mesh.tp_rank(), mesh.tp_size(), mesh.tp_comm()}, zero ? dp : 1, stage,
+             PipelineEngine::slots_needed(schedule, stage.rank, stage.size, accum));
   model.init_weights(r.train.seed);
+  PipelineEngine engine(model, schedule, accum, B, T);
   const FlatRange shard = zero ? shard_range(model.flat_size(), dp, mesh.dp_rank())
                                : FlatRange{0, model.table().total_numel()};
   AdamW adamw(model.table(), r.optim, shard);
-  std::vector<int32_t> x((size_t)B * T), y((size_t)B * T);
+  // A step's micro-batches, [accum][B * T] (every stage of a replica reads the same).
+  std::vector<int32_t> x((size_t)accum * B * T), y((size_t)accum * B * T);
 
   // Data parallel: the gradients are all-reduced in buckets of parallel.bucket_mb, each
   // started as soon as the backward pass of the step's last micro-batch has finished its
@@ -275,6 +351,10 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                                             r.parallel.bucket_mb, /*average=*/false);
   }
 
+  // The whole model's parameters: every stage's, counted over one tp and dp group.
+  int64_t parameters = model.num_parameters();
+  if (mesh.pp_size() > 1)
+    MPI_Allreduce(MPI_IN_PLACE, &parameters, 1, MPI_INT64_T, MPI_SUM, mesh.pp_comm());
   TrainSummary summary;
   summary.run_id = broadcast_string(lead ? make_run_id() : std::string(), 0);
   RunLog log(r.log.dir, summary.run_id, lead);
@@ -294,7 +374,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                  {"layout", {{"dp", dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
                              {"world", w.size}, {"threads_per_rank", omp_get_max_threads()}}},
                  {"data", {{"files", files}, {"train_tokens", loader.num_tokens()}}},
-                 {"model", {{"parameters", model.num_parameters()},
+                 {"model", {{"parameters", parameters},
                             {"padded_vocab_size", model.config().padded_vocab_size}}}});
 
   try {
@@ -304,28 +384,29 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     if (lead && options.print)
       std::printf("run %s: %s, %.2fM parameters, %d rank(s) x %d thread(s), %d micro-batch(es) "
                   "of %dx%d per step\n  log: %s\n",
-                  summary.run_id.c_str(), r.source.c_str(), model.num_parameters() / 1e6, w.size,
+                  summary.run_id.c_str(), r.source.c_str(), parameters / 1e6, w.size,
                   omp_get_max_threads(), accum, B, T, log.path().c_str());
 
     std::vector<double> step_rates;
     int64_t saved_step = -1;  // the step of the last checkpoint written
     for (int64_t step = 0; step < r.train.steps; step++) {
       const auto t0 = std::chrono::steady_clock::now();
+      maybe_inject_failure(w.rank, step + 1);
       model.zero_grad();
-      double loss = 0;
-      for (int m = 0; m < accum; m++) {
-        loader.next_micro_batch(x.data(), y.data());
-        if (buckets && m == accum - 1)
-          model.set_grad_ready_hook([&](int i) { buckets->mark_ready(n_params - 1 - i); });
-        loss += model.forward_backward(x.data(), y.data(), B, T, 1.0f / (float)(accum * dp));
-      }
-      if (buckets) {
-        model.set_grad_ready_hook(nullptr);
-        buckets->finish();
-      }
-      if (zero)  // this rank's range of grads() becomes the sum over dp (the rest is stale)
+      for (int m = 0; m < accum; m++)
+        loader.next_micro_batch(x.data() + (size_t)m * B * T, y.data() + (size_t)m * B * T);
+      GPT2::GradReadyHook hook;
+      if (buckets) hook = [&](int i) { buckets->mark_ready(n_params - 1 - i); };
+      double loss = engine.train_step(x.data(), y.data(), 1.0f / (float)(accum * dp), hook);
+      // The tied embedding's two copies (first and last stage) get the sum of both
+      // gradients: after the buckets' dp sum, or before ZeRO's reduce-scatter splits it.
+      if (buckets) buckets->finish();
+      if (!zero) engine.sum_tied_embedding_grads();
+      if (zero) {  // this rank's range of grads() becomes the sum over dp (the rest is stale)
+        engine.sum_tied_embedding_grads();
         dp_comm->reduce_scatter(model.grads(), model.grads() + shard.lo, shard.size());
-      loss = allreduce_mean_in(loss / accum, mesh.dp_comm());
+      }
+      loss = allreduce_mean_in(loss, mesh.dp_comm());
       // Of the logical model: sharded parameters summed over tp, replicated counted once.
       const double norm = zero ? zero_grad_norm(model, shard, mesh.dp_comm()) : model.grad_norm();
       const double lr = learning_rate(r.optim, step, r.train.steps);
@@ -358,21 +439,21 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       const bool eval_now = val_data &&
                             ((step + 1) % r.train.eval_every == 0 || step + 1 == r.train.steps);
       if (eval_now) {
-        summary.val_loss = evaluate(model, *val_data, r, x, y, w);
+        summary.val_loss = evaluate(engine, *val_data, r, accum, x, y, mesh.dp_comm());
         log.eval(step + 1, {{"val_loss", summary.val_loss}});
         if (lead && options.print) std::printf("step %5lld | val loss %.4f\n", (long long)(step + 1), summary.val_loss);
       }
       summary.steps = step + 1;
       if (r.checkpoint.every > 0 && summary.steps % r.checkpoint.every == 0) {
         summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                      summary.steps, w, log, options.print,
+                                                      summary.steps, w, mesh, log, options.print,
                                                       zero ? dp_comm.get() : nullptr);
         saved_step = summary.steps;
       }
     }
     if (saved_step != summary.steps)
       summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                    summary.steps, w, log, options.print,
+                                                    summary.steps, w, mesh, log, options.print,
                                                       zero ? dp_comm.get() : nullptr);
     if (!step_rates.empty()) {
       std::nth_element(step_rates.begin(), step_rates.begin() + step_rates.size() / 2,
@@ -381,11 +462,11 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       summary.mfu = summary.tokens_per_s * flops_per_token / peak;
     }
 
-    // Rank 0's tensor-parallel group samples together (the logits are sharded).
-    if (mesh.dp_rank() == 0 && mesh.pp_rank() == 0 && r.train.sample_tokens > 0) {
+    // Rank 0's replica samples: its tp groups (the logits are sharded) and pp stages.
+    if (mesh.dp_rank() == 0 && r.train.sample_tokens > 0) {
       const auto tokenizer = data_tokenizer(loader.files().front());
       std::vector<int32_t> prompt(x.begin(), x.begin() + std::max(1, std::min(T / 2, 16)));
-      const auto out = greedy_sample(model, prompt, r.train.sample_tokens);
+      const auto out = greedy_sample(engine, model.config(), prompt, r.train.sample_tokens);
       if (tokenizer) {
         summary.sample = tokenizer->decode(std::vector<int>(out.begin(), out.end()));
       } else {

@@ -174,7 +174,8 @@ const SetFault kSetFaults[] = {
     {"WarmupLongerThanTraining", {"optim.warmup_steps=5"},
      {"optim.warmup_steps 5 is larger than train.steps 1"}},
     {"EmptyDataTrain", {"data.train="}, {"data.train is empty"}},
-    {"NotImplementedYet", {"parallel.pp=2"}, {"parallel.pp", "not implemented"}},
+    {"NotImplementedYet", {"train.precision=bf16"}, {"train.precision", "not implemented"}},
+    {"StageLayersMalformed", {"parallel.stage_layers=two"}, {"parallel.stage_layers", "'two'"}},
 };
 
 class CliSetFault : public ::testing::TestWithParam<SetFault> {};

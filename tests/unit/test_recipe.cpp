@@ -233,11 +233,28 @@ TEST(RecipeValidation, CrossFieldConstraints) {
 TEST(RecipeValidation, NotImplementedYet) {
   EXPECT_EQ(parse_error(kMinimal, {"train.precision=bf16"}),
             "recipes/tiny.yaml: train.precision: 'bf16' is not implemented yet (only fp32)");
-  expect_override_errors({
-      {{"parallel.pp=2"}, "parallel.pp: 2 is not implemented yet (only 1)"},
-  });
-  // ZeRO-1 is implemented: parallel.zero = 1 is accepted.
+  // ZeRO-1 and pipeline parallelism are implemented: accepted.
   EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"parallel.zero=1"}).parallel.zero, 1);
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"parallel.pp=2"}).parallel.pp, 2);
+}
+
+TEST(RecipeValidation, StageLayers) {
+  const Recipe balanced = parse_recipe(kMinimal, "recipes/tiny.yaml",
+                                       {"model.n_layer=5", "parallel.pp=2"});
+  EXPECT_EQ(pipeline_stage_layers(balanced), (std::vector<int>{3, 2}));
+  const Recipe listed = parse_recipe(kMinimal, "recipes/tiny.yaml",
+                                     {"model.n_layer=5", "parallel.pp=2", "parallel.stage_layers=1,4"});
+  EXPECT_EQ(pipeline_stage_layers(listed), (std::vector<int>{1, 4}));
+  expect_override_errors({
+      {{"model.n_layer=5", "parallel.pp=2", "parallel.stage_layers=1;4"},
+       "recipes/tiny.yaml: parallel.stage_layers: expected layer counts separated by commas, "
+       "such as '3,1', got '1;4'"},
+      {{"model.n_layer=5", "parallel.pp=2", "parallel.stage_layers=2,2"},
+       "recipes/tiny.yaml: parallel.stage_layers: '2,2' must list parallel.pp = 2 layer counts, "
+       "each >= 1, summing to model.n_layer = 5"},
+      {{"model.n_layer=5", "parallel.pp=2", "parallel.stage_layers=5,"},
+       "expected layer counts separated by commas"},
+  });
 }
 
 TEST(RecipeValidation, RecipeBuiltInCodeIsCheckedKeyByKey) {

@@ -1,0 +1,175 @@
+#include "framework/train/pipeline.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstring>
+
+#include "framework/util/error.h"
+
+namespace tessera {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// MPI_Wait that gives the core away while the neighbour is still computing: with more
+// ranks than cores (a pipeline under `mpirun --oversubscribe`) a spinning wait would take
+// the core from the very stage it waits for.
+void wait_yielding(MPI_Request* request) {
+  for (int polls = 0;; polls++) {
+    int done = 0;
+    MPI_Test(request, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    if (polls >= 64) usleep(20);
+  }
+}
+
+int to_int_count(int64_t n) {
+  check(n <= INT_MAX, "pipeline message of " + std::to_string(n) + " floats is too large");
+  return (int)n;
+}
+
+}  // namespace
+
+int PipelineEngine::slots_needed(PipelineSchedule schedule, int stage, int stages,
+                                 int micro_batches) {
+  if (stages == 1) return 1;  // forward and backward of each micro-batch in turn
+  return peak_in_flight(pipeline_actions(schedule, stage, stages, micro_batches));
+}
+
+PipelineEngine::PipelineEngine(GPT2& model, PipelineSchedule schedule, int micro_batches, int B,
+                               int T)
+    : model_(model), schedule_(schedule), m_(micro_batches), B_(B), T_(T),
+      pp_comm_(model.stage().comm), stage_(model.stage().rank), stages_(model.stage().size) {
+  check(m_ >= 1 && B_ >= 1 && T_ >= 1, "pipeline: bad micro-batch shape");
+  check(model.activation_slots() >= slots_needed(schedule, stage_, stages_, m_),
+        "pipeline: the model keeps fewer activation slots than the schedule needs");
+  const size_t n = (size_t)m_ * B_ * T_ * model.config().n_embd;
+  if (stages_ > 1) {
+    if (!model.stage().is_first()) recv_x_.resize(n), send_dx_.resize(n);
+    if (!model.stage().is_last()) recv_dx_.resize(n), send_x_.resize(n);
+  }
+}
+
+double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t* inputs,
+                           const int32_t* targets, int count, int T, float grad_scale,
+                           bool backward, const GPT2::GradReadyHook& last_backward_hook) {
+  const auto t0 = Clock::now();
+  double compute_ms = 0;
+  const bool first = model_.stage().is_first(), last = model_.stage().is_last();
+  const int64_t BT = (int64_t)B_ * T, NC = BT * model_.config().n_embd;
+  const int slots = model_.activation_slots();
+  const int msg = to_int_count(NC);
+  auto x_tag = [](int i) { return 2 * i; };
+  auto dx_tag = [](int i) { return 2 * i + 1; };
+
+  // Post every receive of the step up front.
+  std::vector<MPI_Request> recv_x(count, MPI_REQUEST_NULL), recv_dx(count, MPI_REQUEST_NULL);
+  std::vector<MPI_Request> sends;
+  for (const PipeAction& a : actions) {
+    const int i = a.micro_batch;
+    if (a.forward && !first)
+      MPI_Irecv(recv_x_.data() + i * NC, msg, MPI_FLOAT, stage_ - 1, x_tag(i), pp_comm_, &recv_x[i]);
+    if (!a.forward && !last)
+      MPI_Irecv(recv_dx_.data() + i * NC, msg, MPI_FLOAT, stage_ + 1, dx_tag(i), pp_comm_,
+                &recv_dx[i]);
+  }
+
+  double loss_sum = 0;
+  for (const PipeAction& a : actions) {
+    const int i = a.micro_batch, slot = i % slots;
+    if (a.forward) {
+      if (!first) wait_yielding(&recv_x[i]);
+      const auto c0 = Clock::now();
+      model_.stage_forward(slot, inputs + i * BT, first ? nullptr : recv_x_.data() + i * NC, B_, T);
+      if (last && targets)
+        loss_sum += model_.stage_loss(slot, targets + i * BT, B_, T, grad_scale, backward);
+      if (!last) std::memcpy(send_x_.data() + i * NC, model_.stage_output(slot), sizeof(float) * NC);
+      compute_ms += ms_between(c0, Clock::now());
+      if (!last) {
+        sends.emplace_back();
+        MPI_Isend(send_x_.data() + i * NC, msg, MPI_FLOAT, stage_ + 1, x_tag(i), pp_comm_,
+                  &sends.back());
+      }
+    } else {
+      if (!last) wait_yielding(&recv_dx[i]);
+      const auto c0 = Clock::now();
+      const bool hook = last_backward_hook && i == count - 1;
+      if (hook) model_.set_grad_ready_hook(last_backward_hook);
+      model_.stage_backward(slot, inputs + i * BT, last ? nullptr : recv_dx_.data() + i * NC,
+                            first ? nullptr : send_dx_.data() + i * NC, B_, T);
+      if (hook) model_.set_grad_ready_hook(nullptr);
+      compute_ms += ms_between(c0, Clock::now());
+      if (!first) {
+        sends.emplace_back();
+        MPI_Isend(send_dx_.data() + i * NC, msg, MPI_FLOAT, stage_ - 1, dx_tag(i), pp_comm_,
+                  &sends.back());
+      }
+    }
+  }
+  for (MPI_Request& r : sends) wait_yielding(&r);
+  times_.step_ms = ms_between(t0, Clock::now());
+  times_.compute_ms = compute_ms;
+  times_.wait_ms = times_.step_ms - compute_ms;
+  return loss_sum;
+}
+
+double PipelineEngine::loss_from_last_stage(double loss) const {
+  if (stages_ > 1) MPI_Bcast(&loss, 1, MPI_DOUBLE, stages_ - 1, pp_comm_);
+  return loss;
+}
+
+double PipelineEngine::train_step(const int32_t* inputs, const int32_t* targets, float grad_scale,
+                                  const GPT2::GradReadyHook& last_backward_hook) {
+  // At pp = 1 the schedule does not matter: 1F1B's order is forward, backward, forward...
+  const PipelineSchedule schedule = stages_ == 1 ? PipelineSchedule::OneFOneB : schedule_;
+  const auto actions = pipeline_actions(schedule, stage_, stages_, m_);
+  const double sum = run(actions, inputs, targets, m_, T_, grad_scale, true, last_backward_hook);
+  return loss_from_last_stage(sum / m_);
+}
+
+double PipelineEngine::evaluate(const int32_t* inputs, const int32_t* targets, int count) {
+  double sum = 0;
+  const int64_t BT = (int64_t)B_ * T_;
+  for (int done = 0; done < count; done += m_) {  // in chunks of at most m micro-batches
+    const int n = std::min(m_, count - done);
+    std::vector<PipeAction> forwards;
+    for (int i = 0; i < n; i++) forwards.push_back({true, i});
+    sum += run(forwards, inputs + done * BT, targets + done * BT, n, T_, 0.0f, false, nullptr);
+  }
+  return loss_from_last_stage(sum / count);
+}
+
+int32_t PipelineEngine::next_token(const std::vector<int32_t>& tokens) {
+  const int T = (int)tokens.size();
+  check(B_ >= 1 && T >= 1 && T <= model_.config().seq_len, "next_token: bad sequence length");
+  const int saved_B = B_;
+  B_ = 1;  // one sequence; the buffers hold m * B * T >= T positions
+  run({{true, 0}}, tokens.data(), nullptr, 1, T, 0.0f, false, nullptr);
+  B_ = saved_B;
+  int32_t token = model_.stage().is_last() ? model_.argmax_token(T - 1) : 0;
+  if (stages_ > 1) MPI_Bcast(&token, 1, MPI_INT32_T, stages_ - 1, pp_comm_);
+  return token;
+}
+
+void PipelineEngine::sum_tied_embedding_grads() {
+  if (stages_ == 1 || !(model_.stage().is_first() || model_.stage().is_last())) return;
+  const ParamInfo& wte = model_.table().params().at(model_.wte_index());
+  const int peer = model_.stage().is_first() ? stages_ - 1 : 0;
+  float* mine = model_.grads() + wte.offset;
+  std::vector<float> theirs((size_t)wte.numel);
+  const int n = to_int_count(wte.numel), tag = 1 << 20;
+  MPI_Sendrecv(mine, n, MPI_FLOAT, peer, tag, theirs.data(), n, MPI_FLOAT, peer, tag, pp_comm_,
+               MPI_STATUS_IGNORE);
+  // a + b == b + a exactly: both copies get bit-identical sums.
+  for (int64_t j = 0; j < wte.numel; j++) mine[j] += theirs[j];
+}
+
+}  // namespace tessera
