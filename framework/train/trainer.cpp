@@ -426,10 +426,14 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
         // The job's worst rank: every rank reaches this line (report is the same on all).
         double peak_rss = peak_rss_mib();
         MPI_Allreduce(MPI_IN_PLACE, &peak_rss, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        log.metric(step + 1, {{"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                              {"tokens_per_s", tps}, {"mfu", mfu}, {"step_ms", dt * 1e3},
-                              {"tokens_seen", (step + 1) * (int64_t)r.train.global_batch * T},
-                              {"peak_rss_mb", peak_rss}});
+        nlohmann::json metrics = {{"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                                  {"tokens_per_s", tps}, {"mfu", mfu}, {"step_ms", dt * 1e3},
+                                  {"tokens_seen", (step + 1) * (int64_t)r.train.global_batch * T},
+                                  {"peak_rss_mb", peak_rss}};
+        if (mesh.pp_size() > 1)  // the idle fraction of the schedule, mean over the stages
+          metrics["pipeline_bubble"] =
+              allreduce_mean_in(engine.last_times().bubble_fraction(), mesh.pp_comm());
+        log.metric(step + 1, metrics);
         if (lead && options.print)
           std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% "
                       "| %.0f ms\n",
