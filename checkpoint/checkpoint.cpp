@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "checkpoint/format.h"
@@ -30,9 +31,9 @@ namespace fs = std::filesystem;
 // Checksums hash the in-memory float bytes, which must equal the little-endian file bytes.
 static_assert(std::endian::native == std::endian::little, "checkpoints assume a little-endian host");
 
-uint64_t fnv1a64(const void* data, size_t bytes) {
+uint64_t fnv1a64(const void* data, size_t bytes, uint64_t hash) {
   const auto* p = static_cast<const unsigned char*>(data);
-  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t h = hash;
   for (size_t i = 0; i < bytes; i++) {
     h ^= p[i];
     h *= 0x100000001b3ull;
@@ -40,10 +41,14 @@ uint64_t fnv1a64(const void* data, size_t bytes) {
   return h;
 }
 
-std::string checksum_string(const float* data, size_t numel) {
+std::string checksum_string(uint64_t hash) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fnv1a64(data, numel * sizeof(float)));
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)hash);
   return std::string(ckpt::kChecksumPrefix) + buf;
+}
+
+std::string checksum_string(const float* data, size_t numel) {
+  return checksum_string(fnv1a64(data, numel * sizeof(float)));
 }
 
 std::string checkpoint_dir_name(int64_t step) {
@@ -111,22 +116,73 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-void validate(const CheckpointMeta& meta, const std::vector<TensorRef>& tensors) {
+// The piece with empty offset/count filled in.
+TensorPiece normalised(const TensorPiece& p) {
+  TensorPiece q = p;
+  if (q.offset.empty()) q.offset.assign(q.shape.size(), 0);
+  if (q.count.empty()) q.count = q.shape;
+  return q;
+}
+
+void validate(const CheckpointMeta& meta, const std::vector<TensorPiece>& pieces) {
   check(meta.step >= 0, "checkpoint step must be >= 0, got " + std::to_string(meta.step));
-  check(meta.run_id.find('/') == std::string::npos,
-        "checkpoint run id '" + meta.run_id + "' may not contain '/'");
-  std::set<std::string> seen;
-  for (const TensorRef& t : tensors) {
+  check(!meta.run_id.empty() && meta.run_id.find('/') == std::string::npos,
+        "checkpoint run id '" + meta.run_id + "' must be non-empty without '/'");
+  for (const TensorPiece& t : pieces) {
     // '/' would create HDF5 groups; '%' is a pattern character in virtual dataset names.
     check(!t.name.empty() && t.name.find_first_of("/%") == std::string::npos,
           "checkpoint tensor name '" + t.name + "' must be non-empty without '/' or '%'");
-    check(seen.insert(t.name).second, "checkpoint tensor '" + t.name + "' is listed twice");
     const bool positive =
         std::all_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d > 0; });
     check(!t.shape.empty() && positive,
           "checkpoint tensor '" + t.name + "' has invalid shape " + shape_string(t.shape));
+    const TensorPiece q = normalised(t);
+    bool inside = q.offset.size() == q.shape.size() && q.count.size() == q.shape.size();
+    for (size_t d = 0; inside && d < q.shape.size(); d++)
+      inside = q.offset[d] >= 0 && q.count[d] > 0 && q.offset[d] + q.count[d] <= q.shape[d];
+    check(inside, "checkpoint piece of '" + t.name + "' at " + shape_string(q.offset) + " of " +
+                      shape_string(q.count) + " is outside its shape " + shape_string(t.shape));
     check(t.data != nullptr, "checkpoint tensor '" + t.name + "' has no data");
   }
+}
+
+// The first way in which `shards` (every rank's shard description) fails to cover each
+// logical tensor exactly once, or "".
+std::string coverage_problem(const nlohmann::json& shards) {
+  struct Box {
+    std::vector<int64_t> offset, count;
+  };
+  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<Box>>> tensors;
+  for (const auto& shard : shards)
+    for (const auto& piece : shard.at("pieces")) {
+      auto& [shape, boxes] = tensors[piece.at("tensor").get<std::string>()];
+      const auto s = piece.at("shape").get<std::vector<int64_t>>();
+      if (!shape.empty() && shape != s)
+        return "tensor '" + piece.at("tensor").get<std::string>() + "' is written with shapes " +
+               shape_string(shape) + " and " + shape_string(s);
+      shape = s;
+      boxes.push_back({piece.at("offset").get<std::vector<int64_t>>(),
+                       piece.at("count").get<std::vector<int64_t>>()});
+    }
+  for (const auto& [name, entry] : tensors) {
+    const auto& [shape, boxes] = entry;
+    int64_t covered = 0;
+    for (size_t i = 0; i < boxes.size(); i++) {
+      covered += numel(boxes[i].count);
+      for (size_t j = 0; j < i; j++) {
+        bool overlap = true;
+        for (size_t d = 0; d < shape.size() && overlap; d++)
+          overlap = boxes[i].offset[d] < boxes[j].offset[d] + boxes[j].count[d] &&
+                    boxes[j].offset[d] < boxes[i].offset[d] + boxes[i].count[d];
+        if (overlap)
+          return "tensor '" + name + "' is written twice at " + shape_string(boxes[i].offset);
+      }
+    }
+    if (covered != numel(shape))
+      return "the pieces of tensor '" + name + "' cover " + std::to_string(covered) + " of its " +
+             std::to_string(numel(shape)) + " elements";
+  }
+  return "";
 }
 
 std::string errno_text() { return std::strerror(errno); }
@@ -152,11 +208,11 @@ void write_text_file_synced(const fs::path& p, const std::string& text) {
 
 // Fails early, with a clear message, when the file system visibly lacks the room for the
 // shard (quotas are not seen here; a write that fails later is still handled).
-void check_free_space(const fs::path& root, const std::vector<TensorRef>& tensors) {
+void check_free_space(const fs::path& root, const std::vector<TensorPiece>& pieces) {
   struct statvfs st {};
   if (::statvfs(root.c_str(), &st) != 0) return;  // unknown: let the writes tell
-  int64_t need = 64 << 10;  // file headers; then the data and ~8 KiB of metadata per tensor
-  for (const TensorRef& t : tensors) need += numel(t.shape) * (int64_t)sizeof(float) + (8 << 10);
+  int64_t need = 64 << 10;  // file headers; then the data and ~8 KiB of metadata per piece
+  for (const TensorPiece& t : pieces) need += numel(normalised(t).count) * (int64_t)sizeof(float) + (8 << 10);
   const double avail = (double)st.f_bavail * (double)st.f_frsize;
   if (avail < (double)need) {
     char msg[160];
@@ -184,35 +240,64 @@ void write_h5_file(const std::string& file, Body&& body) {
   if (!f.close()) h5::fail("cannot write " + file);
 }
 
-// rank_XXXXX.h5: every tensor as /tensors/<name>, contiguous float32, with its checksum.
-void write_shard(const fs::path& path, const CheckpointMeta& meta, int rank,
-                 const std::vector<TensorRef>& tensors, std::vector<std::string>& checksums) {
+// rank_XXXXX.h5: piece k as dataset /pieces/<k>, contiguous float32, with attributes
+// naming its tensor, the tensor's shape, the box and its checksum. Returns the shard's
+// description for the index (the same facts, plus the shard's own checksum).
+nlohmann::json write_shard(const fs::path& path, const CheckpointMeta& meta, int rank,
+                           const std::vector<TensorPiece>& pieces) {
   const std::string file = path.string();
+  nlohmann::json described = nlohmann::json::array();
+  uint64_t shard_hash = fnv1a64(nullptr, 0);
+  int64_t bytes = 0;
   write_h5_file(file, [&](hid_t f) {
     h5::write_attr(f, "format", std::string(ckpt::kShardFormat));
     h5::write_attr(f, "format_version", (int64_t)ckpt::kFormatVersion);
     h5::write_attr(f, "rank", (int64_t)rank);
     h5::write_attr(f, "step", meta.step);
     h5::write_attr(f, "run_id", meta.run_id);
-    h5::Handle g = h5::group_create(f, ckpt::kTensorGroup);
-    for (const TensorRef& t : tensors) {
+    h5::Handle g = h5::group_create(f, ckpt::kPieceGroup);
+    for (size_t k = 0; k < pieces.size(); k++) {
+      const TensorPiece t = normalised(pieces[k]);
+      const std::string dataset = std::to_string(k);
       const std::string context = "cannot write " + file + " (tensor " + t.name + ")";
-      h5::Handle space = h5::simple_space(t.shape);
-      h5::Handle d(h5::checked(H5Dcreate2(g, t.name.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT,
+      h5::Handle space = h5::simple_space(t.count);
+      h5::Handle d(h5::checked(H5Dcreate2(g, dataset.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT,
                                           H5P_DEFAULT, H5P_DEFAULT), context),
                    H5Dclose);
       h5::checked_status(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data), context);
-      checksums.push_back(checksum_string(t.data, (size_t)numel(t.shape)));
-      h5::write_attr(d, ckpt::kChecksumAttr, checksums.back());
+      const size_t n = (size_t)numel(t.count);
+      const std::string sum = checksum_string(t.data, n);
+      shard_hash = fnv1a64(t.data, n * sizeof(float), shard_hash);
+      bytes += (int64_t)(n * sizeof(float));
+      h5::write_attr(d, "tensor", t.name);
+      h5::write_attr(d, ckpt::kChecksumAttr, sum);
+      described.push_back({{"dataset", std::string("/") + ckpt::kPieceGroup + "/" + dataset},
+                           {"tensor", t.name}, {"shape", t.shape}, {"offset", t.offset},
+                           {"count", t.count}, {"checksum", sum}});
     }
   });
+  return {{"file", path.filename().string()}, {"rank", rank}, {"bytes", bytes},
+          {"checksum", checksum_string(shard_hash)}, {"pieces", described}};
 }
 
-// index.h5: metadata, and every logical tensor as a virtual dataset over its shard.
+// index.h5: metadata, the shards, and every logical tensor as a virtual dataset over the
+// pieces that hold it.
 void write_index(const fs::path& path, const CheckpointMeta& meta, int world_size,
-                 const std::string& shard_file, const std::vector<TensorRef>& tensors,
-                 const std::vector<std::string>& checksums) {
+                 const nlohmann::json& shards) {
   const std::string file = path.string();
+  struct Mapping {
+    std::string file, dataset;
+    std::vector<int64_t> offset, count;
+  };
+  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<Mapping>>> tensors;
+  for (const auto& shard : shards)
+    for (const auto& piece : shard.at("pieces")) {
+      auto& [shape, maps] = tensors[piece.at("tensor").get<std::string>()];
+      shape = piece.at("shape").get<std::vector<int64_t>>();
+      maps.push_back({shard.at("file").get<std::string>(), piece.at("dataset").get<std::string>(),
+                      piece.at("offset").get<std::vector<int64_t>>(),
+                      piece.at("count").get<std::vector<int64_t>>()});
+    }
   write_h5_file(file, [&](hid_t f) {
     h5::write_attr(f, "format", std::string(ckpt::kIndexFormat));
     h5::write_attr(f, "format_version", (int64_t)ckpt::kFormatVersion);
@@ -221,34 +306,69 @@ void write_index(const fs::path& path, const CheckpointMeta& meta, int world_siz
     h5::write_attr(f, "data_position", meta.data_position);
     h5::write_attr(f, "run_id", meta.run_id);
     h5::write_attr(f, "world_size", (int64_t)world_size);
+    h5::write_attr(f, "library_version", meta.library_version);
     {
       // Datasets rather than attributes: a recipe may outgrow HDF5's 64 KiB attribute limit.
       h5::Handle m = h5::group_create(f, ckpt::kMetaGroup);
+      auto json_or_empty = [](const nlohmann::json& j) { return j.is_null() ? std::string("{}") : j.dump(); };
       h5::write_string_dataset(m, "recipe_yaml", meta.recipe_yaml);
-      h5::write_string_dataset(m, "layout_json", meta.layout.is_null() ? "{}" : meta.layout.dump());
+      h5::write_string_dataset(m, "layout_json", json_or_empty(meta.layout));
+      h5::write_string_dataset(m, "rng_json", json_or_empty(meta.rng));
+      h5::write_string_dataset(m, "extra_json", json_or_empty(meta.extra));
+      h5::write_string_dataset(m, "shards_json", shards.dump());
     }
     h5::Handle g = h5::group_create(f, ckpt::kTensorGroup);
     // NaN, not 0, where a source is unreadable: h5py users who skip our checks see garbage
     // rather than plausible zeros.
     const float fill = std::nanf("");
-    for (size_t i = 0; i < tensors.size(); i++) {
-      const TensorRef& t = tensors[i];
-      const std::string context = "cannot write " + file + " (tensor " + t.name + ")";
-      h5::Handle vspace = h5::simple_space(t.shape);
-      h5::Handle sspace = h5::simple_space(t.shape);
+    for (const auto& [name, entry] : tensors) {
+      const auto& [shape, maps] = entry;
+      const std::string context = "cannot write " + file + " (tensor " + name + ")";
+      h5::Handle vspace = h5::simple_space(shape);
       h5::Handle dcpl(h5::checked(H5Pcreate(H5P_DATASET_CREATE), context), H5Pclose);
       h5::checked_status(H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &fill), context);
-      // The source file name is relative: HDF5 looks for it beside index.h5, so the
-      // directory can be renamed and moved as a whole.
-      const std::string source = std::string("/") + ckpt::kTensorGroup + "/" + t.name;
-      h5::checked_status(
-          H5Pset_virtual(dcpl, vspace, shard_file.c_str(), source.c_str(), sspace), context);
-      h5::Handle d(h5::checked(H5Dcreate2(g, t.name.c_str(), H5T_IEEE_F32LE, vspace, H5P_DEFAULT, dcpl,
+      for (const Mapping& m : maps) {
+        std::vector<hsize_t> start(m.offset.begin(), m.offset.end()), count(m.count.begin(), m.count.end());
+        h5::checked_status(H5Sselect_hyperslab(vspace, H5S_SELECT_SET, start.data(), nullptr,
+                                               count.data(), nullptr), context);
+        h5::Handle sspace = h5::simple_space(m.count);
+        // The source file name is relative: HDF5 looks for it beside index.h5, so the
+        // directory can be renamed and moved as a whole.
+        h5::checked_status(
+            H5Pset_virtual(dcpl, vspace, m.file.c_str(), m.dataset.c_str(), sspace), context);
+      }
+      h5::checked_status(H5Sselect_all(vspace), context);
+      h5::Handle d(h5::checked(H5Dcreate2(g, name.c_str(), H5T_IEEE_F32LE, vspace, H5P_DEFAULT, dcpl,
                                           H5P_DEFAULT), context),
                    H5Dclose);
-      h5::write_attr(d, ckpt::kChecksumAttr, checksums[i]);
+      h5::write_attr(d, "pieces", (int64_t)maps.size());
     }
   });
+}
+
+// Every rank's shard description (null for a rank without pieces), on rank 0; {} elsewhere.
+nlohmann::json gather_shards(const World& w, const nlohmann::json& mine) {
+  if (!w.mpi) return nlohmann::json::array({mine});
+  const std::string text = mine.dump();
+  int n = (int)text.size();
+  std::vector<int> sizes(w.size), starts(w.size);
+  MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::string all;
+  if (w.rank == 0) {
+    int64_t total = 0;
+    for (int r = 0; r < w.size; r++) starts[r] = (int)total, total += sizes[r];
+    check(total <= INT_MAX, "checkpoint piece list too large to gather");
+    all.resize((size_t)total);
+  }
+  MPI_Gatherv(text.data(), n, MPI_CHAR, all.data(), sizes.data(), starts.data(), MPI_CHAR, 0,
+              MPI_COMM_WORLD);
+  if (w.rank != 0) return {};
+  nlohmann::json shards = nlohmann::json::array();
+  for (int r = 0; r < w.size; r++) {
+    auto shard = nlohmann::json::parse(all.substr(starts[r], sizes[r]));
+    if (!shard.is_null()) shards.push_back(std::move(shard));
+  }
+  return shards;
 }
 
 // Complete checkpoints in `root`, (step, name), oldest first.
@@ -313,56 +433,73 @@ void prune(const fs::path& root, int keep_last, const std::string& keep) {
 }  // namespace
 
 std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
-                            const std::vector<TensorRef>& tensors, int keep_last, SaveInfo* info) {
+                            const std::vector<TensorPiece>& pieces, int keep_last, SaveInfo* info) {
   const auto t0 = std::chrono::steady_clock::now();
   const World w = world();
   const fs::path root = dir.empty() ? fs::path(".") : fs::path(dir);
   const std::string name = checkpoint_dir_name(meta.step);
   const fs::path final_dir = root / name;
   const fs::path tmp = root / (name + ckpt::kTmpMarker + meta.run_id);
-  // Pure data parallelism: every rank holds the same full tensors, so one writer suffices.
-  // With tp/pp shards every rank will write its own rank_XXXXX.h5 here.
-  const bool writer = w.rank == 0;
-  const std::string shard_file = ckpt::rank_file_name(0);
-  std::vector<std::string> checksums;
-  int64_t bytes = 0;
+  const bool lead = w.rank == 0;
+  nlohmann::json shards;  // on rank 0: every rank's shard description
 
+  // 1. Rank 0 makes the .tmp directory; every rank checks its own pieces meanwhile.
   std::string error = capture([&] {
-    validate(meta, tensors);
-    if (!writer) return;
-    h5::Quiet quiet;
+    validate(meta, pieces);
+    if (!lead) return;
     std::error_code ec;
     fs::create_directories(root, ec);
     if (ec) throw Error("cannot create checkpoint directory " + root.string() + ": " + ec.message());
-    check_free_space(root, tensors);
     fs::remove_all(tmp, ec);  // left by an earlier failed attempt of this run
     if (!fs::create_directory(tmp, ec) || ec)
       throw Error("cannot create " + tmp.string() + ": " + (ec ? ec.message() : "it exists"));
-    write_shard(tmp / shard_file, meta, w.rank, tensors, checksums);
-    write_index(tmp / ckpt::kIndexFile, meta, w.size, shard_file, tensors, checksums);
-    fsync_path(tmp / shard_file, false);
-    fsync_path(tmp / ckpt::kIndexFile, false);
-    fsync_path(tmp, true);
-    for (const TensorRef& t : tensors) bytes += numel(t.shape) * (int64_t)sizeof(float);
   });
   error = agree(w, error);
-  if (error.empty() && writer) error = capture([&] { publish(root, tmp, final_dir, meta.run_id); });
+  // 2. Each rank with pieces writes and fsyncs its shard file.
+  nlohmann::json mine;
+  if (error.empty())
+    error = capture([&] {
+      if (pieces.empty()) return;
+      h5::Quiet quiet;
+      check_free_space(root, pieces);
+      const fs::path shard = tmp / ckpt::rank_file_name(w.rank);
+      mine = write_shard(shard, meta, w.rank, pieces);
+      fsync_path(shard, false);
+    });
+  error = agree(w, error);
+  // 3. Rank 0 checks that the pieces cover every tensor once, then writes the index.
+  if (error.empty()) shards = gather_shards(w, mine);
+  if (error.empty() && lead)
+    error = capture([&] {
+      const std::string gap = coverage_problem(shards);
+      if (!gap.empty()) throw Error("checkpoint of step " + std::to_string(meta.step) + ": " + gap);
+      h5::Quiet quiet;
+      write_index(tmp / ckpt::kIndexFile, meta, w.size, shards);
+      fsync_path(tmp / ckpt::kIndexFile, false);
+      fsync_path(tmp, true);
+    });
+  error = agree(w, error);
+  // 4. Publish: rename, then `latest`.
+  if (error.empty() && lead) error = capture([&] { publish(root, tmp, final_dir, meta.run_id); });
   error = agree(w, error);
   if (!error.empty()) {
-    if (writer) {
+    if (lead) {
       std::error_code ec;
       fs::remove_all(tmp, ec);
     }
     throw Error(error);
   }
-  if (writer) prune(root, keep_last, name);
+  if (lead) prune(root, keep_last, name);
 
   if (info) {
     info->path = final_dir.string();
-    info->bytes = bytes;
+    info->bytes = 0;
     info->checksums.clear();
-    for (size_t i = 0; i < checksums.size(); i++)
-      info->checksums.emplace_back(tensors[i].name, checksums[i]);
+    for (const auto& shard : shards) {
+      info->bytes += shard.at("bytes").get<int64_t>();
+      info->checksums.emplace_back(shard.at("file").get<std::string>(),
+                                   shard.at("checksum").get<std::string>());
+    }
     info->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   return final_dir.string();

@@ -1,17 +1,17 @@
-// HDF5 checkpoints: one directory per step, written atomically.
+// HDF5 checkpoints: one directory per step, each rank writing only what it owns,
+// published atomically.
 //
-//   <dir>/step_000200/index.h5        metadata + every logical tensor as a virtual dataset
-//   <dir>/step_000200/rank_00000.h5   the tensors themselves (one file per writing rank)
+//   <dir>/step_000200/rank_00003.h5   the pieces world rank 3 owns (boxes of logical tensors)
+//   <dir>/step_000200/index.h5        metadata, the list of shards and pieces with their
+//                                     checksums, and every logical tensor as one virtual
+//                                     dataset mapped onto the pieces in the shard files
 //   <dir>/latest                      "step_000200": the newest complete checkpoint
 //
 // checkpoint/ knows nothing of framework/ (the framework uses it, not the reverse): the
-// caller describes its tensors as plain (logical name, shape, pointer) lists. The format
-// is documented in docs/checkpoints.md.
-//
-// For now every rank holds the full tensors (pure data parallelism), so rank 0 writes the
-// single shard file. The index already maps each logical tensor onto its shard through a
-// virtual dataset, so per-rank shards for tensor/pipeline parallelism only change what
-// the writer puts into those mappings.
+// caller describes what it writes as pieces (logical name, full logical shape, the box it
+// holds, a pointer) and what it reads as boxes to fill. Any parallel layout can read any
+// checkpoint: each rank reads the boxes it needs through the index. The format is
+// documented in docs/checkpoints.md.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -23,80 +23,108 @@
 
 namespace tessera {
 
-// A full logical tensor held by this rank (fp32, C order).
-struct TensorRef {
-  std::string name;              // logical name, e.g. "h.0.attn.qkv.weight.adam_m"
-  std::vector<int64_t> shape;    // logical shape; at least one dimension, all > 0
-  const float* data = nullptr;   // numel floats
+// A box of a logical tensor that this rank writes (fp32, C order): elements
+// offset[d] .. offset[d] + count[d] - 1 along each dimension d of the logical tensor.
+// Across all ranks the pieces of one tensor must cover it exactly once.
+struct TensorPiece {
+  std::string name;               // logical name, e.g. "h.0.attn.qkv.weight.adam_m"
+  std::vector<int64_t> shape;     // the logical tensor's shape; >= 1 dimension, all > 0
+  std::vector<int64_t> offset;    // empty: all zeros
+  std::vector<int64_t> count;     // empty: the whole shape
+  const float* data = nullptr;    // prod(count) floats
 };
 
 struct CheckpointMeta {
-  int64_t step = 0;              // optimizer steps completed
+  int64_t step = 0;               // optimizer steps completed
   int64_t tokens_seen = 0;
-  int64_t data_position = 0;     // DataLoader::position() to resume the data stream
+  int64_t data_position = 0;      // DataLoader::position() to resume the data stream
   std::string run_id;
-  std::string recipe_yaml;       // the fully resolved recipe
-  nlohmann::json layout;         // {"dp", "tp", "pp", "world", ...}
+  std::string recipe_yaml;        // the fully resolved recipe
+  nlohmann::json layout;          // {"dp", "tp", "pp", "world", ...}
+  nlohmann::json rng;             // every random stream's state, e.g. {"seed": 1337}
+  nlohmann::json extra;           // anything else the trainer needs to resume
+  std::string library_version;    // of the writer
 };
 
 // What a save wrote, for the run log.
 struct SaveInfo {
   std::string path;                                        // <dir>/step_XXXXXX
-  int64_t bytes = 0;                                       // tensor bytes written
+  int64_t bytes = 0;                                       // tensor bytes, all ranks
   double seconds = 0;                                      // from call to `latest` updated
-  std::vector<std::pair<std::string, std::string>> checksums;  // name -> "fnv1a64:<16 hex>"
+  std::vector<std::pair<std::string, std::string>> checksums;  // shard file -> "fnv1a64:<16 hex>"
 };
 
-// Writes a checkpoint of `tensors` at meta.step and returns its final directory
-// "<dir>/step_XXXXXX". Collective over MPI_COMM_WORLD: every rank calls it with the same
-// meta and tensor list (when MPI is not initialised the caller is a single rank).
+// Writes a checkpoint at meta.step and returns its final directory "<dir>/step_XXXXXX".
+// Collective over MPI_COMM_WORLD: every rank calls it with the same dir, meta and
+// keep_last, and its own pieces (possibly none). When MPI is not initialised the caller
+// is a single rank.
 //
-// The files go into "<dir>/step_XXXXXX.tmp-<run_id>/" and are fsync'd; only when every rank
-// has finished is it renamed to "<dir>/step_XXXXXX" (replacing an older directory of the
-// same step), then "<dir>/latest" is replaced by rename, then complete checkpoints beyond
-// the newest `keep_last` are deleted (keep_last <= 0 keeps all). Any failure (bad input,
-// disk full, permissions) removes the .tmp directory and throws tessera::Error with the
-// same one-line message on every rank; no rank hangs.
+// Rank 0 creates "<dir>/step_XXXXXX.tmp-<run_id>/"; every rank with pieces writes and
+// fsyncs its rank_XXXXX.h5 there; rank 0 checks that the pieces cover every tensor exactly
+// once and writes index.h5; only when every rank has finished is the directory renamed to
+// "<dir>/step_XXXXXX" (replacing an older directory of the same step), then
+// "<dir>/latest" is replaced by rename, then complete checkpoints beyond the newest
+// `keep_last` are deleted (keep_last <= 0 keeps all). Any failure (bad input, disk full,
+// permissions) removes the .tmp directory and throws tessera::Error with the same
+// one-line message on every rank; no rank hangs.
 std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
-                            const std::vector<TensorRef>& tensors, int keep_last,
+                            const std::vector<TensorPiece>& pieces, int keep_last,
                             SaveInfo* info = nullptr);
 
-// Where load_checkpoint puts one logical tensor.
+// A box of a logical tensor to read (offset/count empty: the whole tensor).
 struct TensorDest {
   std::string name;
-  std::vector<int64_t> shape;    // expected shape; a different one in the checkpoint is an Error
-  float* data = nullptr;         // numel floats
+  std::vector<int64_t> shape;     // expected logical shape; another one in the checkpoint is an Error
+  float* data = nullptr;          // prod(count) floats
+  std::vector<int64_t> offset, count;
 };
 
 struct CheckpointTensorInfo {
   std::string name;
   std::vector<int64_t> shape;
-  std::string checksum;          // "fnv1a64:<16 hex>"
+  int pieces = 0;                 // how many pieces (shard datasets) it is stored in
+};
+
+struct CheckpointShardInfo {
+  std::string file;               // "rank_00003.h5"
+  int rank = 0;
+  int64_t bytes = 0;              // tensor bytes
+  std::string checksum;           // over all its pieces' bytes, in order
+  int pieces = 0;
 };
 
 struct LoadedCheckpoint {
-  std::string path;              // the step directory that was read
+  std::string path;               // the step directory that was read
   CheckpointMeta meta;
   std::vector<CheckpointTensorInfo> tensors;  // everything in the index, in name order
+  std::vector<CheckpointShardInfo> shards;
 };
 
-// Reads a checkpoint: `path` is a step directory or a parent directory holding `latest`.
-// Verifies that every shard file the index maps onto exists and opens (HDF5 would read a
-// missing shard silently as fill values), reads every tensor through the index and
-// checks its checksum, and copies each tensor named in `outputs` to its destination.
-// A missing, partial (.tmp), truncated or corrupt checkpoint, an absent tensor or a shape
-// mismatch throws tessera::Error naming the file and the fault. Not collective: any
-// process may call it. On error, destinations may have been partly written.
+// Reads a checkpoint's index and fills each destination box through it: `path` is a step
+// directory or a parent directory holding `latest`. Checks that every shard file the
+// index lists exists and opens as HDF5 (HDF5 would read a missing virtual-dataset source
+// silently as fill values) and holds its pieces, but reads only the requested boxes: the
+// data's checksums are verify_checkpoint's job. A missing, partial (.tmp) or truncated
+// checkpoint, an absent tensor, a shape mismatch or a box outside the tensor throws
+// tessera::Error naming the file and the fault. Not collective. On error, destinations
+// may have been partly written.
 LoadedCheckpoint load_checkpoint(const std::string& path, const std::vector<TensorDest>& outputs);
+
+// Reads every piece of the shards numbered part, part + parts, ... (in the index's
+// order) and checks it against its checksum and the shard's; returns the bytes read.
+// With (0, 1) one process checks everything; P ranks calling it with (rank, P) share the
+// work. Throws tessera::Error naming the shard file and the piece on the first fault.
+int64_t verify_checkpoint(const std::string& path, int part = 0, int parts = 1);
 
 // The step directory `path` refers to: itself if it holds index.h5, else the directory
 // named by `path/latest`. Throws tessera::Error when neither, or for a .tmp directory.
 std::string resolve_checkpoint_dir(const std::string& path);
 
 // FNV-1a, 64 bit, over raw bytes (here: little-endian float32 in C order). Simple enough
-// to recompute in a few lines of Python (tests/reference/check_checkpoint.py does).
-uint64_t fnv1a64(const void* data, size_t bytes);
-std::string checksum_string(const float* data, size_t numel);  // "fnv1a64:<16 hex>"
+// to recompute in a few lines of Python. The running form continues a hash over more bytes.
+uint64_t fnv1a64(const void* data, size_t bytes, uint64_t hash = 0xcbf29ce484222325ull);
+std::string checksum_string(uint64_t hash);                     // "fnv1a64:<16 hex>"
+std::string checksum_string(const float* data, size_t numel);
 
 // "step_000200" for step 200 (more digits beyond 999999).
 std::string checkpoint_dir_name(int64_t step);

@@ -6,14 +6,17 @@
 
 namespace tessera::ckpt {
 
-inline constexpr int kFormatVersion = 1;
+// 2: one shard file per writing rank holding boxes ("pieces") of logical tensors (1: one
+// shard file of whole tensors).
+inline constexpr int kFormatVersion = 2;
 inline constexpr const char* kIndexFormat = "tessera-checkpoint";        // index.h5 "format"
 inline constexpr const char* kShardFormat = "tessera-checkpoint-shard";  // rank_XXXXX.h5 "format"
 inline constexpr const char* kIndexFile = "index.h5";
 inline constexpr const char* kLatestFile = "latest";
 inline constexpr const char* kTmpMarker = ".tmp-";     // step_000200.tmp-<run id>: being written
-inline constexpr const char* kTensorGroup = "tensors";  // /tensors/<logical name> in both files
-inline constexpr const char* kMetaGroup = "meta";       // /meta/recipe_yaml, /meta/layout_json
+inline constexpr const char* kTensorGroup = "tensors";  // index.h5: /tensors/<logical name>
+inline constexpr const char* kPieceGroup = "pieces";    // rank_XXXXX.h5: /pieces/<k>
+inline constexpr const char* kMetaGroup = "meta";       // /meta/recipe_yaml, layout_json, rng_json, extra_json, shards_json
 inline constexpr const char* kChecksumAttr = "checksum";
 inline constexpr const char* kChecksumPrefix = "fnv1a64:";
 

@@ -31,31 +31,88 @@ int64_t numel(const std::vector<int64_t>& shape) {
   return n;
 }
 
-// One mapping of a virtual dataset: the shard file (as written in the index) and the
-// dataset inside it.
-struct Source {
-  std::string file, dataset;
+// The index of a checkpoint, opened and checked: format, version, metadata, shards.
+struct Index {
+  std::string dir, path;  // the step directory and its index.h5
+  h5::Handle file;
+  LoadedCheckpoint info;
+  nlohmann::json shards;  // as written: [{file, rank, bytes, checksum, pieces: [...]}]
 };
 
-// The sources of a dataset in the index; empty when it is an ordinary (non-virtual) one.
-std::vector<Source> virtual_sources(hid_t dset, const std::string& context) {
-  h5::Handle dcpl(h5::checked(H5Dget_create_plist(dset), context), H5Pclose);
-  if (H5Pget_layout(dcpl) != H5D_VIRTUAL) return {};
-  size_t count = 0;
-  h5::checked_status(H5Pget_virtual_count(dcpl, &count), context);
-  std::vector<Source> out(count);
-  for (size_t i = 0; i < count; i++) {
-    const ssize_t nf = H5Pget_virtual_filename(dcpl, i, nullptr, 0);
-    const ssize_t nd = H5Pget_virtual_dsetname(dcpl, i, nullptr, 0);
-    if (nf < 0 || nd < 0) h5::fail(context);
-    std::string f(nf + 1, '\0'), d(nd + 1, '\0');
-    H5Pget_virtual_filename(dcpl, i, f.data(), f.size());
-    H5Pget_virtual_dsetname(dcpl, i, d.data(), d.size());
-    f.resize(nf);
-    d.resize(nd);
-    out[i] = {f, d};
+nlohmann::json parse_json(const std::string& text, const std::string& what) {
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw Error(what + " is not valid JSON");
+  return j;
+}
+
+Index open_index(const std::string& path) {
+  Index x;
+  x.dir = resolve_checkpoint_dir(path);
+  x.path = (fs::path(x.dir) / ckpt::kIndexFile).string();
+  x.info.path = x.dir;
+  x.file = h5::file_open_read(x.path);
+  const std::string format = h5::read_string_attr(x.file, "format", x.path);
+  if (format != ckpt::kIndexFormat)
+    throw Error(x.path + " is not a Tessera checkpoint index (format '" + format + "')");
+  const int64_t version = h5::read_int_attr(x.file, "format_version", x.path);
+  if (version != ckpt::kFormatVersion)
+    throw Error(x.path + " has format version " + std::to_string(version) + "; this build reads " +
+                std::to_string(ckpt::kFormatVersion) +
+                (version < ckpt::kFormatVersion ? " (written by an older Tessera)" : ""));
+  CheckpointMeta& meta = x.info.meta;
+  meta.step = h5::read_int_attr(x.file, "step", x.path);
+  meta.tokens_seen = h5::read_int_attr(x.file, "tokens_seen", x.path);
+  meta.data_position = h5::read_int_attr(x.file, "data_position", x.path);
+  meta.run_id = h5::read_string_attr(x.file, "run_id", x.path);
+  meta.library_version = h5::read_string_attr(x.file, "library_version", x.path);
+  h5::Handle m = h5::group_open(x.file, ckpt::kMetaGroup);
+  meta.recipe_yaml = h5::read_string_dataset(m, "recipe_yaml", x.path);
+  meta.layout = parse_json(h5::read_string_dataset(m, "layout_json", x.path), x.path + ": /meta/layout_json");
+  meta.rng = parse_json(h5::read_string_dataset(m, "rng_json", x.path), x.path + ": /meta/rng_json");
+  meta.extra = parse_json(h5::read_string_dataset(m, "extra_json", x.path), x.path + ": /meta/extra_json");
+  x.shards = parse_json(h5::read_string_dataset(m, "shards_json", x.path), x.path + ": /meta/shards_json");
+  try {
+    std::map<std::string, CheckpointTensorInfo> tensors;
+    for (const auto& shard : x.shards) {
+      CheckpointShardInfo s;
+      s.file = shard.at("file").get<std::string>();
+      s.rank = shard.at("rank").get<int>();
+      s.bytes = shard.at("bytes").get<int64_t>();
+      s.checksum = shard.at("checksum").get<std::string>();
+      s.pieces = (int)shard.at("pieces").size();
+      x.info.shards.push_back(s);
+      for (const auto& piece : shard.at("pieces")) {
+        CheckpointTensorInfo& t = tensors[piece.at("tensor").get<std::string>()];
+        t.name = piece.at("tensor").get<std::string>();
+        t.shape = piece.at("shape").get<std::vector<int64_t>>();
+        t.pieces++;
+      }
+    }
+    for (auto& [name, t] : tensors) x.info.tensors.push_back(std::move(t));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(x.path + ": /meta/shards_json is malformed (" + e.what() + ")");
   }
-  return out;
+  return x;
+}
+
+// Opens shard `s` of the index, checking that it exists, opens as HDF5 (a truncated file
+// fails here) and holds every piece the index lists.
+h5::Handle open_shard(const Index& x, const nlohmann::json& shard) {
+  const std::string name = shard.at("file").get<std::string>();
+  const fs::path file = fs::path(x.dir) / name;
+  std::error_code ec;
+  if (!fs::exists(file, ec))
+    throw Error("checkpoint " + x.dir + " is missing " + name + " (the index lists " +
+                std::to_string(shard.at("pieces").size()) + " pieces in it)");
+  h5::Handle f = h5::file_open_read(file.string());
+  for (const auto& piece : shard.at("pieces")) {
+    const std::string dataset = piece.at("dataset").get<std::string>();
+    if (H5Lexists(f, ckpt::kPieceGroup, H5P_DEFAULT) <= 0 ||
+        H5Lexists(f, dataset.c_str(), H5P_DEFAULT) <= 0)
+      throw Error(file.string() + " has no dataset " + dataset + " (a piece of tensor '" +
+                  piece.at("tensor").get<std::string>() + "')");
+  }
+  return f;
 }
 
 }  // namespace
@@ -94,103 +151,77 @@ std::string resolve_checkpoint_dir(const std::string& path) {
 }
 
 LoadedCheckpoint load_checkpoint(const std::string& path, const std::vector<TensorDest>& outputs) {
-  LoadedCheckpoint out;
-  out.path = resolve_checkpoint_dir(path);
-  const fs::path dir(out.path);
-  const std::string index_path = (dir / ckpt::kIndexFile).string();
   h5::Quiet quiet;
+  Index x = open_index(path);
+  for (const auto& shard : x.shards) open_shard(x, shard);  // all present before any read
 
-  h5::Handle f = h5::file_open_read(index_path);
-  const std::string format = h5::read_string_attr(f, "format", index_path);
-  if (format != ckpt::kIndexFormat)
-    throw Error(index_path + " is not a Tessera checkpoint index (format '" + format + "')");
-  const int64_t version = h5::read_int_attr(f, "format_version", index_path);
-  if (version > ckpt::kFormatVersion)
-    throw Error(index_path + " has format version " + std::to_string(version) +
-                ", newer than this build reads (" + std::to_string(ckpt::kFormatVersion) + ")");
-  CheckpointMeta& meta = out.meta;
-  meta.step = h5::read_int_attr(f, "step", index_path);
-  meta.tokens_seen = h5::read_int_attr(f, "tokens_seen", index_path);
-  meta.data_position = h5::read_int_attr(f, "data_position", index_path);
-  meta.run_id = h5::read_string_attr(f, "run_id", index_path);
-  {
-    h5::Handle m = h5::group_open(f, ckpt::kMetaGroup);
-    meta.recipe_yaml = h5::read_string_dataset(m, "recipe_yaml", index_path);
-    const std::string layout = h5::read_string_dataset(m, "layout_json", index_path);
-    meta.layout = nlohmann::json::parse(layout, nullptr, /*allow_exceptions=*/false);
-    if (meta.layout.is_discarded()) throw Error(index_path + ": /meta/layout_json is not valid JSON");
+  h5::Handle g = h5::group_open(x.file, ckpt::kTensorGroup);
+  for (const TensorDest& t : outputs) {
+    const auto it = std::find_if(x.info.tensors.begin(), x.info.tensors.end(),
+                                 [&](const CheckpointTensorInfo& i) { return i.name == t.name; });
+    if (it == x.info.tensors.end()) throw Error(x.path + " has no tensor '" + t.name + "'");
+    if (it->shape != t.shape)
+      throw Error("tensor '" + t.name + "' in " + x.path + " has shape " + shape_string(it->shape) +
+                  ", expected " + shape_string(t.shape));
+    std::vector<int64_t> offset = t.offset, count = t.count;
+    if (offset.empty()) offset.assign(t.shape.size(), 0);
+    if (count.empty()) count = t.shape;
+    bool inside = offset.size() == t.shape.size() && count.size() == t.shape.size();
+    for (size_t d = 0; inside && d < t.shape.size(); d++)
+      inside = offset[d] >= 0 && count[d] > 0 && offset[d] + count[d] <= t.shape[d];
+    if (!inside)
+      throw Error("cannot read " + shape_string(count) + " at " + shape_string(offset) +
+                  " of tensor '" + t.name + "' of shape " + shape_string(t.shape));
+    // Through the virtual dataset: HDF5 reads the part of each piece inside the box.
+    const std::string context = "cannot read tensor '" + t.name + "' from " + x.dir;
+    h5::Handle d = h5::dataset_open(g, t.name, context);
+    h5::Handle file_space(h5::checked(H5Dget_space(d), context), H5Sclose);
+    std::vector<hsize_t> start(offset.begin(), offset.end()), n(count.begin(), count.end());
+    h5::checked_status(
+        H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, n.data(), nullptr),
+        context);
+    h5::Handle mem_space = h5::simple_space(count);
+    h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, t.data),
+                       context);
   }
+  return x.info;
+}
 
-  if (H5Lexists(f, ckpt::kTensorGroup, H5P_DEFAULT) <= 0)
-    throw Error(index_path + " has no /" + std::string(ckpt::kTensorGroup) + " group");
-  h5::Handle g = h5::group_open(f, ckpt::kTensorGroup);
-  const std::vector<std::string> names = h5::group_members(g);
-
-  std::unordered_map<std::string, const TensorDest*> wanted;
-  for (const TensorDest& t : outputs) wanted[t.name] = &t;
-  for (const TensorDest& t : outputs)
-    if (!std::binary_search(names.begin(), names.end(), t.name))
-      throw Error(index_path + " has no tensor '" + t.name + "'");
-
-  // First every shard file: it must exist, open as HDF5 (a truncated file fails here) and
-  // hold the mapped dataset. Only then read through the index.
-  std::map<std::string, std::vector<Source>> sources;  // tensor -> its sources
-  {
-    std::map<std::string, h5::Handle> shard_files;      // opened once each
-    for (const std::string& name : names) {
-      const std::string context = index_path + ": tensor " + name;
-      h5::Handle d = h5::dataset_open(g, name, context);
-      sources[name] = virtual_sources(d, context);
-      for (const Source& s : sources[name]) {
-        if (s.file == ".") continue;  // HDF5's name for "this same file"
-        const std::string shard =
-            (fs::path(s.file).is_absolute() ? fs::path(s.file) : dir / s.file).string();
-        auto it = shard_files.find(shard);
-        if (it == shard_files.end()) {
-          std::error_code ec;
-          if (!fs::exists(shard, ec))
-            throw Error("checkpoint " + out.path + " is missing " + s.file +
-                        " (the index maps tensor '" + name + "' onto it)");
-          it = shard_files.emplace(shard, h5::file_open_read(shard)).first;
-        }
-        if (H5Lexists(it->second, s.dataset.c_str(), H5P_DEFAULT) <= 0)
-          throw Error(shard + " has no dataset " + s.dataset + " (tensor '" + name + "')");
-      }
+int64_t verify_checkpoint(const std::string& path, int part, int parts) {
+  check(parts >= 1 && part >= 0 && part < parts, "verify_checkpoint: bad part");
+  h5::Quiet quiet;
+  const Index x = open_index(path);
+  int64_t bytes = 0;
+  std::vector<float> data;
+  for (size_t i = part; i < x.shards.size(); i += parts) {
+    const auto& shard = x.shards[i];
+    const std::string file = (fs::path(x.dir) / shard.at("file").get<std::string>()).string();
+    h5::Handle f = open_shard(x, shard);
+    uint64_t shard_hash = fnv1a64(nullptr, 0);
+    for (const auto& piece : shard.at("pieces")) {
+      const std::string dataset = piece.at("dataset").get<std::string>();
+      const std::string tensor = piece.at("tensor").get<std::string>();
+      const std::string context = file + ": piece " + dataset + " of tensor '" + tensor + "'";
+      h5::Handle d = h5::dataset_open(f, dataset, context);
+      const auto count = piece.at("count").get<std::vector<int64_t>>();
+      if (h5::dataset_shape(d) != count)
+        throw Error(context + " has shape " + shape_string(h5::dataset_shape(d)) + ", the index says " +
+                    shape_string(count));
+      data.resize((size_t)numel(count));
+      h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()),
+                         "cannot read " + context);
+      const std::string expected = piece.at("checksum").get<std::string>();
+      const std::string actual = checksum_string(data.data(), data.size());
+      if (actual != expected)
+        throw Error("checksum mismatch in " + context + ": the index says " + expected +
+                    ", the data hashes to " + actual);
+      shard_hash = fnv1a64(data.data(), data.size() * sizeof(float), shard_hash);
+      bytes += (int64_t)(data.size() * sizeof(float));
     }
+    if (checksum_string(shard_hash) != shard.at("checksum").get<std::string>())
+      throw Error("checksum mismatch for " + file + " as a whole");
   }
-
-  std::vector<float> scratch;
-  for (const std::string& name : names) {
-    const std::string context = index_path + ": tensor " + name;
-    h5::Handle d = h5::dataset_open(g, name, context);
-    const std::vector<int64_t> shape = h5::dataset_shape(d);
-    const std::string expected = h5::read_string_attr(d, ckpt::kChecksumAttr, context);
-    h5::Handle type(h5::checked(H5Dget_type(d), context), H5Tclose);
-    if (H5Tget_class(type) != H5T_FLOAT) throw Error(context + " is not a floating-point tensor");
-
-    float* dst = nullptr;
-    if (auto it = wanted.find(name); it != wanted.end()) {
-      if (it->second->shape != shape)
-        throw Error("tensor '" + name + "' in " + index_path + " has shape " + shape_string(shape) +
-                    ", expected " + shape_string(it->second->shape));
-      dst = it->second->data;
-    } else {
-      scratch.resize((size_t)numel(shape));
-      dst = scratch.data();
-    }
-    // Where the bytes live, for messages: the shard file of a virtual dataset.
-    const std::vector<Source>& src = sources[name];
-    const std::string holder =
-        src.empty() || src[0].file == "." ? index_path : (dir / src[0].file).string();
-    h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst),
-                       "cannot read tensor '" + name + "' from " + holder);
-    const std::string actual = checksum_string(dst, (size_t)numel(shape));
-    if (actual != expected)
-      throw Error("checksum mismatch for tensor '" + name + "' in " + holder + ": index says " +
-                  expected + ", data hashes to " + actual);
-    out.tensors.push_back({name, shape, expected});
-  }
-  return out;
+  return bytes;
 }
 
 }  // namespace tessera

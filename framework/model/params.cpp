@@ -56,6 +56,80 @@ const ParamInfo& ParamTable::get(const std::string& name) const {
   throw Error("no parameter named '" + name + "'");
 }
 
+int64_t LogicalBox::numel() const {
+  int64_t n = 1;
+  for (int64_t c : count) n *= c;
+  return n;
+}
+
+namespace {
+
+// Appends the run of local elements [local, local + n), which are logical elements
+// li .. li + n - 1 of one row of a [rows, cols] logical tensor, to `boxes`: it extends the
+// last box by a row when it continues it in both the logical tensor (same columns, next
+// row) and local memory, else starts a box.
+void add_run(std::vector<LogicalBox>& boxes, int64_t li, int64_t n, int64_t local, int64_t cols,
+             bool two_d) {
+  if (!two_d) {
+    if (!boxes.empty() && boxes.back().offset[0] + boxes.back().count[0] == li &&
+        boxes.back().local_begin + boxes.back().count[0] == local) {
+      boxes.back().count[0] += n;
+      return;
+    }
+    boxes.push_back({{li}, {n}, local});
+    return;
+  }
+  const int64_t row = li / cols, col = li % cols;
+  if (!boxes.empty()) {
+    LogicalBox& b = boxes.back();
+    if (b.offset[1] == col && b.count[1] == n && b.offset[0] + b.count[0] == row &&
+        b.local_begin + b.numel() == local) {
+      b.count[0] += 1;
+      return;
+    }
+  }
+  boxes.push_back({{row, col}, {1, n}, local});
+}
+
+}  // namespace
+
+std::vector<LogicalBox> logical_boxes(const ParamInfo& p, int64_t begin, int64_t end) {
+  check(0 <= begin && begin <= end && end <= p.numel,
+        "logical_boxes: bad range of parameter '" + p.name + "'");
+  check(p.shape.size() == 1 || p.shape.size() == 2,
+        "logical_boxes: parameter '" + p.name + "' is neither 1-D nor 2-D");
+  const bool two_d = p.shape.size() == 2;
+  const int64_t local_cols = two_d ? p.local_shape[1] : p.numel;
+  const int64_t cols = two_d ? p.shape[1] : p.logical_numel();
+  std::vector<LogicalBox> boxes;
+  // Row by row of the local slice (a 1-D tensor is one row); within a row the logical
+  // indices of a shard are consecutive except where local padding starts (wte's rows, or
+  // a 1-D slice's groups): the fast path checks the endpoints, else element by element.
+  for (int64_t i = begin; i < end;) {
+    const int64_t row_end = std::min(end, (i / local_cols + 1) * local_cols);
+    const int64_t first = p.logical_index(i), last = p.logical_index(row_end - 1);
+    const int64_t n = row_end - i;
+    if (first >= 0 && last - first == n - 1 && (!two_d || first / cols == last / cols)) {
+      add_run(boxes, first, n, i, cols, two_d);
+      i = row_end;
+      continue;
+    }
+    while (i < row_end) {  // runs of consecutive logical indices
+      const int64_t li = p.logical_index(i);
+      if (li < 0) {
+        i++;
+        continue;
+      }
+      int64_t j = i + 1;
+      while (j < row_end && p.logical_index(j) == li + (j - i) && (!two_d || (li + j - i) % cols != 0))
+        j++;
+      add_run(boxes, li, j - i, i, cols, two_d);
+      i = j;
+    }
+  }
+  return boxes;
+}
+
 void init_params(const ParamTable& table, uint64_t seed, float* values) {
   for (const auto& p : table.params()) {
     float* out = values + p.offset;

@@ -53,6 +53,22 @@ struct ParamInfo {
   int64_t logical_index(int64_t i) const;
 };
 
+// A box of a logical tensor: elements offset[d] .. offset[d] + count[d] - 1 along every
+// dimension d, held contiguously (C order) in a rank's local slice from local element
+// local_begin on. Checkpoints write and read tensors as such boxes.
+struct LogicalBox {
+  std::vector<int64_t> offset, count;
+  int64_t local_begin = 0;
+  int64_t numel() const;
+  bool operator==(const LogicalBox&) const = default;
+};
+
+// The local elements [begin, end) of p (its tp slice, C order) as boxes of the logical
+// tensor, in local order, local padding left out: one box for a whole unsharded tensor or
+// a row-split slice, one per group for the fused q|k|v rows, more where a range (ZeRO-1)
+// starts or ends inside a row. 1-D and 2-D tensors.
+std::vector<LogicalBox> logical_boxes(const ParamInfo& p, int64_t begin, int64_t end);
+
 // A list of parameters laid out back to back; offsets are aligned to 16 floats (64 bytes)
 // so each tensor starts on a cache line and AVX-512 loads are aligned.
 class ParamTable {

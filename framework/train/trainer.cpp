@@ -22,7 +22,9 @@
 #include "framework/data/tokenizer.h"
 #include "framework/model/gpt2.h"
 #include "framework/optim/adamw.h"
+#include "framework/train/checkpointing.h"
 #include "framework/train/pipeline.h"
+#include "framework/util/system_info.h"
 #include "framework/runlog/run_log.h"
 #include "framework/util/error.h"
 #include "framework/util/memory.h"
@@ -167,96 +169,28 @@ std::vector<int32_t> greedy_sample(PipelineEngine& engine, const GPTConfig& c,
   return tokens;
 }
 
-// Pipeline parallelism: each stage holds only its own layers. Until checkpoints are
-// written per rank (the checkpoint issue), the (dp 0, tp 0) rank of every later stage sends
-// its tensors to world rank 0, which appends them to its own and writes them all.
-void send_stages_to_first(std::vector<TensorRef>& tensors, std::vector<std::vector<float>>& store,
-                          const Mesh& mesh) {
-  if (mesh.pp_size() == 1 || mesh.dp_rank() != 0 || mesh.tp_rank() != 0) return;
-  const MPI_Comm comm = mesh.pp_comm();
-  auto numel = [](const std::vector<int64_t>& shape) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    check(n <= INT32_MAX, "tensor too large to send to the checkpoint writer");
-    return (int)n;
-  };
-  if (mesh.pp_rank() > 0) {
-    int64_t count = (int64_t)tensors.size();
-    MPI_Send(&count, 1, MPI_INT64_T, 0, 0, comm);
-    for (const TensorRef& t : tensors) {
-      const std::string header = nlohmann::json{{"name", t.name}, {"shape", t.shape}}.dump();
-      MPI_Send(header.data(), (int)header.size(), MPI_CHAR, 0, 1, comm);
-      MPI_Send(t.data, numel(t.shape), MPI_FLOAT, 0, 2, comm);
-    }
-    return;
-  }
-  for (int stage = 1; stage < mesh.pp_size(); stage++) {
-    int64_t count = 0;
-    MPI_Recv(&count, 1, MPI_INT64_T, stage, 0, comm, MPI_STATUS_IGNORE);
-    for (int64_t i = 0; i < count; i++) {
-      MPI_Status status;
-      MPI_Probe(stage, 1, comm, &status);
-      int length = 0;
-      MPI_Get_count(&status, MPI_CHAR, &length);
-      std::string header((size_t)length, '\0');
-      MPI_Recv(header.data(), length, MPI_CHAR, stage, 1, comm, MPI_STATUS_IGNORE);
-      const auto j = nlohmann::json::parse(header);
-      TensorRef t{j.at("name").get<std::string>(), j.at("shape").get<std::vector<int64_t>>(),
-                  nullptr};
-      store.emplace_back((size_t)numel(t.shape));  // moving inner vectors keeps their data
-      MPI_Recv(store.back().data(), numel(t.shape), MPI_FLOAT, stage, 2, comm, MPI_STATUS_IGNORE);
-      t.data = store.back().data();
-      tensors.push_back(std::move(t));
-    }
-  }
-}
-
 // Writes a checkpoint of the parameters and AdamW moments after `step` steps (collective:
-// every rank calls it), records it in the run log and returns its directory.
-// Under ZeRO-1 (dp_comm non-null) each rank holds the moments of its range only: they are
-// all-gathered over dp into full flat buffers first, so the checkpoint holds full tensors
-// and its format does not depend on ZeRO.
+// every rank calls it with the pieces it owns, see checkpointing.h), records it in the run
+// log and returns its directory.
 std::string save_training_checkpoint(const Recipe& r, GPT2& model, AdamW& adamw,
                                      const DataLoader& loader, const std::string& run_id,
                                      int64_t step, const World& w, const Mesh& mesh, RunLog& log,
-                                     bool print, Communicator* zero_comm) {
-  std::vector<TensorRef> tensors;
-  std::vector<float> full_m, full_v;
-  const float* m = adamw.m();
-  const float* v = adamw.v();
-  if (zero_comm) {
-    full_m.resize((size_t)model.flat_size());
-    full_v.resize((size_t)model.flat_size());
-    zero_comm->all_gather(adamw.m(), full_m.data(), adamw.range().size());
-    zero_comm->all_gather(adamw.v(), full_v.data(), adamw.range().size());
-    m = full_m.data();
-    v = full_v.data();
-  }
-  // Under tensor parallelism the writer gets full logical tensors, gathered over the tp
-  // group (per-rank shard files come with the checkpoint issue).
-  std::vector<std::vector<float>> gathered;
-  const bool gather = model.tp().size > 1;
-  const auto& params = model.table().params();
-  if (gather) gathered.reserve(3 * params.size());
-  auto ref = [&](const std::string& name, const ParamInfo& p, int i, const float* base) {
-    if (!gather) return TensorRef{name, p.shape, base + p.offset};
-    gathered.push_back(model.gather_logical(i, base));
-    return TensorRef{name, p.shape, gathered.back().data()};
-  };
-  for (int i = 0; i < (int)params.size(); i++) {
-    const ParamInfo& p = params[i];
-    if (p.tied_copy) continue;  // the LM head's wte: the first stage saves it
-    tensors.push_back(ref(p.name, p, i, model.params()));
-    tensors.push_back(ref(p.name + ".adam_m", p, i, m));
-    tensors.push_back(ref(p.name + ".adam_v", p, i, v));
-  }
-  send_stages_to_first(tensors, gathered, mesh);
-  const CheckpointMeta meta{step, step * r.train.global_batch * r.model.seq_len, loader.position(),
-                            run_id, recipe_to_yaml(r),
-                            {{"dp", r.parallel.dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
-                             {"world", w.size}}};
+                                     bool print) {
+  CheckpointMeta meta;
+  meta.step = step;
+  meta.tokens_seen = step * r.train.global_batch * r.model.seq_len;
+  meta.data_position = loader.position();
+  meta.run_id = run_id;
+  meta.recipe_yaml = recipe_to_yaml(r);
+  meta.layout = {{"dp", r.parallel.dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
+                 {"zero", r.parallel.zero}, {"world", w.size}};
+  // Initialisation is counter-based (seed, name, index) and the data order a function of
+  // (seed, position): the seed is the whole random state.
+  meta.rng = {{"seed", r.train.seed}};
+  meta.library_version = kTesseraVersion;
   SaveInfo info;
-  save_checkpoint(r.checkpoint.dir, meta, tensors, r.checkpoint.keep_last, &info);
+  save_checkpoint(r.checkpoint.dir, meta, training_state_pieces(model, adamw, mesh.dp_rank()),
+                  r.checkpoint.keep_last, &info);
   nlohmann::json checksums = nlohmann::json::object();
   for (const auto& [name, sum] : info.checksums) checksums[name] = sum;
   log.checkpoint({{"path", info.path}, {"step", step}, {"bytes", info.bytes},
@@ -450,15 +384,13 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       summary.steps = step + 1;
       if (r.checkpoint.every > 0 && summary.steps % r.checkpoint.every == 0) {
         summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                      summary.steps, w, mesh, log, options.print,
-                                                      zero ? dp_comm.get() : nullptr);
+                                                      summary.steps, w, mesh, log, options.print);
         saved_step = summary.steps;
       }
     }
     if (saved_step != summary.steps)
       summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                    summary.steps, w, mesh, log, options.print,
-                                                      zero ? dp_comm.get() : nullptr);
+                                                    summary.steps, w, mesh, log, options.print);
     if (!step_rates.empty()) {
       std::nth_element(step_rates.begin(), step_rates.begin() + step_rates.size() / 2,
                        step_rates.end());

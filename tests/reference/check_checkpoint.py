@@ -10,8 +10,9 @@ EXPECTED_JSON, written by tests/unit/test_checkpoint.cpp:
 
 Checks the index's metadata, that /tensors holds exactly the expected names, and for
 each tensor: that it is a virtual dataset whose source files exist, its shape, its first
-values (exactly), its sum, that it equals the source dataset read from the shard
-directly, and that FNV-1a 64 of its little-endian float32 bytes matches its checksum
+values (exactly), its sum, and for each of its pieces (virtual sources): that the box of
+the tensor it maps to equals the source dataset read from the shard directly, and that
+FNV-1a 64 of the piece's little-endian float32 bytes matches the piece's checksum
 attribute. Prints "ok: ..." and exits 0, or prints every problem and exits 1.
 """
 import json
@@ -54,7 +55,7 @@ def main() -> int:
 
     with h5py.File(os.path.join(ckpt_dir, "index.h5"), "r") as f:
         expect(text(f.attrs["format"]) == "tessera-checkpoint", f"format is {f.attrs['format']!r}")
-        expect(int(f.attrs["format_version"]) == 1, "format_version is not 1")
+        expect(int(f.attrs["format_version"]) == 2, "format_version is not 2")
         for key in ("step", "tokens_seen", "data_position"):
             expect(int(f.attrs[key]) == expected[key], f"{key}: {f.attrs[key]} != {expected[key]}")
         expect(text(f.attrs["run_id"]) == expected["run_id"], "run_id differs")
@@ -77,16 +78,27 @@ def main() -> int:
             total = float(flat.sum())
             expect(math.isclose(total, want["sum"], rel_tol=1e-9, abs_tol=1e-9),
                    f"{name}: sum {total} != {want['sum']}")
-            checksum = "fnv1a64:%016x" % fnv1a64(arr.astype("<f4").tobytes())
-            expect(text(ds.attrs["checksum"]) == checksum,
-                   f"{name}: checksum {text(ds.attrs['checksum'])} != recomputed {checksum}")
+            covered = 0
             for source in ds.virtual_sources():
                 shard = os.path.join(ckpt_dir, source.file_name)
                 expect(os.path.isfile(shard), f"{name}: source file {source.file_name} missing")
-                if os.path.isfile(shard):
-                    with h5py.File(shard, "r") as s:
-                        expect(np.array_equal(s[source.dset_name][()], arr),
-                               f"{name}: differs from {source.file_name}:{source.dset_name}")
+                if not os.path.isfile(shard):
+                    continue
+                start, end = source.vspace.get_select_bounds()
+                box = arr[tuple(slice(a, b + 1) for a, b in zip(start, end))]
+                covered += box.size
+                with h5py.File(shard, "r") as s:
+                    piece = s[source.dset_name]
+                    expect(text(piece.attrs["tensor"]) == name,
+                           f"{name}: {source.file_name}:{source.dset_name} says it is {piece.attrs['tensor']!r}")
+                    data = piece[()]
+                    expect(np.array_equal(data, box, equal_nan=True),
+                           f"{name}: differs from {source.file_name}:{source.dset_name}")
+                    checksum = "fnv1a64:%016x" % fnv1a64(data.astype("<f4").tobytes())
+                    expect(text(piece.attrs["checksum"]) == checksum,
+                           f"{name}: checksum of {source.dset_name} {text(piece.attrs['checksum'])} "
+                           f"!= recomputed {checksum}")
+            expect(covered == arr.size, f"{name}: pieces cover {covered} of {arr.size} elements")
 
     if problems:
         for p in problems:

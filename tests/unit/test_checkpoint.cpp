@@ -56,9 +56,25 @@ struct Tensors {
     shapes.push_back(std::move(shape));
     values.push_back(std::move(v));
   }
-  std::vector<TensorRef> refs() const {
-    std::vector<TensorRef> r;
-    for (size_t i = 0; i < names.size(); i++) r.push_back({names[i], shapes[i], values[i].data()});
+  // Every tensor as one piece.
+  std::vector<TensorPiece> refs() const {
+    std::vector<TensorPiece> r;
+    for (size_t i = 0; i < names.size(); i++) r.push_back({names[i], shapes[i], {}, {}, values[i].data()});
+    return r;
+  }
+  // 2-D tensors as two row blocks, as two tensor-parallel ranks would hold them.
+  std::vector<TensorPiece> split_refs() const {
+    std::vector<TensorPiece> r;
+    for (size_t i = 0; i < names.size(); i++) {
+      const auto& s = shapes[i];
+      if (s.size() != 2) {
+        r.push_back({names[i], s, {}, {}, values[i].data()});
+        continue;
+      }
+      const int64_t top = s[0] / 2;
+      r.push_back({names[i], s, {0, 0}, {top, s[1]}, values[i].data()});
+      r.push_back({names[i], s, {top, 0}, {s[0] - top, s[1]}, values[i].data() + top * s[1]});
+    }
     return r;
   }
 };
@@ -114,7 +130,8 @@ TEST_F(Checkpoint, RoundTripIsBitExact) {
   const std::string path = save_checkpoint(dir.string(), meta_at(7), t.refs(), 3, &info);
   EXPECT_EQ(path, (dir / "step_000007").string());
   EXPECT_EQ(info.path, path);
-  EXPECT_EQ(info.checksums.size(), t.names.size());
+  ASSERT_EQ(info.checksums.size(), 1u);  // one shard file, rank 0's
+  EXPECT_EQ(info.checksums[0].first, "rank_00000.h5");
   EXPECT_EQ(info.bytes, (7 * 4 + 4 * 12 + 4) * 3 * 4);
   EXPECT_TRUE(fs::exists(dir / "step_000007" / "index.h5"));
   EXPECT_TRUE(fs::exists(dir / "step_000007" / "rank_00000.h5"));
@@ -124,7 +141,7 @@ TEST_F(Checkpoint, RoundTripIsBitExact) {
   std::vector<TensorDest> dests;
   for (size_t i = 0; i < t.names.size(); i++) {
     got[i].assign(t.values[i].size(), 42.0f);
-    dests.push_back({t.names[i], t.shapes[i], got[i].data()});
+    dests.push_back({t.names[i], t.shapes[i], got[i].data(), {}, {}});
   }
   const LoadedCheckpoint loaded = load_checkpoint(path, dests);
   for (size_t i = 0; i < t.names.size(); i++)
@@ -139,18 +156,35 @@ TEST_F(Checkpoint, RoundTripIsBitExact) {
   EXPECT_EQ(loaded.meta.recipe_yaml, m.recipe_yaml);
   EXPECT_EQ(loaded.meta.layout, m.layout);
   ASSERT_EQ(loaded.tensors.size(), t.names.size());
-  for (const auto& ti : loaded.tensors) {
-    for (const auto& [name, sum] : info.checksums) {
-      if (name == ti.name) {
-        EXPECT_EQ(ti.checksum, sum);
-      }
-    }
-  }
+  for (const auto& ti : loaded.tensors) EXPECT_EQ(ti.pieces, 1) << ti.name;
+  ASSERT_EQ(loaded.shards.size(), 1u);
+  EXPECT_EQ(loaded.shards[0].checksum, info.checksums[0].second);
+  EXPECT_EQ(verify_checkpoint(path), info.bytes);
 
   // Loading by the parent directory goes through `latest`; a subset of tensors is fine.
   std::vector<float> wte(28);
-  EXPECT_EQ(load_checkpoint(dir.string(), {{"wte.weight", {7, 4}, wte.data()}}).meta.step, 7);
+  EXPECT_EQ(load_checkpoint(dir.string(), {{"wte.weight", {7, 4}, wte.data(), {}, {}}}).meta.step, 7);
   EXPECT_EQ(std::memcmp(wte.data(), t.values[0].data(), 28 * 4), 0);
+}
+
+// Pieces written as row blocks read back whole, and any box reads across pieces.
+TEST_F(Checkpoint, PiecesAndBoxes) {
+  const fs::path dir = root / "ckpt";
+  const Tensors t = small_model();
+  const std::string path = save_checkpoint(dir.string(), meta_at(3), t.split_refs(), 3);
+  const LoadedCheckpoint info = load_checkpoint(path, {});
+  for (const auto& ti : info.tensors) EXPECT_EQ(ti.pieces, ti.shape.size() == 2 ? 2 : 1) << ti.name;
+  verify_checkpoint(path);
+  // h.0.attn.qkv.weight is [4, 12] in row blocks 0-1 and 2-3: rows 1-2, columns 5-8.
+  std::vector<float> box(2 * 4, 0.0f);
+  load_checkpoint(path, {{"h.0.attn.qkv.weight", {4, 12}, box.data(), {1, 5}, {2, 4}}});
+  const std::vector<float>& qkv = t.values[1];
+  for (int r = 0; r < 2; r++)
+    for (int c = 0; c < 4; c++) EXPECT_EQ(box[r * 4 + c], qkv[(1 + r) * 12 + 5 + c]);
+  const std::string msg = error_of([&] {
+    load_checkpoint(path, {{"h.0.attn.qkv.weight", {4, 12}, box.data(), {3, 5}, {2, 4}}});
+  });
+  EXPECT_NE(msg.find("cannot read [2, 4] at [3, 5]"), std::string::npos) << msg;
 }
 
 TEST_F(Checkpoint, LatestPointsAtNewestAndKeepLastPrunesOlder) {
@@ -170,7 +204,7 @@ TEST_F(Checkpoint, LatestPointsAtNewestAndKeepLastPrunesOlder) {
   save_checkpoint(dir.string(), meta_at(4), t.refs(), 0);
   EXPECT_EQ(read_text(dir / "latest"), "step_000004\n");
   std::vector<float> wte(28);
-  load_checkpoint(dir.string(), {{"wte.weight", {7, 4}, wte.data()}});
+  load_checkpoint(dir.string(), {{"wte.weight", {7, 4}, wte.data(), {}, {}}});
   EXPECT_EQ(wte[0], 123.0f);
   EXPECT_EQ(entries(dir),
             (std::vector<std::string>{"latest", "step_000003", "step_000004", "step_000005"}));
@@ -190,7 +224,8 @@ TEST_F(Checkpoint, FlippedByteFailsTheChecksum) {
   haddr_t offset = HADDR_UNDEF;
   {
     const hid_t f = H5Fopen(shard.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    const hid_t d = H5Dopen2(f, "/tensors/h.0.attn.qkv.weight.adam_v", H5P_DEFAULT);
+    // The piece holding h.0.attn.qkv.weight.adam_v: the 8th tensor written (see small_model).
+    const hid_t d = H5Dopen2(f, "/pieces/7", H5P_DEFAULT);
     offset = H5Dget_offset(d);
     H5Dclose(d);
     H5Fclose(f);
@@ -205,7 +240,7 @@ TEST_F(Checkpoint, FlippedByteFailsTheChecksum) {
     io.seekp((std::streamoff)offset + 21);
     io.write(&c, 1);
   }
-  const std::string msg = error_of([&] { load_checkpoint(ckpt.string(), {}); });
+  const std::string msg = error_of([&] { verify_checkpoint(ckpt.string()); });
   EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
   EXPECT_NE(msg.find("h.0.attn.qkv.weight.adam_v"), std::string::npos) << msg;
   EXPECT_NE(msg.find("rank_00000.h5"), std::string::npos) << msg;
@@ -243,11 +278,11 @@ TEST_F(Checkpoint, ShapeMismatchAndAbsentTensorAreErrors) {
   const fs::path ckpt = save_small(root);
   std::vector<float> buf(28);
   std::string msg =
-      error_of([&] { load_checkpoint(ckpt.string(), {{"wte.weight", {4, 7}, buf.data()}}); });
+      error_of([&] { load_checkpoint(ckpt.string(), {{"wte.weight", {4, 7}, buf.data(), {}, {}}}); });
   EXPECT_NE(msg.find("'wte.weight'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[7, 4]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[4, 7]"), std::string::npos) << msg;
-  msg = error_of([&] { load_checkpoint(ckpt.string(), {{"lm_head.weight", {7, 4}, buf.data()}}); });
+  msg = error_of([&] { load_checkpoint(ckpt.string(), {{"lm_head.weight", {7, 4}, buf.data(), {}, {}}}); });
   EXPECT_NE(msg.find("'lm_head.weight'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("index.h5"), std::string::npos) << msg;
   fs::create_directory(root / "empty");
@@ -258,14 +293,21 @@ TEST_F(Checkpoint, ShapeMismatchAndAbsentTensorAreErrors) {
 TEST_F(Checkpoint, InvalidTensorListsAreRejectedBeforeWriting) {
   const fs::path dir = root / "ckpt";
   std::vector<float> v(4);
-  const auto save = [&](std::vector<TensorRef> refs) {
-    return error_of([&] { save_checkpoint(dir.string(), meta_at(1), refs, 3); });
+  const auto save = [&](std::vector<TensorPiece> pieces) {
+    return error_of([&] { save_checkpoint(dir.string(), meta_at(1), pieces, 3); });
   };
-  EXPECT_NE(save({{"a", {4}, v.data()}, {"a", {4}, v.data()}}).find("listed twice"), std::string::npos);
-  EXPECT_NE(save({{"a/b", {4}, v.data()}}).find("'a/b'"), std::string::npos);
-  EXPECT_NE(save({{"a", {0, 4}, v.data()}}).find("invalid shape [0, 4]"), std::string::npos);
-  EXPECT_NE(save({{"a", {4}, nullptr}}).find("no data"), std::string::npos);
+  EXPECT_NE(save({{"a", {4}, {}, {}, v.data()}, {"a", {4}, {}, {}, v.data()}}).find("'a' is written twice"),
+            std::string::npos);
+  EXPECT_NE(save({{"a", {4}, {0}, {2}, v.data()}}).find("the pieces of tensor 'a' cover 2 of its 4 elements"),
+            std::string::npos);
+  EXPECT_NE(save({{"a", {4}, {3}, {2}, v.data()}}).find("outside its shape [4]"), std::string::npos);
+  EXPECT_NE(save({{"a", {4}, {}, {}, v.data()}, {"a", {2, 2}, {}, {}, v.data()}}).find("shapes [4] and [2, 2]"),
+            std::string::npos);
+  EXPECT_NE(save({{"a/b", {4}, {}, {}, v.data()}}).find("'a/b'"), std::string::npos);
+  EXPECT_NE(save({{"a", {0, 4}, {}, {}, v.data()}}).find("invalid shape [0, 4]"), std::string::npos);
+  EXPECT_NE(save({{"a", {4}, {}, {}, nullptr}}).find("no data"), std::string::npos);
   EXPECT_FALSE(fs::exists(dir / "step_000001"));
+  EXPECT_EQ(entries(dir), std::vector<std::string>{});  // no .tmp left either
 }
 
 // A write that fails half-way, as on a full disk, simulated with RLIMIT_FSIZE: the first
@@ -289,7 +331,7 @@ TEST_F(Checkpoint, WriteFailureLeavesNoPartialCheckpoint) {
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   std::string msg;
   try {
-    save_checkpoint(dir.string(), meta_at(2), {{"big", {1 << 18}, big.data()}}, 3);
+    save_checkpoint(dir.string(), meta_at(2), {{"big", {1 << 18}, {}, {}, big.data()}}, 3);
   } catch (const Error& e) {
     msg = e.what();
   }
@@ -313,7 +355,7 @@ TEST_F(Checkpoint, H5pyReadsTheIndex) {
   const fs::path dir = root;
   const Tensors t = small_model();
   const CheckpointMeta m = meta_at(12);
-  save_checkpoint((dir / "ckpt").string(), m, t.refs(), 3);
+  save_checkpoint((dir / "ckpt").string(), m, t.split_refs(), 3);  // several pieces per tensor
 
   nlohmann::json expected = {{"step", m.step}, {"tokens_seen", m.tokens_seen},
                              {"data_position", m.data_position}, {"run_id", m.run_id},

@@ -1,0 +1,62 @@
+#include "framework/train/checkpointing.h"
+
+#include <algorithm>
+
+namespace tessera {
+
+namespace {
+
+// The local elements [a, b) of p that the flat range holds (empty when none).
+std::pair<int64_t, int64_t> local_part(const ParamInfo& p, const FlatRange& range) {
+  const int64_t a = std::max(range.lo, p.offset) - p.offset;
+  const int64_t b = std::min(range.hi, p.offset + p.numel) - p.offset;
+  if (b <= a) return {0, 0};
+  return {a, b};
+}
+
+// Calls f(p, name suffix, local begin, local end, base, base's first flat element) for
+// each tensor of this rank's training state: parameters whole, moments over the
+// optimizer's range (the whole table without ZeRO-1).
+template <class F>
+void for_each_state_tensor(GPT2& model, AdamW& adamw, F&& f) {
+  const FlatRange range = adamw.range();
+  for (const ParamInfo& p : model.table().params()) {
+    f(p, std::string(), (int64_t)0, p.numel, model.params(), (int64_t)0);
+    const auto [a, b] = local_part(p, range);
+    f(p, std::string(".adam_m"), a, b, adamw.m(), range.lo);
+    f(p, std::string(".adam_v"), a, b, adamw.v(), range.lo);
+  }
+}
+
+}  // namespace
+
+std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw, int dp_rank) {
+  const bool zero = adamw.range().size() < model.table().total_numel();
+  const int tp_rank = model.tp().rank;
+  std::vector<TensorPiece> pieces;
+  for_each_state_tensor(model, adamw, [&](const ParamInfo& p, const std::string& suffix,
+                                          int64_t a, int64_t b, float* base, int64_t lo) {
+    if (p.tied_copy) return;                         // the first stage writes wte
+    if (!p.shard.sharded() && tp_rank != 0) return;  // replicated over tp: tp rank 0
+    const bool sharded_over_dp = zero && !suffix.empty();  // ZeRO-1 moments
+    if (!sharded_over_dp && dp_rank != 0) return;          // replicated over dp: dp rank 0
+    for (const LogicalBox& box : logical_boxes(p, a, b))
+      pieces.push_back({p.name + suffix, p.shape, box.offset, box.count,
+                        base + (p.offset + box.local_begin - lo)});
+  });
+  return pieces;
+}
+
+std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw) {
+  std::vector<TensorDest> dests;
+  for_each_state_tensor(model, adamw, [&](const ParamInfo& p, const std::string& suffix,
+                                          int64_t a, int64_t b, float* base, int64_t lo) {
+    for (const LogicalBox& box : logical_boxes(p, a, b))
+      dests.push_back({p.name + suffix, p.shape,
+                       base + (p.offset + box.local_begin - lo), box.offset,
+                       box.count});
+  });
+  return dests;
+}
+
+}  // namespace tessera
