@@ -432,6 +432,8 @@ void prune(const fs::path& root, int keep_last, const std::string& keep) {
 
 }  // namespace
 
+std::string first_error_of_all_ranks(const std::string& error) { return agree(world(), error); }
+
 std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
                             const std::vector<TensorPiece>& pieces, int keep_last, SaveInfo* info) {
   const auto t0 = std::chrono::steady_clock::now();

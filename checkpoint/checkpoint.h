@@ -126,6 +126,11 @@ uint64_t fnv1a64(const void* data, size_t bytes, uint64_t hash = 0xcbf29ce484222
 std::string checksum_string(uint64_t hash);                     // "fnv1a64:<16 hex>"
 std::string checksum_string(const float* data, size_t numel);
 
+// Collective over MPI_COMM_WORLD (identity without MPI): "" when every rank's `error` is
+// empty, else the error of the lowest failing rank, on every rank. Also a barrier. Lets
+// every rank throw the same message instead of some waiting for a rank that failed.
+std::string first_error_of_all_ranks(const std::string& error);
+
 // "step_000200" for step 200 (more digits beyond 999999).
 std::string checkpoint_dir_name(int64_t step);
 

@@ -25,6 +25,7 @@ struct DataConfig {
 
 struct TrainConfig {
   int64_t steps = 100;         // optimizer steps
+  int64_t exit_after_step = 0; // stop (with a checkpoint) after this step; 0 = run all
   int global_batch = 8;        // sequences per optimizer step, over all dp ranks
   int micro_batch = 4;         // sequences per forward/backward on one rank
   std::string precision = "fp32";  // fp32 | bf16 | fp16 (only fp32 is implemented yet)

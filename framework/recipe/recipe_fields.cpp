@@ -113,7 +113,11 @@ const std::vector<Field>& fields() {
       TESSERA_RECIPE_FIELD(data, val, any_value(),
                            "path or glob of validation shards; empty = no validation"),
 
-      TESSERA_RECIPE_FIELD(train, steps, at_least(1), "optimizer steps to run"),
+      TESSERA_RECIPE_FIELD(train, steps, at_least(1),
+                           "optimizer steps of the whole run (the learning-rate schedule spans them)"),
+      TESSERA_RECIPE_FIELD(train, exit_after_step, at_least(0),
+                           "stop after this step, with a checkpoint, leaving the rest of "
+                           "train.steps to a run with checkpoint.resume (0 = run to the end)"),
       TESSERA_RECIPE_FIELD(train, global_batch, at_least(1),
                            "sequences per optimizer step over all data-parallel ranks; "
                            "tokens per step = `global_batch * model.seq_len`"),

@@ -1,6 +1,12 @@
 #include "framework/train/checkpointing.h"
 
+#include <mpi.h>
+
 #include <algorithm>
+#include <filesystem>
+
+#include "checkpoint/format.h"
+#include "framework/util/error.h"
 
 namespace tessera {
 
@@ -57,6 +63,46 @@ std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw) {
                        box.count});
   });
   return dests;
+}
+
+std::string resume_source(const Recipe& r) {
+  const std::string& resume = r.checkpoint.resume;
+  if (resume == "none") return "";
+  if (resume == "auto") {
+    std::error_code ec;
+    const auto latest = std::filesystem::path(r.checkpoint.dir) / ckpt::kLatestFile;
+    if (!std::filesystem::exists(latest, ec)) return "";
+    try {
+      return resolve_checkpoint_dir(r.checkpoint.dir);
+    } catch (const Error& e) {
+      throw Error("checkpoint.resume: auto: " + std::string(e.what()));
+    }
+  }
+  try {
+    return resolve_checkpoint_dir(resume);
+  } catch (const Error& e) {
+    throw Error("checkpoint.resume: " + std::string(e.what()));
+  }
+}
+
+CheckpointMeta resume_training_state(const std::string& path, GPT2& model, AdamW& adamw) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  auto collectively = [](auto&& f) {
+    std::string error;
+    try {
+      f();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    error = first_error_of_all_ranks(error);
+    if (!error.empty()) throw Error("cannot resume: " + error);
+  };
+  collectively([&] { verify_checkpoint(path, rank, size); });
+  CheckpointMeta meta;
+  collectively([&] { meta = load_checkpoint(path, training_state_dests(model, adamw)).meta; });
+  return meta;
 }
 
 }  // namespace tessera

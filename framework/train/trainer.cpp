@@ -285,6 +285,26 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                                             r.parallel.bucket_mb, /*average=*/false);
   }
 
+  // Resuming (checkpoint.resume): rank 0 decides which checkpoint, then every rank checks
+  // its share of it and reads its own boxes, whatever layout wrote it.
+  std::string resume_error, resume_path;
+  if (lead) {
+    try {
+      resume_path = resume_source(r);
+    } catch (const Error& e) {
+      resume_error = e.what();
+    }
+  }
+  resume_error = broadcast_string(resume_error, 0);
+  check(resume_error.empty(), resume_error);
+  resume_path = broadcast_string(resume_path, 0);
+  int64_t start_step = 0;
+  if (!resume_path.empty()) {
+    const CheckpointMeta meta = resume_training_state(resume_path, model, adamw);
+    start_step = meta.step;
+    loader.set_position(meta.data_position);
+  }
+
   // The whole model's parameters: every stage's, counted over one tp and dp group.
   int64_t parameters = model.num_parameters();
   if (mesh.pp_size() > 1)
@@ -303,13 +323,15 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     add(loader, "train");
     if (val_data) add(*val_data, "val");
   }
-  log.run_start({{"argv", options.argv},
-                 {"recipe", recipe_to_yaml(r)},
-                 {"layout", {{"dp", dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
-                             {"world", w.size}, {"threads_per_rank", omp_get_max_threads()}}},
-                 {"data", {{"files", files}, {"train_tokens", loader.num_tokens()}}},
-                 {"model", {{"parameters", parameters},
-                            {"padded_vocab_size", model.config().padded_vocab_size}}}});
+  nlohmann::json start = {{"argv", options.argv},
+                          {"recipe", recipe_to_yaml(r)},
+                          {"layout", {{"dp", dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
+                                      {"world", w.size}, {"threads_per_rank", omp_get_max_threads()}}},
+                          {"data", {{"files", files}, {"train_tokens", loader.num_tokens()}}},
+                          {"model", {{"parameters", parameters},
+                                     {"padded_vocab_size", model.config().padded_vocab_size}}}};
+  if (!resume_path.empty()) start["resumed_from"] = {{"path", resume_path}, {"step", start_step}};
+  log.run_start(start);
 
   try {
     const double flops_per_token = model.config().training_flops_per_token(T);
@@ -321,9 +343,12 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                   summary.run_id.c_str(), r.source.c_str(), parameters / 1e6, w.size,
                   omp_get_max_threads(), accum, B, T, log.path().c_str());
 
+    if (lead && options.print && !resume_path.empty())
+      std::printf("resumed from %s at step %lld\n", resume_path.c_str(), (long long)start_step);
     std::vector<double> step_rates;
-    int64_t saved_step = -1;  // the step of the last checkpoint written
-    for (int64_t step = 0; step < r.train.steps; step++) {
+    summary.steps = start_step;
+    int64_t saved_step = resume_path.empty() ? -1 : start_step;  // the last checkpoint's step
+    for (int64_t step = start_step; step < r.train.steps; step++) {
       const auto t0 = std::chrono::steady_clock::now();
       maybe_inject_failure(w.rank, step + 1);
       model.zero_grad();
@@ -354,7 +379,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
 
       summary.losses.push_back(loss);
       const double tps = tokens_per_step / dt, mfu = tps * flops_per_token / peak;
-      if (step > 0 || r.train.steps == 1) step_rates.push_back(tps);
+      if (step > start_step || r.train.steps == start_step + 1) step_rates.push_back(tps);
       const bool report = (step + 1) % r.log.every == 0 || step + 1 == r.train.steps;
       if (report) {
         // The job's worst rank: every rank reaches this line (report is the same on all).
@@ -387,6 +412,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                                                       summary.steps, w, mesh, log, options.print);
         saved_step = summary.steps;
       }
+      if (r.train.exit_after_step > 0 && summary.steps >= r.train.exit_after_step) break;
     }
     if (saved_step != summary.steps)
       summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
