@@ -11,6 +11,8 @@
 #include <bit>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -430,6 +432,18 @@ void prune(const fs::path& root, int keep_last, const std::string& keep) {
   }
 }
 
+// Fault injection for the crash tests: TESSERA_TEST_KILL_IN_SAVE="RANK:STEP" kills world
+// rank RANK with SIGKILL (no clean-up of any kind) right after it has written and fsync'd
+// its shard of step STEP, before the checkpoint is published. Unset: nothing happens.
+void maybe_die_mid_save(int rank, int64_t step) {
+  const char* spec = std::getenv("TESSERA_TEST_KILL_IN_SAVE");
+  int at_rank = -1;
+  long long at_step = -1;
+  if (spec && std::sscanf(spec, "%d:%lld", &at_rank, &at_step) == 2 && at_rank == rank &&
+      at_step == step)
+    std::raise(SIGKILL);
+}
+
 }  // namespace
 
 std::string first_error_of_all_ranks(const std::string& error) { return agree(world(), error); }
@@ -467,6 +481,7 @@ std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
       const fs::path shard = tmp / ckpt::rank_file_name(w.rank);
       mine = write_shard(shard, meta, w.rank, pieces);
       fsync_path(shard, false);
+      maybe_die_mid_save(w.rank, meta.step);
     });
   error = agree(w, error);
   // 3. Rank 0 checks that the pieces cover every tensor once, then writes the index.

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "framework/cli/commands/commands.h"
+#include "framework/train/trainer.h"
 #include "framework/util/error.h"
 #include "framework/util/system_info.h"
 
@@ -84,7 +85,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tessera: internal error: %s\n", one_line(e.what()).c_str());
     code = 3;
   }
-  if (code != 0 && world > 1) {
+  // A preempted run (tessera train) stopped cleanly on every rank: no abort.
+  if (code != 0 && code != tessera::kPreemptedExitCode && world > 1) {
     // One failing rank ends the job on every rank instead of leaving the others
     // blocked in a collective.
     std::fflush(stderr);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cerrno>
 #include <cstring>
 #include <chrono>
@@ -101,6 +102,37 @@ void maybe_inject_failure(int world_rank, int64_t step) {
     throw Error("injected failure on rank " + std::to_string(rank) + " at step " +
                 std::to_string(at) + " (TESSERA_TEST_FAIL_AT)");
 }
+
+// SIGUSR1 / SIGTERM: the handler only records the signal; the training loop agrees on
+// it across ranks at the end of each step (a rank may get it before the others, or alone).
+volatile std::sig_atomic_t g_stop_signal = 0;
+void record_stop_signal(int signo) { g_stop_signal = signo; }
+
+// Installs the handlers for its lifetime, restoring the previous ones.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction action {};
+    action.sa_handler = record_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGUSR1, &action, &old_usr1_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGUSR1, &old_usr1_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  // Collective: the signal any rank has received so far (0: none).
+  static int agreed() {
+    int signo = g_stop_signal;
+    MPI_Allreduce(MPI_IN_PLACE, &signo, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return signo;
+  }
+
+ private:
+  struct sigaction old_usr1_ {}, old_term_ {};
+};
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -333,6 +365,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   if (!resume_path.empty()) start["resumed_from"] = {{"path", resume_path}, {"step", start_step}};
   log.run_start(start);
 
+  const StopSignals stop_signals;
   try {
     const double flops_per_token = model.config().training_flops_per_token(T);
     const double peak = allreduce_sum(measure_fp32_peak_flops(0.1));  // of all ranks' cores
@@ -347,8 +380,13 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       std::printf("resumed from %s at step %lld\n", resume_path.c_str(), (long long)start_step);
     std::vector<double> step_rates;
     summary.steps = start_step;
-    int64_t saved_step = resume_path.empty() ? -1 : start_step;  // the last checkpoint's step
-    for (int64_t step = start_step; step < r.train.steps; step++) {
+    // The last step this run checkpointed: every run ends with its final state in its own
+    // checkpoint.dir, even a resumed one with nothing left to do.
+    int64_t saved_step = -1;
+    const int64_t last_step = r.train.exit_after_step > 0
+                                  ? std::min(r.train.steps, r.train.exit_after_step)
+                                  : r.train.steps;
+    for (int64_t step = start_step; step < last_step; step++) {
       const auto t0 = std::chrono::steady_clock::now();
       maybe_inject_failure(w.rank, step + 1);
       model.zero_grad();
@@ -379,7 +417,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
 
       summary.losses.push_back(loss);
       const double tps = tokens_per_step / dt, mfu = tps * flops_per_token / peak;
-      if (step > start_step || r.train.steps == start_step + 1) step_rates.push_back(tps);
+      if (step > start_step || last_step == start_step + 1) step_rates.push_back(tps);
       const bool report = (step + 1) % r.log.every == 0 || step + 1 == r.train.steps;
       if (report) {
         // The job's worst rank: every rank reaches this line (report is the same on all).
@@ -412,7 +450,18 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                                                       summary.steps, w, mesh, log, options.print);
         saved_step = summary.steps;
       }
-      if (r.train.exit_after_step > 0 && summary.steps >= r.train.exit_after_step) break;
+      if (const int signo = StopSignals::agreed()) {  // preemption or the time limit
+        if (saved_step != summary.steps)
+          summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
+                                                        summary.steps, w, mesh, log, options.print);
+        const std::string why = std::string("preempted: ") + (signo == SIGUSR1 ? "SIGUSR1" : "SIGTERM") +
+                                " after step " + std::to_string(summary.steps) + "; checkpoint " +
+                                summary.checkpoint;
+        if (lead && options.print) std::printf("stopping: %s\n", why.c_str());
+        log.run_end("interrupted", why);
+        summary.preempted = true;
+        return summary;
+      }
     }
     if (saved_step != summary.steps)
       summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,

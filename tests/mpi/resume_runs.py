@@ -9,6 +9,10 @@ The model and data of layout_runs.py (20 steps):
            steps (train.exit_after_step = 10, which checkpoints and stops) and a new
            process resuming from that checkpoint (checkpoint.resume) for the other 10:
            the losses and gradient norms of steps 11-20 are bit-identical.
+  h5py     the (2, 2, 2) checkpoint of step 10, every logical tensor read with h5py through
+           index.h5 at its full shape, is bit-identical to the parameters and moments of a
+           single process that loaded it (which writes them as one whole piece each; read
+           here from its rank file directly, not through an index).
   reshard  saved at step 10 under (2, 2, 1), (1, 2, 2) and (2, 1, 2), with and without
            ZeRO-1; each loaded under (1, 1, 1), (4, 1, 1), (1, 1, 2) and (2, 2, 2) (with
            ZeRO-1 the other way round where dp > 1, so its state is re-split both ways):
@@ -55,6 +59,30 @@ def exact(opt, work, dp, tp, pp):
     print("  exact %s: steps 11-20 bit-identical after resuming" % tag, flush=True)
 
 
+def h5py_reads_gathered(opt, work):
+    import h5py
+    import numpy as np
+    sharded = os.path.join(work, "ckpt_first_dp2_tp2_pp2", "step_%06d" % HALF)
+    train(opt, work, "gathered", 1, 1, 1, ["checkpoint.resume=" + sharded,
+                                           "train.exit_after_step=%d" % HALF])
+    single = os.path.join(work, "ckpt_gathered", "step_%06d" % HALF)
+    with h5py.File(os.path.join(single, "rank_00000.h5"), "r") as f:
+        whole = {p.attrs["tensor"].decode(): p[()] for p in f["pieces"].values()}
+    with h5py.File(os.path.join(sharded, "index.h5"), "r") as f:
+        names = sorted(f["tensors"])
+        if names != sorted(whole):
+            fail("h5py: tensors %s vs %s" % (names, sorted(whole)))
+        shards = sorted(x for x in os.listdir(sharded) if x.startswith("rank_"))
+        if len(shards) < 4:
+            fail("h5py: the (2,2,2) checkpoint has only %s" % shards)
+        for name in names:
+            arr = f["tensors"][name][()]
+            if arr.shape != whole[name].shape or arr.tobytes() != whole[name].tobytes():
+                fail("h5py: %s read through the (2,2,2) index differs from one process's" % name)
+    print("  h5py: %d tensors of the (2,2,2) checkpoint (%d shard files) equal the gathered ones"
+          % (len(names), len(shards)), flush=True)
+
+
 def reshard(opt, work, reference):
     want = [(s, v) for s, v in losses(reference) if s > HALF]
     for save in ((2, 2, 1), (1, 2, 2), (2, 1, 2)):
@@ -82,6 +110,7 @@ def main():
         prepare_data(opt, work)
         exact(opt, work, 1, 1, 1)
         exact(opt, work, 2, 2, 2)
+        h5py_reads_gathered(opt, work)
         reshard(opt, work, train(opt, work, "reference", 1, 1, 1, [])[0])
     print("PASS")
 

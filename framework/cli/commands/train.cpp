@@ -41,8 +41,7 @@ int cmd_train(const Args& args) {
   TrainOptions options;
   options.argv = {"tessera", "train"};
   options.argv.insert(options.argv.end(), args.begin(), args.end());
-  train(recipe, options);
-  return 0;
+  return train(recipe, options).preempted ? kPreemptedExitCode : 0;
 }
 
 }  // namespace tessera::cli
