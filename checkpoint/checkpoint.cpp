@@ -448,78 +448,138 @@ void maybe_die_mid_save(int rank, int64_t step) {
 
 std::string first_error_of_all_ranks(const std::string& error) { return agree(world(), error); }
 
-std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
-                            const std::vector<TensorPiece>& pieces, int keep_last, SaveInfo* info) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const World w = world();
-  const fs::path root = dir.empty() ? fs::path(".") : fs::path(dir);
-  const std::string name = checkpoint_dir_name(meta.step);
-  const fs::path final_dir = root / name;
-  const fs::path tmp = root / (name + ckpt::kTmpMarker + meta.run_id);
-  const bool lead = w.rank == 0;
-  nlohmann::json shards;  // on rank 0: every rank's shard description
+namespace {
 
+struct SavePaths {
+  fs::path root, final_dir, tmp;
+  std::string name;
+};
+
+SavePaths save_paths(const std::string& dir, const CheckpointMeta& meta) {
+  SavePaths p;
+  p.root = dir.empty() ? fs::path(".") : fs::path(dir);
+  p.name = checkpoint_dir_name(meta.step);
+  p.final_dir = p.root / p.name;
+  p.tmp = p.root / (p.name + ckpt::kTmpMarker + meta.run_id);
+  return p;
+}
+
+}  // namespace
+
+CheckpointSave::CheckpointSave(const std::string& dir, const CheckpointMeta& meta,
+                               const std::vector<TensorPiece>& pieces, int keep_last, bool async)
+    : dir_(dir), meta_(meta), keep_last_(keep_last), pieces_(pieces),
+      start_(std::chrono::steady_clock::now()) {
+  const World w = world();
+  rank_ = w.rank;
+  const SavePaths paths = save_paths(dir, meta);
   // 1. Rank 0 makes the .tmp directory; every rank checks its own pieces meanwhile.
   std::string error = capture([&] {
     validate(meta, pieces);
-    if (!lead) return;
+    if (w.rank != 0) return;
     std::error_code ec;
-    fs::create_directories(root, ec);
-    if (ec) throw Error("cannot create checkpoint directory " + root.string() + ": " + ec.message());
-    fs::remove_all(tmp, ec);  // left by an earlier failed attempt of this run
-    if (!fs::create_directory(tmp, ec) || ec)
-      throw Error("cannot create " + tmp.string() + ": " + (ec ? ec.message() : "it exists"));
+    fs::create_directories(paths.root, ec);
+    if (ec) throw Error("cannot create checkpoint directory " + paths.root.string() + ": " + ec.message());
+    fs::remove_all(paths.tmp, ec);  // left by an earlier failed attempt of this run
+    if (!fs::create_directory(paths.tmp, ec) || ec)
+      throw Error("cannot create " + paths.tmp.string() + ": " + (ec ? ec.message() : "it exists"));
   });
   error = agree(w, error);
-  // 2. Each rank with pieces writes and fsyncs its shard file.
-  nlohmann::json mine;
-  if (error.empty())
-    error = capture([&] {
-      if (pieces.empty()) return;
-      h5::Quiet quiet;
-      check_free_space(root, pieces);
-      const fs::path shard = tmp / ckpt::rank_file_name(w.rank);
-      mine = write_shard(shard, meta, w.rank, pieces);
-      fsync_path(shard, false);
-      maybe_die_mid_save(w.rank, meta.step);
-    });
-  error = agree(w, error);
+  if (!error.empty()) {
+    if (w.rank == 0) {
+      std::error_code ec;
+      fs::remove_all(paths.tmp, ec);
+    }
+    throw Error(error);
+  }
+  // 2. This rank's shard: now, or in the background from a copy.
+  if (!async) {
+    write_this_rank();
+  } else {
+    copies_.reserve(pieces_.size());
+    for (TensorPiece& p : pieces_) {
+      const TensorPiece q = normalised(p);
+      copies_.emplace_back(p.data, p.data + numel(q.count));
+      p.data = copies_.back().data();
+    }
+    writer_ = std::thread([this] { write_this_rank(); });
+  }
+  begin_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+// May run on the background thread: no MPI here (the process may not be
+// MPI_THREAD_MULTIPLE); the rank was taken by the constructor.
+void CheckpointSave::write_this_rank() {
+  const SavePaths paths = save_paths(dir_, meta_);
+  const int rank = rank_;
+  error_ = capture([&] {
+    if (pieces_.empty()) return;
+    h5::Quiet quiet;
+    check_free_space(paths.root, pieces_);
+    const fs::path shard = paths.tmp / ckpt::rank_file_name(rank);
+    shard_ = write_shard(shard, meta_, rank, pieces_);
+    fsync_path(shard, false);
+    maybe_die_mid_save(rank, meta_.step);
+  });
+  written_ = true;
+}
+
+CheckpointSave::~CheckpointSave() {
+  if (writer_.joinable()) writer_.join();
+}
+
+SaveInfo CheckpointSave::finish() {
+  check(!finished_, "CheckpointSave::finish called twice");
+  finished_ = true;
+  if (writer_.joinable()) writer_.join();
+  copies_.clear();
+  const World w = world();
+  const SavePaths paths = save_paths(dir_, meta_);
+  const bool lead = w.rank == 0;
+  std::string error = agree(w, error_);
   // 3. Rank 0 checks that the pieces cover every tensor once, then writes the index.
-  if (error.empty()) shards = gather_shards(w, mine);
+  nlohmann::json shards;
+  if (error.empty()) shards = gather_shards(w, shard_);
   if (error.empty() && lead)
     error = capture([&] {
       const std::string gap = coverage_problem(shards);
-      if (!gap.empty()) throw Error("checkpoint of step " + std::to_string(meta.step) + ": " + gap);
+      if (!gap.empty()) throw Error("checkpoint of step " + std::to_string(meta_.step) + ": " + gap);
       h5::Quiet quiet;
-      write_index(tmp / ckpt::kIndexFile, meta, w.size, shards);
-      fsync_path(tmp / ckpt::kIndexFile, false);
-      fsync_path(tmp, true);
+      write_index(paths.tmp / ckpt::kIndexFile, meta_, w.size, shards);
+      fsync_path(paths.tmp / ckpt::kIndexFile, false);
+      fsync_path(paths.tmp, true);
     });
   error = agree(w, error);
   // 4. Publish: rename, then `latest`.
-  if (error.empty() && lead) error = capture([&] { publish(root, tmp, final_dir, meta.run_id); });
+  if (error.empty() && lead)
+    error = capture([&] { publish(paths.root, paths.tmp, paths.final_dir, meta_.run_id); });
   error = agree(w, error);
   if (!error.empty()) {
     if (lead) {
       std::error_code ec;
-      fs::remove_all(tmp, ec);
+      fs::remove_all(paths.tmp, ec);
     }
     throw Error(error);
   }
-  if (lead) prune(root, keep_last, name);
+  if (lead) prune(paths.root, keep_last_, paths.name);
 
-  if (info) {
-    info->path = final_dir.string();
-    info->bytes = 0;
-    info->checksums.clear();
-    for (const auto& shard : shards) {
-      info->bytes += shard.at("bytes").get<int64_t>();
-      info->checksums.emplace_back(shard.at("file").get<std::string>(),
-                                   shard.at("checksum").get<std::string>());
-    }
-    info->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  SaveInfo info;
+  info.path = paths.final_dir.string();
+  for (const auto& shard : shards) {
+    info.bytes += shard.at("bytes").get<int64_t>();
+    info.checksums.emplace_back(shard.at("file").get<std::string>(),
+                                shard.at("checksum").get<std::string>());
   }
-  return final_dir.string();
+  info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  return info;
+}
+
+std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
+                            const std::vector<TensorPiece>& pieces, int keep_last, SaveInfo* info) {
+  CheckpointSave save(dir, meta, pieces, keep_last, /*async=*/false);
+  const SaveInfo done = save.finish();
+  if (info) *info = done;
+  return done.path;
 }
 
 }  // namespace tessera

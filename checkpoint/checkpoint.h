@@ -13,9 +13,13 @@
 // checkpoint: each rank reads the boxes it needs through the index. The format is
 // documented in docs/checkpoints.md.
 #pragma once
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -70,6 +74,50 @@ struct SaveInfo {
 std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
                             const std::vector<TensorPiece>& pieces, int keep_last,
                             SaveInfo* info = nullptr);
+
+// save_checkpoint in two halves, so that the data can be written while training goes on
+// (checkpoint.async). Both halves are collective over MPI_COMM_WORLD.
+//
+//   CheckpointSave save(dir, meta, pieces, keep_last, /*async=*/true);  // copies, returns
+//   ... training steps; each step: all ranks' save.written() agree? then:
+//   SaveInfo info = save.finish();                                      // index, publish
+//
+// The constructor validates, has rank 0 create the .tmp directory, and writes this rank's
+// shard: at once (async = false), or from a private copy of the pieces in a background
+// thread, so that the caller may change its buffers as soon as it returns (the copy is
+// this rank's shard size: the only extra memory). The thread makes no MPI calls. finish()
+// waits for this rank's shard, then does the rest of save_checkpoint. Destroying an
+// unfinished save waits for its thread and leaves the .tmp directory, as a crash would.
+class CheckpointSave {
+ public:
+  CheckpointSave(const std::string& dir, const CheckpointMeta& meta,
+                 const std::vector<TensorPiece>& pieces, int keep_last, bool async);
+  ~CheckpointSave();
+  CheckpointSave(const CheckpointSave&) = delete;
+  CheckpointSave& operator=(const CheckpointSave&) = delete;
+
+  bool written() const { return written_; }  // this rank's shard is done (or failed); not collective
+  SaveInfo finish();
+  int64_t step() const { return meta_.step; }
+  double begin_seconds() const { return begin_seconds_; }  // the constructor's time
+
+ private:
+  void write_this_rank();
+
+  std::string dir_;
+  CheckpointMeta meta_;
+  int keep_last_;
+  int rank_ = 0;
+  std::vector<TensorPiece> pieces_;
+  std::vector<std::vector<float>> copies_;  // async: the pieces' data
+  std::string error_;                       // this rank's shard write
+  nlohmann::json shard_;                    // its description, for the index
+  std::atomic<bool> written_{false};
+  std::thread writer_;
+  bool finished_ = false;
+  double begin_seconds_ = 0;
+  std::chrono::steady_clock::time_point start_;
+};
 
 // A box of a logical tensor to read (offset/count empty: the whole tensor).
 struct TensorDest {

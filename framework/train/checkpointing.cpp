@@ -3,10 +3,13 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 
 #include "checkpoint/format.h"
 #include "framework/util/error.h"
+#include "framework/util/system_info.h"
 
 namespace tessera {
 
@@ -63,6 +66,65 @@ std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw) {
                        box.count});
   });
   return dests;
+}
+
+TrainingCheckpoints::TrainingCheckpoints(const Recipe& recipe, std::string run_id, RunLog& log,
+                                         bool print)
+    : recipe_(recipe), run_id_(std::move(run_id)), log_(log), print_(print) {}
+
+// An unpublished save stays a .tmp directory (the run is failing): its thread is joined.
+TrainingCheckpoints::~TrainingCheckpoints() = default;
+
+void TrainingCheckpoints::save(int64_t step, GPT2& model, AdamW& adamw, const DataLoader& loader,
+                               int dp_rank, int world_size) {
+  wait();
+  const Recipe& r = recipe_;
+  CheckpointMeta meta;
+  meta.step = step;
+  meta.tokens_seen = step * r.train.global_batch * r.model.seq_len;
+  meta.data_position = loader.position();
+  meta.run_id = run_id_;
+  meta.recipe_yaml = recipe_to_yaml(r);
+  meta.layout = {{"dp", r.parallel.dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
+                 {"zero", r.parallel.zero}, {"world", world_size}};
+  // Initialisation is counter-based (seed, name, index) and the data order a function of
+  // (seed, position): the seed is the whole random state.
+  meta.rng = {{"seed", r.train.seed}};
+  meta.library_version = kTesseraVersion;
+  in_flight_ = std::make_unique<CheckpointSave>(r.checkpoint.dir, meta,
+                                                training_state_pieces(model, adamw, dp_rank),
+                                                r.checkpoint.keep_last, r.checkpoint.async);
+  stall_seconds_ = in_flight_->begin_seconds();
+  last_step_ = step;
+  if (!r.checkpoint.async) publish();
+}
+
+void TrainingCheckpoints::poll() {
+  if (!in_flight_) return;
+  int written = in_flight_->written() ? 1 : 0;
+  MPI_Allreduce(MPI_IN_PLACE, &written, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (written) publish();
+}
+
+void TrainingCheckpoints::wait() {
+  if (in_flight_) publish();
+}
+
+void TrainingCheckpoints::publish() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const SaveInfo info = in_flight_->finish();
+  const int64_t step = in_flight_->step();
+  in_flight_.reset();
+  stall_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json checksums = nlohmann::json::object();
+  for (const auto& [name, sum] : info.checksums) checksums[name] = sum;
+  log_.checkpoint({{"path", info.path}, {"step", step}, {"bytes", info.bytes},
+                   {"seconds", info.seconds}, {"stall_seconds", stall_seconds_},
+                   {"async", recipe_.checkpoint.async}, {"checksums", checksums}});
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0 && print_) std::printf("checkpoint: %s\n", info.path.c_str());
+  last_path_ = info.path;
 }
 
 std::string resume_source(const Recipe& r) {

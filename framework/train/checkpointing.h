@@ -15,7 +15,9 @@
 #include "checkpoint/checkpoint.h"
 #include "framework/model/gpt2.h"
 #include "framework/optim/adamw.h"
+#include "framework/data/loader.h"
 #include "framework/recipe/recipe.h"
+#include "framework/runlog/run_log.h"
 
 namespace tessera {
 
@@ -25,6 +27,40 @@ std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw, int dp
 // Where this rank's parameters and moments come from in a checkpoint: every local slice
 // (a tied copy from the tensor it copies), the moments of its range under ZeRO-1.
 std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw);
+
+// The trainer's checkpoints: synchronous, or with checkpoint.async written by a background
+// thread while training goes on (at most one in flight: the next save waits for it).
+// Every method is collective over MPI_COMM_WORLD. Each published checkpoint becomes a
+// `checkpoint` event in the run log (path, step, bytes, seconds from start to publish,
+// stall_seconds the training loop spent in it, checksums per shard file).
+class TrainingCheckpoints {
+ public:
+  TrainingCheckpoints(const Recipe& recipe, std::string run_id, RunLog& log, bool print);
+  ~TrainingCheckpoints();
+
+  // A checkpoint of the state after `step`: first waits for the one in flight, if any.
+  void save(int64_t step, GPT2& model, AdamW& adamw, const DataLoader& loader, int dp_rank,
+            int world_size);
+  // Publishes the save in flight once every rank has written its shard; cheap otherwise.
+  void poll();
+  // Waits for the save in flight and publishes it.
+  void wait();
+
+  int64_t last_step() const { return last_step_; }  // the newest save started; -1: none
+  const std::string& last_path() const { return last_path_; }  // the newest published
+
+ private:
+  void publish();
+
+  const Recipe& recipe_;
+  std::string run_id_;
+  RunLog& log_;
+  bool print_;
+  std::unique_ptr<CheckpointSave> in_flight_;
+  double stall_seconds_ = 0;  // of the save in flight, so far
+  int64_t last_step_ = -1;
+  std::string last_path_;
+};
 
 // The checkpoint that checkpoint.resume names, or "" to start fresh: `none` gives "";
 // `auto` the newest complete checkpoint in checkpoint.dir if it has one, else ""; a path

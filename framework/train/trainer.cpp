@@ -201,36 +201,6 @@ std::vector<int32_t> greedy_sample(PipelineEngine& engine, const GPTConfig& c,
   return tokens;
 }
 
-// Writes a checkpoint of the parameters and AdamW moments after `step` steps (collective:
-// every rank calls it with the pieces it owns, see checkpointing.h), records it in the run
-// log and returns its directory.
-std::string save_training_checkpoint(const Recipe& r, GPT2& model, AdamW& adamw,
-                                     const DataLoader& loader, const std::string& run_id,
-                                     int64_t step, const World& w, const Mesh& mesh, RunLog& log,
-                                     bool print) {
-  CheckpointMeta meta;
-  meta.step = step;
-  meta.tokens_seen = step * r.train.global_batch * r.model.seq_len;
-  meta.data_position = loader.position();
-  meta.run_id = run_id;
-  meta.recipe_yaml = recipe_to_yaml(r);
-  meta.layout = {{"dp", r.parallel.dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
-                 {"zero", r.parallel.zero}, {"world", w.size}};
-  // Initialisation is counter-based (seed, name, index) and the data order a function of
-  // (seed, position): the seed is the whole random state.
-  meta.rng = {{"seed", r.train.seed}};
-  meta.library_version = kTesseraVersion;
-  SaveInfo info;
-  save_checkpoint(r.checkpoint.dir, meta, training_state_pieces(model, adamw, mesh.dp_rank()),
-                  r.checkpoint.keep_last, &info);
-  nlohmann::json checksums = nlohmann::json::object();
-  for (const auto& [name, sum] : info.checksums) checksums[name] = sum;
-  log.checkpoint({{"path", info.path}, {"step", step}, {"bytes", info.bytes},
-                  {"seconds", info.seconds}, {"checksums", checksums}});
-  if (w.rank == 0 && print) std::printf("checkpoint: %s\n", info.path.c_str());
-  return info.path;
-}
-
 }  // namespace
 
 TrainSummary train(const Recipe& r, const TrainOptions& options) {
@@ -380,9 +350,12 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       std::printf("resumed from %s at step %lld\n", resume_path.c_str(), (long long)start_step);
     std::vector<double> step_rates;
     summary.steps = start_step;
-    // The last step this run checkpointed: every run ends with its final state in its own
-    // checkpoint.dir, even a resumed one with nothing left to do.
-    int64_t saved_step = -1;
+    // Every run ends with its final state in its own checkpoint.dir, even a resumed one
+    // with nothing left to do.
+    TrainingCheckpoints checkpoints(r, summary.run_id, log, options.print);
+    auto save = [&] {
+      checkpoints.save(summary.steps, model, adamw, loader, mesh.dp_rank(), w.size);
+    };
     const int64_t last_step = r.train.exit_after_step > 0
                                   ? std::min(r.train.steps, r.train.exit_after_step)
                                   : r.train.steps;
@@ -445,15 +418,12 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
         if (lead && options.print) std::printf("step %5lld | val loss %.4f\n", (long long)(step + 1), summary.val_loss);
       }
       summary.steps = step + 1;
-      if (r.checkpoint.every > 0 && summary.steps % r.checkpoint.every == 0) {
-        summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                      summary.steps, w, mesh, log, options.print);
-        saved_step = summary.steps;
-      }
+      checkpoints.poll();  // publishes a background save once every rank has written it
+      if (r.checkpoint.every > 0 && summary.steps % r.checkpoint.every == 0) save();
       if (const int signo = StopSignals::agreed()) {  // preemption or the time limit
-        if (saved_step != summary.steps)
-          summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                        summary.steps, w, mesh, log, options.print);
+        if (checkpoints.last_step() != summary.steps) save();
+        checkpoints.wait();
+        summary.checkpoint = checkpoints.last_path();
         const std::string why = std::string("preempted: ") + (signo == SIGUSR1 ? "SIGUSR1" : "SIGTERM") +
                                 " after step " + std::to_string(summary.steps) + "; checkpoint " +
                                 summary.checkpoint;
@@ -463,9 +433,9 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
         return summary;
       }
     }
-    if (saved_step != summary.steps)
-      summary.checkpoint = save_training_checkpoint(r, model, adamw, loader, summary.run_id,
-                                                    summary.steps, w, mesh, log, options.print);
+    if (checkpoints.last_step() != summary.steps) save();
+    checkpoints.wait();
+    summary.checkpoint = checkpoints.last_path();
     if (!step_rates.empty()) {
       std::nth_element(step_rates.begin(), step_rates.begin() + step_rates.size() / 2,
                        step_rates.end());

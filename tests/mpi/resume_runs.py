@@ -8,7 +8,8 @@ The model and data of layout_runs.py (20 steps):
   exact    under (dp, tp, pp) = (1, 1, 1) and (2, 2, 2): 20 steps straight, against 10
            steps (train.exit_after_step = 10, which checkpoints and stops) and a new
            process resuming from that checkpoint (checkpoint.resume) for the other 10:
-           the losses and gradient norms of steps 11-20 are bit-identical.
+           the losses and gradient norms of steps 11-20 are bit-identical. Again at
+           (2, 2, 2) with checkpoint.async and a save every 2 steps in the first half.
   h5py     the (2, 2, 2) checkpoint of step 10, every logical tensor read with h5py through
            index.h5 at its full shape, is bit-identical to the parameters and moments of a
            single process that loaded it (which writes them as one whole piece each; read
@@ -40,10 +41,15 @@ def resumed_from(events):
     return events[0].get("resumed_from", {})
 
 
-def exact(opt, work, dp, tp, pp):
-    tag = "dp%d_tp%d_pp%d" % (dp, tp, pp)
+def exact(opt, work, dp, tp, pp, first_extra=()):
+    tag = "dp%d_tp%d_pp%d" % (dp, tp, pp) + ("_async" if first_extra else "")
     straight = train(opt, work, "straight_" + tag, dp, tp, pp, [])[0]
-    first = train(opt, work, "first_" + tag, dp, tp, pp, ["train.exit_after_step=%d" % HALF])[0]
+    first = train(opt, work, "first_" + tag, dp, tp, pp,
+                  ["train.exit_after_step=%d" % HALF] + list(first_extra))[0]
+    saves = [e for e in first if e.get("event") == "checkpoint"]
+    if first_extra and (len(saves) != HALF // 2 or not all(e.get("async") for e in saves) or
+                        any(e.get("stall_seconds", -1) < 0 for e in saves)):
+        fail("%s: expected %d asynchronous checkpoint events, got %s" % (tag, HALF // 2, saves))
     if [s for s, _ in losses(first)] != list(range(1, HALF + 1)):
         fail("%s: the first half ran steps %s" % (tag, [s for s, _ in losses(first)]))
     ckpt = os.path.join(work, "ckpt_first_" + tag)
@@ -110,6 +116,8 @@ def main():
         prepare_data(opt, work)
         exact(opt, work, 1, 1, 1)
         exact(opt, work, 2, 2, 2)
+        # Saved in the background every 2 steps while training went on.
+        exact(opt, work, 2, 2, 2, ["checkpoint.async=true", "checkpoint.every=2"])
         h5py_reads_gathered(opt, work)
         reshard(opt, work, train(opt, work, "reference", 1, 1, 1, [])[0])
     print("PASS")
