@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace tessera::ckpt {
 
@@ -38,6 +39,20 @@ inline bool parse_step_dir_name(const std::string& name, int64_t* step) {
   }
   *step = v;
   return true;
+}
+
+// "[256, 64]": a shape, offset or count in messages and listings.
+inline std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Elements of a tensor or box of this shape.
+inline int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
 }
 
 }  // namespace tessera::ckpt

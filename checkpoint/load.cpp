@@ -19,17 +19,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-int64_t numel(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
+using ckpt::numel;
+using ckpt::shape_string;
 
 // The index of a checkpoint, opened and checked: format, version, metadata, shards.
 struct Index {

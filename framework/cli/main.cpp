@@ -19,6 +19,9 @@ const char* kUsage =
     "commands:\n"
     "  train RECIPE [--set key=value ...]   train a model from a YAML recipe\n"
     "  data prepare --input FILE --out DIR  tokenize text into llm.c token shards\n"
+    "  ckpt inspect DIR [--no-verify]       what a checkpoint holds; verifies its checksums\n"
+    "  ckpt verify DIR                      check every shard of a checkpoint against its checksums\n"
+    "  generate --ckpt DIR --prompt TEXT    continue a prompt with a checkpoint's model\n"
     "  bench [--help]                       time a training step, report tokens/s and MFU\n"
     "  doctor                               show CPU features, BLAS, MPI, CUDA and GPUs\n"
     "\n"
@@ -40,6 +43,8 @@ int dispatch(int argc, char** argv) {
       throw tessera::Error("tessera data: expected the subcommand 'prepare' (tessera data prepare --help)");
     return cmd_data_prepare(Args(rest.begin() + 1, rest.end()));
   }
+  if (command == "ckpt") return cmd_ckpt(rest);
+  if (command == "generate") return cmd_generate(rest);
   if (command == "bench") return cmd_bench(rest);
   if (command == "doctor") return cmd_doctor(rest);
   throw tessera::Error("unknown command '" + command + "' (see tessera --help)");

@@ -202,4 +202,21 @@ PrepareResult prepare_data(const PrepareOptions& o) {
   return r;
 }
 
+std::unique_ptr<Tokenizer> data_tokenizer(const std::string& shard) {
+  const std::string meta = (fs::path(shard).parent_path() / "meta.json").string();
+  std::error_code ec;
+  if (!fs::exists(meta, ec))
+    throw Error(meta + ": not found (the tokenizer of " + shard + " is unknown: data prepared "
+                "by `tessera data prepare` has one)");
+  try {
+    const auto j = nlohmann::json::parse(std::ifstream(meta));
+    return make_tokenizer(j.at("tokenizer").get<std::string>(), j.value("encoder", ""),
+                          j.value("merges", ""));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(meta + ": " + e.what());
+  } catch (const Error& e) {
+    throw Error(meta + ": " + e.what());
+  }
+}
+
 }  // namespace tessera

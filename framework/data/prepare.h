@@ -2,6 +2,7 @@
 // validation, plus a meta.json that records how they were made.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,5 +39,13 @@ struct PrepareResult {
 // otherwise match a train_*.bin glob). Throws tessera::Error for bad options, an
 // unreadable or empty input, or a split that leaves train or val empty.
 PrepareResult prepare_data(const PrepareOptions& options);
+
+class Tokenizer;
+
+// The tokenizer that made a shard, from the meta.json that prepare_data wrote beside it:
+// bytes, or gpt2 from the encoder.json and vocab.bpe paths meta.json records (as given to
+// `tessera data prepare`). Throws tessera::Error naming meta.json when it is missing,
+// unreadable, or names a tokenizer (or files) that cannot be made.
+std::unique_ptr<Tokenizer> data_tokenizer(const std::string& shard);
 
 }  // namespace tessera

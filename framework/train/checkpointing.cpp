@@ -56,14 +56,31 @@ std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw, int dp
   return pieces;
 }
 
+namespace {
+
+// Appends the boxes of p's local elements [a, b), held in `base` from flat element lo on,
+// as destinations of the logical tensor "<p.name><suffix>".
+void append_dests(std::vector<TensorDest>& dests, const ParamInfo& p, const std::string& suffix,
+                  int64_t a, int64_t b, float* base, int64_t lo) {
+  for (const LogicalBox& box : logical_boxes(p, a, b))
+    dests.push_back({p.name + suffix, p.shape, base + (p.offset + box.local_begin - lo),
+                     box.offset, box.count});
+}
+
+}  // namespace
+
+std::vector<TensorDest> parameter_dests(GPT2& model) {
+  std::vector<TensorDest> dests;
+  for (const ParamInfo& p : model.table().params())
+    append_dests(dests, p, "", 0, p.numel, model.params(), 0);
+  return dests;
+}
+
 std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw) {
   std::vector<TensorDest> dests;
   for_each_state_tensor(model, adamw, [&](const ParamInfo& p, const std::string& suffix,
                                           int64_t a, int64_t b, float* base, int64_t lo) {
-    for (const LogicalBox& box : logical_boxes(p, a, b))
-      dests.push_back({p.name + suffix, p.shape,
-                       base + (p.offset + box.local_begin - lo), box.offset,
-                       box.count});
+    append_dests(dests, p, suffix, a, b, base, lo);
   });
   return dests;
 }

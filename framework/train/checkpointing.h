@@ -24,6 +24,10 @@ namespace tessera {
 // This rank's pieces: parameters and moments ("<name>.adam_m", "<name>.adam_v").
 std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw, int dp_rank);
 
+// Where this rank's parameters (not the moments) come from in a checkpoint: every local
+// slice, a tied copy from the tensor it copies. For inference (tessera generate).
+std::vector<TensorDest> parameter_dests(GPT2& model);
+
 // Where this rank's parameters and moments come from in a checkpoint: every local slice
 // (a tied copy from the tensor it copies), the moments of its range under ZeRO-1.
 std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw);

@@ -19,6 +19,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "framework/data/loader.h"
+#include "framework/data/prepare.h"
 #include "framework/data/sha256.h"
 #include "framework/data/tokenizer.h"
 #include "framework/model/gpt2.h"
@@ -176,17 +177,14 @@ double evaluate(PipelineEngine& engine, DataLoader& val, const Recipe& r, int mi
   return allreduce_mean_in(total / (double)batches, dp_comm);
 }
 
-// The tokenizer that made the data, from the meta.json `tessera data prepare` writes
-// beside the shards; null when unknown (the sample is then printed as token ids).
-std::unique_ptr<Tokenizer> data_tokenizer(const std::string& first_shard) {
-  const auto meta = std::filesystem::path(first_shard).parent_path() / "meta.json";
-  if (!std::filesystem::exists(meta)) return nullptr;
+// The tokenizer that made the data (framework/data/prepare.h); null when unknown (the
+// sample is then printed as token ids).
+std::unique_ptr<Tokenizer> sample_tokenizer(const std::string& first_shard) {
   try {
-    const auto j = nlohmann::json::parse(std::ifstream(meta));
-    if (j.value("tokenizer", "") == "bytes") return std::make_unique<ByteTokenizer>();
-  } catch (const nlohmann::json::exception&) {
+    return data_tokenizer(first_shard);
+  } catch (const Error&) {
+    return nullptr;
   }
-  return nullptr;
 }
 
 // Greedy continuation of `prompt` (argmax over the real vocabulary at each position).
@@ -445,7 +443,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
 
     // Rank 0's replica samples: its tp groups (the logits are sharded) and pp stages.
     if (mesh.dp_rank() == 0 && r.train.sample_tokens > 0) {
-      const auto tokenizer = data_tokenizer(loader.files().front());
+      const auto tokenizer = sample_tokenizer(loader.files().front());
       std::vector<int32_t> prompt(x.begin(), x.begin() + std::max(1, std::min(T / 2, 16)));
       const auto out = greedy_sample(engine, model.config(), prompt, r.train.sample_tokens);
       if (tokenizer) {

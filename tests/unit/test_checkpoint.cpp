@@ -220,26 +220,8 @@ TEST_F(Checkpoint, MissingRankFileIsAnError) {
 
 TEST_F(Checkpoint, FlippedByteFailsTheChecksum) {
   const fs::path ckpt = save_small(root);
-  const fs::path shard = ckpt / "rank_00000.h5";
-  haddr_t offset = HADDR_UNDEF;
-  {
-    const hid_t f = H5Fopen(shard.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    // The piece holding h.0.attn.qkv.weight.adam_v: the 8th tensor written (see small_model).
-    const hid_t d = H5Dopen2(f, "/pieces/7", H5P_DEFAULT);
-    offset = H5Dget_offset(d);
-    H5Dclose(d);
-    H5Fclose(f);
-  }
-  ASSERT_NE(offset, HADDR_UNDEF);
-  {
-    std::fstream io(shard, std::ios::in | std::ios::out | std::ios::binary);
-    io.seekg((std::streamoff)offset + 21);
-    char c = 0;
-    io.read(&c, 1);
-    c ^= 0x10;
-    io.seekp((std::streamoff)offset + 21);
-    io.write(&c, 1);
-  }
+  // The piece holding h.0.attn.qkv.weight.adam_v: the 8th tensor written (see small_model).
+  tessera::test_support::flip_bit_in_dataset((ckpt / "rank_00000.h5").string(), "/pieces/7", 21);
   const std::string msg = error_of([&] { verify_checkpoint(ckpt.string()); });
   EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
   EXPECT_NE(msg.find("h.0.attn.qkv.weight.adam_v"), std::string::npos) << msg;

@@ -7,6 +7,7 @@
 // library target.
 #pragma once
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -93,6 +94,24 @@ std::string error_of(F&& f) {
   }
   ADD_FAILURE() << "expected a tessera::Error";
   return "";
+}
+
+// Flips one bit of byte `at` of a contiguous HDF5 dataset's data, in place: a corrupt
+// checkpoint piece. Fails the test when the dataset has no file offset.
+inline void flip_bit_in_dataset(const std::string& file, const std::string& dataset, int64_t at) {
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const hid_t d = H5Dopen2(f, dataset.c_str(), H5P_DEFAULT);
+  const haddr_t offset = H5Dget_offset(d);
+  H5Dclose(d);
+  H5Fclose(f);
+  ASSERT_NE(offset, HADDR_UNDEF) << file << " " << dataset;
+  std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekg((std::streamoff)(offset + at));
+  char c = 0;
+  io.read(&c, 1);
+  c ^= 0x10;
+  io.seekp((std::streamoff)(offset + at));
+  io.write(&c, 1);
 }
 
 }  // namespace tessera::test_support

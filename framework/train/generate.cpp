@@ -1,0 +1,65 @@
+#include "framework/train/generate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "framework/train/checkpointing.h"
+#include "framework/util/error.h"
+#include "parallel/rng.h"
+
+namespace tessera {
+
+CheckpointModel load_checkpoint_model(const std::string& path) {
+  CheckpointModel out;
+  const std::string dir = resolve_checkpoint_dir(path);
+  verify_checkpoint(dir);
+  const LoadedCheckpoint index = load_checkpoint(dir, {});
+  out.recipe = parse_recipe(index.meta.recipe_yaml, dir + "/index.h5 (/meta/recipe_yaml)");
+  out.model = std::make_unique<GPT2>(GPTConfig::from_recipe(out.recipe.model), 1);
+  out.checkpoint = load_checkpoint(dir, parameter_dests(*out.model));
+  return out;
+}
+
+namespace {
+
+// A token drawn from softmax(logits / temperature) over logits[0 .. n): u in (0, 1)
+// picks where the cumulative probability first exceeds it.
+int32_t sample_token(const float* logits, int n, double temperature, double u) {
+  const float top = *std::max_element(logits, logits + n);
+  std::vector<double> weights(n);
+  double total = 0;
+  for (int i = 0; i < n; i++) total += weights[i] = std::exp((logits[i] - top) / temperature);
+  double acc = 0;
+  for (int i = 0; i < n; i++) {
+    acc += weights[i];
+    if (acc > u * total) return i;
+  }
+  return n - 1;
+}
+
+}  // namespace
+
+std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> tokens,
+                                     const SamplingOptions& o) {
+  const GPTConfig& c = model.config();
+  check(model.tp().size == 1 && model.stage().size == 1,
+        "continue_tokens: needs the whole model in one process");
+  check(!tokens.empty(), "the prompt is empty: it needs at least one token");
+  for (int32_t t : tokens)
+    check(t >= 0 && t < c.vocab_size, "the prompt has token " + std::to_string(t) +
+                                          ", outside the model's vocabulary of " +
+                                          std::to_string(c.vocab_size));
+  check(o.temperature >= 0 && std::isfinite(o.temperature), "temperature must be >= 0");
+  const CounterRng rng(o.seed, "generate");
+  for (int i = 0; i < o.tokens; i++) {
+    const int T = std::min<int>((int)tokens.size(), c.seq_len);
+    model.forward(tokens.data() + tokens.size() - T, nullptr, 1, T);
+    tokens.push_back(o.temperature == 0
+                         ? model.argmax_token(T - 1)
+                         : sample_token(model.logits() + (int64_t)(T - 1) * model.local_vocab(),
+                                        c.vocab_size, o.temperature, rng.uniform(i)));
+  }
+  return tokens;
+}
+
+}  // namespace tessera

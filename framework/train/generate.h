@@ -1,0 +1,43 @@
+// Text from a checkpoint (`tessera generate`): the model a checkpoint's recipe describes,
+// built in one process, its parameters read from a checkpoint of any layout, and a
+// continuation of a prompt, greedy or sampled.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "framework/model/gpt2.h"
+#include "framework/recipe/recipe.h"
+
+namespace tessera {
+
+struct CheckpointModel {
+  Recipe recipe;                 // from the checkpoint's /meta/recipe_yaml
+  LoadedCheckpoint checkpoint;   // its index: path, metadata, tensors, shards
+  std::unique_ptr<GPT2> model;   // the whole model (tp = pp = 1), one sequence at a time
+};
+
+// Verifies every shard's checksums (verify_checkpoint), then builds the model of the
+// checkpoint's recipe at (dp, tp, pp) = (1, 1, 1) and reads its parameters (not the
+// AdamW moments) through the index, whatever layout wrote them. `path` is a step
+// directory or a directory holding `latest`. Throws tessera::Error naming the file and
+// the fault. Not collective.
+CheckpointModel load_checkpoint_model(const std::string& path);
+
+struct SamplingOptions {
+  int tokens = 64;           // how many tokens to add
+  double temperature = 0;    // 0: greedy (argmax); > 0: sample from softmax(logits / T)
+  uint64_t seed = 1337;      // for temperature > 0: the same seed gives the same tokens
+};
+
+// `prompt` (at least one token, ids < vocab_size) followed by o.tokens more: each the
+// argmax over the real vocabulary of the logits after the last position (lowest id on
+// ties), or a sample from softmax(logits / temperature) over the real vocabulary drawn
+// with the counter-based RNG keyed by the seed. The model sees the last seq_len tokens.
+// A single-process model (tp = pp = 1).
+std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> prompt,
+                                     const SamplingOptions& o);
+
+}  // namespace tessera
