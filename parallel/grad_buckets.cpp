@@ -71,6 +71,9 @@ void GradBuckets::mark_ready(int i) {
   ready_[i] = 1;
   --pending_[bucket_of_[i]];
   launch_ready_prefix();
+  // Let launched buckets advance (non-blocking): MPI and the communicator's queue progress
+  // only inside calls like this, so backward overlaps communication without a thread.
+  while (next_done_ < next_launch_ && reqs_[next_done_].test()) ++next_done_;
 }
 
 void GradBuckets::finish() {
@@ -89,6 +92,7 @@ void GradBuckets::finish() {
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = static_cast<int>(buckets_[b].params.size());
   std::fill(ready_.begin(), ready_.end(), 0);
   next_launch_ = 0;
+  next_done_ = 0;
 }
 
 }  // namespace tessera

@@ -60,6 +60,7 @@ class GradBuckets {
   std::vector<char> ready_;      // per param
   std::vector<CommRequest> reqs_;
   int next_launch_ = 0;
+  int next_done_ = 0;            // buckets before this one have completed
   int64_t lo_ = 0, hi_ = 0;      // union range of all params
 };
 
