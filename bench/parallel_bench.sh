@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Parallel benchmarks (issue 3, acceptance 4 (b), (c) and (d)),
+# Parallel benchmarks (issue 3, acceptance 4 (a), (b), (c) and (d)),
 # called at the end of bench/compare.sh, so `make bench` runs them:
 #
+#   (a) bench/bench_allreduce.cpp at 2 ranks: syncing a GPT-2 124M gradient buffer with
+#       Tessera's buckets against one MPI_Allreduce (target >= 1.5x), and Tessera's bus
+#       bandwidth against the best MPI_Allreduce at any message size, all measured in one
+#       run, methods alternating, median and range of several rounds (about a minute);
 #   (b) tokens/s of dp=2 with 1 OpenMP thread per rank against dp=1 with 2 threads,
 #       same global batch, measured side by side (target: dp=2 >= 90% of dp=1);
 #   (c) peak resident memory per rank (the run log's peak_rss_mb, the worst rank) with
@@ -68,7 +72,13 @@ train() {
 
 # (b) alternating, each twice; the better median counts (as in compare.sh), so a burst of
 # load from elsewhere does not decide the ratio.
-parts=${PARALLEL_BENCH_PARTS:-b c d}  # e.g. PARALLEL_BENCH_PARTS=c for the memory table alone
+parts=${PARALLEL_BENCH_PARTS:-a b c d}  # e.g. PARALLEL_BENCH_PARTS=c for the memory table alone
+if [[ $parts == *a* ]]; then
+  echo "(a) gradient all-reduce: buckets vs one MPI_Allreduce, bus bandwidth (bench_allreduce, 2 ranks)"
+  OMP_NUM_THREADS=1 mpirun -n 2 -x OMP_NUM_THREADS "$build/bin/bench_allreduce" \
+    --rounds "${ALLREDUCE_BENCH_ROUNDS:-7}" | sed 's/^/  /' || {
+      echo "parallel bench: bench_allreduce failed" >&2; exit 1; }
+fi
 if [[ $parts == *b* ]]; then
 echo "(b) dp=2 x 1 thread vs dp=1 x 2 threads, global batch 4, micro-batch 2, $steps steps each, run twice alternating"
 train dp1-a 1 2; train dp2-a 2 1; train dp1-b 1 2; train dp2-b 2 1

@@ -1,5 +1,7 @@
 #include "parallel/grad_buckets.h"
 
+#include "parallel/huge_pages.h"
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -54,6 +56,9 @@ GradBuckets::GradBuckets(Communicator& comm, float* grads, std::vector<ParamSpan
   ready_.assign(params_.size(), 0);
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = static_cast<int>(buckets_[b].params.size());
   reqs_.resize(buckets_.size());
+  // The all-reduce of the gradient range is bound by memory and per-page kernel work:
+  // back it with 2 MiB pages (parallel/huge_pages.h; TESSERA_HUGE_PAGES=0 turns it off).
+  if (comm_.size() > 1) advise_huge_pages(grads_ + lo_, sizeof(float) * (hi_ - lo_));
 }
 
 void GradBuckets::launch_ready_prefix() {
@@ -71,6 +76,9 @@ void GradBuckets::mark_ready(int i) {
   ready_[i] = 1;
   --pending_[bucket_of_[i]];
   launch_ready_prefix();
+  // Let launched buckets advance (non-blocking): MPI and the communicator's queue progress
+  // only inside calls like this, so backward overlaps communication without a thread.
+  while (next_done_ < next_launch_ && reqs_[next_done_].test()) ++next_done_;
 }
 
 void GradBuckets::finish() {
@@ -89,6 +97,7 @@ void GradBuckets::finish() {
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = static_cast<int>(buckets_[b].params.size());
   std::fill(ready_.begin(), ready_.end(), 0);
   next_launch_ = 0;
+  next_done_ = 0;
 }
 
 }  // namespace tessera

@@ -17,6 +17,8 @@
 //   whole buffer by 1/size() so it holds the mean gradient over data-parallel ranks; with
 //   average=false it holds the sum. Then resets for the next step.
 // The gradient range of a launched bucket must not be written until finish() returns.
+// The constructor backs the gradient range with transparent huge pages when size() > 1
+// (parallel/huge_pages.h): contents unchanged, about 1.4 s once for GPT-2 124M.
 #pragma once
 
 #include <cstdint>
@@ -60,6 +62,7 @@ class GradBuckets {
   std::vector<char> ready_;      // per param
   std::vector<CommRequest> reqs_;
   int next_launch_ = 0;
+  int next_done_ = 0;            // buckets before this one have completed
   int64_t lo_ = 0, hi_ = 0;      // union range of all params
 };
 

@@ -79,6 +79,103 @@ inline void add3(float* __restrict dst, const float* __restrict a, const float* 
 
 }  // namespace
 
+// One all_reduce_async queued without the helper thread: the chunked ring of
+// ring_all_reduce_on (same chunks, segments, steps and additions, so the same bits), one
+// MPI_Irecv + MPI_Isend pair per step, or one MPI_Iallreduce below the ring threshold.
+// Only the head of the communicator's queue has messages posted.
+struct MpiCommunicator::AsyncOp final : public CommRequestImpl {
+  MpiCommunicator* owner = nullptr;
+  float* buf = nullptr;
+  int64_t count = 0;
+  bool ring = false;
+  bool done = false;
+  bool posted = false;  // rq holds this step's requests
+  MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  int64_t off = 0;      // current chunk (ring) or piece (MPI_Iallreduce) offset
+  int phase = 0, step = 0;  // ring: 0 reduce-scatter, 1 all-gather; step within the phase
+
+  void wait() override {
+    if (!done) owner->progress_queue(this, true);
+  }
+  bool test() override { return done || owner->progress_queue(this, false); }
+};
+
+bool MpiCommunicator::progress_queue(const AsyncOp* until, bool block) {
+  const int p = size_, r = rank_;
+  const int right = (r + 1) % p, left = (r - 1 + p) % p;
+  const int64_t seg_max = std::max<int64_t>(1, opts_.chunk_bytes / 4);
+  const int64_t block_len = seg_max * p;
+  while (!pending_.empty()) {
+    AsyncOp& op = *pending_.front();
+    if (!op.posted) {  // post this step's messages
+      if (op.ring) {
+        if (static_cast<int64_t>(async_scratch_.size()) < seg_max) async_scratch_.resize(seg_max);
+        const int64_t len = std::min(block_len, op.count - op.off);
+        float* b = op.buf + op.off;
+        auto seg_begin = [&](int i) { return len * i / p; };
+        auto seg_len = [&](int i) { return len * (i + 1) / p - len * i / p; };
+        const int s = op.step;
+        int ss, rs;
+        float* dst;
+        if (op.phase == 0) {
+          ss = (r - s + p) % p, rs = (r - s - 1 + p) % p;
+          dst = async_scratch_.data();
+        } else {
+          ss = (r + 1 - s + p) % p, rs = (r - s + p) % p;
+          dst = b + seg_begin(rs);
+        }
+        check(MPI_Irecv(dst, icount(seg_len(rs)), MPI_FLOAT, left, kRingTag, worker_comm_, &op.rq[0]),
+              "MPI_Irecv");
+        check(MPI_Isend(b + seg_begin(ss), icount(seg_len(ss)), MPI_FLOAT, right, kRingTag,
+                        worker_comm_, &op.rq[1]),
+              "MPI_Isend");
+      } else {
+        check(MPI_Iallreduce(MPI_IN_PLACE, op.buf + op.off,
+                             icount(std::min(kMaxMpiCount, op.count - op.off)), MPI_FLOAT, MPI_SUM,
+                             worker_comm_, &op.rq[0]),
+              "MPI_Iallreduce");
+        op.rq[1] = MPI_REQUEST_NULL;
+      }
+      op.posted = true;
+    }
+    if (block) {
+      check(MPI_Waitall(2, op.rq, MPI_STATUSES_IGNORE), "MPI_Waitall");
+    } else {
+      int flag = 0;
+      check(MPI_Testall(2, op.rq, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
+      if (!flag) return false;
+    }
+    op.posted = false;
+    if (op.ring) {  // finish the step: the reduce-scatter's addition, then advance
+      const int64_t len = std::min(block_len, op.count - op.off);
+      if (op.phase == 0) {
+        const int rs = (r - op.step - 1 + p) % p;
+        const int64_t beg = len * rs / p, n = len * (rs + 1) / p - beg;
+        add_into(op.buf + op.off + beg, async_scratch_.data(), n);
+      }
+      if (++op.step == p - 1) {
+        op.step = 0;
+        if (op.phase == 0) {
+          op.phase = 1;
+        } else {
+          op.phase = 0;
+          op.off += block_len;
+        }
+      }
+      op.done = op.off >= op.count;
+    } else {
+      op.off += kMaxMpiCount;
+      op.done = op.off >= op.count;
+    }
+    if (op.done) {
+      const bool reached = &op == until;
+      pending_.pop_front();
+      if (reached) return true;
+    }
+  }
+  return until == nullptr;  // until not queued: it was complete already
+}
+
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, MpiCommunicatorOptions opts) : opts_(opts) {
   if (opts_.chunk_bytes < 4) throw std::invalid_argument("MpiCommunicator: chunk_bytes < 4");
   check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
@@ -91,13 +188,15 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, MpiCommunicatorOptions opts) : o
     throw std::runtime_error(
         "MpiCommunicator: async_thread=1 needs MPI_Init_thread(MPI_THREAD_MULTIPLE)");
   use_thread_ = multiple && opts_.async_thread != 0;
-  if (use_thread_) {
-    check(MPI_Comm_dup(comm, &worker_comm_), "MPI_Comm_dup");
-    worker_ = std::thread([this] { worker_loop(); });
-  }
+  check(MPI_Comm_dup(comm, &worker_comm_), "MPI_Comm_dup");
+  if (use_thread_) worker_ = std::thread([this] { worker_loop(); });
 }
 
 MpiCommunicator::~MpiCommunicator() {
+  try {
+    drain();
+  } catch (...) {  // a destructor must not throw; the MPI error handler has reported it
+  }
   if (worker_.joinable()) {
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -191,6 +290,7 @@ void MpiCommunicator::ring_all_reduce_on(MPI_Comm c, std::vector<float>& scratch
 }
 
 void MpiCommunicator::all_reduce(float* buf, int64_t count) {
+  drain();
   all_reduce_on(comm_, scratch_, buf, count);
 }
 
@@ -198,14 +298,14 @@ CommRequest MpiCommunicator::all_reduce_async(float* buf, int64_t count) {
   if (count <= 0 || size_ == 1) return {};
   if (use_thread_)
     return enqueue([this, buf, count] { all_reduce_on(worker_comm_, worker_scratch_, buf, count); });
-  auto req = std::make_shared<MpiRequest>();
-  for (int64_t off = 0; off < count; off += kMaxMpiCount) {
-    req->reqs.emplace_back();
-    check(MPI_Iallreduce(MPI_IN_PLACE, buf + off, icount(std::min(kMaxMpiCount, count - off)),
-                         MPI_FLOAT, MPI_SUM, comm_, &req->reqs.back()),
-          "MPI_Iallreduce");
-  }
-  return CommRequest(req);
+  auto op = std::make_shared<AsyncOp>();
+  op->owner = this;
+  op->buf = buf;
+  op->count = count;
+  op->ring = count * 4 >= opts_.ring_threshold_bytes;
+  pending_.push_back(op);
+  progress_queue(op.get(), false);  // start it if it is the head (posts its first step)
+  return CommRequest(op);
 }
 
 // ---------------------------------------------------------------- reduce_scatter
@@ -242,6 +342,7 @@ void MpiCommunicator::ring_reduce_scatter_on(MPI_Comm c, std::vector<float>& scr
 }
 
 void MpiCommunicator::reduce_scatter(const float* send, float* recv, int64_t recv_count) {
+  drain();
   ring_reduce_scatter_on(comm_, scratch_, send, recv, recv_count);
 }
 
@@ -282,6 +383,7 @@ void MpiCommunicator::all_gather_on(MPI_Comm c, const float* send, float* recv,
 }
 
 void MpiCommunicator::all_gather(const float* send, float* recv, int64_t send_count) {
+  drain();
   all_gather_on(comm_, send, recv, send_count);
 }
 
@@ -310,6 +412,7 @@ void MpiCommunicator::broadcast_on(MPI_Comm c, float* buf, int64_t count, int ro
 }
 
 void MpiCommunicator::broadcast(float* buf, int64_t count, int root) {
+  drain();
   broadcast_on(comm_, buf, count, root);
 }
 
@@ -330,6 +433,7 @@ CommRequest MpiCommunicator::broadcast_async(float* buf, int64_t count, int root
 // ---------------------------------------------------------------- point-to-point
 
 void MpiCommunicator::send(const float* buf, int64_t count, int peer, int tag) {
+  drain();
   for (int64_t off = 0; off < count; off += kMaxMpiCount)
     check(MPI_Send(buf + off, icount(std::min(kMaxMpiCount, count - off)), MPI_FLOAT, peer, tag,
                    comm_),
@@ -337,6 +441,7 @@ void MpiCommunicator::send(const float* buf, int64_t count, int peer, int tag) {
 }
 
 void MpiCommunicator::recv(float* buf, int64_t count, int peer, int tag) {
+  drain();
   for (int64_t off = 0; off < count; off += kMaxMpiCount)
     check(MPI_Recv(buf + off, icount(std::min(kMaxMpiCount, count - off)), MPI_FLOAT, peer, tag,
                    comm_, MPI_STATUS_IGNORE),
@@ -365,6 +470,9 @@ CommRequest MpiCommunicator::recv_async(float* buf, int64_t count, int peer, int
   return CommRequest(req);
 }
 
-void MpiCommunicator::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+void MpiCommunicator::barrier() {
+  drain();
+  check(MPI_Barrier(comm_), "MPI_Barrier");
+}
 
 }  // namespace tessera

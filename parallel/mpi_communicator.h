@@ -10,7 +10,9 @@
 //   * reduce_scatter: always the ring (never MPI_Reduce_scatter_block).
 //   * all_gather, broadcast, send/recv: MPI_Allgather / MPI_Bcast / MPI_Send / MPI_Recv.
 // Defaults (measured with bench/bench_allreduce at 2 ranks, see that file's header):
-//   ring_threshold_bytes = 256 KiB, chunk_bytes = 1 MiB (bytes per ring message).
+//   ring_threshold_bytes = 256 KiB, chunk_bytes = 1 MiB (bytes per ring message; on a
+//   498 MB buffer on huge pages 1, 2 and 4 MiB were within noise, 256 KiB and 16 MiB
+//   slower).
 //
 // Async operations:
 //   * If MPI was initialised with MPI_THREAD_MULTIPLE (Open MPI 4.1.4 here provides it:
@@ -19,9 +21,18 @@
 //     FIFO order, on a private duplicate of the communicator — so they progress while the
 //     caller computes (MPI's non-blocking collectives only progress inside MPI calls) and
 //     use the fast ring.
-//   * Otherwise (MPI_Init, or a lower thread level) they fall back to MPI_Iallreduce /
-//     MPI_Ireduce_scatter_block / MPI_Iallgather / MPI_Ibcast, which progress only when
-//     test()/wait() or other MPI calls are made.
+//   * Otherwise (MPI_Init, or a lower thread level; the trainer sets async_thread = 0):
+//     all_reduce_async queues the operation on a private duplicate communicator and runs
+//     it as a non-blocking state machine of the SAME algorithm as all_reduce (the chunked
+//     ring of MPI_Irecv/MPI_Isend steps at >= ring_threshold_bytes, MPI_Iallreduce below),
+//     so the result is bit-identical to the blocking call. Queued operations run strictly
+//     in issue order; they advance only inside this communicator's calls: test() and wait()
+//     of any of its requests (test() never blocks) and its blocking collectives, which
+//     first complete every queued operation (issue order, as on an NCCL stream).
+//     (MPI_Iallreduce itself was slow here: Open MPI's libnbc reduces 2 ranks binomially,
+//     whole buffer to rank 0 and back.) reduce_scatter_async / all_gather_async /
+//     broadcast_async use MPI_Ireduce_scatter_block / MPI_Iallgather / MPI_Ibcast, which
+//     progress only when test()/wait() or other MPI calls are made.
 //   * send_async / recv_async always use MPI_Isend / MPI_Irecv on the main communicator.
 // The helper thread only touches its own duplicate communicator; blocking calls from the
 // caller's thread use another, so the two never mis-match messages.
@@ -36,6 +47,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -81,7 +93,10 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
 
   // The ring all-reduce regardless of size (benchmarks, tests).
-  void ring_all_reduce(float* buf, int64_t count) { ring_all_reduce_on(comm_, scratch_, buf, count); }
+  void ring_all_reduce(float* buf, int64_t count) {
+    drain();
+    ring_all_reduce_on(comm_, scratch_, buf, count);
+  }
 
  private:
   void all_reduce_on(MPI_Comm c, std::vector<float>& scratch, float* buf, int64_t count);
@@ -93,8 +108,18 @@ class MpiCommunicator final : public Communicator {
   CommRequest enqueue(std::function<void()> fn);
   void worker_loop();
 
+ public:
+  struct AsyncOp;  // a queued all_reduce_async without the helper thread (in the .cpp)
+ private:
+  // Advances the queue in order until `until` is complete (nullptr: until empty); with
+  // block=false it returns as soon as the head cannot advance without waiting.
+  bool progress_queue(const AsyncOp* until, bool block);
+  void drain() { if (!pending_.empty()) progress_queue(nullptr, true); }
+  std::deque<std::shared_ptr<AsyncOp>> pending_;
+  std::vector<float> async_scratch_;  // receive buffer of the queue's head (ring step)
+
   MPI_Comm comm_ = MPI_COMM_NULL;         // caller-thread operations
-  MPI_Comm worker_comm_ = MPI_COMM_NULL;  // helper-thread operations
+  MPI_Comm worker_comm_ = MPI_COMM_NULL;  // helper-thread operations, or the async queue's
   int rank_ = 0, size_ = 1;
   MpiCommunicatorOptions opts_;
   bool use_thread_ = false;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -95,7 +96,8 @@ TEST(MpiCommunicator, AllReduceSmallPathMatchesMpi) {
 }
 
 TEST(MpiCommunicator, ManyAsyncAllReducesInFlight) {
-  MpiCommunicator c(MPI_COMM_WORLD, ring_opts());
+  for (int thread : {0, -1}) {
+  MpiCommunicator c(MPI_COMM_WORLD, ring_opts(thread));
   std::vector<std::vector<float>> bufs, refs;
   for (int k = 0; k < 8; ++k) {
     bufs.push_back(rand_vec(100 + 37 * k, 1000 + 10 * k + c.rank()));
@@ -106,6 +108,72 @@ TEST(MpiCommunicator, ManyAsyncAllReducesInFlight) {
   while (!reqs.back().test()) {}
   for (auto& r : reqs) r.wait();
   for (size_t k = 0; k < bufs.size(); ++k) expect_close(bufs[k], refs[k]);
+  }
+}
+
+// Without the helper thread, all_reduce_async is a queued state machine of the blocking
+// algorithm: its result must be bit-identical to all_reduce's, and the same on every rank
+// (mixed signs, so a different summation order would show).
+TEST(MpiCommunicator, QueuedAsyncAllReduceBitIdentical) {
+  for (int64_t chunk : {int64_t{64}, int64_t{4096}, int64_t{1} << 20}) {
+    MpiCommunicatorOptions o;
+    o.async_thread = 0;
+    o.ring_threshold_bytes = 1024;  // below: MPI_Iallreduce; above: the ring
+    o.chunk_bytes = chunk;
+    MpiCommunicator c(MPI_COMM_WORLD, o);
+    ASSERT_FALSE(c.async_uses_thread());
+    for (int64_t n : {int64_t{1}, int64_t{17}, int64_t{255}, int64_t{256}, int64_t{4099},
+                      int64_t{100003}, int64_t{1} << 20}) {
+      std::mt19937 g(17 + 1000 * c.rank() + static_cast<uint32_t>(n));
+      std::normal_distribution<float> d(0.f, 1.f);
+      std::vector<float> v(n);
+      for (auto& x : v) x = d(g) * std::exp(d(g) * 3.f);
+      auto a = v;
+      c.all_reduce(a.data(), n);
+      auto b = v;
+      auto rq = c.all_reduce_async(b.data(), n);
+      while (!rq.test()) {}
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), sizeof(float) * n)) << "n=" << n;
+      auto r0 = a;  // rank 0's bits on every rank
+      MPI_Bcast(r0.data(), static_cast<int>(n), MPI_FLOAT, 0, MPI_COMM_WORLD);
+      ASSERT_EQ(0, std::memcmp(a.data(), r0.data(), sizeof(float) * n)) << "n=" << n;
+    }
+  }
+}
+
+// Several queued operations, partly progressed by test(), then a blocking collective
+// (which completes the queue first, in issue order), then wait().
+TEST(MpiCommunicator, QueuedAsyncThenBlocking) {
+  MpiCommunicatorOptions o;
+  o.async_thread = 0;
+  o.ring_threshold_bytes = 256;
+  o.chunk_bytes = 256;
+  MpiCommunicator c(MPI_COMM_WORLD, o);
+  std::vector<std::vector<float>> bufs, refs;
+  for (int k = 0; k < 6; ++k) {
+    bufs.push_back(rand_vec(10 + 1500 * k, 555 + 10 * k + c.rank()));
+    refs.push_back(reference_sum(bufs.back()));
+  }
+  std::vector<CommRequest> reqs;
+  for (auto& b : bufs) {
+    reqs.push_back(c.all_reduce_async(b.data(), static_cast<int64_t>(b.size())));
+    reqs.front().test();
+  }
+  auto x = rand_vec(3000, 9 + c.rank());
+  auto xref = reference_sum(x);
+  c.all_reduce(x.data(), 3000);
+  for (auto& r : reqs) EXPECT_TRUE(r.test());
+  for (auto& r : reqs) r.wait();
+  expect_close(x, xref);
+  for (size_t k = 0; k < bufs.size(); ++k) expect_close(bufs[k], refs[k]);
+  // Requests left pending are completed by the destructor.
+  auto y = rand_vec(5000, 3 + c.rank());
+  auto yref = reference_sum(y);
+  {
+    MpiCommunicator d(MPI_COMM_WORLD, o);
+    d.all_reduce_async(y.data(), 5000);
+  }
+  expect_close(y, yref);
 }
 
 TEST(MpiCommunicator, ReduceScatter) {
