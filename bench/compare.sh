@@ -40,5 +40,7 @@ echo "make bench: Tessera vs PyTorch $(/usr/bin/python3 -c 'import torch; print(
 compare gpt2-124m 4 64
 compare small 8 128
 
-# Data-parallel throughput and memory (issue 3, acceptance 4 (b) and (c)).
+# Parallel: all-reduce, data-parallel speed, ZeRO-1 memory, pipeline bubble (issue 3).
 "$here/parallel_bench.sh" "$build"
+# Checkpoints: save/load bandwidth against dd, asynchronous stall, memory (issue 4).
+"$here/checkpoint_bench.sh" "$build"

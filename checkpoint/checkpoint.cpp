@@ -33,16 +33,6 @@ namespace fs = std::filesystem;
 // Checksums hash the in-memory float bytes, which must equal the little-endian file bytes.
 static_assert(std::endian::native == std::endian::little, "checkpoints assume a little-endian host");
 
-uint64_t fnv1a64(const void* data, size_t bytes, uint64_t hash) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  uint64_t h = hash;
-  for (size_t i = 0; i < bytes; i++) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
 std::string checksum_string(uint64_t hash) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)hash);
@@ -50,7 +40,11 @@ std::string checksum_string(uint64_t hash) {
 }
 
 std::string checksum_string(const float* data, size_t numel) {
-  return checksum_string(fnv1a64(data, numel * sizeof(float)));
+  return checksum_string(xxhash64(data, numel * sizeof(float)));
+}
+
+std::string shard_checksum(const std::vector<uint64_t>& piece_hashes) {
+  return checksum_string(xxhash64(piece_hashes.data(), piece_hashes.size() * sizeof(uint64_t)));
 }
 
 std::string checkpoint_dir_name(int64_t step) {
@@ -249,7 +243,7 @@ nlohmann::json write_shard(const fs::path& path, const CheckpointMeta& meta, int
                            const std::vector<TensorPiece>& pieces) {
   const std::string file = path.string();
   nlohmann::json described = nlohmann::json::array();
-  uint64_t shard_hash = fnv1a64(nullptr, 0);
+  std::vector<uint64_t> piece_hashes;
   int64_t bytes = 0;
   write_h5_file(file, [&](hid_t f) {
     h5::write_attr(f, "format", std::string(ckpt::kShardFormat));
@@ -268,8 +262,8 @@ nlohmann::json write_shard(const fs::path& path, const CheckpointMeta& meta, int
                    H5Dclose);
       h5::checked_status(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data), context);
       const size_t n = (size_t)numel(t.count);
-      const std::string sum = checksum_string(t.data, n);
-      shard_hash = fnv1a64(t.data, n * sizeof(float), shard_hash);
+      piece_hashes.push_back(xxhash64(t.data, n * sizeof(float)));
+      const std::string sum = checksum_string(piece_hashes.back());
       bytes += (int64_t)(n * sizeof(float));
       h5::write_attr(d, "tensor", t.name);
       h5::write_attr(d, ckpt::kChecksumAttr, sum);
@@ -279,7 +273,7 @@ nlohmann::json write_shard(const fs::path& path, const CheckpointMeta& meta, int
     }
   });
   return {{"file", path.filename().string()}, {"rank", rank}, {"bytes", bytes},
-          {"checksum", checksum_string(shard_hash)}, {"pieces", described}};
+          {"checksum", shard_checksum(piece_hashes)}, {"pieces", described}};
 }
 
 // index.h5: metadata, the shards, and every logical tensor as a virtual dataset over the

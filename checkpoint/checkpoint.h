@@ -55,7 +55,7 @@ struct SaveInfo {
   std::string path;                                        // <dir>/step_XXXXXX
   int64_t bytes = 0;                                       // tensor bytes, all ranks
   double seconds = 0;                                      // from call to `latest` updated
-  std::vector<std::pair<std::string, std::string>> checksums;  // shard file -> "fnv1a64:<16 hex>"
+  std::vector<std::pair<std::string, std::string>> checksums;  // shard file -> "xxh64:<16 hex>"
 };
 
 // Writes a checkpoint at meta.step and returns its final directory "<dir>/step_XXXXXX".
@@ -168,11 +168,14 @@ int64_t verify_checkpoint(const std::string& path, int part = 0, int parts = 1);
 // named by `path/latest`. Throws tessera::Error when neither, or for a .tmp directory.
 std::string resolve_checkpoint_dir(const std::string& path);
 
-// FNV-1a, 64 bit, over raw bytes (here: little-endian float32 in C order). Simple enough
-// to recompute in a few lines of Python. The running form continues a hash over more bytes.
-uint64_t fnv1a64(const void* data, size_t bytes, uint64_t hash = 0xcbf29ce484222325ull);
-std::string checksum_string(uint64_t hash);                     // "fnv1a64:<16 hex>"
+// XXH64 (xxHash, 64 bit, seed 0) over raw bytes (here: little-endian float32 in C order):
+// the checksum of every piece. Python: xxhash.xxh64(array.tobytes()) (python3-xxhash).
+uint64_t xxhash64(const void* data, size_t bytes, uint64_t seed = 0);
+std::string checksum_string(uint64_t hash);                     // "xxh64:<16 hex>"
 std::string checksum_string(const float* data, size_t numel);
+// A shard's checksum: XXH64 of its pieces' 64-bit checksums, in order, as little-endian
+// bytes ("xxh64:<16 hex>").
+std::string shard_checksum(const std::vector<uint64_t>& piece_hashes);
 
 // Collective over MPI_COMM_WORLD (identity without MPI): "" when every rank's `error` is
 // empty, else the error of the lowest failing rank, on every rank. Also a barrier. Lets

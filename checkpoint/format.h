@@ -19,7 +19,7 @@ inline constexpr const char* kTensorGroup = "tensors";  // index.h5: /tensors/<l
 inline constexpr const char* kPieceGroup = "pieces";    // rank_XXXXX.h5: /pieces/<k>
 inline constexpr const char* kMetaGroup = "meta";       // /meta/recipe_yaml, layout_json, rng_json, extra_json, shards_json
 inline constexpr const char* kChecksumAttr = "checksum";
-inline constexpr const char* kChecksumPrefix = "fnv1a64:";
+inline constexpr const char* kChecksumPrefix = "xxh64:";
 
 // "rank_00003.h5"
 inline std::string rank_file_name(int rank) {

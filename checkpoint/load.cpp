@@ -188,7 +188,7 @@ int64_t verify_checkpoint(const std::string& path, int part, int parts) {
     const auto& shard = x.shards[i];
     const std::string file = (fs::path(x.dir) / shard.at("file").get<std::string>()).string();
     h5::Handle f = open_shard(x, shard);
-    uint64_t shard_hash = fnv1a64(nullptr, 0);
+    std::vector<uint64_t> piece_hashes;
     for (const auto& piece : shard.at("pieces")) {
       const std::string dataset = piece.at("dataset").get<std::string>();
       const std::string tensor = piece.at("tensor").get<std::string>();
@@ -202,14 +202,14 @@ int64_t verify_checkpoint(const std::string& path, int part, int parts) {
       h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()),
                          "cannot read " + context);
       const std::string expected = piece.at("checksum").get<std::string>();
-      const std::string actual = checksum_string(data.data(), data.size());
+      piece_hashes.push_back(xxhash64(data.data(), data.size() * sizeof(float)));
+      const std::string actual = checksum_string(piece_hashes.back());
       if (actual != expected)
         throw Error("checksum mismatch in " + context + ": the index says " + expected +
                     ", the data hashes to " + actual);
-      shard_hash = fnv1a64(data.data(), data.size() * sizeof(float), shard_hash);
       bytes += (int64_t)(data.size() * sizeof(float));
     }
-    if (checksum_string(shard_hash) != shard.at("checksum").get<std::string>())
+    if (shard_checksum(piece_hashes) != shard.at("checksum").get<std::string>())
       throw Error("checksum mismatch for " + file + " as a whole");
   }
   return bytes;

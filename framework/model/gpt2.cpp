@@ -11,6 +11,7 @@
 
 #include "framework/util/error.h"
 #include "kernels/ops.h"
+#include "parallel/huge_pages.h"
 
 namespace tessera {
 
@@ -36,10 +37,16 @@ void GPT2::FreeDeleter::operator()(float* p) const { std::free(p); }
 
 namespace {
 float* alloc_floats(int64_t n) {
-  // 64-byte alignment: every tensor in the buffer starts on a cache line.
-  const size_t bytes = ((size_t)n * sizeof(float) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, bytes > 0 ? bytes : 64);
+  // 64-byte alignment: every tensor in the buffer starts on a cache line. Buffers of
+  // several MiB are 2 MiB-aligned and advised onto huge pages before their first touch
+  // (parallel/huge_pages.h: fewer TLB misses, and a faster gradient all-reduce).
+  constexpr size_t kHuge = 2u << 20;
+  const bool huge = (size_t)n * sizeof(float) >= 2 * kHuge;
+  const size_t align = huge ? kHuge : 64;
+  const size_t bytes = ((size_t)n * sizeof(float) + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, bytes > 0 ? bytes : align);
   if (!p) throw Error("out of memory allocating " + std::to_string(bytes >> 20) + " MiB");
+  if (huge) advise_huge_pages(p, bytes, /*collapse=*/false);
   std::memset(p, 0, bytes);
   return static_cast<float*>(p);
 }

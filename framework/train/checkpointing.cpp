@@ -9,6 +9,7 @@
 
 #include "checkpoint/format.h"
 #include "framework/util/error.h"
+#include "framework/util/memory.h"
 #include "framework/util/system_info.h"
 
 namespace tessera {
@@ -135,8 +136,11 @@ void TrainingCheckpoints::publish() {
   stall_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   nlohmann::json checksums = nlohmann::json::object();
   for (const auto& [name, sum] : info.checksums) checksums[name] = sum;
+  double peak_rss = peak_rss_mib();  // this rank's high-water mark, so far
+  MPI_Allreduce(MPI_IN_PLACE, &peak_rss, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   log_.checkpoint({{"path", info.path}, {"step", step}, {"bytes", info.bytes},
                    {"seconds", info.seconds}, {"stall_seconds", stall_seconds_},
+                   {"peak_rss_mb", peak_rss},
                    {"async", recipe_.checkpoint.async}, {"checksums", checksums}});
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -164,7 +168,17 @@ std::string resume_source(const Recipe& r) {
   }
 }
 
-CheckpointMeta resume_training_state(const std::string& path, GPT2& model, AdamW& adamw) {
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+double max_over_ranks(double x) {
+  MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return x;
+}
+}  // namespace
+
+ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -178,10 +192,16 @@ CheckpointMeta resume_training_state(const std::string& path, GPT2& model, AdamW
     error = first_error_of_all_ranks(error);
     if (!error.empty()) throw Error("cannot resume: " + error);
   };
-  collectively([&] { verify_checkpoint(path, rank, size); });
-  CheckpointMeta meta;
-  collectively([&] { meta = load_checkpoint(path, training_state_dests(model, adamw)).meta; });
-  return meta;
+  ResumeInfo info;
+  auto t0 = std::chrono::steady_clock::now();
+  collectively([&] { info.verified_bytes = verify_checkpoint(path, rank, size); });
+  info.verify_seconds = max_over_ranks(seconds_since(t0));
+  MPI_Allreduce(MPI_IN_PLACE, &info.verified_bytes, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  t0 = std::chrono::steady_clock::now();
+  collectively([&] { info.meta = load_checkpoint(path, training_state_dests(model, adamw)).meta; });
+  info.load_seconds = max_over_ranks(seconds_since(t0));
+  info.peak_rss_mb = max_over_ranks(peak_rss_mib());
+  return info;
 }
 
 }  // namespace tessera

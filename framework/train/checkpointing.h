@@ -36,7 +36,8 @@ std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw);
 // thread while training goes on (at most one in flight: the next save waits for it).
 // Every method is collective over MPI_COMM_WORLD. Each published checkpoint becomes a
 // `checkpoint` event in the run log (path, step, bytes, seconds from start to publish,
-// stall_seconds the training loop spent in it, checksums per shard file).
+// stall_seconds the training loop spent in it, peak_rss_mb of the worst rank after it,
+// checksums per shard file).
 class TrainingCheckpoints {
  public:
   TrainingCheckpoints(const Recipe& recipe, std::string run_id, RunLog& log, bool print);
@@ -75,7 +76,14 @@ std::string resume_source(const Recipe& recipe);
 // Resumes from `path`: every rank verifies its share of the shard files' checksums, then
 // reads the boxes of its own parameters and moments (training_state_dests), whatever
 // layout wrote them. Collective over MPI_COMM_WORLD: a fault on any rank throws the same
-// tessera::Error on every rank. Returns the checkpoint's metadata (step, data position).
-CheckpointMeta resume_training_state(const std::string& path, GPT2& model, AdamW& adamw);
+// tessera::Error on every rank. Returns the checkpoint's metadata (step, data position)
+// and what it cost, for the run log.
+struct ResumeInfo {
+  CheckpointMeta meta;
+  double verify_seconds = 0, load_seconds = 0;  // the slowest rank's
+  int64_t verified_bytes = 0;                   // all ranks together
+  double peak_rss_mb = 0;                       // worst rank, after loading
+};
+ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw);
 
 }  // namespace tessera

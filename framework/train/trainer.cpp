@@ -299,10 +299,11 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   check(resume_error.empty(), resume_error);
   resume_path = broadcast_string(resume_path, 0);
   int64_t start_step = 0;
+  ResumeInfo resumed;
   if (!resume_path.empty()) {
-    const CheckpointMeta meta = resume_training_state(resume_path, model, adamw);
-    start_step = meta.step;
-    loader.set_position(meta.data_position);
+    resumed = resume_training_state(resume_path, model, adamw);
+    start_step = resumed.meta.step;
+    loader.set_position(resumed.meta.data_position);
   }
 
   // The whole model's parameters: every stage's, counted over one tp and dp group.
@@ -330,7 +331,12 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                           {"data", {{"files", files}, {"train_tokens", loader.num_tokens()}}},
                           {"model", {{"parameters", parameters},
                                      {"padded_vocab_size", model.config().padded_vocab_size}}}};
-  if (!resume_path.empty()) start["resumed_from"] = {{"path", resume_path}, {"step", start_step}};
+  if (!resume_path.empty())
+    start["resumed_from"] = {{"path", resume_path}, {"step", start_step},
+                             {"verify_seconds", resumed.verify_seconds},
+                             {"verified_bytes", resumed.verified_bytes},
+                             {"load_seconds", resumed.load_seconds},
+                             {"peak_rss_mb", resumed.peak_rss_mb}};
   log.run_start(start);
 
   const StopSignals stop_signals;

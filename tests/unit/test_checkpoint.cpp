@@ -329,6 +329,30 @@ TEST_F(Checkpoint, WriteFailureLeavesNoPartialCheckpoint) {
   EXPECT_NE(msg.find("cannot create checkpoint directory"), std::string::npos) << msg;
 }
 
+// XXH64 against the reference implementation (python3-xxhash) on every tail length and a
+// few large buffers.
+TEST_F(Checkpoint, XxHash64MatchesTheReference) {
+  ASSERT_TRUE(fs::exists("/usr/bin/python3")) << "/usr/bin/python3 not found: run make test";
+  std::vector<unsigned char> bytes(1 << 20);
+  for (size_t i = 0; i < bytes.size(); i++) bytes[i] = (unsigned char)(i * 2654435761u >> 13);
+  std::ofstream(root / "data.bin", std::ios::binary).write((const char*)bytes.data(), bytes.size());
+  const std::vector<size_t> lengths = {0, 1, 3, 4, 7, 8, 15, 31, 32, 33, 63, 64, 100, 4097, 1 << 20};
+  std::string ours;
+  for (size_t n : lengths) {
+    char hex[20];
+    std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)xxhash64(bytes.data(), n));
+    ours += std::string(hex) + "\n";
+  }
+  std::string script = "import xxhash,sys; d=open(sys.argv[1],'rb').read(); print(''.join("
+                       "xxhash.xxh64(d[:n]).hexdigest()+chr(10) for n in [";
+  for (size_t n : lengths) script += std::to_string(n) + ",";
+  script += "]), end='')";
+  const std::string cmd = "/usr/bin/python3 -c \"" + script + "\" " + (root / "data.bin").string() +
+                          " > " + (root / "ref.txt").string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd << " (python3-xxhash: run make test)";
+  EXPECT_EQ(ours, read_text(root / "ref.txt"));
+}
+
 // h5py, an independent HDF5 reader, sees every tensor through index.h5 with the right
 // shape, values and checksum.
 TEST_F(Checkpoint, H5pyReadsTheIndex) {

@@ -70,7 +70,7 @@ TEST_F(CkptTools, InspectPrintsTheIndexAndVerifies) {
   const ProcessResult r = run_tessera({"ckpt", "inspect", ckpt()});  // through `latest`
   ASSERT_TRUE(r.exited && r.exit_code == 0) << r.describe();
   for (const char* s : {"step_000150", "step 150,", "tokens seen 19200", "data position 600",
-                        "\"dp\":1", "rank_00000.h5", "fnv1a64:", "wte.weight", "[256, 32]",
+                        "\"dp\":1", "rank_00000.h5", "xxh64:", "wte.weight", "[256, 32]",
                         "h.0.attn.qkv.weight", "ln_f.weight", "wte.weight.adam_m",
                         "checksums: all 1 shards verified"})
     EXPECT_TRUE(contains(r.out, s)) << "no '" << s << "'\n" << r.describe();
