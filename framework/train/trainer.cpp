@@ -263,9 +263,9 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   // started as soon as the backward pass of the step's last micro-batch has finished its
   // parameters (GPT2's grad-ready hook), so communication overlaps the rest of backward.
   // Under ZeRO-1 there are no buckets: one reduce-scatter after backward (below).
-  // The buckets use non-blocking MPI calls, not the communicator's helper thread: with one
-  // core per rank the helper thread's polling took the core from the backward pass
-  // (gpt2-124m dp=2 x 1 thread ran at 20 % of dp=1 x 2 threads with it, 76 % without;
+  // The buckets run the communicator's queued non-blocking ring, not its helper thread:
+  // with one core per rank the helper thread's polling took the core from the backward
+  // pass (gpt2-124m dp=2 x 1 thread ran at 20 % of dp=1 x 2 threads with it, 91 % without;
   // bench/parallel_bench.sh).
   std::unique_ptr<MpiCommunicator> dp_comm;
   std::unique_ptr<GradBuckets> buckets;
