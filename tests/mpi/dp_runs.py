@@ -64,8 +64,17 @@ def prepare_data(tessera, work):
         fail("data prepare failed\n" + show(p))
 
 
-def train_args(tessera, source_dir, work, name, sets):
+def recipe_args(tessera, source_dir, work, name, sets):
+    """`tessera train recipes/tiny.yaml` with `--set` for each of `sets`, then this run's own
+    log and checkpoint directories (runs_NAME, ckpt_NAME under work)."""
     args = [tessera, "train", os.path.join(source_dir, "recipes", "tiny.yaml")]
+    for s in list(sets) + ["log.dir=" + os.path.join(work, "runs_" + name),
+                           "checkpoint.dir=" + os.path.join(work, "ckpt_" + name)]:
+        args += ["--set", s]
+    return args
+
+
+def train_args(tessera, source_dir, work, name, sets):
     base = [
         "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",
         "data.train=" + os.path.join(work, "data", "train_*.bin"),
@@ -73,12 +82,8 @@ def train_args(tessera, source_dir, work, name, sets):
         "train.steps=6", "train.global_batch=4", "train.micro_batch=2",
         "train.eval_every=3", "train.eval_batches=2", "train.sample_tokens=0",
         "optim.warmup_steps=0", "log.every=1",
-        "log.dir=" + os.path.join(work, "runs_" + name),
-        "checkpoint.dir=" + os.path.join(work, "ckpt_" + name),
     ]
-    for s in base + sets:
-        args += ["--set", s]
-    return args
+    return recipe_args(tessera, source_dir, work, name, base + sets)
 
 
 def read_log(work, name):

@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dp_runs import fail, run, show, read_log, series, close, parse_options  # noqa: E402
+from dp_runs import fail, run, show, read_log, series, close, parse_options, recipe_args  # noqa: E402
 
 import numpy as np  # noqa: E402
 import h5py  # noqa: E402
@@ -73,7 +73,6 @@ def prepare_data(opt, work):
 
 def train(opt, work, name, dp, tp, pp, extra):
     n = dp * tp * pp
-    args = [opt.tessera, "train", os.path.join(opt.source_dir, "recipes", "tiny.yaml")]
     sets = [
         "model.n_layer=4", "model.n_head=4", "model.n_embd=32", "model.seq_len=32",
         "data.train=" + os.path.join(work, "data", "train_*.bin"),
@@ -81,12 +80,9 @@ def train(opt, work, name, dp, tp, pp, extra):
         "train.steps=%d" % STEPS, "train.global_batch=8", "train.micro_batch=1",
         "train.eval_every=10", "train.eval_batches=1", "train.sample_tokens=8",
         "optim.warmup_steps=2", "log.every=1",
-        "log.dir=" + os.path.join(work, "runs_" + name),
-        "checkpoint.dir=" + os.path.join(work, "ckpt_" + name),
         "parallel.dp=%d" % dp, "parallel.tp=%d" % tp, "parallel.pp=%d" % pp,
     ] + list(extra)
-    for s in sets:
-        args += ["--set", s]
+    args = recipe_args(opt.tessera, opt.source_dir, work, name, sets)
     p = run(([opt.mpirun, "-n", str(n)] if n > 1 else []) + args, work, 180)
     if p.returncode != 0:
         fail("%s run failed\n%s" % (name, show(p)))

@@ -19,13 +19,12 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dp_runs  # noqa: E402  (shared helpers: run, prepare_data, read_log, ...)
-from dp_runs import fail, run, show, prepare_data, read_log, series, close, parse_options  # noqa: E402
+from dp_runs import fail, run, show, prepare_data, read_log, series, close, parse_options, recipe_args  # noqa: E402
 
 STEPS = 20
 
 
 def args_for(opt, work, name, sets):
-    args = [opt.tessera, "train", os.path.join(opt.source_dir, "recipes", "tiny.yaml")]
     base = [
         "model.n_layer=2", "model.n_head=4", "model.n_embd=32", "model.seq_len=32",
         "data.train=" + os.path.join(work, "data", "train_*.bin"),
@@ -33,12 +32,8 @@ def args_for(opt, work, name, sets):
         "train.steps=%d" % STEPS, "train.global_batch=8", "train.micro_batch=2",
         "train.eval_every=10", "train.eval_batches=1", "train.sample_tokens=8",
         "optim.warmup_steps=2", "log.every=1",
-        "log.dir=" + os.path.join(work, "runs_" + name),
-        "checkpoint.dir=" + os.path.join(work, "ckpt_" + name),
     ]
-    for s in base + sets:
-        args += ["--set", s]
-    return args
+    return recipe_args(opt.tessera, opt.source_dir, work, name, base + sets)
 
 
 def train(opt, work, name, dp, tp, extra=()):
