@@ -5,7 +5,7 @@
 # directory on one disk:
 #
 #   save   bytes / seconds of a synchronous save (create, write, fsync, index, rename,
-#          prune), median of the 3rd-5th saves of a run, against `dd conv=fsync` writing
+#          update `latest`; deleting old checkpoints comes after), median of the 3rd-5th saves of a run, against `dd conv=fsync` writing
 #          the same number of bytes to the same directory (median of 3); the first save is
 #          shown too (see the comment at the table);
 #   load   a resume: verify every checksum (each rank reads half of the shards), then each
@@ -100,7 +100,7 @@ save_times = [e["seconds"] for e in of(sync, "checkpoint")]
 save_s = statistics.median(save_times[2:])
 print(f"\n(save) {nbytes / mib:.0f} MiB per checkpoint, 2 ranks writing their halves")
 print(f"  tessera save: {save_s:.2f} s = {nbytes / save_s / mib:.0f} MiB/s (median of saves 3-5; all: " +
-      ", ".join(f"{t:.2f}" for t in save_times) + " s; each: create, write, fsync, index, rename, prune the previous)")
+      ", ".join(f"{t:.2f}" for t in save_times) + " s; each: create, write, fsync, index, rename, update latest)")
 print(f"  the first save (fresh guest memory for the page cache): {save_times[0]:.2f} s = {nbytes / save_times[0] / mib:.0f} MiB/s")
 print(f"  dd conv=fsync: {dd_bytes / mib:.0f} MiB in {dd_write:.2f} s = {dd_bytes / dd_write / mib:.0f} MiB/s (median of 3; page cache {cache_dd} before each)")
 r = (nbytes / save_s) / (dd_bytes / dd_write)

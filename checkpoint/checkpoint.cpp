@@ -555,16 +555,15 @@ SaveInfo CheckpointSave::finish() {
     }
     throw Error(error);
   }
-  if (lead) prune(paths.root, keep_last_, paths.name);
-
   SaveInfo info;
+  info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  if (lead) prune(paths.root, keep_last_, paths.name);  // after `latest`: not part of the save
   info.path = paths.final_dir.string();
   for (const auto& shard : shards) {
     info.bytes += shard.at("bytes").get<int64_t>();
     info.checksums.emplace_back(shard.at("file").get<std::string>(),
                                 shard.at("checksum").get<std::string>());
   }
-  info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   return info;
 }
 
