@@ -146,6 +146,10 @@ struct LoadedCheckpoint {
   CheckpointMeta meta;
   std::vector<CheckpointTensorInfo> tensors;  // everything in the index, in name order
   std::vector<CheckpointShardInfo> shards;
+  // With load_checkpoint(..., verify_exact_pieces): per piece of the index (shards in
+  // order, their pieces in order), 1 if a destination was exactly that piece and its
+  // data matched the piece's checksum.
+  std::vector<char> verified_pieces;
 };
 
 // Reads a checkpoint's index and fills each destination box through it: `path` is a step
@@ -155,14 +159,20 @@ struct LoadedCheckpoint {
 // data's checksums are verify_checkpoint's job. A missing, partial (.tmp) or truncated
 // checkpoint, an absent tensor, a shape mismatch or a box outside the tensor throws
 // tessera::Error naming the file and the fault. Not collective. On error, destinations
-// may have been partly written.
-LoadedCheckpoint load_checkpoint(const std::string& path, const std::vector<TensorDest>& outputs);
+// may have been partly written. With verify_exact_pieces, a destination box that is
+// exactly one piece (a resume in the layout that wrote the checkpoint) is hashed after
+// reading and checked against that piece's checksum, so verify_checkpoint can skip it.
+LoadedCheckpoint load_checkpoint(const std::string& path, const std::vector<TensorDest>& outputs,
+                                 bool verify_exact_pieces = false);
 
-// Reads every piece of the shards numbered part, part + parts, ... (in the index's
-// order) and checks it against its checksum and the shard's; returns the bytes read.
-// With (0, 1) one process checks everything; P ranks calling it with (rank, P) share the
-// work. Throws tessera::Error naming the shard file and the piece on the first fault.
-int64_t verify_checkpoint(const std::string& path, int part = 0, int parts = 1);
+// Reads the pieces numbered part, part + parts, ... (in the index's order: shards in order,
+// their pieces in order) and checks each against its checksum; checks the checksums of the
+// shards numbered the same way against their pieces'; returns the bytes read. With (0, 1)
+// one process checks everything; P ranks calling it with (rank, P) share the work. Pieces
+// marked in `skip` (LoadedCheckpoint::verified_pieces) are not read again. Throws
+// tessera::Error naming the shard file and the piece on the first fault.
+int64_t verify_checkpoint(const std::string& path, int part = 0, int parts = 1,
+                          const std::vector<char>& skip = {});
 
 // The step directory `path` refers to: itself if it holds index.h5, else the directory
 // named by `path/latest`. Throws tessera::Error when neither, or for a .tmp directory.

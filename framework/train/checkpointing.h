@@ -73,15 +73,16 @@ class TrainingCheckpoints {
 // Throws tessera::Error naming the key for a path that is not a checkpoint.
 std::string resume_source(const Recipe& recipe);
 
-// Resumes from `path`: every rank verifies its share of the shard files' checksums, then
-// reads the boxes of its own parameters and moments (training_state_dests), whatever
-// layout wrote them. Collective over MPI_COMM_WORLD: a fault on any rank throws the same
+// Resumes from `path`: every rank reads the boxes of its own parameters and moments
+// (training_state_dests), whatever layout wrote them, checking the checksum of each box
+// that is exactly one piece; then the ranks share checking every other piece, so each
+// byte of the checkpoint is checked once. Collective over MPI_COMM_WORLD: a fault on any rank throws the same
 // tessera::Error on every rank. Returns the checkpoint's metadata (step, data position)
 // and what it cost, for the run log.
 struct ResumeInfo {
   CheckpointMeta meta;
   double verify_seconds = 0, load_seconds = 0;  // the slowest rank's
-  int64_t verified_bytes = 0;                   // all ranks together
+  int64_t verified_bytes = 0;                   // read by the verification pass, all ranks
   double peak_rss_mb = 0;                       // worst rank, after loading
 };
 ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw);
