@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_common.h"
 
 namespace tessera::kernels {
 
@@ -58,37 +59,7 @@ void bf16gemm_portable(bool trans_a, bool trans_b, int M, int N, int K, float al
   sgemm(trans_a, trans_b, M, N, K, alpha, a.data(), a_cols, b.data(), b_cols, beta, C, ldc);
 }
 
-// A 64-byte aligned buffer of 32-bit words owned by one thread, grown on demand.
-class WordBuffer {
- public:
-  ~WordBuffer() { std::free(data_); }
-  uint32_t* get(size_t words) {
-    if (words > size_) {
-      std::free(data_);
-      size_ = (words + 15) / 16 * 16;
-      data_ = static_cast<uint32_t*>(std::aligned_alloc(64, size_ * 4));
-      if (!data_) throw std::bad_alloc();
-    }
-    return data_;
-  }
-
- private:
-  uint32_t* data_ = nullptr;
-  size_t size_ = 0;
-};
-
-// Start of piece p when [0, n) is cut into `parts` pieces on multiples of `grain`.
-int piece_start(int n, int grain, int parts, int p) {
-  const int64_t units = (n + grain - 1) / grain;
-  return (int)std::min<int64_t>(n, units * p / parts * grain);
-}
-
-// Block size <= about max_block for n cut into equal blocks, a multiple of `grain`.
-int equal_block(int n, int max_block, int grain) {
-  const int blocks = (n + max_block - 1) / max_block;
-  const int b = (n + blocks - 1) / blocks;
-  return (b + grain - 1) / grain * grain;
-}
+using gemm_detail::even_block;
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
@@ -181,8 +152,13 @@ void micro_kernel(int kp, const uint32_t* __restrict Ap, const uint32_t* __restr
   }
 }
 
+// The micro-kernel for a sliver of 1-16, 17-32 or 33-48 columns.
+using MicroKernel = void (*)(int, const uint32_t*, const uint32_t*, float*, int, float, float, int,
+                             int);
+constexpr MicroKernel kMicroKernels[3] = {micro_kernel<1>, micro_kernel<2>, micro_kernel<3>};
+
 struct PackBuffers {
-  WordBuffer a, b;
+  gemm_detail::ScratchBuffer<uint32_t> a, b;
 };
 
 // The whole GEMM on the calling thread (K > 0): M blocks, K blocks (pack A), N blocks
@@ -191,8 +167,8 @@ void bf16gemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alph
                      const uint16_t* A, int lda, const uint16_t* B, int ldb, float beta, float* C,
                      int ldc) {
   static thread_local PackBuffers buf;
-  const int kc_max = equal_block(K, KC, 2), mc_max = equal_block(M, MC, MR);
-  const int nc_max = equal_block(N, NC, NR);
+  const int kc_max = even_block(K, KC, 2), mc_max = even_block(M, MC, MR);
+  const int nc_max = even_block(N, NC, NR);
   uint32_t* Ap = buf.a.get((size_t)mc_max * kc_max / 2);
   uint32_t* Bp = buf.b.get((size_t)nc_max * kc_max / 2);
   for (int ic = 0; ic < M; ic += mc_max) {
@@ -217,13 +193,8 @@ void bf16gemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alph
           float* c = C + (int64_t)(ic + i0) * ldc + jc;
           for (int j0 = 0; j0 < nc; j0 += NR) {
             const int nr = std::min(NR, nc - j0);
-            const uint32_t *a = Ap + (int64_t)i0 * kp, *b = Bp + (int64_t)j0 * kp;
-            if (nr > 32)
-              micro_kernel<3>(kp, a, b, c + j0, ldc, alpha, beta_k, mr, nr);
-            else if (nr > 16)
-              micro_kernel<2>(kp, a, b, c + j0, ldc, alpha, beta_k, mr, nr);
-            else
-              micro_kernel<1>(kp, a, b, c + j0, ldc, alpha, beta_k, mr, nr);
+            kMicroKernels[(nr - 1) / 16](kp, Ap + (int64_t)i0 * kp, Bp + (int64_t)j0 * kp, c + j0,
+                                         ldc, alpha, beta_k, mr, nr);
           }
         }
       }
@@ -277,17 +248,8 @@ void bf16gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
     bf16gemm_serial(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
     return;
   }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int c = 0; c < chunks; c++) {
-    const int lo = piece_start(dim, grain, chunks, c), hi = piece_start(dim, grain, chunks, c + 1);
-    if (hi <= lo) continue;
-    if (split_n)
-      bf16gemm_serial(trans_a, trans_b, M, hi - lo, K, alpha, a, lda,
-                      trans_b ? b + (int64_t)lo * ldb : b + lo, ldb, beta, C + lo, ldc);
-    else
-      bf16gemm_serial(trans_a, trans_b, hi - lo, N, K, alpha, trans_a ? a + lo : a + (int64_t)lo * lda,
-                      lda, b, ldb, beta, C + (int64_t)lo * ldc, ldc);
-  }
+  gemm_detail::run_chunks(split_n, grain, chunks, threads, trans_a, trans_b, M, N, K, alpha, a, lda,
+                          b, ldb, beta, C, ldc, bf16gemm_serial);
 }
 
 }  // namespace tessera::kernels

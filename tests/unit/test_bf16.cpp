@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <array>
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
@@ -19,6 +20,8 @@
 #include <vector>
 
 #include "kernels/cpu/bf16.h"
+#include "kernels/cpu/gemm.h"
+#include "tests/unit/test_support.h"
 
 namespace k = tessera::kernels;
 
@@ -187,15 +190,7 @@ class Engine {
   ~Engine() { unsetenv("TESSERA_BF16_ENGINE"); }
 };
 
-// Restores the OpenMP thread count a test changed.
-class Threads {
- public:
-  explicit Threads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~Threads() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+using Threads = tessera::test_support::OmpThreads;
 
 std::vector<k::bf16> random_bf16(size_t n, unsigned seed) {
   std::mt19937 gen(seed);
@@ -266,36 +261,39 @@ void for_each_engine(F body) {
 
 const std::pair<float, float> kAlphaBeta[] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.75f, 0.5f}};
 
-}  // namespace
-
-// Every transpose combination, odd sizes (ragged tiles, odd K: a half pair), alpha/beta.
-TEST(Bf16Gemm, OddSizesAllTransposesAlphaBeta) {
-  Threads one(1);
-  for_each_engine([] {
-    unsigned seed = 1;
-    for (int ta = 0; ta < 2; ta++)
-      for (int tb = 0; tb < 2; tb++)
-        for (int s : {1, 2, 7, 17, 33, 49, 65, 100})
-          for (const auto& [alpha, beta] : kAlphaBeta) {
-            const int shapes[4][3] = {{s, 33, 65}, {65, s, 17}, {17, 100, s}, {s, s, s}};
-            for (const auto& mnk : shapes)
-              ASSERT_EQ(check(ta, tb, mnk[0], mnk[1], mnk[2], alpha, beta, seed++), 0);
-          }
-  });
+// One shape, checked under the four transpose combinations by check().
+struct Shape {
+  int M, N, K;
+  float alpha, beta;
+  int pad;
+};
+void check_transposes(const std::vector<Shape>& shapes, unsigned seed) {
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++)
+      for (const Shape& s : shapes)
+        ASSERT_EQ(check(ta, tb, s.M, s.N, s.K, s.alpha, s.beta, seed++, s.pad), 0);
 }
 
-// Strided views, deep K (several K blocks, odd), GPT-2 widths.
+}  // namespace
+
+// Odd sizes (ragged tiles; odd K: a half pair) in each dimension, three alpha/beta.
+TEST(Bf16Gemm, OddSizesAllTransposesAlphaBeta) {
+  Threads one(1);
+  std::vector<Shape> shapes;
+  for (int s : {1, 2, 7, 17, 33, 49, 65, 100})
+    for (const auto& [alpha, beta] : kAlphaBeta)
+      for (const auto& mnk : {std::array{s, 33, 65}, {65, s, 17}, {17, 100, s}, {s, s, s}})
+        shapes.push_back({mnk[0], mnk[1], mnk[2], alpha, beta, 0});
+  for_each_engine([&] { check_transposes(shapes, 1); });
+}
+
+// Strided views, deep K (several K blocks, odd), GPT-2 widths: forward NT and dWeight TN.
 TEST(Bf16Gemm, LeadingDimensionsAndDeepK) {
   Threads one(1);
   for_each_engine([] {
-    unsigned seed = 100;
-    for (int ta = 0; ta < 2; ta++)
-      for (int tb = 0; tb < 2; tb++) {
-        ASSERT_EQ(check(ta, tb, 65, 100, 33, -0.75f, 0.5f, seed++, 5), 0);
-        ASSERT_EQ(check(ta, tb, 24, 97, 1601, 1.0f, 1.0f, seed++, 3), 0);
-      }
-    ASSERT_EQ(check(false, true, 16, 2304, 768, 1.0f, 0.0f, 7), 0);  // forward, NT
-    ASSERT_EQ(check(true, false, 200, 48, 1030, 1.0f, 1.0f, 8), 0);  // dWeight, TN
+    check_transposes({{65, 100, 33, -0.75f, 0.5f, 5}, {24, 97, 1601, 1.0f, 1.0f, 3}}, 100);
+    ASSERT_EQ(check(false, true, 16, 2304, 768, 1.0f, 0.0f, 7), 0);
+    ASSERT_EQ(check(true, false, 200, 48, 1030, 1.0f, 1.0f, 8), 0);
   });
 }
 
@@ -303,12 +301,7 @@ TEST(Bf16Gemm, LeadingDimensionsAndDeepK) {
 TEST(Bf16Gemm, Threads) {
   Threads two(2);
   for_each_engine([] {
-    unsigned seed = 200;
-    for (int ta = 0; ta < 2; ta++)
-      for (int tb = 0; tb < 2; tb++) {
-        ASSERT_EQ(check(ta, tb, 40, 1000, 200, 1.0f, 0.0f, seed++, 1), 0);
-        ASSERT_EQ(check(ta, tb, 1000, 40, 257, -0.75f, 0.5f, seed++), 0);
-      }
+    check_transposes({{40, 1000, 200, 1.0f, 0.0f, 1}, {1000, 40, 257, -0.75f, 0.5f, 0}}, 200);
     int failures = 0;
 #pragma omp parallel reduction(+ : failures)
     failures += check(false, true, 64, 64, 64, 1.0f, 0.0f, 300 + omp_get_thread_num(), 128);
@@ -316,18 +309,18 @@ TEST(Bf16Gemm, Threads) {
   });
 }
 
-// K == 0 scales C by beta, alpha == 0 reads neither A nor B, M or N == 0 does nothing.
-TEST(Bf16Gemm, DegenerateShapes) {
+// Degenerate shapes as sgemm does them: K == 0 scales C by beta, alpha == 0 reads neither
+// A nor B (null here), M or N == 0 does nothing.
+TEST(Bf16Gemm, DegenerateShapesAsSgemm) {
   for_each_engine([] {
-    std::vector<float> C = {1, 2, 3, 4}, untouched = C;
-    k::bf16gemm(false, false, 2, 2, 0, 1.0f, nullptr, 1, nullptr, 2, 0.5f, C.data(), 2);
-    EXPECT_EQ(C, (std::vector<float>{0.5f, 1, 1.5f, 2}));
-    C.assign(4, std::numeric_limits<float>::quiet_NaN());
-    k::bf16gemm(false, false, 2, 2, 3, 0.0f, nullptr, 3, nullptr, 2, 0.0f, C.data(), 2);
-    EXPECT_EQ(C, (std::vector<float>{0, 0, 0, 0}));
-    C = untouched;
-    k::bf16gemm(true, true, 0, 2, 3, 1.0f, nullptr, 1, nullptr, 3, 0.0f, C.data(), 2);
-    k::bf16gemm(true, true, 2, 0, 3, 1.0f, nullptr, 2, nullptr, 3, 0.0f, C.data(), 2);
-    EXPECT_EQ(C, untouched);
+    for (const Shape& s : {Shape{2, 2, 0, 1.0f, 0.5f, 0}, {2, 2, 3, 0.0f, 0.0f, 0},
+                           {0, 2, 3, 1.0f, 0.0f, 0}, {2, 0, 3, 1.0f, 0.0f, 0}}) {
+      std::vector<float> want = {1, 2, 3, 4};
+      if (s.beta == 0.0f && s.M > 0 && s.N > 0) want.assign(4, std::numeric_limits<float>::quiet_NaN());
+      std::vector<float> got = want;
+      k::sgemm(false, false, s.M, s.N, s.K, s.alpha, nullptr, 3, nullptr, 2, s.beta, want.data(), 2);
+      k::bf16gemm(false, false, s.M, s.N, s.K, s.alpha, nullptr, 3, nullptr, 2, s.beta, got.data(), 2);
+      EXPECT_EQ(got, want) << s.M << "x" << s.N << "x" << s.K;
+    }
   });
 }
