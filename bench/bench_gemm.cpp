@@ -1,7 +1,8 @@
-// kernels::sgemm against Eigen 3.4 and the measured FMA peak, on GPT-2's GEMM shapes.
+// kernels::sgemm against Eigen 3.4 and the measured FMA peak, on GPT-2's GEMM shapes;
+// with --bf16 1, also kernels::bf16gemm (A and B in bf16, fp32 C) against sgemm.
 //
 //   OMP_NUM_THREADS=2 build/bin/bench_gemm [--ntok 256] [--reps 5] [--threads 1,2]
-//                                          [--min-time 0.1] [--only lm_head]
+//                                          [--min-time 0.1] [--only lm_head] [--bf16 1]
 //
 // The machine is shared and often busy, so absolute GFLOP/s are noise: every repetition
 // measures the FMA peak (tessera::measure_fp32_peak_flops), our GEMM and Eigen back to
@@ -39,6 +40,7 @@
 #include <vector>
 
 #include "framework/util/peak.h"
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/gemm.h"
 
 namespace {
@@ -96,7 +98,14 @@ struct Bench {
   double flops;          // per call
   double step_weight;    // calls per training step (0: not part of the step row)
   std::function<void()> ours, eigen;
+  std::function<void()> bf16 = nullptr;  // the same GEMM by bf16gemm (linear layers only)
 };
+
+std::shared_ptr<std::vector<tessera::kernels::bf16>> to_bf16(const std::vector<float>& x) {
+  auto h = std::make_shared<std::vector<tessera::kernels::bf16>>(x.size());
+  tessera::kernels::fp32_to_bf16_array(h->data(), x.data(), (int64_t)x.size());
+  return h;
+}
 
 
 // One linear layer's three GEMMs on freshly allocated operands (kept alive by the lambdas).
@@ -111,22 +120,29 @@ void add_linear(std::vector<Bench>& out, const std::string& layer, int ntok, int
   const double f = 2.0 * ntok * (double)OC * C;
   const std::string dims = "(" + std::to_string(OC) + "," + std::to_string(C) + ")";
   namespace k = tessera::kernels;
+  auto in16 = to_bf16(*in), w16 = to_bf16(*w), dout16 = to_bf16(*dout);
   out.push_back({layer + " fwd NT " + dims, f, per_step,
                  [=] { k::sgemm(false, true, ntok, OC, C, 1.0f, in->data(), C, w->data(), C, 0.0f,
                                 y->data(), OC); },
                  [=] { Map(y->data(), ntok, OC).noalias() =
-                           ConstMap(in->data(), ntok, C) * ConstMap(w->data(), OC, C).transpose(); }});
+                           ConstMap(in->data(), ntok, C) * ConstMap(w->data(), OC, C).transpose(); },
+                 [=] { k::bf16gemm(false, true, ntok, OC, C, 1.0f, in16->data(), C, w16->data(), C,
+                                   0.0f, y->data(), OC); }});
   out.push_back({layer + " dIn NN " + dims, f, per_step,
                  [=] { k::sgemm(false, false, ntok, C, OC, 1.0f, dout->data(), OC, w->data(), C,
                                 1.0f, din->data(), C); },
                  [=] { Map(din->data(), ntok, C).noalias() +=
-                           ConstMap(dout->data(), ntok, OC) * ConstMap(w->data(), OC, C); }});
+                           ConstMap(dout->data(), ntok, OC) * ConstMap(w->data(), OC, C); },
+                 [=] { k::bf16gemm(false, false, ntok, C, OC, 1.0f, dout16->data(), OC, w16->data(),
+                                   C, 1.0f, din->data(), C); }});
   out.push_back({layer + " dW TN " + dims, f, per_step,
                  [=] { k::sgemm(true, false, OC, C, ntok, 1.0f, dout->data(), OC, in->data(), C,
                                 1.0f, dw->data(), C); },
                  [=] { Map(dw->data(), OC, C).noalias() +=
                            ConstMap(dout->data(), ntok, OC).transpose() *
-                           ConstMap(in->data(), ntok, C); }});
+                           ConstMap(in->data(), ntok, C); },
+                 [=] { k::bf16gemm(true, false, OC, C, ntok, 1.0f, dout16->data(), OC, in16->data(),
+                                   C, 1.0f, dw->data(), C); }});
 }
 
 // Attention forward's two per-head GEMMs for B x NH heads, inside `omp parallel for`.
@@ -179,7 +195,7 @@ std::vector<int> parse_list(const char* s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int ntok = 256, reps = 5;
+  int ntok = 256, reps = 5, bf16 = 0;
   double min_time = 0.1;
   std::vector<int> threads = {1, 2};
   std::string only;
@@ -190,6 +206,7 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = parse_list(argv[i + 1]);
     else if (a == "--min-time") min_time = std::atof(argv[i + 1]);
     else if (a == "--only") only = argv[i + 1];
+    else if (a == "--bf16") bf16 = std::atoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -209,11 +226,12 @@ int main(int argc, char** argv) {
 
   std::printf("engine %s, N_tok %d, %d interleaved repetitions, min %.2f s per timing\n",
               tessera::kernels::gemm_engine(), ntok, reps, min_time);
+  if (bf16) std::printf("bf16gemm engine %s\n", tessera::kernels::bf16gemm_engine());
   for (int nt : threads) {
     omp_set_num_threads(nt);
     std::vector<std::vector<double>> ours(benches.size()), eigen(benches.size()),
         ratio(benches.size()), cpu_ratio(benches.size()), ours_cpu(benches.size()),
-        eigen_cpu(benches.size());
+        eigen_cpu(benches.size()), half(benches.size()), half_ratio(benches.size());
     std::vector<double> peaks, cpu_peaks;
     for (int r = 0; r < reps; r++) {
       for (size_t b = 0; b < benches.size(); b++) {
@@ -235,6 +253,11 @@ int main(int argc, char** argv) {
         ours_cpu[b].push_back(benches[b].flops / to.cpu / cpu_peaks.back());
         eigen_cpu[b].push_back(benches[b].flops / te.cpu / cpu_peaks.back());
         ratio[b].push_back(te.wall / to.wall);
+        if (bf16 && benches[b].bf16) {  // right after sgemm's timing, for a like-for-like ratio
+          const double th = time_call(benches[b].bf16, min_time).wall;
+          half[b].push_back(th);
+          half_ratio[b].push_back(to.wall / th);
+        }
         cpu_ratio[b].push_back(te.cpu / to.cpu);
       }
     }
@@ -262,6 +285,24 @@ int main(int argc, char** argv) {
                   step_flops / step_ours / 1e9, 100 * step_flops / step_ours / peak,
                   step_flops / step_eigen / 1e9, 100 * step_flops / step_eigen / peak,
                   step_eigen / step_ours);
+    if (bf16) {
+      std::printf("\n%d thread(s): bf16gemm (bf16 A, B; fp32 C) against sgemm, medians; bf16/sgemm "
+                  "is the median of per-repetition speed ratios\n", nt);
+      std::printf("| shape | sgemm GFLOP/s | bf16gemm GFLOP/s | bf16/sgemm |\n|---|---|---|---|\n");
+      double flops = 0, t32 = 0, t16 = 0;
+      for (size_t b = 0; b < benches.size(); b++) {
+        if (half[b].empty()) continue;
+        const double o = median(ours[b]), h = median(half[b]);
+        std::printf("| %s | %.0f | %.0f | %.2fx |\n", benches[b].name.c_str(),
+                    benches[b].flops / o / 1e9, benches[b].flops / h / 1e9, median(half_ratio[b]));
+        flops += benches[b].step_weight * benches[b].flops;
+        t32 += benches[b].step_weight * o;
+        t16 += benches[b].step_weight * h;
+      }
+      if (flops > 0)
+        std::printf("| step (linear layers, weighted) | %.0f | %.0f | %.2fx |\n", flops / t32 / 1e9,
+                    flops / t16 / 1e9, t32 / t16);
+    }
     std::fflush(stdout);
   }
   return 0;

@@ -43,6 +43,8 @@
 #include <new>
 #include <vector>
 
+#include "kernels/cpu/gemm_common.h"
+
 #if defined(__AVX512F__) && defined(__AVX512VL__) && !defined(TESSERA_GEMM_PORTABLE)
 #define TESSERA_GEMM_AVX512 1
 #include <immintrin.h>
@@ -56,24 +58,9 @@ namespace {
 // Shared helpers
 // ---------------------------------------------------------------------------------------
 
-// A 64-byte aligned float buffer owned by one thread, grown on demand and then reused.
-class ScratchBuffer {
- public:
-  ~ScratchBuffer() { std::free(data_); }
-  float* get(size_t floats) {
-    if (floats > size_) {
-      std::free(data_);
-      size_ = (floats + 15) / 16 * 16;
-      data_ = static_cast<float*>(std::aligned_alloc(64, size_ * sizeof(float)));
-      if (!data_) throw std::bad_alloc();
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  size_t size_ = 0;
-};
+using ScratchBuffer = gemm_detail::ScratchBuffer<float>;
+using gemm_detail::even_block;
+using gemm_detail::split_point;
 
 struct ThreadBuffers {
   ScratchBuffer a, b;  // packed blocks of A and B
@@ -94,12 +81,6 @@ void scale_c(int M, int N, float beta, float* C, int ldc) {
     else
       for (int j = 0; j < N; j++) c[j] *= beta;
   }
-}
-
-// Cut [0, n) into `parts` pieces on multiples of `grain`; returns the start of piece p.
-int split_point(int n, int grain, int parts, int p) {
-  const int64_t units = (n + grain - 1) / grain;
-  return (int)std::min<int64_t>(n, units * p / parts * grain);
 }
 
 #if TESSERA_GEMM_AVX512
@@ -307,14 +288,6 @@ void macro_kernel(int mc, int nc, int kc, const float* Ap, const float* Bp, floa
   }
 }
 
-// Block size for n cut into ceil(n / max_block) equal blocks (rounded up to `grain`):
-// no thin leftover block.
-int even_block(int n, int max_block, int grain) {
-  const int blocks = (n + max_block - 1) / max_block;
-  const int b = (n + blocks - 1) / blocks;
-  return (b + grain - 1) / grain * grain;
-}
-
 // The whole GEMM on the calling thread (K > 0, alpha != 0). Loops, outside in: M blocks,
 // K blocks (pack an A block), N blocks (pack a B block), then the macro-kernel. With
 // M <= MC (the token dimension of the forward and dInput GEMMs) every element of A and
@@ -493,21 +466,11 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
     return;
   }
   const bool split_n = cost_n <= cost_m;
-  const int dim = split_n ? N : M, grain = split_n ? kGrainN : kGrainM;
+  const int grain = split_n ? kGrainN : kGrainM;
   const int chunks = split_n ? chunks_n : chunks_m;
   threads = std::min(threads, chunks);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int c = 0; c < chunks; c++) {
-    const int lo = split_point(dim, grain, chunks, c), hi = split_point(dim, grain, chunks, c + 1);
-    if (hi <= lo) continue;
-    if (split_n)
-      gemm_serial(trans_a, trans_b, M, hi - lo, K, alpha, A, lda,
-                  trans_b ? B + (int64_t)lo * ldb : B + lo, ldb, beta, C + lo, ldc);
-    else
-      gemm_serial(trans_a, trans_b, hi - lo, N, K, alpha,
-                  trans_a ? A + lo : A + (int64_t)lo * lda, lda, B, ldb, beta,
-                  C + (int64_t)lo * ldc, ldc);
-  }
+  gemm_detail::run_chunks(split_n, grain, chunks, threads, trans_a, trans_b, M, N, K, alpha, A, lda,
+                          B, ldb, beta, C, ldc, gemm_serial);
 }
 
 }  // namespace tessera::kernels

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "tests/unit/test_support.h"
 
 namespace k = tessera::kernels;
 
@@ -95,15 +96,7 @@ int run_case(const Case& c, unsigned seed) {
 const int kOddSizes[] = {1, 7, 17, 33, 65, 100, 257};
 const std::pair<float, float> kAlphaBeta[] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.75f, 0.5f}};
 
-// Restores the OpenMP thread count a test changed.
-class ThreadCount {
- public:
-  explicit ThreadCount(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~ThreadCount() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+using ThreadCount = tessera::test_support::OmpThreads;
 
 }  // namespace
 

@@ -1,6 +1,6 @@
 // Test helpers shared by tests/unit/*.cpp: fresh temporary directories, small files
-// written and read back, token shards written byte by byte, and the message of a
-// tessera::Error. The helpers for running the `tessera` binary build on these, in
+// written and read back, token shards written byte by byte, the message of a
+// tessera::Error, and a scoped OpenMP thread count. The helpers for running the `tessera` binary build on these, in
 // tests/e2e/tessera_process.h.
 //
 // Header-only (inline functions) so that the test files can include it without a new
@@ -8,6 +8,7 @@
 #pragma once
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -113,5 +114,15 @@ inline void flip_bit_in_dataset(const std::string& file, const std::string& data
   io.seekp((std::streamoff)(offset + at));
   io.write(&c, 1);
 }
+
+// Sets the OpenMP thread count for a scope and restores the previous one.
+class OmpThreads {
+ public:
+  explicit OmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~OmpThreads() { omp_set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
 
 }  // namespace tessera::test_support
