@@ -169,7 +169,8 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const std::vector<Tens
                                  bool verify_exact_pieces) {
   h5::Quiet quiet;
   Index x = open_index(path);
-  for (const auto& shard : x.shards) open_shard(x, shard);  // all present before any read
+  std::map<std::string, h5::Handle> shard_files;  // all present before any read
+  for (const auto& shard : x.shards) shard_files[shard.at("file").get<std::string>()] = open_shard(x, shard);
   const std::vector<PieceRef> pieces = all_pieces(x);
   if (verify_exact_pieces) x.info.verified_pieces.assign(pieces.size(), 0);
 
@@ -190,22 +191,33 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const std::vector<Tens
     if (!inside)
       throw Error("cannot read " + shape_string(count) + " at " + shape_string(offset) +
                   " of tensor '" + t.name + "' of shape " + shape_string(t.shape));
-    // Through the virtual dataset: HDF5 reads the part of each piece inside the box.
     const std::string context = "cannot read tensor '" + t.name + "' from " + x.dir;
-    h5::Handle d = h5::dataset_open(g, t.name, context);
-    h5::Handle file_space(h5::checked(H5Dget_space(d), context), H5Sclose);
-    std::vector<hsize_t> start(offset.begin(), offset.end()), n(count.begin(), count.end());
-    h5::checked_status(
-        H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, n.data(), nullptr),
-        context);
-    h5::Handle mem_space = h5::simple_space(count);
-    h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, t.data),
-                       context);
-    if (!verify_exact_pieces) continue;
-    for (const PieceRef& p : pieces) {
-      if (p.piece->at("tensor") != t.name || p.piece->at("offset") != nlohmann::json(offset) ||
-          p.piece->at("count") != nlohmann::json(count))
-        continue;
+    const auto exact = std::find_if(pieces.begin(), pieces.end(), [&](const PieceRef& p) {
+      return p.piece->at("tensor") == t.name && p.piece->at("offset") == nlohmann::json(offset) &&
+             p.piece->at("count") == nlohmann::json(count);
+    });
+    if (exact != pieces.end()) {
+      // The box is one piece (a resume in the writing layout): read it straight from its
+      // shard file, without the virtual dataset's per-mapping work.
+      const std::string file = exact->shard->at("file").get<std::string>();
+      h5::Handle d = h5::dataset_open(shard_files.at(file), exact->piece->at("dataset").get<std::string>(),
+                                      context);
+      h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data), context);
+    } else {
+      // Through the virtual dataset: HDF5 reads the part of each piece inside the box.
+      h5::Handle d = h5::dataset_open(g, t.name, context);
+      h5::Handle file_space(h5::checked(H5Dget_space(d), context), H5Sclose);
+      std::vector<hsize_t> start(offset.begin(), offset.end()), n(count.begin(), count.end());
+      h5::checked_status(
+          H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, n.data(), nullptr),
+          context);
+      h5::Handle mem_space = h5::simple_space(count);
+      h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, t.data),
+                         context);
+    }
+    if (!verify_exact_pieces || exact == pieces.end()) continue;
+    {
+      const PieceRef& p = *exact;
       const std::string expected = p.piece->at("checksum").get<std::string>();
       const std::string actual = checksum_string(t.data, (size_t)numel(count));
       if (actual != expected)
