@@ -63,7 +63,6 @@ double allreduce_sum(double x) {
   return x;
 }
 
-
 // Mean of x over the ranks of `comm` (e.g. the dp group: tp ranks hold the same loss).
 double allreduce_mean_in(double x, MPI_Comm comm) {
   int size = 1;
