@@ -6,7 +6,7 @@
 A tiny model (4 layers, 4 heads, 32 wide, 32 tokens; global batch 8 in micro-batches of 1)
 trains 20 steps under every (dp, tp, pp) layout of the issue, with and without ZeRO-1
 (where dp > 1) and with GPipe and 1F1B (where pp > 1), 23 runs in all, plus a vocabulary
-not divisible by tp (255 at tp = 2, pp = 2). Each run must match the single process
+not divisible by tp (255 at tp = 2, pp = 1 and 2). Each run must match the single process
 (1, 1, 1) to a relative 1e-5:
 
   - the training loss and the gradient norm at every step, the validation losses;
@@ -23,6 +23,9 @@ scores of a query) moves by up to the learning rate on rounding noise alone, and
 different summation orders give different noise. Two micro-batch splittings of one
 process differ the same way (2e-5 per tensor in the QKV biases after 20 steps), while
 the whole model stays within 1e-6.
+
+Last, with clipping off, a ZeRO-1 run's checkpoint holds bit for bit the tensors
+(parameters and moments) of a plain data-parallel run's, at dp = 2.
 
 Standard library + numpy + h5py (python3-h5py). Exit code 0 = pass.
 """
@@ -133,6 +136,36 @@ def compare_params(name, ref, got):
     return total, worst
 
 
+def checkpoint_tensors(work, name):
+    """Every logical tensor of the run's last checkpoint (moments too) through index.h5,
+    and the checkpoint's shard files."""
+    root = os.path.join(work, "ckpt_" + name)
+    with open(os.path.join(root, "latest")) as f:
+        step_dir = os.path.join(root, f.read().strip())
+    with h5py.File(os.path.join(step_dir, "index.h5"), "r") as f:
+        tensors = {k: f["tensors"][k][()] for k in f["tensors"]}
+    return tensors, sorted(x for x in os.listdir(step_dir) if x.startswith("rank_"))
+
+
+def zero_checkpoint_is_plain_checkpoint(opt, work):
+    """With clipping off (the norm's summation order then cannot matter), the checkpoint a
+    ZeRO-1 run writes (each dp rank its own moment range) holds bit for bit the tensors
+    of a plain data-parallel run, parameters and AdamW moments, at dp = 2."""
+    noclip = ["optim.grad_clip=0"]
+    train(opt, work, "noclip_dp2", 2, 1, 1, noclip)
+    train(opt, work, "noclip_zero_dp2", 2, 1, 1, noclip + ["parallel.zero=1"])
+    plain, plain_files = checkpoint_tensors(work, "noclip_dp2")
+    zero, zero_files = checkpoint_tensors(work, "noclip_zero_dp2")
+    if plain_files != ["rank_00000.h5"] or zero_files != ["rank_00000.h5", "rank_00001.h5"]:
+        fail("shard files: %s without ZeRO-1, %s with" % (plain_files, zero_files))
+    if sorted(plain) != sorted(zero) or not any(k.endswith(".adam_m") for k in plain):
+        fail("checkpoint tensors differ or lack moments: %s vs %s" % (sorted(plain), sorted(zero)))
+    bad = [k for k in plain if plain[k].tobytes() != zero[k].tobytes()]
+    if bad:
+        fail("checkpoint tensors differ between zero=0 and zero=1 at dp=2: %s" % bad)
+    print("  checkpoint: %d tensors identical with and without ZeRO-1" % len(plain), flush=True)
+
+
 def check(name, ref, got):
     (ref_events, ref_params, ref_sample), (events, params, sample) = ref, got
     for event, key in (("metric", "loss"), ("metric", "grad_norm"), ("eval", "val_loss")):
@@ -160,7 +193,10 @@ def main():
         # A vocabulary not divisible by tp: 255 rows, 1 row of local padding at tp = 2.
         odd = ["model.vocab_size=255", "model.vocab_pad_to=1"]
         ref255 = train(opt, work, "v255_ref", 1, 1, 1, odd)
-        check("v255_dp1_tp2_pp2", ref255, train(opt, work, "v255_dp1_tp2_pp2", 1, 2, 2, odd))
+        for tp, pp in ((2, 1), (2, 2)):
+            name = "v255_dp1_tp%d_pp%d" % (tp, pp)
+            check(name, ref255, train(opt, work, name, 1, tp, pp, odd))
+        zero_checkpoint_is_plain_checkpoint(opt, work)
     print("PASS")
 
 
