@@ -169,7 +169,8 @@ TEST(Fp16, ArraysMatchScalar) {
     if (i % 3) u = (u & 0x807FFFFFu) | ((95 + gen() % 56) << 23);
     x[i] = from_bits(u);
   }
-  for (uint32_t nan : {0x7FC00000u, 0x7F800001u, 0xFFBFFFFFu, 0x7F802000u}) x[7 + nan % 5] = from_bits(nan);
+  const uint32_t nans[] = {0x7FC00000u, 0x7F800001u, 0xFFBFFFFFu, 0x7F802000u};
+  for (int i = 0; i < 4; i++) x[7 + i] = from_bits(nans[i]);  // in the first vector
   std::vector<k::fp16> all(65536);
   for (uint32_t b = 0; b < 65536; b++) all[b] = {(uint16_t)b};
   for (int64_t n : {0, 1, 15, 16, 17, 33, 1001, 1000003}) {
@@ -182,7 +183,8 @@ TEST(Fp16, ArraysMatchScalar) {
     std::vector<float> back(m + 1, 5.0f);
     k::fp16_to_fp32_array(back.data(), all.data() + (65536 - m), m);
     for (int64_t i = 0; i < m; i++)
-      ASSERT_EQ(bits(back[i]), bits(k::fp16_to_fp32(all[65536 - m + i]))) << std::hex << 65536 - m + i;
+      ASSERT_EQ(bits(back[i]), bits(k::fp16_to_fp32(all[65536 - m + i])))
+          << std::hex << 65536 - m + i;
     ASSERT_EQ(back[m], 5.0f);
   }
   std::vector<float> back(65536);
@@ -217,7 +219,8 @@ int check(bool ta, bool tb, int M, int N, int K, float alpha, float beta, unsign
   const auto A = random_fp16((size_t)(ta ? K : M) * lda, seed, scale);
   const auto B = random_fp16((size_t)(tb ? N : K) * ldb, seed + 1, scale);
   std::vector<float> C((size_t)M * ldc), C0;
-  for (size_t i = 0; i < C.size(); i++) C[i] = (i % ldc) >= (size_t)N ? 777.0f : 0.01f * (i % 91) - 0.4f;
+  for (size_t i = 0; i < C.size(); i++)
+    C[i] = (i % ldc) >= (size_t)N ? 777.0f : 0.01f * (i % 91) - 0.4f;
   C0 = C;
   if (beta == 0.0f)
     for (size_t i = 0; i < C.size(); i++)
@@ -237,7 +240,8 @@ int check(bool ta, bool tb, int M, int N, int K, float alpha, float beta, unsign
       }
       const double c0 = C0[(size_t)i * ldc + j];
       const double want = j >= N ? 777.0 : alpha * dot + (beta == 0.0f ? 0.0 : beta * c0);
-      const double tol = j >= N ? 0 : (K + 4) * u * (std::fabs(alpha) * mag + std::fabs(beta * c0)) + 1e-30;
+      const double tol =
+          j >= N ? 0 : (K + 4) * u * (std::fabs(alpha) * mag + std::fabs(beta * c0)) + 1e-30;
       if (!(std::fabs(got - want) <= tol) && failures++ < 5)
         ADD_FAILURE() << (ta ? "T" : "N") << (tb ? "T" : "N") << " M=" << M << " N=" << N
                       << " K=" << K << " alpha=" << alpha << " beta=" << beta << " pad=" << pad
@@ -266,12 +270,15 @@ TEST(Fp16Gemm, AllTransposesBetaZeroAndOne) {
 // A nor B (null here), M or N == 0 does nothing.
 TEST(Fp16Gemm, DegenerateShapesAsSgemm) {
   struct S { int M, N, K; float alpha, beta; };
-  for (const S& s : {S{2, 2, 0, 1.0f, 0.5f}, {2, 2, 3, 0.0f, 0.0f}, {0, 2, 3, 1.0f, 0.0f}, {2, 0, 3, 1.0f, 0.0f}}) {
+  for (const S& s : {S{2, 2, 0, 1.0f, 0.5f}, {2, 2, 3, 0.0f, 0.0f}, {0, 2, 3, 1.0f, 0.0f},
+                     {2, 0, 3, 1.0f, 0.0f}}) {
     std::vector<float> want = {1, 2, 3, 4};
-    if (s.beta == 0.0f && s.M > 0 && s.N > 0) want.assign(4, std::numeric_limits<float>::quiet_NaN());
+    if (s.beta == 0.0f && s.M > 0 && s.N > 0)
+      want.assign(4, std::numeric_limits<float>::quiet_NaN());
     std::vector<float> got = want;
     k::sgemm(false, false, s.M, s.N, s.K, s.alpha, nullptr, 3, nullptr, 2, s.beta, want.data(), 2);
-    k::fp16gemm(false, false, s.M, s.N, s.K, s.alpha, nullptr, 3, nullptr, 2, s.beta, got.data(), 2);
+    k::fp16gemm(false, false, s.M, s.N, s.K, s.alpha, nullptr, 3, nullptr, 2, s.beta, got.data(),
+                2);
     EXPECT_EQ(got, want) << s.M << "x" << s.N << "x" << s.K;
   }
 }
@@ -281,7 +288,8 @@ TEST(Fp16Gemm, DegenerateShapesAsSgemm) {
 TEST(Fp16, HasNonfinite) {
   for (int64_t n : {1, 100, 4096, 4097, 100000}) {
     std::vector<float> x(n);
-    for (int64_t i = 0; i < n; i++) x[i] = (i % 3 == 0) ? FLT_MAX : (i % 3 == 1 ? -from_bits(1) : 0.5f);
+    for (int64_t i = 0; i < n; i++)
+      x[i] = (i % 3 == 0) ? FLT_MAX : (i % 3 == 1 ? -from_bits(1) : 0.5f);
     EXPECT_FALSE(k::has_nonfinite(x.data(), n)) << n;
     for (int64_t pos : {int64_t{0}, n / 2, n - 1})
       for (float bad : {INFINITY, -INFINITY, NAN, from_bits(0xFF800001u)}) {
