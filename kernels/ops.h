@@ -16,6 +16,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/cpu/lowp.h"
+
 namespace tessera::kernels {
 
 // out[B,T,C] = wte[inp[b,t], :] + wpe[t, :]  (token + learned position embedding)
@@ -30,6 +32,7 @@ void encoder_backward(T* dwte, T* dwpe, const T* dout, const int32_t* inp, int B
 template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias,
                        int N, int C);
+// (dweight and dbias both null: frozen, only dinp is computed)
 template <typename T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
                         const T* weight, const T* mean, const T* rstd, int N, int C);
@@ -37,10 +40,24 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
 // out[N,OC] = inp[N,C] @ weight[OC,C]^T + bias[OC]   (bias may be null)
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int N, int C, int OC);
-// dinp += dout @ weight; dweight += dout^T @ inp; dbias += column sums of dout (null: none)
+// dinp += dout @ weight; dweight += dout^T @ inp; dbias += column sums of dout
+// (dweight or dbias null: not computed, e.g. a frozen base weight under LoRA)
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int N, int C, int OC);
+
+// Mixed precision (kernels/cpu/lowp.h): the same linear layer with inp, weight and the
+// backward's dout given in the 16-bit type dt, products summed in fp32; out, bias and
+// every gradient stay fp32. The backward needs dout twice: rounded (dout16) for the two
+// GEMMs, exact (dout) for the bias.
+// out[N,OC] = inp16[N,C] @ weight16[OC,C]^T + bias[OC]   (bias may be null)
+void matmul_forward_16bit(Dtype dt, float* out, const uint16_t* inp16, const uint16_t* weight16,
+                          const float* bias, int N, int C, int OC);
+// dinp += dout16 @ weight16; dweight += dout16^T @ inp16; dbias += column sums of dout
+// (dinp, dweight or dbias may be null: not wanted)
+void matmul_backward_16bit(Dtype dt, float* dinp, float* dweight, float* dbias, const float* dout,
+                           const uint16_t* dout16, const uint16_t* inp16,
+                           const uint16_t* weight16, int N, int C, int OC);
 
 // Causal multi-head self-attention.
 // qkv [B,T,3C] holds q, k, v for all heads (head h uses columns h*HS..(h+1)*HS of each

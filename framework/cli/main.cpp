@@ -22,6 +22,7 @@ const char* kUsage =
     "  ckpt inspect DIR [--no-verify]       what a checkpoint holds; verifies its checksums\n"
     "  ckpt verify DIR                      check every shard of a checkpoint against its checksums\n"
     "  generate --ckpt DIR --prompt TEXT    continue a prompt with a checkpoint's model\n"
+    "  lora merge --ckpt DIR --out DIR      fold a LoRA run's adapters into its base model\n"
     "  bench [--help]                       time a training step, report tokens/s and MFU\n"
     "  doctor                               show CPU features, BLAS, MPI, CUDA and GPUs\n"
     "\n"
@@ -45,6 +46,7 @@ int dispatch(int argc, char** argv) {
   }
   if (command == "ckpt") return cmd_ckpt(rest);
   if (command == "generate") return cmd_generate(rest);
+  if (command == "lora") return cmd_lora(rest);
   if (command == "bench") return cmd_bench(rest);
   if (command == "doctor") return cmd_doctor(rest);
   throw tessera::Error("unknown command '" + command + "' (see tessera --help)");

@@ -10,8 +10,10 @@
 #include <string>
 
 #include "framework/util/error.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
 #include "parallel/huge_pages.h"
+#include "parallel/rng.h"
 
 namespace tessera {
 
@@ -28,28 +30,48 @@ GPTConfig GPTConfig::from_recipe(const ModelConfig& m) {
   return c;
 }
 
+ModelOptions ModelOptions::from_recipe(const Recipe& r) {
+  ModelOptions o;
+  o.precision = kernels::dtype_from_name(r.train.precision);
+  o.stochastic_rounding = r.train.stochastic_rounding;
+  o.seed = r.train.seed;
+  if (r.lora.rank > 0) {
+    o.lora.rank = r.lora.rank;
+    o.lora.alpha = (float)r.lora.alpha;
+    for (const std::string& t : lora_targets(r)) {
+      const LoraTarget target = t == "qkv"        ? LoraTarget::qkv
+                                : t == "attn_out" ? LoraTarget::attn_out
+                                : t == "mlp_up"   ? LoraTarget::mlp_up
+                                                  : LoraTarget::mlp_down;
+      o.lora.targets[(int)target] = true;
+    }
+  }
+  return o;
+}
+
 double GPTConfig::training_flops_per_token(int T) const {
   const double L = n_layer, C = n_embd, Vp = padded_vocab_size;
   return 3.0 * (2.0 * (L * 12.0 * C * C + C * Vp) + L * 4.0 * T * C);
 }
 
-void GPT2::FreeDeleter::operator()(float* p) const { std::free(p); }
+void GPT2::FreeDeleter::operator()(void* p) const { std::free(p); }
 
 namespace {
-float* alloc_floats(int64_t n) {
+void* alloc_zeroed(size_t n_bytes) {
   // 64-byte alignment: every tensor in the buffer starts on a cache line. Buffers of
   // several MiB are 2 MiB-aligned and advised onto huge pages before their first touch
   // (parallel/huge_pages.h: fewer TLB misses, and a faster gradient all-reduce).
   constexpr size_t kHuge = 2u << 20;
-  const bool huge = (size_t)n * sizeof(float) >= 2 * kHuge;
+  const bool huge = n_bytes >= 2 * kHuge;
   const size_t align = huge ? kHuge : 64;
-  const size_t bytes = ((size_t)n * sizeof(float) + align - 1) / align * align;
+  const size_t bytes = (n_bytes + align - 1) / align * align;
   void* p = std::aligned_alloc(align, bytes > 0 ? bytes : align);
   if (!p) throw Error("out of memory allocating " + std::to_string(bytes >> 20) + " MiB");
   if (huge) advise_huge_pages(p, bytes, /*collapse=*/false);
   std::memset(p, 0, bytes);
-  return static_cast<float*>(p);
+  return p;
 }
+float* alloc_floats(int64_t n) { return static_cast<float*>(alloc_zeroed(sizeof(float) * n)); }
 }  // namespace
 
 // Pointers to one copy (parameters or gradients) of every tensor.
@@ -81,6 +103,10 @@ struct GPT2::Activations {
   float *lnf, *lnf_mean, *lnf_rstd;     // [N, C], [N], [N]       (last stage)
   float* logits;                        // [N, Vp]     dlogits in place during backward
   float* losses;                        // [N]
+  // Mixed precision: the linear layers' inputs in 16 bits, [L, N, width] (ln1, atty, ln2,
+  // fch_gelu) and [N, C] (lnf); their fp32 members above then hold one layer, transiently.
+  uint16_t *ln1_16, *atty_16, *ln2_16, *fch_gelu_16, *lnf_16;
+  float* lora_h;                        // [L, 4, N, r]  LoRA: x @ A^T of each target
   // shared scratch
   float* branch;                        // [N, C]      attention / MLP projection output
   float* dresidual;                     // [N, C]  gradient of the residual stream
@@ -90,11 +116,22 @@ struct GPT2::Activations {
   float* datt;                          // [B, NH, T, T]
   float* dfch;                          // [N, 4C] (gradient of fch and of fch_gelu in turn)
   float* dfch_gelu;                     // [N, 4C]
+  uint16_t* scratch16;                  // [N, widest]  mixed precision: dout rounded
+  float* scratch;                       // [N, widest]  LoRA in mixed precision: x widened
+  float* lora_dh;                       // [N, r]
 };
 
 GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple,
-           PipelineStage stage, int activation_slots)
-    : config_(cfg), max_batch_(max_batch), tp_(tp), stage_(stage) {
+           PipelineStage stage, int activation_slots, ModelOptions options)
+    : config_(cfg),
+      options_(options),
+      mixed_(options.precision != kernels::Dtype::fp32),
+      lora_(options.lora.rank > 0),
+      max_batch_(max_batch),
+      tp_(tp),
+      stage_(stage) {
+  check(!options.stochastic_rounding || options.precision == kernels::Dtype::bf16,
+        "stochastic rounding is for bf16");
   check(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
   check(cfg.padded_vocab_size >= cfg.vocab_size, "padded vocabulary smaller than vocabulary");
   check(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "bad tensor-parallel rank/size");
@@ -143,11 +180,44 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
     lnf_index_ = table_.add("ln_f.weight", {C}, Init::Ones, 0, no_decay);
     table_.add("ln_f.bias", {C}, Init::Zeros, 0, no_decay);
   }
+  // LoRA adapters, A then B, split as linear.h says: A along the input of row-parallel
+  // layers, B along the output of column-parallel ones (q|k|v blocks for qkv).
+  const int r = options.lora.rank;
+  const ShardSpec replicated{};
+  struct AdapterShape {
+    LoraTarget target;
+    const char* name;
+    int64_t in, out;
+    ShardSpec a_split, b_split;
+  };
+  const AdapterShape adapters[kLoraTargets] = {
+      {LoraTarget::qkv, "attn.qkv", C, 3 * C, replicated, qkv_rows},
+      {LoraTarget::attn_out, "attn.proj", C, C, cols, replicated},
+      {LoraTarget::mlp_up, "mlp.up", C, 4 * C, replicated, rows},
+      {LoraTarget::mlp_down, "mlp.down", 4 * C, C, cols, replicated}};
+  lora_index_.assign(L, {-1, -1, -1, -1});
+  for (int l = 0; l < (lora_ ? L : 0); l++)
+    for (const AdapterShape& ad : adapters) {
+      if (!options.lora.on(ad.target)) continue;
+      const std::string h = "h." + std::to_string(stage_.first_layer + l) + "." + ad.name;
+      lora_index_[l][(int)ad.target] =
+          lora_table_.add(h + ".lora_a", {r, ad.in}, Init::Normal,
+                          1.0f / std::sqrt((float)ad.in), decay, ad.a_split);
+      lora_table_.add(h + ".lora_b", {ad.out, r}, Init::Zeros, 0, decay, ad.b_split);
+    }
   check(flat_multiple >= 1, "bad flat-buffer multiple");
   const int64_t unit = 16 * (int64_t)flat_multiple;
-  flat_size_ = (table_.total_numel() + unit - 1) / unit * unit;
-  params_.reset(alloc_floats(flat_size_));
-  grads_.reset(alloc_floats(flat_size_));
+  flat_size_ = (table().total_numel() + unit - 1) / unit * unit;
+  if (lora_) {  // the trained buffers are the adapters'; the base has no gradients
+    params_.reset(alloc_floats(table_.total_numel()));
+    lora_params_.reset(alloc_floats(flat_size_));
+    lora_grads_.reset(alloc_floats(flat_size_));
+  } else {
+    params_.reset(alloc_floats(flat_size_));
+    grads_.reset(alloc_floats(flat_size_));
+  }
+  if (mixed_)
+    params16_.reset(static_cast<uint16_t*>(alloc_zeroed(sizeof(uint16_t) * table_.total_numel())));
 
   // Carve the arena: first count, then allocate once, then hand out pointers.
   // Per-rank widths: Ct = C / tp channels of attention (NH / tp heads), Ft = 4C / tp
@@ -155,38 +225,153 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   const int64_t N = (int64_t)max_batch * cfg.seq_len, NH = cfg.n_head / tp.size, T = cfg.seq_len;
   const int64_t Ct = C / tp.size, Ft = 4 * C / tp.size, Vl = local_vocab_;
   const int64_t head = stage_.is_last() ? 1 : 0;  // the final LayerNorm and logits
+  // The linear layers' fp32 inputs are kept per layer in fp32 runs, for one layer at a
+  // time in mixed precision (which keeps them in 16 bits: h16 layers).
+  const int64_t h32 = mixed_ ? 1 : L, h16 = mixed_ ? L : 0, m16 = mixed_ ? 1 : 0;
+  const int64_t widest = std::max({3 * Ct, Ft, C, Vl}), lora_rank = lora_ ? r : 0;
   using Member = float* Activations::*;
+  using Member16 = uint16_t* Activations::*;
   const std::vector<std::pair<Member, int64_t>> per_slot = {
-      {&Activations::encoded, N * C},       {&Activations::ln1, L * N * C},
+      {&Activations::encoded, N * C},       {&Activations::ln1, h32 * N * C},
       {&Activations::ln1_mean, L * N},      {&Activations::ln1_rstd, L * N},
-      {&Activations::qkv, L * N * 3 * Ct},  {&Activations::atty, L * N * Ct},
+      {&Activations::qkv, L * N * 3 * Ct},  {&Activations::atty, h32 * N * Ct},
       {&Activations::att, L * max_batch * NH * T * T},
-      {&Activations::residual2, L * N * C}, {&Activations::ln2, L * N * C},
+      {&Activations::residual2, L * N * C}, {&Activations::ln2, h32 * N * C},
       {&Activations::ln2_mean, L * N},      {&Activations::ln2_rstd, L * N},
-      {&Activations::fch, L * N * Ft},      {&Activations::fch_gelu, L * N * Ft},
+      {&Activations::fch, L * N * Ft},      {&Activations::fch_gelu, h32 * N * Ft},
       {&Activations::residual3, L * N * C}, {&Activations::lnf, head * N * C},
       {&Activations::lnf_mean, head * N},   {&Activations::lnf_rstd, head * N},
-      {&Activations::logits, head * N * Vl}, {&Activations::losses, head * N}};
+      {&Activations::logits, head * N * Vl}, {&Activations::losses, head * N},
+      {&Activations::lora_h, L * kLoraTargets * N * lora_rank}};
+  const std::vector<std::pair<Member16, int64_t>> per_slot16 = {
+      {&Activations::ln1_16, h16 * N * C},      {&Activations::atty_16, h16 * N * Ct},
+      {&Activations::ln2_16, h16 * N * C},      {&Activations::fch_gelu_16, h16 * N * Ft},
+      {&Activations::lnf_16, m16 * head * N * C}};
   const std::vector<std::pair<Member, int64_t>> shared = {
       {&Activations::branch, N * C},       {&Activations::dresidual, N * C},
       {&Activations::dln, N * C},          {&Activations::dqkv, N * 3 * Ct},
       {&Activations::datty, N * Ct},       {&Activations::datt, max_batch * NH * T * T},
-      {&Activations::dfch, N * Ft},        {&Activations::dfch_gelu, N * Ft}};
+      {&Activations::dfch, N * Ft},        {&Activations::dfch_gelu, N * Ft},
+      {&Activations::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest},
+      {&Activations::lora_dh, N * lora_rank}};
+  const std::vector<std::pair<Member16, int64_t>> shared16 = {
+      {&Activations::scratch16, m16 * N * widest}};
+  // Sizes in floats, each array on a 64-byte boundary; 16-bit arrays take half.
   auto aligned = [](int64_t n) { return (n + 15) / 16 * 16; };
+  auto aligned16 = [&](int64_t n) { return aligned((n + 1) / 2); };
   int64_t per_slot_total = 0, shared_total = 0;
   for (const auto& [member, n] : per_slot) per_slot_total += aligned(n);
+  for (const auto& [member, n] : per_slot16) per_slot_total += aligned16(n);
   for (const auto& [member, n] : shared) shared_total += aligned(n);
+  for (const auto& [member, n] : shared16) shared_total += aligned16(n);
   arena_.reset(alloc_floats(shared_total + activation_slots * per_slot_total));
   float* next = arena_.get();
+  auto carve16 = [&](int64_t n) {
+    uint16_t* p = reinterpret_cast<uint16_t*>(next);
+    next += aligned16(n);
+    return p;
+  };
   Activations scratch{};
   scratch.maxN = N;
   for (const auto& [member, n] : shared) scratch.*member = next, next += aligned(n);
+  for (const auto& [member, n] : shared16) scratch.*member = carve16(n);
   slots_.assign(activation_slots, scratch);
-  for (Activations& a : slots_)
+  for (Activations& a : slots_) {
     for (const auto& [member, n] : per_slot) a.*member = next, next += aligned(n);
+    for (const auto& [member, n] : per_slot16) a.*member = carve16(n);
+  }
+}
+
+float* GPT2::params() {
+  if (lora_) return lora_params_.get();
+  weights16_stale_ = true;
+  return params_.get();
+}
+
+float* GPT2::base_params() {
+  weights16_stale_ = true;
+  return params_.get();
+}
+
+void GPT2::refresh_weights16() {
+  if (!mixed_ || !weights16_stale_) return;
+  const int64_t n = table_.total_numel();
+  if (!options_.stochastic_rounding) {
+    kernels::round_to_16bit(options_.precision, params16_.get(), params_.get(), n);
+  } else {
+    // Each tensor from its own stream, keyed by its logical element index, so a tp slice
+    // rounds exactly as the whole tensor would (a stream per refresh).
+    const uint64_t refresh = weights16_refreshes_;
+    for (const ParamInfo& p : table_.params()) {
+      const uint64_t seed = fnv1a64(p.name) ^ (options_.seed * 0x9E3779B97F4A7C15ull) ^
+                            (refresh << 40);
+      for (const LogicalBox& box : logical_boxes(p, 0, p.numel)) {
+        const int64_t cols = p.shape.size() == 2 ? p.shape[1] : p.shape[0];
+        const int64_t run = p.shape.size() == 2 ? box.count[1] : box.count[0];
+        const int64_t col0 = p.shape.size() == 2 ? box.offset[1] : box.offset[0];
+        const int64_t rows = p.shape.size() == 2 ? box.count[0] : 1;
+        for (int64_t i = 0; i < rows; i++) {
+          const int64_t local = p.offset + box.local_begin + i * run;
+          const int64_t logical_row = p.shape.size() == 2 ? box.offset[0] + i : 0;
+          kernels::round_to_bf16_stochastic(params16_.get() + local, params_.get() + local, run,
+                                            seed, (uint64_t)(logical_row * cols + col0));
+        }
+      }
+    }
+  }
+  weights16_refreshes_++;
+  weights16_stale_ = false;
 }
 
 GPT2::~GPT2() = default;
+
+LinearContext GPT2::linear_context() const {
+  const Activations& shared = slots_[0];  // the scratch is the same in every slot
+  return LinearContext{options_.precision, tp_.size, tp_.comm, shared.scratch16, shared.scratch,
+                       shared.lora_dh};
+}
+
+LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g) const {
+  const int C = config_.n_embd, Ct = C / tp_.size, Ft = 4 * C / tp_.size;
+  const auto &w = p.blocks[l], &d = g.blocks[l];
+  LinearLayer L;
+  switch (t) {
+    case LoraTarget::qkv:
+      L = {TpSplit::column, C, 3 * Ct, w.qkv_w, w.qkv_b, nullptr, d.qkv_w, d.qkv_b, {}};
+      break;
+    case LoraTarget::attn_out:
+      L = {TpSplit::row, Ct, C, w.proj_w, w.proj_b, nullptr, d.proj_w, d.proj_b, {}};
+      break;
+    case LoraTarget::mlp_up:
+      L = {TpSplit::column, C, Ft, w.up_w, w.up_b, nullptr, d.up_w, d.up_b, {}};
+      break;
+    case LoraTarget::mlp_down:
+      L = {TpSplit::row, Ft, C, w.down_w, w.down_b, nullptr, d.down_w, d.down_b, {}};
+      break;
+  }
+  if (mixed_) L.weight16 = params16_.get() + (L.weight - params_.get());
+  const int ia = lora_index_[l][(int)t];
+  if (ia >= 0) {
+    const auto& adapters = lora_table_.params();
+    const int64_t oa = adapters[ia].offset, ob = adapters[ia + 1].offset;
+    L.lora = {lora_params_.get() + oa, lora_params_.get() + ob, lora_grads_.get() + oa,
+              lora_grads_.get() + ob, options_.lora.rank,
+              options_.lora.alpha / (float)options_.lora.rank};
+  }
+  return L;
+}
+
+// The LM head: logits = lnf @ wte^T, column-parallel over the vocabulary, no bias.
+LinearLayer GPT2::lm_head(const ParamPtrs& p, const ParamPtrs& g) const {
+  LinearLayer L{TpSplit::column, config_.n_embd, local_vocab_, p.wte, nullptr, nullptr, g.wte,
+                nullptr, {}};
+  if (mixed_) L.weight16 = params16_.get() + (p.wte - params_.get());
+  return L;
+}
+
+float* GPT2::lora_h(Activations& a, int l, LoraTarget t) const {
+  return a.lora_h + ((int64_t)l * kLoraTargets + (int)t) * a.maxN * options_.lora.rank;
+}
 
 int64_t GPT2::num_parameters() const {
   int64_t n = 0;
@@ -204,9 +389,10 @@ void GPT2::allreduce_tp(float* x, int64_t n) const {
 
 double GPT2::grad_norm() const {
   double sharded = 0, replicated = 0;
-  for (const auto& p : table_.params()) {
+  const float* g = lora_ ? lora_grads_.get() : grads_.get();
+  for (const auto& p : table().params()) {
     if (p.tied_copy) continue;  // counted on the stage that owns it
-    const double ss = k::sum_squares(grads_.get() + p.offset, p.numel);  // local padding: 0
+    const double ss = k::sum_squares(g + p.offset, p.numel);  // local padding: 0
     (p.shard.sharded() ? sharded : replicated) += ss;
   }
   if (tp_.size > 1)
@@ -218,7 +404,7 @@ double GPT2::grad_norm() const {
 }
 
 std::vector<float> GPT2::gather_logical(int index, const float* base) const {
-  const ParamInfo& p = table_.params().at(index);
+  const ParamInfo& p = table().params().at(index);
   std::vector<float> out((size_t)p.logical_numel());
   const float* local = base + p.offset;
   if (!p.shard.sharded()) {
@@ -304,13 +490,18 @@ const float* GPT2::logits() const {
   return slots_[0].logits;
 }
 
-void GPT2::init_weights(uint64_t seed) { init_params(table_, seed, params_.get()); }
+void GPT2::init_weights(uint64_t seed) {
+  init_params(table_, seed, params_.get());
+  if (lora_) init_params(lora_table_, seed, lora_params_.get());
+  weights16_stale_ = true;
+}
 
-void GPT2::zero_grad() { std::memset(grads_.get(), 0, sizeof(float) * flat_size_); }
+void GPT2::zero_grad() { std::memset(grads(), 0, sizeof(float) * flat_size_); }
 
+// base: params_ or grads_ (null under LoRA: every pointer is then null, i.e. frozen).
 GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
   const auto& p = table_.params();
-  auto at = [&](int index) { return index < 0 ? nullptr : base + p[index].offset; };
+  auto at = [&](int index) { return index < 0 || !base ? nullptr : base + p[index].offset; };
   ParamPtrs ptrs;
   ptrs.wte = at(wte_index_);
   ptrs.wpe = at(wpe_index_);
@@ -318,7 +509,7 @@ GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
   ptrs.lnf_b = lnf_index_ < 0 ? nullptr : at(lnf_index_ + 1);
   // The blocks' twelve tensors each, in the order the constructor added them.
   int i = block0_index_;
-  auto next = [&]() { return base + p[i++].offset; };
+  auto next = [&]() { return base ? base + p[i++].offset : (i++, nullptr); };
   ptrs.blocks.resize(stage_.num_layers);
   for (auto& b : ptrs.blocks) {
     b.ln1_w = next(), b.ln1_b = next(), b.qkv_w = next(), b.qkv_b = next();
@@ -390,44 +581,44 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
     for (int64_t n = 0; n < N; n++)
       for (int c = 0; c < C; c++) a.encoded[n * C + c] += p.wpe[(n % T) * C + c];
   }
-  // Row-parallel matmul: partial sums on each rank, all-reduced, then the replicated bias
-  // added once (at tp 1 the bias goes into the matmul as before).
-  auto row_parallel = [&](float* out, const float* inp, const float* weight, const float* bias,
-                          int in_width) {
-    k::matmul_forward(out, inp, weight, tp ? (const float*)nullptr : bias, (int)N, in_width, C);
-    if (!tp) return;
-    allreduce_tp(out, N * C);
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++)
-      for (int c = 0; c < C; c++) out[n * C + c] += bias[c];
+  refresh_weights16();
+  const ParamPtrs g = param_ptrs(grads_.get());
+  const LinearContext ctx = linear_context();
+  // The linear layers' fp32 inputs: layer l's own (fp32), or one transient buffer that is
+  // rounded into layer l's 16-bit one (mixed precision).
+  const int64_t per_layer = mixed_ ? 0 : 1;
+  auto in16 = [&](uint16_t* base, int l, int64_t width) {
+    return mixed_ ? base + l * maxN * width : nullptr;
   };
   for (int l = 0; l < stage_.num_layers; l++) {  // l: this stage's layer index
-    const auto& w = p.blocks[l];
     const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
-    float* ln1 = a.ln1 + l * maxN * C;
+    float* ln1 = a.ln1 + per_layer * l * maxN * C;
     float* qkv = a.qkv + l * maxN * 3 * Ct;
-    float* atty = a.atty + l * maxN * Ct;
+    float* atty = a.atty + per_layer * l * maxN * Ct;
     float* residual2 = a.residual2 + l * maxN * C;
-    float* ln2 = a.ln2 + l * maxN * C;
+    float* ln2 = a.ln2 + per_layer * l * maxN * C;
     float* fch = a.fch + l * maxN * Ft;
-    float* fch_gelu = a.fch_gelu + l * maxN * Ft;
-    k::layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual, w.ln1_w,
-                         w.ln1_b, (int)N, C);
-    k::matmul_forward(qkv, ln1, w.qkv_w, w.qkv_b, (int)N, C, 3 * Ct);
+    float* fch_gelu = a.fch_gelu + per_layer * l * maxN * Ft;
+    auto linear = [&](LoraTarget t, float* out, const float* x, uint16_t* x16) {
+      linear_forward(block_linear(l, t, p, g), ctx, out, x, x16, lora_h(a, l, t), (int)N);
+    };
+    k::layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual,
+                         p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
+    linear(LoraTarget::qkv, qkv, ln1, in16(a.ln1_16, l, C));
     k::attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
-    row_parallel(a.branch, atty, w.proj_w, w.proj_b, Ct);
+    linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, l, Ct));
     k::residual_forward(residual2, residual, a.branch, N * C);
-    k::layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2, w.ln2_w,
-                         w.ln2_b, (int)N, C);
-    k::matmul_forward(fch, ln2, w.up_w, w.up_b, (int)N, C, Ft);
+    k::layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2,
+                         p.blocks[l].ln2_w, p.blocks[l].ln2_b, (int)N, C);
+    linear(LoraTarget::mlp_up, fch, ln2, in16(a.ln2_16, l, C));
     k::gelu_forward(fch_gelu, fch, N * Ft);
-    row_parallel(a.branch, fch_gelu, w.down_w, w.down_b, Ft);
+    linear(LoraTarget::mlp_down, a.branch, fch_gelu, in16(a.fch_gelu_16, l, Ft));
     k::residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
   }
   if (!stage_.is_last()) return;
   k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, stage_output_of(a), p.lnf_w, p.lnf_b,
                        (int)N, C);
-  k::matmul_forward(a.logits, a.lnf, p.wte, (const float*)nullptr, (int)N, C, Vl);
+  linear_forward(lm_head(p, g), ctx, a.logits, a.lnf, in16(a.lnf_16, 0, C), nullptr, (int)N);
 }
 
 int GPT2::activation_slots() const { return (int)slots_.size(); }
@@ -489,26 +680,33 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
   const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
   Activations& a = slots_[slot];
   const ParamPtrs p = param_ptrs(params_.get());
-  const ParamPtrs g = param_ptrs(grads_.get());
+  const ParamPtrs g = param_ptrs(grads_.get());  // all null under LoRA: the base is frozen
+  const LinearContext ctx = linear_context();
   auto zero = [](float* x, int64_t n) { std::memset(x, 0, sizeof(float) * n); };
-  // Announces parameters first .. first + count - 1 of the table, last one first.
+  // Announces parameters first .. first + count - 1 of table(), last one first.
   auto ready = [this](int first, int count) {
     if (grad_ready_)
       for (int i = first + count - 1; i >= first; i--) grad_ready_(i);
   };
-  const int kPerBlock = 12;
+  // A linear layer's saved input: layer l's fp32 copy, or its 16-bit one.
+  const int64_t per_layer = mixed_ ? 0 : 1;
+  auto saved = [&](const float* x32, const uint16_t* x16, int l, int64_t width) {
+    return mixed_ ? SavedInput{nullptr, x16 + l * maxN * width}
+                  : SavedInput{x32 + per_layer * l * maxN * width, nullptr};
+  };
 
   // dresidual collects the gradient of the residual stream; every branch adds into it
   // (the residual add's backward is identity).
   if (stage_.is_last()) {
     // LM head (tied to wte) and final LayerNorm, from the dlogits stage_loss left.
     zero(a.dln, N * C);
-    k::matmul_backward(a.dln, g.wte, (float*)nullptr, a.logits, a.lnf, p.wte, (int)N, C, Vl);
+    linear_backward(lm_head(p, g), ctx, a.dln, a.logits, saved(a.lnf, a.lnf_16, 0, C), nullptr,
+                    (int)N);
     allreduce_tp(a.dln, N * C);  // the LM head is column-parallel over the vocabulary
     zero(a.dresidual, N * C);
     k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, stage_output_of(a), p.lnf_w,
                           a.lnf_mean, a.lnf_rstd, (int)N, C);
-    ready(lnf_index_, 2);
+    if (!lora_) ready(lnf_index_, 2);
   } else {
     std::memcpy(a.dresidual, dx_out, sizeof(float) * N * C);
   }
@@ -517,44 +715,50 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
     const auto& w = p.blocks[l];
     const auto& gw = g.blocks[l];
     const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
-    const float* ln1 = a.ln1 + l * maxN * C;
     const float* qkv = a.qkv + l * maxN * 3 * Ct;
-    const float* atty = a.atty + l * maxN * Ct;
     const float* residual2 = a.residual2 + l * maxN * C;
-    const float* ln2 = a.ln2 + l * maxN * C;
     const float* fch = a.fch + l * maxN * Ft;
-    const float* fch_gelu = a.fch_gelu + l * maxN * Ft;
+    auto linear = [&](LoraTarget t, float* dx, const float* dout, SavedInput x) {
+      linear_backward(block_linear(l, t, p, g), ctx, dx, dout, x, lora_h(a, l, t), (int)N);
+    };
 
     // MLP branch: dresidual is d(block output) = d(mlp output).
-    // Row-parallel down: the replicated bias's gradient is the same on every tp rank.
     zero(a.dfch_gelu, N * Ft);
-    k::matmul_backward(a.dfch_gelu, gw.down_w, gw.down_b, a.dresidual, fch_gelu, w.down_w,
-                       (int)N, Ft, C);
+    linear(LoraTarget::mlp_down, a.dfch_gelu, a.dresidual, saved(a.fch_gelu, a.fch_gelu_16, l, Ft));
     zero(a.dfch, N * Ft);
     k::gelu_backward(a.dfch, fch, a.dfch_gelu, N * Ft);
     zero(a.dln, N * C);
-    k::matmul_backward(a.dln, gw.up_w, gw.up_b, a.dfch, ln2, w.up_w, (int)N, C, Ft);
+    linear(LoraTarget::mlp_up, a.dln, a.dfch, saved(a.ln2, a.ln2_16, l, C));
     allreduce_tp(a.dln, N * C);  // column-parallel up: sum the input's gradient
     k::layernorm_backward(a.dresidual, gw.ln2_w, gw.ln2_b, a.dln, residual2, w.ln2_w,
                           a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, (int)N, C);
 
     // Attention branch: dresidual is now d(residual2).
     zero(a.datty, N * Ct);
-    k::matmul_backward(a.datty, gw.proj_w, gw.proj_b, a.dresidual, atty, w.proj_w, (int)N, Ct, C);
+    linear(LoraTarget::attn_out, a.datty, a.dresidual, saved(a.atty, a.atty_16, l, Ct));
     zero(a.dqkv, N * 3 * Ct);
     k::attention_backward(a.dqkv, a.datt, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
     zero(a.dln, N * C);
-    k::matmul_backward(a.dln, gw.qkv_w, gw.qkv_b, a.dqkv, ln1, w.qkv_w, (int)N, C, 3 * Ct);
+    linear(LoraTarget::qkv, a.dln, a.dqkv, saved(a.ln1, a.ln1_16, l, C));
     allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient
     k::layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
                           a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
-    ready(block0_index_ + kPerBlock * l, kPerBlock);
+    if (!lora_) {
+      const int kPerBlock = 12;
+      ready(block0_index_ + kPerBlock * l, kPerBlock);
+    } else {  // this layer's adapters, A and B of each target, in the table's order
+      int first = -1, count = 0;
+      for (int ia : lora_index_[l])
+        if (ia >= 0) first = first < 0 ? ia : first, count += 2;
+      if (count > 0) ready(first, count);
+    }
   }
   if (!stage_.is_first()) {
     std::memcpy(dx_in, a.dresidual, sizeof(float) * N * C);
-    if (wte_index_ >= 0) ready(wte_index_, 1);  // the LM head's copy of wte
+    if (wte_index() >= 0) ready(wte_index(), 1);  // the LM head's copy of wte
     return;
   }
+  if (lora_) return;  // the embeddings are frozen
   if (tp_.size == 1) {
     k::encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
   } else {
@@ -571,6 +775,23 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
     }
   }
   ready(0, 2);  // wte (on one stage: the LM head and the embedding both added to it), wpe
+}
+
+// out[O, I] += scale * B[O, r] @ A[r, I] on this rank's slices (for a column-parallel
+// layer B's rows are this rank's and A is whole; for a row-parallel one A's columns are
+// this rank's and B is whole: either way the local product is the local slice of B @ A).
+void GPT2::merge_lora() {
+  check(lora_, "merge_lora: the model has no LoRA adapters");
+  const ParamPtrs p = param_ptrs(params_.get()), none = param_ptrs(nullptr);
+  for (int l = 0; l < stage_.num_layers; l++)
+    for (int t = 0; t < kLoraTargets; t++) {
+      const LinearLayer L = block_linear(l, (LoraTarget)t, p, none);
+      if (!L.lora.a) continue;
+      k::sgemm(false, false, L.out, L.in, L.lora.rank, L.lora.scale, L.lora.b, L.lora.rank,
+               L.lora.a, L.in, 1.0f, const_cast<float*>(L.weight), L.in);
+      std::memset(const_cast<float*>(L.lora.b), 0, sizeof(float) * L.out * L.lora.rank);
+    }
+  weights16_stale_ = true;
 }
 
 }  // namespace tessera

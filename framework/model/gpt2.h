@@ -5,13 +5,16 @@
 #pragma once
 #include <mpi.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
 
+#include "framework/model/linear.h"
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
+#include "kernels/cpu/lowp.h"
 
 namespace tessera {
 
@@ -55,6 +58,27 @@ struct PipelineStage {
   bool is_last() const { return rank == size - 1; }
 };
 
+// The linear layers of a block that can carry LoRA adapters (lora.targets).
+enum class LoraTarget { qkv = 0, attn_out = 1, mlp_up = 2, mlp_down = 3 };
+inline constexpr int kLoraTargets = 4;
+
+// LoRA adapters (docs/lora.md): rank 0 = none.
+struct LoraSpec {
+  int rank = 0;
+  float alpha = 16;
+  bool targets[kLoraTargets] = {false, false, false, false};
+  bool on(LoraTarget t) const { return rank > 0 && targets[(int)t]; }
+};
+
+// How the module computes, beyond its shape and layout (recipe keys train.precision,
+// train.stochastic_rounding, lora.*).
+struct ModelOptions {
+  kernels::Dtype precision = kernels::Dtype::fp32;
+  bool stochastic_rounding = false;  // bf16 weight copies rounded stochastically
+  uint64_t seed = 0;                 // of the stochastic rounding
+  LoraSpec lora;
+  static ModelOptions from_recipe(const Recipe& recipe);
+};
 
 // Tensor parallelism (Megatron-LM, docs/parallel.md) is part of this one module; tp = 1
 // is the degenerate case. Split across the tp ranks, all in the shard specs of table():
@@ -66,7 +90,15 @@ struct PipelineStage {
 // Communication is MPI_Allreduce(sum) in the tp communicator: after each row-parallel
 // matmul and the vocabulary-parallel embedding (forward), on the gradient of the input
 // of each column-parallel block and of the LM head (backward), and three small ones in
-// the vocabulary-parallel cross-entropy.
+// the vocabulary-parallel cross-entropy. Every linear layer goes through linear.h, which
+// also applies the precision and the LoRA adapters.
+//
+// Mixed precision (options.precision bf16 or fp16): the fp32 parameters stay the master
+// copy; a 16-bit copy of them, refreshed after they change, feeds the GEMMs, and the
+// inputs of the linear layers are kept for the backward pass in 16 bits only.
+//
+// LoRA (options.lora): the base weights are frozen (no gradient buffer), and table(),
+// params(), grads() are those of the adapters, which are all the optimizer sees.
 class GPT2 {
  public:
   // Lays out the parameters (this tp rank's slices) and allocates parameters, gradients
@@ -80,14 +112,15 @@ class GPT2 {
   // several forward passes before their backward passes (GPipe: all of a step's; 1F1B:
   // at most pp - stage).
   GPT2(const GPTConfig& config, int max_batch, TensorParallel tp = {}, int flat_multiple = 1,
-       PipelineStage stage = {}, int activation_slots = 1);
+       PipelineStage stage = {}, int activation_slots = 1, ModelOptions options = {});
   ~GPT2();
   GPT2(const GPT2&) = delete;
   GPT2& operator=(const GPT2&) = delete;
 
   // Parameters from the counter-based RNG: N(0, 0.02) for matrices and embeddings,
   // N(0, 0.02 / sqrt(2 n_layer)) for the two projections into the residual stream
-  // (GPT-2's scaled init), LayerNorm weights 1, biases 0.
+  // (GPT-2's scaled init), LayerNorm weights 1, biases 0; LoRA's A N(0, 1 / in) and B 0
+  // (so a fresh adapter changes nothing).
   void init_weights(uint64_t seed);
 
   // The whole model in one call (a single pipeline stage), on activation slot 0.
@@ -133,10 +166,19 @@ class GPT2 {
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
 
   const GPTConfig& config() const { return config_; }
-  const ParamTable& table() const { return table_; }
-  float* params() { return params_.get(); }
-  float* grads() { return grads_.get(); }
+  const ModelOptions& options() const { return options_; }
+  // The trained parameters: all of the model's, or under LoRA the adapters only.
+  // Writing through params() (or base_params()) is noticed: the 16-bit copy of mixed
+  // precision is refreshed before the next forward pass.
+  const ParamTable& table() const { return lora_ ? lora_table_ : table_; }
+  float* params();
+  float* grads() { return lora_ ? lora_grads_.get() : grads_.get(); }
   int64_t flat_size() const { return flat_size_; }  // floats in params()/grads() (padded)
+  // The base model's weights (under LoRA frozen; otherwise table() and params()).
+  const ParamTable& base_table() const { return table_; }
+  float* base_params();
+  const float* base_params() const { return params_.get(); }
+  bool has_lora() const { return lora_; }
   // Logical parameters of this stage (of the whole model at pp = 1), without alignment
   // padding and without a tied copy.
   int64_t num_parameters() const;
@@ -148,8 +190,9 @@ class GPT2 {
   const TensorParallel& tp() const { return tp_; }
   const PipelineStage& stage() const { return stage_; }
   int activation_slots() const;
-  // Index in table() of wte, or -1 when this stage has none (a middle pipeline stage).
-  int wte_index() const { return wte_index_; }
+  // Index in table() of wte, or -1 when this stage has none (a middle pipeline stage) or
+  // it is frozen (LoRA).
+  int wte_index() const { return lora_ ? -1 : wte_index_; }
   // The greedy next token after position `row` of the last forward(): argmax over the
   // real vocabulary (lowest id on ties), across the tp group (collective).
   int32_t argmax_token(int64_t row) const;
@@ -157,10 +200,13 @@ class GPT2 {
   // summed over the tp group, replicated ones counted once, every stage's summed over the
   // pp group with the last stage's tied copy of wte left out (collective over tp and pp).
   double grad_norm() const;
-  // The full logical tensor of parameter `index` from the flat buffer `base` (params(),
-  // grads() or an optimizer moment laid out like them), gathered over the tp group
-  // (collective).
+  // The full logical tensor of parameter `index` of table() from the flat buffer `base`
+  // (params(), grads() or an optimizer moment laid out like them), gathered over the tp
+  // group (collective).
   std::vector<float> gather_logical(int index, const float* base) const;
+  // LoRA: adds scale * B @ A into every adapted base weight and zeroes B, so that the
+  // base weights alone compute what base plus adapters computed (tessera lora merge).
+  void merge_lora();
   const PassTimes& last_times() const { return times_; }
 
  private:
@@ -169,23 +215,39 @@ class GPT2 {
   void check_shape(int slot, int B, int T) const;
   const float* stage_output_of(const Activations& a) const;
   ParamPtrs param_ptrs(float* base) const;
+  // Linear layer t of this stage's block l (see linear.h), with p and g from param_ptrs
+  // of the parameters and of the gradients (null pointers: frozen).
+  LinearLayer block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g) const;
+  LinearLayer lm_head(const ParamPtrs& p, const ParamPtrs& g) const;
+  LinearContext linear_context() const;
+  float* lora_h(Activations& a, int l, LoraTarget t) const;  // [N, r] of slot a
+  void refresh_weights16();  // the 16-bit copy of params_, if stale
 
   void allreduce_tp(float* x, int64_t n) const;  // sum over the tp group (no-op at tp 1)
   void vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
                                    bool backward);
 
   GPTConfig config_;
+  ModelOptions options_;
+  bool mixed_ = false, lora_ = false;
   int max_batch_;
   TensorParallel tp_;
   PipelineStage stage_;
   int local_vocab_;
   int wte_index_ = -1, wpe_index_ = -1, block0_index_ = -1, lnf_index_ = -1;  // in table_
-  ParamTable table_;
-  int64_t flat_size_ = 0;  // table_.total_numel() padded to the flat_multiple
+  ParamTable table_;       // the base model
+  ParamTable lora_table_;  // the adapters: A then B of each target of each layer, in order
+  std::vector<std::array<int, kLoraTargets>> lora_index_;  // [layer][target]: A's index, or -1
+  int64_t flat_size_ = 0;  // of table(): total_numel() padded to the flat_multiple
   struct FreeDeleter {
-    void operator()(float* p) const;
+    void operator()(void* p) const;
   };
-  std::unique_ptr<float[], FreeDeleter> params_, grads_, arena_;
+  // grads_ is null under LoRA (frozen base); lora_* exist only under LoRA; params16_
+  // only in mixed precision.
+  std::unique_ptr<float[], FreeDeleter> params_, grads_, lora_params_, lora_grads_, arena_;
+  std::unique_ptr<uint16_t[], FreeDeleter> params16_;
+  bool weights16_stale_ = true;
+  uint64_t weights16_refreshes_ = 0;  // stochastic rounding draws new bits each time
   std::vector<Activations> slots_;  // per micro-batch in flight; backward scratch shared
   PassTimes times_;
   GradReadyHook grad_ready_;

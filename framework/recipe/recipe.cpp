@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <sstream>
 
 #include "framework/recipe/recipe_fields.h"
 #include "framework/util/error.h"
@@ -162,23 +163,6 @@ std::string shown(const Recipe& recipe, const char* section, const char* key) {
   return value_text(*find_field(section, key), recipe);
 }
 
-// =======================================================================================
-// NOT IMPLEMENTED YET. Values the recipe format accepts (they are part of the stable
-// interface of ARCHITECTURE.md) but the framework cannot run yet. Each check goes away
-// with the issue that implements the feature: mixed precision.
-// (ZeRO-1, tensor and pipeline parallelism are implemented; its divisibility rules live in one place,
-// parallel/mesh.h's layout_problem(), checked when the Mesh is built.)
-void check_not_yet_implemented(const Recipe& r) {
-  auto not_yet = [&](bool ok, const std::string& key, const std::string& value,
-                     const std::string& only) {
-    if (!ok)
-      throw Error(r.source + ": " + key + ": " + value + " is not implemented yet (only " +
-                  only + ")");
-  };
-  not_yet(r.train.precision == "fp32", "train.precision", "'" + r.train.precision + "'",
-          "fp32");
-}
-// =======================================================================================
 
 std::string read_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
@@ -280,7 +264,33 @@ void validate_recipe(const Recipe& recipe) {
                   " is larger than train.steps " + shown(r, "train", "steps"));
 
   if (!r.parallel.stage_layers.empty()) pipeline_stage_layers(r);
-  check_not_yet_implemented(recipe);
+  fail_unless(!r.train.stochastic_rounding || r.train.precision == "bf16",
+              "train.stochastic_rounding is for train.precision bf16, not " +
+                  shown(r, "train", "precision"));
+  if (r.lora.rank > 0) {
+    lora_targets(r);
+    fail_unless(!r.lora.base.empty(),
+                "lora.base is empty: a LoRA run (lora.rank " + shown(r, "lora", "rank") +
+                    ") fine-tunes a base model; set it to that model's checkpoint");
+  }
+}
+
+std::vector<std::string> lora_targets(const Recipe& r) {
+  static const std::vector<std::string> known = {"qkv", "attn_out", "mlp_up", "mlp_down"};
+  std::vector<std::string> out;
+  std::stringstream list(r.lora.targets);
+  for (std::string item; std::getline(list, item, ',');) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (std::find(known.begin(), known.end(), item) == known.end())
+      throw Error(r.source + ": lora.targets: unknown layer '" + item +
+                  "' (expected a comma-separated list of qkv, attn_out, mlp_up, mlp_down)");
+    if (std::find(out.begin(), out.end(), item) != out.end())
+      throw Error(r.source + ": lora.targets: '" + item + "' is listed twice");
+    out.push_back(item);
+  }
+  if (out.empty()) throw Error(r.source + ": lora.targets: no layer listed");
+  return out;
 }
 
 std::vector<int> pipeline_stage_layers(const Recipe& r) {

@@ -28,7 +28,10 @@ struct TrainConfig {
   int64_t exit_after_step = 0; // stop (with a checkpoint) after this step; 0 = run all
   int global_batch = 8;        // sequences per optimizer step, over all dp ranks
   int micro_batch = 4;         // sequences per forward/backward on one rank
-  std::string precision = "fp32";  // fp32 | bf16 | fp16 (only fp32 is implemented yet)
+  std::string precision = "fp32";  // fp32 | bf16 | fp16 (docs/precision.md)
+  bool stochastic_rounding = false;  // bf16: round the weights' compute copy stochastically
+  double loss_scale = 65536;   // fp16: the initial dynamic loss scale
+  int64_t loss_scale_window = 1000;  // fp16: good steps in a row that double the scale
   uint64_t seed = 1337;        // seeds weight init and data order
   int64_t eval_every = 0;      // validation loss every N steps (0 = never)
   int eval_batches = 4;        // global batches of data.val per validation
@@ -69,6 +72,15 @@ struct LogConfig {
   bool tensorboard = false;
 };
 
+// LoRA fine-tuning (docs/lora.md): rank 0 = off.
+struct LoraConfig {
+  int rank = 0;                // r: adapters A [r, in] and B [out, r]
+  double alpha = 16;           // the adapter's output is scaled by alpha / r
+  double dropout = 0;          // on the adapter's input, training only
+  std::string targets = "qkv,attn_out,mlp_up,mlp_down";  // layers that get adapters
+  std::string base;            // the base model's checkpoint (required when rank > 0)
+};
+
 struct Recipe {
   std::string source = "<defaults>";  // file it was read from, for messages
   ModelConfig model;
@@ -78,6 +90,7 @@ struct Recipe {
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
   LogConfig log;
+  LoraConfig lora;
 };
 
 // Reads a recipe file, applies `key=value` overrides (YAML scalars) in order, then
@@ -101,6 +114,11 @@ void validate_recipe(const Recipe& recipe);
 // key when the list is malformed, has not pp entries >= 1, or does not sum to
 // model.n_layer.
 std::vector<int> pipeline_stage_layers(const Recipe& recipe);
+
+// lora.targets parsed: the listed layers among qkv, attn_out, mlp_up, mlp_down, in the
+// order written. Throws tessera::Error naming the recipe and the key for an unknown or
+// repeated name or an empty list.
+std::vector<std::string> lora_targets(const Recipe& recipe);
 
 // The key reference of docs/recipes.md (a Markdown table per section: key, type, default,
 // allowed values, description), generated from the same table that parses recipes. A

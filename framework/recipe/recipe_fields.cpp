@@ -87,6 +87,7 @@ const std::vector<Section>& sections() {
       {"parallel", "how the processes split the work (world size = `dp * tp * pp`)"},
       {"checkpoint", "when and where checkpoints are written, and resuming from one"},
       {"log", "the run log (JSON lines) and TensorBoard scalars"},
+      {"lora", "LoRA fine-tuning of a frozen base model (docs/lora.md)"},
   };
   return table;
 }
@@ -125,8 +126,15 @@ const std::vector<Field>& fields() {
                            "sequences per forward/backward on one rank; each rank accumulates "
                            "gradients over `global_batch / (parallel.dp * micro_batch)` of them"),
       TESSERA_RECIPE_FIELD(train, precision, one_of({"fp32", "bf16", "fp16"}),
-                           "arithmetic precision of forward/backward (only fp32 is "
-                           "implemented yet)"),
+                           "compute precision of the matmuls in forward/backward; weights, "
+                           "gradients and AdamW state stay fp32 (docs/precision.md)"),
+      TESSERA_RECIPE_FIELD(train, stochastic_rounding, any_value(),
+                           "bf16: round the weights' bf16 compute copy stochastically "
+                           "instead of to nearest"),
+      TESSERA_RECIPE_FIELD(train, loss_scale, above(0),
+                           "fp16: initial dynamic loss scale (halved on overflow)"),
+      TESSERA_RECIPE_FIELD(train, loss_scale_window, at_least(1),
+                           "fp16: steps without overflow after which the loss scale doubles"),
       TESSERA_RECIPE_FIELD(train, seed, any_value(),
                            "seeds weight initialisation and the data order"),
       TESSERA_RECIPE_FIELD(train, eval_every, at_least(0),
@@ -189,6 +197,17 @@ const std::vector<Field>& fields() {
       TESSERA_RECIPE_FIELD(log, every, at_least(1), "a metric line every N steps"),
       TESSERA_RECIPE_FIELD(log, tensorboard, any_value(),
                            "also write TensorBoard event files next to run.jsonl"),
+
+      TESSERA_RECIPE_FIELD(lora, rank, at_least(0),
+                           "adapter rank r (0 = no LoRA: train every weight)"),
+      TESSERA_RECIPE_FIELD(lora, alpha, above(0), "adapter outputs are scaled by alpha / r"),
+      TESSERA_RECIPE_FIELD(lora, dropout, at_least_and_below(0, 1),
+                           "dropout on the adapters' input while training"),
+      TESSERA_RECIPE_FIELD(lora, targets, non_empty(),
+                           "comma-separated layers that get adapters: qkv, attn_out, mlp_up, "
+                           "mlp_down"),
+      TESSERA_RECIPE_FIELD(lora, base, any_value(),
+                           "checkpoint of the frozen base model; required when lora.rank > 0"),
   };
   return table;
 }

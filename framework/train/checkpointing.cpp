@@ -77,6 +77,19 @@ std::vector<TensorDest> parameter_dests(GPT2& model) {
   return dests;
 }
 
+std::string checkpoint_fingerprint(const LoadedCheckpoint& checkpoint) {
+  std::string sums;
+  for (const CheckpointShardInfo& shard : checkpoint.shards) sums += shard.checksum + "\n";
+  return checksum_string(xxhash64(sums.data(), sums.size()));
+}
+
+std::vector<TensorDest> base_parameter_dests(GPT2& model) {
+  std::vector<TensorDest> dests;
+  for (const ParamInfo& p : model.base_table().params())
+    append_dests(dests, p, "", 0, p.numel, model.base_params(), 0);
+  return dests;
+}
+
 std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw) {
   std::vector<TensorDest> dests;
   for_each_state_tensor(model, adamw, [&](const ParamInfo& p, const std::string& suffix,
@@ -94,7 +107,7 @@ TrainingCheckpoints::TrainingCheckpoints(const Recipe& recipe, std::string run_i
 TrainingCheckpoints::~TrainingCheckpoints() = default;
 
 void TrainingCheckpoints::save(int64_t step, GPT2& model, AdamW& adamw, const DataLoader& loader,
-                               int dp_rank, int world_size) {
+                               int dp_rank, int world_size, const nlohmann::json& extra) {
   wait();
   const Recipe& r = recipe_;
   CheckpointMeta meta;
@@ -109,6 +122,7 @@ void TrainingCheckpoints::save(int64_t step, GPT2& model, AdamW& adamw, const Da
   // (seed, position): the seed is the whole random state.
   meta.rng = {{"seed", r.train.seed}};
   meta.library_version = kTesseraVersion;
+  meta.extra = extra;
   in_flight_ = std::make_unique<CheckpointSave>(r.checkpoint.dir, meta,
                                                 training_state_pieces(model, adamw, dp_rank),
                                                 r.checkpoint.keep_last, r.checkpoint.async);
@@ -176,13 +190,17 @@ double max_over_ranks(double x) {
   MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   return x;
 }
-}  // namespace
 
-ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw) {
+// Every rank reads its own boxes (`dests`), checking those that are exactly one piece (all
+// of them when the layout is the one that wrote the checkpoint); then the ranks share
+// the reading of the pieces nobody checked, so every byte is checked once. Collective;
+// a fault anywhere throws "<what>: <fault>" on every rank.
+ResumeInfo load_and_verify(const std::string& path, const std::vector<TensorDest>& dests,
+                           const std::string& what) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  auto collectively = [](auto&& f) {
+  auto collectively = [&](auto&& f) {
     std::string error;
     try {
       f();
@@ -190,17 +208,16 @@ ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& ad
       error = e.what();
     }
     error = first_error_of_all_ranks(error);
-    if (!error.empty()) throw Error("cannot resume: " + error);
+    if (!error.empty()) throw Error(what + ": " + error);
   };
   ResumeInfo info;
-  // Each rank reads its own boxes, checking those that are exactly one piece (all of
-  // them when the layout is the one that wrote the checkpoint); then the ranks share the
-  // reading of the pieces nobody checked, so every byte is checked once.
   auto t0 = std::chrono::steady_clock::now();
   std::vector<char> verified;
   collectively([&] {
-    LoadedCheckpoint loaded = load_checkpoint(path, training_state_dests(model, adamw), true);
+    LoadedCheckpoint loaded = load_checkpoint(path, dests, true);
     info.meta = loaded.meta;
+    info.path = loaded.path;
+    info.fingerprint = checkpoint_fingerprint(loaded);
     verified = std::move(loaded.verified_pieces);
   });
   info.load_seconds = max_over_ranks(seconds_since(t0));
@@ -212,6 +229,22 @@ ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& ad
   MPI_Allreduce(MPI_IN_PLACE, &info.verified_bytes, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
   info.peak_rss_mb = max_over_ranks(peak_rss_mib());
   return info;
+}
+
+}  // namespace
+
+ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw) {
+  return load_and_verify(path, training_state_dests(model, adamw), "cannot resume");
+}
+
+ResumeInfo load_base_model(const std::string& path, GPT2& model) {
+  std::string dir;
+  try {
+    dir = resolve_checkpoint_dir(path);
+  } catch (const Error& e) {
+    throw Error("lora.base: " + std::string(e.what()));
+  }
+  return load_and_verify(dir, base_parameter_dests(model), "lora.base: cannot load the base model");
 }
 
 }  // namespace tessera

@@ -28,6 +28,14 @@ std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw, int dp
 // slice, a tied copy from the tensor it copies. For inference (tessera generate).
 std::vector<TensorDest> parameter_dests(GPT2& model);
 
+// A checkpoint's identity: XXH64 over its shards' checksums ("xxh64:<16 hex>"). A LoRA
+// checkpoint records its base model's, and refuses a base that no longer matches.
+std::string checkpoint_fingerprint(const LoadedCheckpoint& checkpoint);
+
+// Where this rank's base-model weights come from: under LoRA the frozen base (the
+// adapters are parameter_dests), otherwise the same as parameter_dests.
+std::vector<TensorDest> base_parameter_dests(GPT2& model);
+
 // Where this rank's parameters and moments come from in a checkpoint: every local slice
 // (a tied copy from the tensor it copies), the moments of its range under ZeRO-1.
 std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw);
@@ -44,8 +52,9 @@ class TrainingCheckpoints {
   ~TrainingCheckpoints();
 
   // A checkpoint of the state after `step`: first waits for the one in flight, if any.
+  // `extra` goes into the checkpoint's metadata (the loss scale, the LoRA base, ...).
   void save(int64_t step, GPT2& model, AdamW& adamw, const DataLoader& loader, int dp_rank,
-            int world_size);
+            int world_size, const nlohmann::json& extra = nlohmann::json::object());
   // Publishes the save in flight once every rank has written its shard; cheap otherwise.
   void poll();
   // Waits for the save in flight and publishes it.
@@ -80,11 +89,18 @@ std::string resume_source(const Recipe& recipe);
 // tessera::Error on every rank. Returns the checkpoint's metadata (step, data position)
 // and what it cost, for the run log.
 struct ResumeInfo {
+  std::string path;               // the step directory read
+  std::string fingerprint;        // "xxh64:..." over its shards' checksums
   CheckpointMeta meta;
   double verify_seconds = 0, load_seconds = 0;  // the slowest rank's
   int64_t verified_bytes = 0;                   // read by the verification pass, all ranks
   double peak_rss_mb = 0;                       // worst rank, after loading
 };
 ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw);
+
+// LoRA: loads the frozen base weights (base_parameter_dests) from the checkpoint `path`
+// (a step directory or a directory with `latest`), checked as resume_training_state
+// checks. Collective; errors name lora.base.
+ResumeInfo load_base_model(const std::string& path, GPT2& model);
 
 }  // namespace tessera

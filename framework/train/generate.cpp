@@ -15,7 +15,32 @@ CheckpointModel load_checkpoint_model(const std::string& path) {
   verify_checkpoint(dir);
   const LoadedCheckpoint index = load_checkpoint(dir, {});
   out.recipe = parse_recipe(index.meta.recipe_yaml, dir + "/index.h5 (/meta/recipe_yaml)");
-  out.model = std::make_unique<GPT2>(GPTConfig::from_recipe(out.recipe.model), 1);
+  // Inference computes in fp32, whatever precision trained the model.
+  ModelOptions options = ModelOptions::from_recipe(out.recipe);
+  options.precision = kernels::Dtype::fp32;
+  options.stochastic_rounding = false;
+  out.model = std::make_unique<GPT2>(GPTConfig::from_recipe(out.recipe.model), 1,
+                                     TensorParallel{}, 1, PipelineStage{}, 1, options);
+  if (out.model->has_lora()) {
+    // Adapters only: the base weights come from the checkpoint the run started from,
+    // which must still be the same (its fingerprint is recorded).
+    const nlohmann::json base = index.meta.extra.value("lora_base", nlohmann::json());
+    check(base.is_object() && base.contains("path"),
+          dir + "/index.h5: a LoRA checkpoint without its base model's reference (/meta/extra "
+                "lora_base)");
+    const std::string base_path = base.at("path").get<std::string>();
+    std::string base_dir;
+    try {
+      base_dir = resolve_checkpoint_dir(base_path);
+    } catch (const Error& e) {
+      throw Error(dir + ": its LoRA base model is gone: " + e.what());
+    }
+    verify_checkpoint(base_dir);
+    const LoadedCheckpoint loaded = load_checkpoint(base_dir, base_parameter_dests(*out.model));
+    check(checkpoint_fingerprint(loaded) == base.value("fingerprint", ""),
+          dir + ": its LoRA base model " + base_dir + " has changed since (fingerprint " +
+              checkpoint_fingerprint(loaded) + ", recorded " + base.value("fingerprint", "") + ")");
+  }
   out.checkpoint = load_checkpoint(dir, parameter_dests(*out.model));
   return out;
 }

@@ -24,6 +24,7 @@
 #include "framework/data/tokenizer.h"
 #include "framework/model/gpt2.h"
 #include "framework/optim/adamw.h"
+#include "framework/optim/loss_scaler.h"
 #include "framework/train/checkpointing.h"
 #include "framework/train/pipeline.h"
 #include "framework/util/system_info.h"
@@ -197,6 +198,15 @@ std::vector<int32_t> greedy_sample(PipelineEngine& engine, const GPTConfig& c,
   return tokens;
 }
 
+// The progress line's end under fp16: the loss scale, or that the step was skipped.
+std::string scale_note(const std::string& precision, double scale, bool applied) {
+  if (precision != "fp16") return "";
+  char text[96];
+  std::snprintf(text, sizeof text, applied ? " | scale %g" : " | scale %g: overflow, step skipped",
+                scale);
+  return text;
+}
+
 }  // namespace
 
 TrainSummary train(const Recipe& r, const TrainOptions& options) {
@@ -248,8 +258,15 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   for (int s = 0; s < mesh.pp_rank(); s++) stage.first_layer += stage_layers[s];
   GPT2 model(GPTConfig::from_recipe(r.model), B,
              TensorParallel{mesh.tp_rank(), mesh.tp_size(), mesh.tp_comm()}, zero ? dp : 1, stage,
-             PipelineEngine::slots_needed(schedule, stage.rank, stage.size, accum));
+             PipelineEngine::slots_needed(schedule, stage.rank, stage.size, accum),
+             ModelOptions::from_recipe(r));
   model.init_weights(r.train.seed);
+  // LoRA: the frozen base weights come from lora.base (the adapters start as initialised:
+  // B = 0, so the model starts as the base model).
+  ResumeInfo base;
+  if (model.has_lora()) base = load_base_model(r.lora.base, model);
+  // fp16: dynamic loss scaling (framework/optim/loss_scaler.h); off otherwise.
+  LossScaler scaler(r.train.precision == "fp16", r.train.loss_scale, r.train.loss_scale_window);
   PipelineEngine engine(model, schedule, accum, B, T);
   const FlatRange shard = zero ? shard_range(model.flat_size(), dp, mesh.dp_rank())
                                : FlatRange{0, model.table().total_numel()};
@@ -302,12 +319,32 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     resumed = resume_training_state(resume_path, model, adamw);
     start_step = resumed.meta.step;
     loader.set_position(resumed.meta.data_position);
+    scaler.restore(resumed.meta.extra.value("loss_scaler", nlohmann::json()));
+    // A LoRA checkpoint holds adapters for one base model: refuse any other.
+    const nlohmann::json wanted = resumed.meta.extra.value("lora_base", nlohmann::json());
+    if (model.has_lora() && wanted.is_object())
+      check(wanted.value("fingerprint", "") == base.fingerprint,
+            "checkpoint.resume: " + resume_path + " holds adapters of the base model " +
+                wanted.value("path", "?") + " (" + wanted.value("fingerprint", "?") +
+                "), but lora.base " + base.path + " is " + base.fingerprint);
   }
+  // What every checkpoint's metadata records beyond the tensors.
+  auto checkpoint_extra = [&] {
+    nlohmann::json extra = {{"precision", r.train.precision}};
+    if (r.train.precision == "fp16") extra["loss_scaler"] = scaler.state();
+    if (model.has_lora())
+      extra["lora_base"] = {{"path", base.path}, {"fingerprint", base.fingerprint}};
+    return extra;
+  };
 
   // The whole model's parameters: every stage's, counted over one tp and dp group.
-  int64_t parameters = model.num_parameters();
-  if (mesh.pp_size() > 1)
+  int64_t parameters = model.num_parameters(), trainable = 0;
+  for (const ParamInfo& p : model.table().params())
+    if (!p.tied_copy) trainable += p.logical_numel();
+  if (mesh.pp_size() > 1) {
     MPI_Allreduce(MPI_IN_PLACE, &parameters, 1, MPI_INT64_T, MPI_SUM, mesh.pp_comm());
+    MPI_Allreduce(MPI_IN_PLACE, &trainable, 1, MPI_INT64_T, MPI_SUM, mesh.pp_comm());
+  }
   TrainSummary summary;
   summary.run_id = broadcast_string(lead ? make_run_id() : std::string(), 0);
   RunLog log(r.log.dir, summary.run_id, lead);
@@ -328,7 +365,13 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                                       {"world", w.size}, {"threads_per_rank", omp_get_max_threads()}}},
                           {"data", {{"files", files}, {"train_tokens", loader.num_tokens()}}},
                           {"model", {{"parameters", parameters},
-                                     {"padded_vocab_size", model.config().padded_vocab_size}}}};
+                                     {"trainable_parameters", trainable},
+                                     {"padded_vocab_size", model.config().padded_vocab_size},
+                                     {"precision", r.train.precision}}}};
+  if (model.has_lora())
+    start["lora_base"] = {{"path", base.path}, {"fingerprint", base.fingerprint},
+                          {"verify_seconds", base.verify_seconds},
+                          {"load_seconds", base.load_seconds}};
   if (!resume_path.empty())
     start["resumed_from"] = {{"path", resume_path}, {"step", start_step},
                              {"verify_seconds", resumed.verify_seconds},
@@ -356,7 +399,8 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     // with nothing left to do.
     TrainingCheckpoints checkpoints(r, summary.run_id, log, options.print);
     auto save = [&] {
-      checkpoints.save(summary.steps, model, adamw, loader, mesh.dp_rank(), w.size);
+      checkpoints.save(summary.steps, model, adamw, loader, mesh.dp_rank(), w.size,
+                       checkpoint_extra());
     };
     const int64_t last_step = r.train.exit_after_step > 0
                                   ? std::min(r.train.steps, r.train.exit_after_step)
@@ -369,7 +413,9 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
         loader.next_micro_batch(x.data() + (size_t)m * B * T, y.data() + (size_t)m * B * T);
       GPT2::GradReadyHook hook;
       if (buckets) hook = [&](int i) { buckets->mark_ready(n_params - 1 - i); };
-      double loss = engine.train_step(x.data(), y.data(), 1.0f / (float)(accum * dp), hook);
+      const double loss_scale = scaler.scale();
+      double loss = engine.train_step(x.data(), y.data(),
+                                      (float)(loss_scale / (double)(accum * dp)), hook);
       // The tied embedding's two copies (first and last stage) get the sum of both
       // gradients: after the buckets' dp sum, or before ZeRO's reduce-scatter splits it.
       if (buckets) buckets->finish();
@@ -380,11 +426,24 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       }
       loss = allreduce_mean_in(loss, mesh.dp_comm());
       // Of the logical model: sharded parameters summed over tp, replicated counted once.
-      const double norm = zero ? zero_grad_norm(model, shard, mesh.dp_comm()) : model.grad_norm();
+      // (of the gradient of loss_scale * loss: divided below)
+      const double norm = (zero ? zero_grad_norm(model, shard, mesh.dp_comm()) : model.grad_norm()) /
+                          loss_scale;
+      // fp16: an overflow on any rank skips the step on every rank (the norm is already
+      // the same everywhere; the agreement makes that explicit and cheap).
+      int finite = std::isfinite(norm) ? 1 : 0;
+      if (r.train.precision == "fp16")
+        MPI_Allreduce(MPI_IN_PLACE, &finite, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+      const bool apply = scaler.update(finite == 1);
       const double lr = learning_rate(r.optim, step, r.train.steps);
-      adamw.step(model.params(), model.grads(), lr, step + 1, clip_factor(norm, r.optim.grad_clip));
-      if (zero)  // every rank's updated range, to every dp rank
-        dp_comm->all_gather(model.params() + shard.lo, model.params(), shard.size());
+      if (apply) {
+        // AdamW counts the updates it made (bias correction), skipped steps not included.
+        const int64_t updates = step + 1 - scaler.skipped_steps();
+        adamw.step(model.params(), model.grads(), lr, updates,
+                   (float)(clip_factor(norm, r.optim.grad_clip) / loss_scale));
+        if (zero)  // every rank's updated range, to every dp rank
+          dp_comm->all_gather(model.params() + shard.lo, model.params(), shard.size());
+      }
       const double dt = seconds_since(t0);
       if (!std::isfinite(loss))
         throw Error("training diverged: loss is " + std::to_string(loss) + " at step " +
@@ -402,15 +461,20 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                                   {"tokens_per_s", tps}, {"mfu", mfu}, {"step_ms", dt * 1e3},
                                   {"tokens_seen", (step + 1) * (int64_t)r.train.global_batch * T},
                                   {"peak_rss_mb", peak_rss}};
+        if (r.train.precision == "fp16") {
+          metrics["loss_scale"] = loss_scale;
+          metrics["skipped"] = !apply;
+          metrics["skipped_steps"] = scaler.skipped_steps();
+        }
         if (mesh.pp_size() > 1)  // the idle fraction of the schedule, mean over the stages
           metrics["pipeline_bubble"] =
               allreduce_mean_in(engine.last_times().bubble_fraction(), mesh.pp_comm());
         log.metric(step + 1, metrics);
         if (lead && options.print)
           std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% "
-                      "| %.0f ms\n",
+                      "| %.0f ms%s\n",
                       (long long)(step + 1), (long long)r.train.steps, loss, lr, norm, tps,
-                      100 * mfu, dt * 1e3);
+                      100 * mfu, dt * 1e3, scale_note(r.train.precision, loss_scale, apply).c_str());
       }
       const bool eval_now = val_data &&
                             ((step + 1) % r.train.eval_every == 0 || step + 1 == r.train.steps);

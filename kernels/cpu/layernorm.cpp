@@ -55,16 +55,19 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
       }
     }
     // dweight, dbias: sums over rows. Threads split the columns, so there is no reduction
-    // between threads and the result does not depend on the thread count.
+    // between threads and the result does not depend on the thread count. dweight and
+    // dbias both null: a frozen LayerNorm (LoRA), whose gradient nobody wants.
+    if (dweight != nullptr) {
 #pragma omp for schedule(static)
-    for (int c0 = 0; c0 < C; c0 += 16) {
-      const int c1 = c0 + 16 < C ? c0 + 16 : C;
-      for (int n = 0; n < N; n++) {
-        const T* x = inp + (int64_t)n * C;
-        const T* d = dout + (int64_t)n * C;
-        for (int c = c0; c < c1; c++) {
-          dweight[c] += d[c] * (x[c] - mean[n]) * rstd[n];
-          dbias[c] += d[c];
+      for (int c0 = 0; c0 < C; c0 += 16) {
+        const int c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (int n = 0; n < N; n++) {
+          const T* x = inp + (int64_t)n * C;
+          const T* d = dout + (int64_t)n * C;
+          for (int c = c0; c < c1; c++) {
+            dweight[c] += d[c] * (x[c] - mean[n]) * rstd[n];
+            dbias[c] += d[c];
+          }
         }
       }
     }

@@ -174,7 +174,7 @@ const SetFault kSetFaults[] = {
     {"WarmupLongerThanTraining", {"optim.warmup_steps=5"},
      {"optim.warmup_steps 5 is larger than train.steps 1"}},
     {"EmptyDataTrain", {"data.train="}, {"data.train is empty"}},
-    {"NotImplementedYet", {"train.precision=bf16"}, {"train.precision", "not implemented"}},
+    {"LoraWithoutBase", {"lora.rank=4"}, {"lora.base", "is empty"}},
     {"StageLayersMalformed", {"parallel.stage_layers=two"}, {"parallel.stage_layers", "'two'"}},
 };
 

@@ -147,7 +147,8 @@ TEST(RecipeErrors, MalformedYamlNamesLine) {
 TEST(RecipeErrors, UnknownKeySuggestsClosest) {
   EXPECT_EQ(key_error("train", "stepz: 10"),
             "recipes/tiny.yaml:4:3: unknown key 'train.stepz' (known keys in train: steps, exit_after_step, "
-            "global_batch, micro_batch, precision, seed, eval_every, eval_batches, "
+            "global_batch, micro_batch, precision, stochastic_rounding, loss_scale, "
+            "loss_scale_window, seed, eval_every, eval_batches, "
             "sample_tokens); did you mean 'steps'?");
   // A key of another section points there.
   EXPECT_TRUE(Contains(key_error("train", "lr: 1e-3"), "did you mean 'optim.lr'?"));
@@ -230,9 +231,22 @@ TEST(RecipeValidation, CrossFieldConstraints) {
   EXPECT_TRUE(Contains(parse_error("train:\n  steps: 5\n"), "data.train is empty"));
 }
 
-TEST(RecipeValidation, NotImplementedYet) {
-  EXPECT_EQ(parse_error(kMinimal, {"train.precision=bf16"}),
-            "recipes/tiny.yaml: train.precision: 'bf16' is not implemented yet (only fp32)");
+TEST(RecipeValidation, PrecisionAndLora) {
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"train.precision=bf16"}).train.precision,
+            "bf16");
+  EXPECT_EQ(parse_error(kMinimal, {"train.stochastic_rounding=true"}),
+            "recipes/tiny.yaml: train.stochastic_rounding is for train.precision bf16, not fp32");
+  EXPECT_EQ(parse_error(kMinimal, {"lora.rank=8"}),
+            "recipes/tiny.yaml: lora.base is empty: a LoRA run (lora.rank 8) fine-tunes a base "
+            "model; set it to that model's checkpoint");
+  EXPECT_EQ(parse_error(kMinimal, {"lora.rank=8", "lora.base=ckpt", "lora.targets=qkv,fc"}),
+            "recipes/tiny.yaml: lora.targets: unknown layer 'fc' (expected a comma-separated "
+            "list of qkv, attn_out, mlp_up, mlp_down)");
+  EXPECT_EQ(parse_error(kMinimal, {"lora.rank=8", "lora.base=ckpt", "lora.targets=qkv, qkv"}),
+            "recipes/tiny.yaml: lora.targets: 'qkv' is listed twice");
+  const Recipe lora = parse_recipe(kMinimal, "recipes/tiny.yaml",
+                                   {"lora.rank=8", "lora.base=ckpt", "lora.targets= mlp_up,qkv"});
+  EXPECT_EQ(lora_targets(lora), (std::vector<std::string>{"mlp_up", "qkv"}));
   // ZeRO-1 and pipeline parallelism are implemented: accepted.
   EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"parallel.zero=1"}).parallel.zero, 1);
   EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"parallel.pp=2"}).parallel.pp, 2);

@@ -17,6 +17,7 @@ int cmd_bench(const Args& args);         // tessera bench [...]
 int cmd_doctor(const Args& args);        // tessera doctor
 int cmd_ckpt(const Args& args);          // tessera ckpt inspect|verify DIR
 int cmd_generate(const Args& args);      // tessera generate --ckpt DIR --prompt TEXT ...
+int cmd_lora(const Args& args);          // tessera lora merge --ckpt DIR --out DIR
 
 // Arguments split into positional ones and options, in order: "--flag value" and
 // "--flag=value", or just "--flag" for the flags listed in `switches`; --help / -h sets

@@ -1,0 +1,84 @@
+#include "framework/model/linear.h"
+
+#include <climits>
+
+#include "framework/util/error.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/ops.h"
+
+namespace tessera {
+
+namespace k = kernels;
+
+namespace {
+
+bool mixed(const LinearContext& ctx) { return ctx.dtype != k::Dtype::fp32; }
+
+void allreduce_tp(const LinearContext& ctx, float* x, int64_t n) {
+  if (ctx.tp_size == 1) return;
+  check(n <= INT32_MAX, "tensor-parallel all-reduce too large");
+  const int rc = MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, ctx.tp_comm);
+  check(rc == MPI_SUCCESS, "MPI_Allreduce in the tensor-parallel group failed");
+}
+
+// The input as the base GEMM saw it, in fp32: x itself, or its 16-bit rounding widened
+// into the context's scratch (exact).
+const float* gemm_input(const LinearContext& ctx, SavedInput x, int64_t n) {
+  if (!mixed(ctx)) return x.f32;
+  k::widen_16bit(ctx.dtype, ctx.scratch, x.f16, n);
+  return ctx.scratch;
+}
+
+}  // namespace
+
+void linear_forward(const LinearLayer& L, const LinearContext& ctx, float* out, const float* x,
+                    uint16_t* x16, float* lora_h, int N) {
+  const bool reduce = L.split == TpSplit::row && ctx.tp_size > 1;
+  const float* bias = reduce ? nullptr : L.bias;  // a row-parallel bias goes in once, after
+  if (mixed(ctx)) {
+    k::round_to_16bit(ctx.dtype, x16, x, (int64_t)N * L.in);
+    k::matmul_forward_16bit(ctx.dtype, out, x16, L.weight16, bias, N, L.in, L.out);
+  } else {
+    k::matmul_forward(out, x, L.weight, bias, N, L.in, L.out);
+  }
+  if (reduce) {
+    allreduce_tp(ctx, out, (int64_t)N * L.out);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+      for (int o = 0; o < L.out; o++) out[(int64_t)n * L.out + o] += L.bias[o];
+  }
+  const LoraAdapter& A = L.lora;
+  if (!A.a) return;
+  const float* xin = gemm_input(ctx, SavedInput{x, x16}, (int64_t)N * L.in);
+  // h = x @ A^T (this rank's input columns: a partial sum for a row-parallel layer)
+  k::sgemm(false, true, N, A.rank, L.in, 1.0f, xin, L.in, A.a, L.in, 0.0f, lora_h, A.rank);
+  if (L.split == TpSplit::row) allreduce_tp(ctx, lora_h, (int64_t)N * A.rank);
+  // out += scale * h @ B^T
+  k::sgemm(false, true, N, L.out, A.rank, A.scale, lora_h, A.rank, A.b, A.rank, 1.0f, out, L.out);
+}
+
+void linear_backward(const LinearLayer& L, const LinearContext& ctx, float* dx, const float* dout,
+                     SavedInput x, const float* lora_h, int N) {
+  if (mixed(ctx)) {
+    k::round_to_16bit(ctx.dtype, ctx.scratch16, dout, (int64_t)N * L.out);
+    k::matmul_backward_16bit(ctx.dtype, dx, L.dweight, L.dbias, dout, ctx.scratch16, x.f16,
+                             L.weight16, N, L.in, L.out);
+  } else {
+    k::matmul_backward(dx, L.dweight, L.dbias, dout, x.f32, L.weight, N, L.in, L.out);
+  }
+  const LoraAdapter& A = L.lora;
+  if (!A.a) return;
+  const int r = A.rank;
+  // dh = scale * dout @ B: partial over the tp group when B is split (column-parallel).
+  k::sgemm(false, false, N, r, L.out, A.scale, dout, L.out, A.b, r, 0.0f, ctx.dh, r);
+  // dB += scale * dout^T @ h
+  k::sgemm(true, false, L.out, r, N, A.scale, dout, L.out, lora_h, r, 1.0f, A.db, r);
+  // dx += dh @ A: a partial sum for a column-parallel layer, as the base's part is.
+  k::sgemm(false, false, N, L.in, r, 1.0f, ctx.dh, r, A.a, L.in, 1.0f, dx, L.in);
+  if (L.split == TpSplit::column) allreduce_tp(ctx, ctx.dh, (int64_t)N * r);
+  // dA += dh^T @ x
+  const float* xin = gemm_input(ctx, x, (int64_t)N * L.in);
+  k::sgemm(true, false, r, L.in, N, 1.0f, ctx.dh, r, xin, L.in, 1.0f, A.da, L.in);
+}
+
+}  // namespace tessera
