@@ -1,0 +1,103 @@
+// Mixed precision in the GPT-2 module: bf16 and fp16 GEMMs over fp32 master weights
+// compute what fp32 computes up to the 16-bit roundings (and do round: the results
+// differ from fp32); the 16-bit weight copy follows every write to the parameters;
+// stochastic rounding is deterministic for a seed and stays close to fp32.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "framework/model/gpt2.h"
+#include "parallel/rng.h"
+
+namespace tessera {
+namespace {
+
+using kernels::Dtype;
+
+GPTConfig small() {
+  GPTConfig c;
+  c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.vocab_size = 64, c.padded_vocab_size = 64;
+  c.seq_len = 16;
+  return c;
+}
+
+ModelOptions precision(Dtype dt, bool stochastic = false) {
+  ModelOptions o;
+  o.precision = dt;
+  o.stochastic_rounding = stochastic;
+  o.seed = 21;
+  return o;
+}
+
+struct Pass {
+  std::vector<float> logits, grads;
+  float loss = 0;
+};
+
+Pass run(GPT2& m) {
+  const int B = 2, T = 16, V = m.config().vocab_size;
+  const CounterRng rng(3, "mixed precision tokens");
+  std::vector<int32_t> x(B * T), y(B * T);
+  for (int i = 0; i < B * T; i++) {
+    x[i] = (int32_t)(rng.uniform(2 * i) * V) % V;
+    y[i] = (int32_t)(rng.uniform(2 * i + 1) * V) % V;
+  }
+  Pass r;
+  m.forward(x.data(), nullptr, B, T);
+  r.logits.assign(m.logits(), m.logits() + (size_t)B * T * m.local_vocab());
+  m.zero_grad();
+  r.loss = m.forward_backward(x.data(), y.data(), B, T, 1.0f);
+  r.grads.assign(m.grads(), m.grads() + m.flat_size());
+  return r;
+}
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double d2 = 0, n2 = 0;
+  for (size_t i = 0; i < a.size(); i++) d2 += (a[i] - b[i]) * (a[i] - b[i]), n2 += a[i] * a[i];
+  return std::sqrt(d2 / n2);
+}
+
+TEST(MixedPrecision, TracksFp32UpToTheRoundings) {
+  GPT2 fp32(small(), 2);
+  fp32.init_weights(4);
+  const Pass want = run(fp32);
+  // The 16-bit roundings' relative size: bf16 2^-9, fp16 2^-12 (per operand).
+  for (auto [dt, tol_logits, tol_grads] :
+       {std::tuple{Dtype::bf16, 2e-2, 6e-2}, std::tuple{Dtype::fp16, 3e-3, 1e-2}}) {
+    GPT2 m(small(), 2, {}, 1, {}, 1, precision(dt));
+    m.init_weights(4);
+    const Pass got = run(m);
+    const double dl = rel_l2(want.logits, got.logits), dg = rel_l2(want.grads, got.grads);
+    EXPECT_LT(dl, tol_logits) << kernels::dtype_name(dt);
+    EXPECT_LT(dg, tol_grads) << kernels::dtype_name(dt);
+    EXPECT_GT(dl, 1e-6) << kernels::dtype_name(dt) << ": no rounding happened";
+    EXPECT_NEAR(got.loss, want.loss, 1e-2 * want.loss) << kernels::dtype_name(dt);
+  }
+}
+
+TEST(MixedPrecision, SixteenBitCopyFollowsWritesToTheParameters) {
+  GPT2 a(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
+  a.init_weights(4);
+  run(a);  // the 16-bit copy of the initial weights is made
+  for (int64_t i = 0; i < a.flat_size(); i++) a.params()[i] *= 0.5f;
+  GPT2 b(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
+  b.init_weights(4);
+  for (int64_t i = 0; i < b.flat_size(); i++) b.params()[i] *= 0.5f;
+  EXPECT_EQ(run(a).logits, run(b).logits);
+}
+
+TEST(MixedPrecision, StochasticRoundingIsSeededAndClose) {
+  GPT2 nearest(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
+  GPT2 s1(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16, true));
+  GPT2 s2(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16, true));
+  GPT2 fp32(small(), 2);
+  for (GPT2* m : {&nearest, &s1, &s2, &fp32}) m->init_weights(4);
+  const Pass n = run(nearest), r1 = run(s1), r2 = run(s2), want = run(fp32);
+  EXPECT_EQ(r1.logits, r2.logits);  // same seed, same bits
+  EXPECT_NE(r1.logits, n.logits);   // another rounding than nearest-even
+  EXPECT_LT(rel_l2(want.logits, r1.logits), 3e-2);
+}
+
+}  // namespace
+}  // namespace tessera
