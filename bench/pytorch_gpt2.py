@@ -1,8 +1,11 @@
 #!/usr/bin/python3
-"""The PyTorch peer for `make bench`: the same GPT-2 shape, fp32, forward + backward +
-AdamW on synthetic tokens, timed like `tessera bench` (median of the timed steps).
+"""The PyTorch peer for `make bench`: the same GPT-2 shape, forward + backward + AdamW on
+synthetic tokens, timed like `tessera bench` (median of the timed steps), in fp32 or with
+the forward pass under torch.autocast('cpu', dtype=torch.bfloat16) (PyTorch's mixed
+precision: bf16 matmuls through oneDNN, fp32 weights, gradients and AdamW).
 
-Usage: pytorch_gpt2.py --model gpt2-124m|small|tiny --batch B --seq T [--steps N] [--threads 2]
+Usage: pytorch_gpt2.py --model gpt2-124m|small|tiny --batch B --seq T [--steps N]
+                       [--threads 2] [--accum M] [--precision fp32|bf16]
 Prints one JSON line. Run it in PyTorch's tuned setting (see bench/compare.sh):
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, OMP_WAIT_POLICY=PASSIVE.
 """
@@ -72,6 +75,8 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--accum", type=int, default=1, help="micro-batches per step")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -88,22 +93,28 @@ def main():
     for step in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(x, y)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
+        forward_s = backward_s = 0.0
+        for _ in range(a.accum):
+            ta = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                loss = model(x, y) / a.accum
+            tb = time.perf_counter()
+            loss.backward()
+            forward_s, backward_s = forward_s + tb - ta, backward_s + time.perf_counter() - tb
+        t1, t2 = t0 + forward_s, time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         t3 = time.perf_counter()
         if step >= a.warmup:
-            fwd.append((t1 - t0) * 1e3)
-            bwd.append((t2 - t1) * 1e3)
+            fwd.append(forward_s * 1e3)
+            bwd.append(backward_s * 1e3)
             optm.append((t3 - t2) * 1e3)
             total.append((t3 - t0) * 1e3)
     step_ms = median(total)
     print(json.dumps({"engine": "pytorch " + torch.__version__, "model": a.model, "batch": a.batch,
                       "seq_len": a.seq, "threads": torch.get_num_threads(),
-                      "tokens_per_s": a.batch * a.seq / (step_ms / 1e3), "step_ms": step_ms,
+                      "precision": a.precision, "micro_batches": a.accum,
+                      "tokens_per_s": a.accum * a.batch * a.seq / (step_ms / 1e3), "step_ms": step_ms,
                       "forward_ms": median(fwd), "backward_ms": median(bwd), "optimizer_ms": median(optm)}))
 
 

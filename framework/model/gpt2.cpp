@@ -38,6 +38,7 @@ ModelOptions ModelOptions::from_recipe(const Recipe& r) {
   if (r.lora.rank > 0) {
     o.lora.rank = r.lora.rank;
     o.lora.alpha = (float)r.lora.alpha;
+    o.lora.dropout = (float)r.lora.dropout;
     for (const std::string& t : lora_targets(r)) {
       const LoraTarget target = t == "qkv"        ? LoraTarget::qkv
                                 : t == "attn_out" ? LoraTarget::attn_out
@@ -118,7 +119,9 @@ struct GPT2::Activations {
   float* dfch_gelu;                     // [N, 4C]
   uint16_t* scratch16;                  // [N, widest]  mixed precision: dout rounded
   float* scratch;                       // [N, widest]  LoRA in mixed precision: x widened
+  float* scratch2;                      // [N, widest]  LoRA dropout: the dropped input
   float* lora_dh;                       // [N, r]
+  DropoutKey dropout;                   // of the pass on this slot (LoRA)
 };
 
 GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple,
@@ -253,6 +256,7 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
       {&Activations::datty, N * Ct},       {&Activations::datt, max_batch * NH * T * T},
       {&Activations::dfch, N * Ft},        {&Activations::dfch_gelu, N * Ft},
       {&Activations::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest},
+      {&Activations::scratch2, (lora_ && options.lora.dropout > 0 ? 1 : 0) * N * widest},
       {&Activations::lora_dh, N * lora_rank}};
   const std::vector<std::pair<Member16, int64_t>> shared16 = {
       {&Activations::scratch16, m16 * N * widest}};
@@ -328,10 +332,17 @@ GPT2::~GPT2() = default;
 LinearContext GPT2::linear_context() const {
   const Activations& shared = slots_[0];  // the scratch is the same in every slot
   return LinearContext{options_.precision, tp_.size, tp_.comm, shared.scratch16, shared.scratch,
-                       shared.lora_dh};
+                       shared.scratch2, shared.lora_dh};
 }
 
-LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g) const {
+void GPT2::set_dropout_key(int slot, DropoutKey key) {
+  check(slot >= 0 && slot < (int)slots_.size(), "activation slot out of range");
+  slots_[slot].dropout = key;
+}
+
+// pass (with T): the activation slot of a forward or backward pass, for LoRA dropout.
+LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g,
+                               const Activations* pass, int T) const {
   const int C = config_.n_embd, Ct = C / tp_.size, Ft = 4 * C / tp_.size;
   const auto &w = p.blocks[l], &d = g.blocks[l];
   LinearLayer L;
@@ -356,7 +367,18 @@ LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const Pa
     const int64_t oa = adapters[ia].offset, ob = adapters[ia + 1].offset;
     L.lora = {lora_params_.get() + oa, lora_params_.get() + ob, lora_grads_.get() + oa,
               lora_grads_.get() + ob, options_.lora.rank,
-              options_.lora.alpha / (float)options_.lora.rank};
+              options_.lora.alpha / (float)options_.lora.rank, {}};
+    if (pass && pass->dropout.on && options_.lora.dropout > 0) {
+      const bool row = L.split == TpSplit::row;  // then the input is this rank's columns
+      const int global_layer = stage_.first_layer + l;
+      const uint64_t seed = fnv1a64("h." + std::to_string(global_layer) + "." +
+                                    std::to_string((int)t) + " lora dropout") ^
+                            (options_.seed * 0x9E3779B97F4A7C15ull) ^
+                            (pass->dropout.step * 0xD1B54A32D192ED03ull);
+      L.lora.dropout = {options_.lora.dropout, seed, pass->dropout.first_sample, T,
+                        row ? (int64_t)tp_.rank * L.in : 0,
+                        row ? (int64_t)L.in * tp_.size : (int64_t)L.in};
+    }
   }
   return L;
 }
@@ -600,7 +622,7 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
     float* fch = a.fch + l * maxN * Ft;
     float* fch_gelu = a.fch_gelu + per_layer * l * maxN * Ft;
     auto linear = [&](LoraTarget t, float* out, const float* x, uint16_t* x16) {
-      linear_forward(block_linear(l, t, p, g), ctx, out, x, x16, lora_h(a, l, t), (int)N);
+      linear_forward(block_linear(l, t, p, g, &a, T), ctx, out, x, x16, lora_h(a, l, t), (int)N);
     };
     k::layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual,
                          p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
@@ -719,7 +741,7 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
     const float* residual2 = a.residual2 + l * maxN * C;
     const float* fch = a.fch + l * maxN * Ft;
     auto linear = [&](LoraTarget t, float* dx, const float* dout, SavedInput x) {
-      linear_backward(block_linear(l, t, p, g), ctx, dx, dout, x, lora_h(a, l, t), (int)N);
+      linear_backward(block_linear(l, t, p, g, &a, T), ctx, dx, dout, x, lora_h(a, l, t), (int)N);
     };
 
     // MLP branch: dresidual is d(block output) = d(mlp output).

@@ -66,6 +66,7 @@ inline constexpr int kLoraTargets = 4;
 struct LoraSpec {
   int rank = 0;
   float alpha = 16;
+  float dropout = 0;  // on the adapters' input, in training passes (see set_dropout_key)
   bool targets[kLoraTargets] = {false, false, false, false};
   bool on(LoraTarget t) const { return rank > 0 && targets[(int)t]; }
 };
@@ -137,6 +138,16 @@ class GPT2 {
                          float grad_scale);
 
   void zero_grad();
+
+  // LoRA dropout in the next passes on activation slot `slot`: on (training) or off (the
+  // default: evaluation, generation), with the mask of optimizer step `step` for a
+  // micro-batch whose first sequence is sample `first_sample` of the global batch.
+  struct DropoutKey {
+    bool on = false;
+    uint64_t step = 0;
+    int64_t first_sample = 0;
+  };
+  void set_dropout_key(int slot, DropoutKey key);
 
   // One pipeline stage's part of a micro-batch, on activation slot `slot` (which keeps
   // what the backward pass needs until stage_backward on the same slot). x is the
@@ -217,7 +228,8 @@ class GPT2 {
   ParamPtrs param_ptrs(float* base) const;
   // Linear layer t of this stage's block l (see linear.h), with p and g from param_ptrs
   // of the parameters and of the gradients (null pointers: frozen).
-  LinearLayer block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g) const;
+  LinearLayer block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g,
+                           const Activations* pass = nullptr, int T = 1) const;
   LinearLayer lm_head(const ParamPtrs& p, const ParamPtrs& g) const;
   LinearContext linear_context() const;
   float* lora_h(Activations& a, int l, LoraTarget t) const;  // [N, r] of slot a

@@ -3,6 +3,7 @@
 #include <climits>
 
 #include "framework/util/error.h"
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
 
@@ -29,6 +30,30 @@ const float* gemm_input(const LinearContext& ctx, SavedInput x, int64_t n) {
   return ctx.scratch;
 }
 
+// 0 (dropped) or 1 / (1 - p) (kept) for element (n, c) of a layer's input.
+float dropout_factor(const LoraDropout& d, int64_t n, int64_t c) {
+  const int64_t position = (d.first_sample + n / d.T) * d.T + n % d.T;
+  const uint64_t index = (uint64_t)(position * d.cols + d.col0 + c);
+  const float u = (float)(k::bf16_random_bits(d.seed, index) >> 8) * 0x1p-24f;  // [0, 1)
+  return u < d.p ? 0.0f : 1.0f / (1.0f - d.p);
+}
+
+// dst[n, c] = x[n, c] * dropout_factor(n, c), [N, in]
+void apply_dropout(const LoraDropout& d, float* dst, const float* x, int N, int in) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++)
+    for (int c = 0; c < in; c++)
+      dst[(int64_t)n * in + c] = x[(int64_t)n * in + c] * dropout_factor(d, n, c);
+}
+
+// The adapter's input: x, or x after dropout (in the context's second scratch).
+const float* adapter_input(const LoraAdapter& A, const LinearContext& ctx, const float* x, int N,
+                           int in) {
+  if (A.dropout.p == 0) return x;
+  apply_dropout(A.dropout, ctx.scratch2, x, N, in);
+  return ctx.scratch2;
+}
+
 }  // namespace
 
 void linear_forward(const LinearLayer& L, const LinearContext& ctx, float* out, const float* x,
@@ -49,7 +74,8 @@ void linear_forward(const LinearLayer& L, const LinearContext& ctx, float* out, 
   }
   const LoraAdapter& A = L.lora;
   if (!A.a) return;
-  const float* xin = gemm_input(ctx, SavedInput{x, x16}, (int64_t)N * L.in);
+  const float* xin = adapter_input(A, ctx, gemm_input(ctx, SavedInput{x, x16}, (int64_t)N * L.in),
+                                   N, L.in);
   // h = x @ A^T (this rank's input columns: a partial sum for a row-parallel layer)
   k::sgemm(false, true, N, A.rank, L.in, 1.0f, xin, L.in, A.a, L.in, 0.0f, lora_h, A.rank);
   if (L.split == TpSplit::row) allreduce_tp(ctx, lora_h, (int64_t)N * A.rank);
@@ -73,11 +99,20 @@ void linear_backward(const LinearLayer& L, const LinearContext& ctx, float* dx, 
   k::sgemm(false, false, N, r, L.out, A.scale, dout, L.out, A.b, r, 0.0f, ctx.dh, r);
   // dB += scale * dout^T @ h
   k::sgemm(true, false, L.out, r, N, A.scale, dout, L.out, lora_h, r, 1.0f, A.db, r);
-  // dx += dh @ A: a partial sum for a column-parallel layer, as the base's part is.
-  k::sgemm(false, false, N, L.in, r, 1.0f, ctx.dh, r, A.a, L.in, 1.0f, dx, L.in);
+  // dx += dropout'(dh @ A): a partial sum for a column-parallel layer, as the base's is.
+  if (A.dropout.p == 0) {
+    k::sgemm(false, false, N, L.in, r, 1.0f, ctx.dh, r, A.a, L.in, 1.0f, dx, L.in);
+  } else {
+    k::sgemm(false, false, N, L.in, r, 1.0f, ctx.dh, r, A.a, L.in, 0.0f, ctx.scratch2, L.in);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+      for (int c = 0; c < L.in; c++)
+        dx[(int64_t)n * L.in + c] +=
+            ctx.scratch2[(int64_t)n * L.in + c] * dropout_factor(A.dropout, n, c);
+  }
   if (L.split == TpSplit::column) allreduce_tp(ctx, ctx.dh, (int64_t)N * r);
-  // dA += dh^T @ x
-  const float* xin = gemm_input(ctx, x, (int64_t)N * L.in);
+  // dA += dh^T @ dropout(x)
+  const float* xin = adapter_input(A, ctx, gemm_input(ctx, x, (int64_t)N * L.in), N, L.in);
   k::sgemm(true, false, r, L.in, N, 1.0f, ctx.dh, r, xin, L.in, 1.0f, A.da, L.in);
 }
 

@@ -17,7 +17,7 @@
 // the output gradient rounded to 16 bits feed the GEMMs; every sum and every gradient is
 // fp32.
 //
-// LoRA (Hu et al., 2021): out += scale * (x @ A^T) @ B^T, A [r, in], B [out, r],
+// LoRA (Hu et al., 2021): out += scale * (dropout(x) @ A^T) @ B^T, A [r, in], B [out, r],
 // scale = alpha / r, with x the input as the base GEMM sees it (rounded in mixed
 // precision). A is split like the base weight's input dimension (row-parallel layers),
 // B like its output dimension (column-parallel layers); the other is replicated. The
@@ -35,6 +35,19 @@ namespace tessera {
 
 enum class TpSplit { column, row };
 
+// LoRA dropout on the adapter's input, in a training pass: element (n, c) of x is kept
+// and scaled by 1 / (1 - p), or dropped, by a uniform number hashed from (seed, its
+// logical position): row n is position n % T of sample first_sample + n / T, column c is
+// logical column col0 + c of cols. So a tp slice, a pipeline stage and any split of the
+// global batch draw exactly the numbers the single process draws. p = 0: no dropout.
+struct LoraDropout {
+  float p = 0;
+  uint64_t seed = 0;  // of this layer, target and step
+  int64_t first_sample = 0;
+  int T = 1;
+  int64_t col0 = 0, cols = 0;
+};
+
 struct LoraAdapter {
   const float* a = nullptr;  // [r, in]; null: no adapter
   const float* b = nullptr;  // [out, r]
@@ -42,6 +55,7 @@ struct LoraAdapter {
   float* db = nullptr;
   int rank = 0;
   float scale = 0;           // alpha / r
+  LoraDropout dropout;
 };
 
 struct LinearLayer {
@@ -62,6 +76,7 @@ struct LinearContext {
   MPI_Comm tp_comm = MPI_COMM_NULL;
   uint16_t* scratch16 = nullptr;  // [N * widest layer]: the output gradient rounded
   float* scratch = nullptr;       // [N * widest input]: a rounded input as fp32 (LoRA)
+  float* scratch2 = nullptr;      // [N * widest input]: the input after dropout (LoRA)
   float* dh = nullptr;            // [N * r]: the adapter's inner gradient (LoRA)
 };
 

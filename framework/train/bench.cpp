@@ -8,6 +8,7 @@
 
 #include "framework/optim/adamw.h"
 #include "framework/util/error.h"
+#include "framework/util/memory.h"
 #include "framework/util/peak.h"
 #include "parallel/rng.h"
 
@@ -41,7 +42,7 @@ BenchResult bench_training_step(const BenchOptions& o) {
   check(o.seq_len <= o.model.seq_len, "bench: --seq " + std::to_string(o.seq_len) +
                                           " exceeds the model's seq_len " +
                                           std::to_string(o.model.seq_len));
-  GPT2 model(o.model, o.batch);
+  GPT2 model(o.model, o.batch, TensorParallel{}, 1, PipelineStage{}, 1, o.options);
   model.init_weights(1);
   OptimConfig optim;
   AdamW adamw(model.table(), optim);
@@ -55,14 +56,19 @@ BenchResult bench_training_step(const BenchOptions& o) {
   for (int s = 0; s < o.warmup_steps + o.steps; s++) {
     const auto t0 = std::chrono::steady_clock::now();
     model.zero_grad();
-    model.forward_backward(x.data(), y.data(), o.batch, o.seq_len, 1.0f);
+    double forward_ms = 0, backward_ms = 0;
+    for (int m = 0; m < o.micro_batches; m++) {
+      model.forward_backward(x.data(), y.data(), o.batch, o.seq_len, 1.0f / o.micro_batches);
+      forward_ms += model.last_times().forward_ms;
+      backward_ms += model.last_times().backward_ms;
+    }
     const auto t1 = std::chrono::steady_clock::now();
     const double norm = grad_norm(model.grads(), model.flat_size());
     adamw.step(model.params(), model.grads(), 1e-4, s + 1, clip_factor(norm, 1.0));
     const auto t2 = std::chrono::steady_clock::now();
     if (s < o.warmup_steps) continue;
-    fwd.push_back(model.last_times().forward_ms);
-    bwd.push_back(model.last_times().backward_ms);
+    fwd.push_back(forward_ms);
+    bwd.push_back(backward_ms);
     opt.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
     total.push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
   }
@@ -72,7 +78,10 @@ BenchResult bench_training_step(const BenchOptions& o) {
   r.forward_ms = median(fwd);
   r.backward_ms = median(bwd);
   r.optimizer_ms = median(opt);
-  r.tokens_per_s = (double)o.batch * o.seq_len / (r.step_ms / 1e3);
+  r.tokens_per_s = (double)o.micro_batches * o.batch * o.seq_len / (r.step_ms / 1e3);
+  for (const ParamInfo& p : model.table().params()) r.trainable_parameters += p.logical_numel();
+  r.optimizer_state_mb = 2.0 * sizeof(float) * (double)model.flat_size() / (1 << 20);
+  r.peak_rss_mb = peak_rss_mib();
   r.flops_per_token = o.model.training_flops_per_token(o.seq_len);
   r.achieved_flops = r.tokens_per_s * r.flops_per_token;
   r.peak_flops = measure_fp32_peak_flops(0.5);

@@ -10,7 +10,9 @@ namespace tessera {
 
 struct BenchOptions {
   GPTConfig model;
+  ModelOptions options;          // precision, LoRA (then only the adapters train)
   int batch = 4, seq_len = 64;
+  int micro_batches = 1;         // per step, gradients accumulated (AdamW once per step)
   int warmup_steps = 2, steps = 10;
 };
 
@@ -22,6 +24,9 @@ struct BenchResult {
   double peak_flops = 0;      // measured on the spot (FMA loop)
   double mfu = 0;
   int threads = 1;
+  int64_t trainable_parameters = 0;
+  double optimizer_state_mb = 0;  // AdamW's two fp32 moments
+  double peak_rss_mb = 0;         // of this process, after the timed steps
 };
 
 BenchResult bench_training_step(const BenchOptions& options);

@@ -88,6 +88,9 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
     if (a.forward) {
       if (!first) wait_yielding(&recv_x[i]);
       const auto c0 = Clock::now();
+      GPT2::DropoutKey key = step_key_;  // off outside training steps
+      key.first_sample += (int64_t)i * B_;
+      model_.set_dropout_key(slot, key);
       model_.stage_forward(slot, inputs + i * BT, first ? nullptr : recv_x_.data() + i * NC, B_, T);
       if (last && targets)
         loss_sum += model_.stage_loss(slot, targets + i * BT, B_, T, grad_scale, backward);
@@ -127,11 +130,14 @@ double PipelineEngine::loss_from_last_stage(double loss) const {
 }
 
 double PipelineEngine::train_step(const int32_t* inputs, const int32_t* targets, float grad_scale,
-                                  const GPT2::GradReadyHook& last_backward_hook) {
+                                  const GPT2::GradReadyHook& last_backward_hook, uint64_t step,
+                                  int64_t first_sample) {
   // At pp = 1 the schedule does not matter: 1F1B's order is forward, backward, forward...
   const PipelineSchedule schedule = stages_ == 1 ? PipelineSchedule::OneFOneB : schedule_;
   const auto actions = pipeline_actions(schedule, stage_, stages_, m_);
+  step_key_ = {true, step, first_sample};
   const double sum = run(actions, inputs, targets, m_, T_, grad_scale, true, last_backward_hook);
+  step_key_ = {};
   return loss_from_last_stage(sum / m_);
 }
 

@@ -43,8 +43,11 @@ class PipelineEngine {
   // model's grad-ready hook, if `last_backward_hook` is set, is that hook during the last
   // micro-batch's backward (when gradients become final). Returns the mean loss over the
   // micro-batches on every stage (collective over the pp group).
+  // LoRA dropout draws the masks of optimizer step `step`, micro-batch i starting at
+  // sample first_sample + i * B of the global batch (GPT2::set_dropout_key).
   double train_step(const int32_t* inputs, const int32_t* targets, float grad_scale,
-                    const GPT2::GradReadyHook& last_backward_hook = nullptr);
+                    const GPT2::GradReadyHook& last_backward_hook = nullptr, uint64_t step = 0,
+                    int64_t first_sample = 0);
 
   // Forward only (evaluation): the mean loss of `count` micro-batches of B x T, on every
   // stage (collective over the pp group).
@@ -67,6 +70,7 @@ class PipelineEngine {
              const int32_t* targets, int count, int T, float grad_scale, bool backward,
              const GPT2::GradReadyHook& last_backward_hook);
   double loss_from_last_stage(double loss) const;  // broadcast over the pp group
+  GPT2::DropoutKey step_key_;  // of the training step in progress (off otherwise)
 
   GPT2& model_;
   PipelineSchedule schedule_;

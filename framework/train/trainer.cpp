@@ -414,8 +414,10 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       GPT2::GradReadyHook hook;
       if (buckets) hook = [&](int i) { buckets->mark_ready(n_params - 1 - i); };
       const double loss_scale = scaler.scale();
+      // This rank's share of the global batch starts at sample dp_rank * accum * B.
       double loss = engine.train_step(x.data(), y.data(),
-                                      (float)(loss_scale / (double)(accum * dp)), hook);
+                                      (float)(loss_scale / (double)(accum * dp)), hook,
+                                      (uint64_t)step, (int64_t)mesh.dp_rank() * accum * B);
       // The tied embedding's two copies (first and last stage) get the sum of both
       // gradients: after the buckets' dp sum, or before ZeRO's reduce-scatter splits it.
       if (buckets) buckets->finish();

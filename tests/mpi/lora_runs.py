@@ -4,7 +4,7 @@
   lora_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR]
 
 A base model (4 layers, 64 wide, 32 tokens) trains 30 steps on Genesis/Exodus; LoRA
-(rank 4, alpha 8, all four targets) then fine-tunes it 20 steps on Psalms/Proverbs under
+(rank 4, alpha 8, dropout 0.1, all four targets) then fine-tunes it 20 steps on Psalms/Proverbs under
 (dp, tp, pp) = (1, 1, 1), (1, 2, 1), (1, 1, 2) and (2, 2, 2) with ZeRO-1. Checked:
 
   - every layout matches one process to a relative 1e-5: loss and gradient norm at every
@@ -98,6 +98,7 @@ def main():
             base = {k: f["tensors"][k][()] for k in f["tensors"] if not k.endswith(("_m", "_v"))}
 
         tune = ["train.steps=20", "optim.lr=1e-2", "lora.rank=%d" % RANK, "lora.alpha=%g" % ALPHA,
+                "lora.dropout=0.1",
                 "lora.base=" + os.path.join(work, "ckpt_base"),
                 "data.train=" + os.path.join(work, "tune_data", "train_*.bin"),
                 "data.val=" + os.path.join(work, "tune_data", "val_*.bin")]

@@ -162,5 +162,43 @@ TEST(Lora, AdapterGradientsMatchFiniteDifferences) {
   }
 }
 
+// Dropout on the adapters' input: off unless a training key is set; with one, the same
+// key gives the same mask (so finite differences hold) and the gradients match them.
+TEST(Lora, DropoutOnlyInTrainingPassesAndItsGradients) {
+  ModelOptions o = lora_options(2);
+  o.lora.dropout = 0.3f;
+  GPT2 m(tiny(), 2, {}, 1, {}, 1, o), plain(tiny(), 2, {}, 1, {}, 1, lora_options(2));
+  m.init_weights(8), plain.init_weights(8);
+  randomize_b(m), randomize_b(plain);
+  const Batch b = batch(32);
+  EXPECT_EQ(logits_of(m, b), logits_of(plain, b));  // no key: no dropout
+  const float off = m.forward(b.x.data(), b.y.data(), b.B, b.T);
+  m.set_dropout_key(0, {true, 5, 16});
+  const float on = m.forward(b.x.data(), b.y.data(), b.B, b.T);
+  EXPECT_NE(on, off);
+  EXPECT_EQ(m.forward(b.x.data(), b.y.data(), b.B, b.T), on);  // same key, same mask
+  m.set_dropout_key(0, {true, 6, 16});
+  EXPECT_NE(m.forward(b.x.data(), b.y.data(), b.B, b.T), on);  // another step, another mask
+  m.set_dropout_key(0, {true, 5, 16});
+  m.zero_grad();
+  m.forward_backward(b.x.data(), b.y.data(), b.B, b.T, 1.0f);
+  const std::vector<float> grads(m.grads(), m.grads() + m.flat_size());
+  for (const ParamInfo& p : m.table().params()) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < p.numel; i++)
+      if (std::fabs(grads[p.offset + i]) > std::fabs(grads[p.offset + best])) best = i;
+    float& w = m.params()[p.offset + best];
+    const float keep = w, h = 1e-2f;
+    w = keep + h;
+    const double up = m.forward(b.x.data(), b.y.data(), b.B, b.T);
+    w = keep - h;
+    const double down = m.forward(b.x.data(), b.y.data(), b.B, b.T);
+    w = keep;
+    const double numeric = (up - down) / (2 * h), analytic = grads[p.offset + best];
+    EXPECT_NEAR(analytic, numeric, 2e-2 * std::fabs(analytic) + 2e-4)
+        << p.name << " element " << best;
+  }
+}
+
 }  // namespace
 }  // namespace tessera

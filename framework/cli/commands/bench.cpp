@@ -10,12 +10,15 @@
 namespace tessera::cli {
 
 static const char* kBenchUsage =
-    "usage: tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N] "
-    "[--json]\n"
+    "usage: tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N]\n"
+    "                     [--accum M] [--precision fp32|bf16|fp16] [--lora-rank R] [--json]\n"
     "\n"
-    "Times full training steps (forward + backward + AdamW, fp32) of a GPT-2 shape on\n"
-    "synthetic tokens with this process's OpenMP threads, and prints the median tokens/s,\n"
-    "the split of a step, and MFU against an fp32 peak measured on the spot.\n";
+    "Times full training steps (M micro-batches of forward + backward, then AdamW) of a\n"
+    "GPT-2 shape on synthetic tokens with this process's OpenMP threads, and prints the\n"
+    "median tokens/s, the split of a step, MFU against an fp32 peak measured on the spot,\n"
+    "the optimizer state and the peak memory. --precision sets the matmuls' precision\n"
+    "(docs/precision.md); --lora-rank R > 0 trains LoRA adapters of rank R on all four\n"
+    "targets of a frozen base instead of every weight (docs/lora.md).\n";
 
 static int parse_int(const std::string& flag, const std::string& value) {
   try {
@@ -48,6 +51,16 @@ int cmd_bench(const Args& args) {
       o.seq_len = parse_int(a, value());
     } else if (a == "--steps") {
       o.steps = parse_int(a, value());
+    } else if (a == "--accum") {
+      o.micro_batches = parse_int(a, value());
+    } else if (a == "--precision") {
+      const std::string p = value();
+      check(p == "fp32" || p == "bf16" || p == "fp16",
+            "tessera bench: --precision expects fp32, bf16 or fp16, got '" + p + "'");
+      o.options.precision = kernels::dtype_from_name(p);
+    } else if (a == "--lora-rank") {
+      o.options.lora.rank = parse_int(a, value());
+      for (bool& t : o.options.lora.targets) t = true;
     } else if (a == "--json") {
       json = true;
     } else {
@@ -63,15 +76,26 @@ int cmd_bench(const Args& args) {
                         {"forward_ms", r.forward_ms}, {"backward_ms", r.backward_ms},
                         {"optimizer_ms", r.optimizer_ms}, {"flops_per_token", r.flops_per_token},
                         {"achieved_gflops", r.achieved_flops / 1e9},
-                        {"peak_gflops", r.peak_flops / 1e9}, {"mfu", r.mfu}};
+                        {"peak_gflops", r.peak_flops / 1e9}, {"mfu", r.mfu},
+                        {"precision", kernels::dtype_name(o.options.precision)},
+                        {"micro_batches", o.micro_batches},
+                        {"lora_rank", o.options.lora.rank},
+                        {"trainable_parameters", r.trainable_parameters},
+                        {"optimizer_state_mb", r.optimizer_state_mb},
+                        {"peak_rss_mb", r.peak_rss_mb}};
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("tessera bench: %s, B=%d T=%d, %d thread(s), fp32\n", model.c_str(), o.batch,
-                o.seq_len, r.threads);
+    std::printf("tessera bench: %s, %d x B=%d T=%d, %d thread(s), %s%s\n", model.c_str(),
+                o.micro_batches, o.batch, o.seq_len, r.threads,
+                kernels::dtype_name(o.options.precision),
+                o.options.lora.rank > 0 ? (", LoRA rank " + std::to_string(o.options.lora.rank)).c_str()
+                                        : "");
     std::printf("  %.1f tokens/s | step %.1f ms = forward %.1f + backward %.1f + optimizer %.1f\n",
                 r.tokens_per_s, r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms);
     std::printf("  %.1f GFLOP/s of a measured %.1f GFLOP/s peak: MFU %.1f%%\n",
                 r.achieved_flops / 1e9, r.peak_flops / 1e9, 100 * r.mfu);
+    std::printf("  %lld trainable parameters, optimizer state %.1f MiB, peak memory %.0f MiB\n",
+                (long long)r.trainable_parameters, r.optimizer_state_mb, r.peak_rss_mb);
   }
   return 0;
 }
