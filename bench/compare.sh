@@ -44,3 +44,5 @@ compare small 8 128
 "$here/parallel_bench.sh" "$build"
 # Checkpoints: save/load bandwidth against dd, asynchronous stall, memory (issue 4).
 "$here/checkpoint_bench.sh" "$build"
+# Mixed precision against fp32 and PyTorch's bf16 autocast; memory; LoRA (issue 5).
+"$here/precision_bench.sh" "$build"

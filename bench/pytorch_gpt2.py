@@ -45,11 +45,11 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, s):
+    def __init__(self, s, T):
         super().__init__()
         self.vocab = s["vocab"]
         self.wte = nn.Embedding(s["padded"], s["n_embd"])
-        self.wpe = nn.Embedding(s["seq"], s["n_embd"])
+        self.wpe = nn.Embedding(T, s["n_embd"])  # the context is T, as in tessera bench
         self.h = nn.ModuleList(Block(s["n_embd"], s["n_head"]) for _ in range(s["n_layer"]))
         self.ln_f = nn.LayerNorm(s["n_embd"])
 
@@ -81,7 +81,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     s = SHAPES[a.model]
-    model = GPT(s)
+    model = GPT(s, a.seq)
     decay = [q for n, q in model.named_parameters() if q.dim() == 2 and "wte" not in n and "wpe" not in n]
     rest = [q for n, q in model.named_parameters() if not (q.dim() == 2 and "wte" not in n and "wpe" not in n)]
     # foreach=True: the multi-tensor AdamW, PyTorch's fastest on CPU in this version.

@@ -105,8 +105,10 @@ struct GPT2::Activations {
   float* logits;                        // [N, Vp]     dlogits in place during backward
   float* losses;                        // [N]
   // Mixed precision: the linear layers' inputs in 16 bits, [L, N, width] (ln1, atty, ln2,
-  // fch_gelu) and [N, C] (lnf); their fp32 members above then hold one layer, transiently.
-  uint16_t *ln1_16, *atty_16, *ln2_16, *fch_gelu_16, *lnf_16;
+  // fch_gelu) and [N, C] (lnf), and the outputs of qkv and MLP-up rounded to 16 bits (as
+  // torch.autocast's matmul outputs are); their fp32 members above then hold one layer,
+  // transiently (the backward pass widens qkv and fch back into them).
+  uint16_t *ln1_16, *qkv_16, *atty_16, *ln2_16, *fch_16, *fch_gelu_16, *lnf_16;
   float* lora_h;                        // [L, 4, N, r]  LoRA: x @ A^T of each target
   // shared scratch
   float* branch;                        // [N, C]      attention / MLP projection output
@@ -231,35 +233,39 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   // The linear layers' fp32 inputs are kept per layer in fp32 runs, for one layer at a
   // time in mixed precision (which keeps them in 16 bits: h16 layers).
   const int64_t h32 = mixed_ ? 1 : L, h16 = mixed_ ? L : 0, m16 = mixed_ ? 1 : 0;
-  const int64_t widest = std::max({3 * Ct, Ft, C, Vl}), lora_rank = lora_ ? r : 0;
+  // Widest output gradient of a block layer (the LM head's is rounded in chunks of rows)
+  // and widest input of an adapted layer.
+  const int64_t widest_out = std::max({3 * Ct, Ft, C}), widest_in = std::max(C, Ft);
+  const int64_t lora_rank = lora_ ? r : 0;
   using Member = float* Activations::*;
   using Member16 = uint16_t* Activations::*;
   const std::vector<std::pair<Member, int64_t>> per_slot = {
       {&Activations::encoded, N * C},       {&Activations::ln1, h32 * N * C},
       {&Activations::ln1_mean, L * N},      {&Activations::ln1_rstd, L * N},
-      {&Activations::qkv, L * N * 3 * Ct},  {&Activations::atty, h32 * N * Ct},
+      {&Activations::qkv, h32 * N * 3 * Ct}, {&Activations::atty, h32 * N * Ct},
       {&Activations::att, L * max_batch * NH * T * T},
       {&Activations::residual2, L * N * C}, {&Activations::ln2, h32 * N * C},
       {&Activations::ln2_mean, L * N},      {&Activations::ln2_rstd, L * N},
-      {&Activations::fch, L * N * Ft},      {&Activations::fch_gelu, h32 * N * Ft},
+      {&Activations::fch, h32 * N * Ft},    {&Activations::fch_gelu, h32 * N * Ft},
       {&Activations::residual3, L * N * C}, {&Activations::lnf, head * N * C},
       {&Activations::lnf_mean, head * N},   {&Activations::lnf_rstd, head * N},
       {&Activations::logits, head * N * Vl}, {&Activations::losses, head * N},
       {&Activations::lora_h, L * kLoraTargets * N * lora_rank}};
   const std::vector<std::pair<Member16, int64_t>> per_slot16 = {
-      {&Activations::ln1_16, h16 * N * C},      {&Activations::atty_16, h16 * N * Ct},
-      {&Activations::ln2_16, h16 * N * C},      {&Activations::fch_gelu_16, h16 * N * Ft},
+      {&Activations::ln1_16, h16 * N * C},      {&Activations::qkv_16, h16 * N * 3 * Ct},
+      {&Activations::atty_16, h16 * N * Ct},    {&Activations::ln2_16, h16 * N * C},
+      {&Activations::fch_16, h16 * N * Ft},     {&Activations::fch_gelu_16, h16 * N * Ft},
       {&Activations::lnf_16, m16 * head * N * C}};
   const std::vector<std::pair<Member, int64_t>> shared = {
       {&Activations::branch, N * C},       {&Activations::dresidual, N * C},
       {&Activations::dln, N * C},          {&Activations::dqkv, N * 3 * Ct},
       {&Activations::datty, N * Ct},       {&Activations::datt, max_batch * NH * T * T},
       {&Activations::dfch, N * Ft},        {&Activations::dfch_gelu, N * Ft},
-      {&Activations::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest},
-      {&Activations::scratch2, (lora_ && options.lora.dropout > 0 ? 1 : 0) * N * widest},
+      {&Activations::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest_in},
+      {&Activations::scratch2, (lora_ && options.lora.dropout > 0 ? 1 : 0) * N * widest_in},
       {&Activations::lora_dh, N * lora_rank}};
   const std::vector<std::pair<Member16, int64_t>> shared16 = {
-      {&Activations::scratch16, m16 * N * widest}};
+      {&Activations::scratch16, m16 * N * widest_out}};
   // Sizes in floats, each array on a 64-byte boundary; 16-bit arrays take half.
   auto aligned = [](int64_t n) { return (n + 15) / 16 * 16; };
   auto aligned16 = [&](int64_t n) { return aligned((n + 1) / 2); };
@@ -331,8 +337,10 @@ GPT2::~GPT2() = default;
 
 LinearContext GPT2::linear_context() const {
   const Activations& shared = slots_[0];  // the scratch is the same in every slot
-  return LinearContext{options_.precision, tp_.size, tp_.comm, shared.scratch16, shared.scratch,
-                       shared.scratch2, shared.lora_dh};
+  const int64_t widest_out = std::max({3 * config_.n_embd, 4 * config_.n_embd}) / tp_.size;
+  return LinearContext{options_.precision, tp_.size, tp_.comm, shared.scratch16,
+                       mixed_ ? shared.maxN * widest_out : 0, shared.scratch, shared.scratch2,
+                       shared.lora_dh};
 }
 
 void GPT2::set_dropout_key(int slot, DropoutKey key) {
@@ -389,6 +397,22 @@ LinearLayer GPT2::lm_head(const ParamPtrs& p, const ParamPtrs& g) const {
                 nullptr, {}};
   if (mixed_) L.weight16 = params16_.get() + (p.wte - params_.get());
   return L;
+}
+
+// x = its 16-bit rounding, which x16 keeps for the backward pass.
+void GPT2::keep_16bit(float* x, uint16_t* x16, int64_t n) const {
+  kernels::round_to_16bit(options_.precision, x16, x, n);
+  kernels::widen_16bit(options_.precision, x, x16, n);
+}
+
+// Layer l's copy of an activation saved per layer: x32's own (fp32), or x16's widened into
+// x32's one-layer buffer (mixed precision).
+const float* GPT2::saved_fp32(float* x32, const uint16_t* x16, int l, int64_t N,
+                              int64_t width) const {
+  const int64_t maxN = slots_[0].maxN;
+  if (!mixed_) return x32 + l * maxN * width;
+  kernels::widen_16bit(options_.precision, x32, x16 + l * maxN * width, N * width);
+  return x32;
 }
 
 float* GPT2::lora_h(Activations& a, int l, LoraTarget t) const {
@@ -615,11 +639,11 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
   for (int l = 0; l < stage_.num_layers; l++) {  // l: this stage's layer index
     const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
     float* ln1 = a.ln1 + per_layer * l * maxN * C;
-    float* qkv = a.qkv + l * maxN * 3 * Ct;
+    float* qkv = a.qkv + per_layer * l * maxN * 3 * Ct;
     float* atty = a.atty + per_layer * l * maxN * Ct;
     float* residual2 = a.residual2 + l * maxN * C;
     float* ln2 = a.ln2 + per_layer * l * maxN * C;
-    float* fch = a.fch + l * maxN * Ft;
+    float* fch = a.fch + per_layer * l * maxN * Ft;
     float* fch_gelu = a.fch_gelu + per_layer * l * maxN * Ft;
     auto linear = [&](LoraTarget t, float* out, const float* x, uint16_t* x16) {
       linear_forward(block_linear(l, t, p, g, &a, T), ctx, out, x, x16, lora_h(a, l, t), (int)N);
@@ -627,12 +651,14 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
     k::layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual,
                          p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
     linear(LoraTarget::qkv, qkv, ln1, in16(a.ln1_16, l, C));
+    if (mixed_) keep_16bit(qkv, in16(a.qkv_16, l, 3 * Ct), N * 3 * Ct);
     k::attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
     linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, l, Ct));
     k::residual_forward(residual2, residual, a.branch, N * C);
     k::layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2,
                          p.blocks[l].ln2_w, p.blocks[l].ln2_b, (int)N, C);
     linear(LoraTarget::mlp_up, fch, ln2, in16(a.ln2_16, l, C));
+    if (mixed_) keep_16bit(fch, in16(a.fch_16, l, Ft), N * Ft);
     k::gelu_forward(fch_gelu, fch, N * Ft);
     linear(LoraTarget::mlp_down, a.branch, fch_gelu, in16(a.fch_gelu_16, l, Ft));
     k::residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
@@ -737,9 +763,10 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
     const auto& w = p.blocks[l];
     const auto& gw = g.blocks[l];
     const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
-    const float* qkv = a.qkv + l * maxN * 3 * Ct;
     const float* residual2 = a.residual2 + l * maxN * C;
-    const float* fch = a.fch + l * maxN * Ft;
+    // qkv and fch: layer l's, or (mixed precision) widened from their 16-bit copies.
+    const float* qkv = saved_fp32(a.qkv, a.qkv_16, l, N, 3 * Ct);
+    const float* fch = saved_fp32(a.fch, a.fch_16, l, N, Ft);
     auto linear = [&](LoraTarget t, float* dx, const float* dout, SavedInput x) {
       linear_backward(block_linear(l, t, p, g, &a, T), ctx, dx, dout, x, lora_h(a, l, t), (int)N);
     };

@@ -233,6 +233,8 @@ class GPT2 {
   LinearLayer lm_head(const ParamPtrs& p, const ParamPtrs& g) const;
   LinearContext linear_context() const;
   float* lora_h(Activations& a, int l, LoraTarget t) const;  // [N, r] of slot a
+  void keep_16bit(float* x, uint16_t* x16, int64_t n) const;
+  const float* saved_fp32(float* x32, const uint16_t* x16, int l, int64_t N, int64_t width) const;
   void refresh_weights16();  // the 16-bit copy of params_, if stale
 
   void allreduce_tp(float* x, int64_t n) const;  // sum over the tp group (no-op at tp 1)

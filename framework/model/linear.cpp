@@ -1,5 +1,6 @@
 #include "framework/model/linear.h"
 
+#include <algorithm>
 #include <climits>
 
 #include "framework/util/error.h"
@@ -86,9 +87,17 @@ void linear_forward(const LinearLayer& L, const LinearContext& ctx, float* out, 
 void linear_backward(const LinearLayer& L, const LinearContext& ctx, float* dx, const float* dout,
                      SavedInput x, const float* lora_h, int N) {
   if (mixed(ctx)) {
-    k::round_to_16bit(ctx.dtype, ctx.scratch16, dout, (int64_t)N * L.out);
-    k::matmul_backward_16bit(ctx.dtype, dx, L.dweight, L.dbias, dout, ctx.scratch16, x.f16,
-                             L.weight16, N, L.in, L.out);
+    // dout is rounded to 16 bits in chunks of rows that fit the scratch: one chunk for a
+    // block's layers, a few for the LM head's [N, vocabulary].
+    const int rows = (int)std::min<int64_t>(N, ctx.scratch16_size / L.out);
+    check(rows >= 1, "mixed-precision scratch smaller than one row of the output gradient");
+    for (int n0 = 0; n0 < N; n0 += rows) {
+      const int n = std::min(rows, N - n0);
+      k::round_to_16bit(ctx.dtype, ctx.scratch16, dout + (int64_t)n0 * L.out, (int64_t)n * L.out);
+      k::matmul_backward_16bit(ctx.dtype, dx ? dx + (int64_t)n0 * L.in : nullptr, L.dweight,
+                               L.dbias, dout + (int64_t)n0 * L.out, ctx.scratch16,
+                               x.f16 + (int64_t)n0 * L.in, L.weight16, n, L.in, L.out);
+    }
   } else {
     k::matmul_backward(dx, L.dweight, L.dbias, dout, x.f32, L.weight, N, L.in, L.out);
   }

@@ -74,7 +74,8 @@ struct LinearContext {
   kernels::Dtype dtype = kernels::Dtype::fp32;
   int tp_size = 1;
   MPI_Comm tp_comm = MPI_COMM_NULL;
-  uint16_t* scratch16 = nullptr;  // [N * widest layer]: the output gradient rounded
+  uint16_t* scratch16 = nullptr;  // the output gradient rounded, in chunks of rows
+  int64_t scratch16_size = 0;     // its elements (N * widest block layer)
   float* scratch = nullptr;       // [N * widest input]: a rounded input as fp32 (LoRA)
   float* scratch2 = nullptr;      // [N * widest input]: the input after dropout (LoRA)
   float* dh = nullptr;            // [N * r]: the adapter's inner gradient (LoRA)

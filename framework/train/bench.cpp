@@ -42,7 +42,12 @@ BenchResult bench_training_step(const BenchOptions& o) {
   check(o.seq_len <= o.model.seq_len, "bench: --seq " + std::to_string(o.seq_len) +
                                           " exceeds the model's seq_len " +
                                           std::to_string(o.model.seq_len));
-  GPT2 model(o.model, o.batch, TensorParallel{}, 1, PipelineStage{}, 1, o.options);
+  // The model's context is the benchmark's T: the activation arena (attention matrices
+  // [L, B, NH, T, T], logits) is then the size a run at that T allocates, so peak memory
+  // means what it says; only wpe shrinks (T rows instead of seq_len).
+  GPTConfig shape = o.model;
+  shape.seq_len = o.seq_len;
+  GPT2 model(shape, o.batch, TensorParallel{}, 1, PipelineStage{}, 1, o.options);
   model.init_weights(1);
   OptimConfig optim;
   AdamW adamw(model.table(), optim);
