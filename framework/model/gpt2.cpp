@@ -1,3 +1,4 @@
+// GPT2's forward and backward passes (see gpt2.h); construction is in gpt2_setup.cpp.
 #include "framework/model/gpt2.h"
 
 #include <algorithm>
@@ -9,331 +10,15 @@
 #include <limits>
 #include <string>
 
+#include "framework/model/gpt2_internal.h"
 #include "framework/util/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
-#include "parallel/huge_pages.h"
 #include "parallel/rng.h"
 
 namespace tessera {
 
 namespace k = kernels;
-
-GPTConfig GPTConfig::from_recipe(const ModelConfig& m) {
-  GPTConfig c;
-  c.n_layer = m.n_layer;
-  c.n_head = m.n_head;
-  c.n_embd = m.n_embd;
-  c.vocab_size = m.vocab_size;
-  c.padded_vocab_size = (m.vocab_size + m.vocab_pad_to - 1) / m.vocab_pad_to * m.vocab_pad_to;
-  c.seq_len = m.seq_len;
-  return c;
-}
-
-ModelOptions ModelOptions::from_recipe(const Recipe& r) {
-  ModelOptions o;
-  o.precision = kernels::dtype_from_name(r.train.precision);
-  o.stochastic_rounding = r.train.stochastic_rounding;
-  o.seed = r.train.seed;
-  if (r.lora.rank > 0) {
-    o.lora.rank = r.lora.rank;
-    o.lora.alpha = (float)r.lora.alpha;
-    o.lora.dropout = (float)r.lora.dropout;
-    for (const std::string& t : lora_targets(r)) {
-      const LoraTarget target = t == "qkv"        ? LoraTarget::qkv
-                                : t == "attn_out" ? LoraTarget::attn_out
-                                : t == "mlp_up"   ? LoraTarget::mlp_up
-                                                  : LoraTarget::mlp_down;
-      o.lora.targets[(int)target] = true;
-    }
-  }
-  return o;
-}
-
-double GPTConfig::training_flops_per_token(int T) const {
-  const double L = n_layer, C = n_embd, Vp = padded_vocab_size;
-  return 3.0 * (2.0 * (L * 12.0 * C * C + C * Vp) + L * 4.0 * T * C);
-}
-
-void GPT2::FreeDeleter::operator()(void* p) const { std::free(p); }
-
-namespace {
-void* alloc_zeroed(size_t n_bytes) {
-  // 64-byte alignment: every tensor in the buffer starts on a cache line. Buffers of
-  // several MiB are 2 MiB-aligned and advised onto huge pages before their first touch
-  // (parallel/huge_pages.h: fewer TLB misses, and a faster gradient all-reduce).
-  constexpr size_t kHuge = 2u << 20;
-  const bool huge = n_bytes >= 2 * kHuge;
-  const size_t align = huge ? kHuge : 64;
-  const size_t bytes = (n_bytes + align - 1) / align * align;
-  void* p = std::aligned_alloc(align, bytes > 0 ? bytes : align);
-  if (!p) throw Error("out of memory allocating " + std::to_string(bytes >> 20) + " MiB");
-  if (huge) advise_huge_pages(p, bytes, /*collapse=*/false);
-  std::memset(p, 0, bytes);
-  return p;
-}
-float* alloc_floats(int64_t n) { return static_cast<float*>(alloc_zeroed(sizeof(float) * n)); }
-}  // namespace
-
-// Pointers to one copy (parameters or gradients) of every tensor.
-struct GPT2::ParamPtrs {
-  float *wte, *wpe, *lnf_w, *lnf_b;
-  struct Block {
-    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
-    float *ln2_w, *ln2_b, *up_w, *up_b, *down_w, *down_b;
-  };
-  std::vector<Block> blocks;
-};
-
-// The activation arena of one micro-batch in flight (a slot). Per-layer tensors are
-// stored [L][max N * width] (L = this stage's layers) so that the backward pass finds
-// every layer's inputs; the backward scratch exists once, for one layer, and all slots
-// point to the same scratch.
-struct GPT2::Activations {
-  int64_t maxN;  // max_batch * seq_len
-  float* encoded;                       // [N, C]   the stage's input: embedding output or x_in
-  float *ln1, *ln1_mean, *ln1_rstd;     // [L, N, C], [L, N], [L, N]
-  float* qkv;                           // [L, N, 3C]
-  float* atty;                          // [L, N, C]   attention output before projection
-  float* att;                           // [L, B, NH, T, T] softmax probabilities
-  float* residual2;                     // [L, N, C]   residual + attention branch
-  float *ln2, *ln2_mean, *ln2_rstd;     // [L, N, C], [L, N], [L, N]
-  float* fch;                           // [L, N, 4C]  MLP up, before GELU
-  float* fch_gelu;                      // [L, N, 4C]
-  float* residual3;                     // [L, N, C]   block output
-  float *lnf, *lnf_mean, *lnf_rstd;     // [N, C], [N], [N]       (last stage)
-  float* logits;                        // [N, Vp]     dlogits in place during backward
-  float* losses;                        // [N]
-  // Mixed precision: the linear layers' inputs in 16 bits, [L, N, width] (ln1, atty, ln2,
-  // fch_gelu) and [N, C] (lnf), and the outputs of qkv and MLP-up rounded to 16 bits (as
-  // torch.autocast's matmul outputs are); their fp32 members above then hold one layer,
-  // transiently (the backward pass widens qkv and fch back into them).
-  uint16_t *ln1_16, *qkv_16, *atty_16, *ln2_16, *fch_16, *fch_gelu_16, *lnf_16;
-  float* lora_h;                        // [L, 4, N, r]  LoRA: x @ A^T of each target
-  // shared scratch
-  float* branch;                        // [N, C]      attention / MLP projection output
-  float* dresidual;                     // [N, C]  gradient of the residual stream
-  float* dln;                           // [N, C]
-  float* dqkv;                          // [N, 3C]
-  float* datty;                         // [N, C]
-  float* datt;                          // [B, NH, T, T]
-  float* dfch;                          // [N, 4C] (gradient of fch and of fch_gelu in turn)
-  float* dfch_gelu;                     // [N, 4C]
-  uint16_t* scratch16;                  // [N, widest]  mixed precision: dout rounded
-  float* scratch;                       // [N, widest]  LoRA in mixed precision: x widened
-  float* scratch2;                      // [N, widest]  LoRA dropout: the dropped input
-  float* lora_dh;                       // [N, r]
-  DropoutKey dropout;                   // of the pass on this slot (LoRA)
-};
-
-GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple,
-           PipelineStage stage, int activation_slots, ModelOptions options)
-    : config_(cfg),
-      options_(options),
-      mixed_(options.precision != kernels::Dtype::fp32),
-      lora_(options.lora.rank > 0),
-      max_batch_(max_batch),
-      tp_(tp),
-      stage_(stage) {
-  check(!options.stochastic_rounding || options.precision == kernels::Dtype::bf16,
-        "stochastic rounding is for bf16");
-  check(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
-  check(cfg.padded_vocab_size >= cfg.vocab_size, "padded vocabulary smaller than vocabulary");
-  check(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "bad tensor-parallel rank/size");
-  check(tp.size == 1 || tp.comm != MPI_COMM_NULL, "tensor parallelism needs a communicator");
-  if (stage_.num_layers < 0) stage_.num_layers = cfg.n_layer - stage_.first_layer;
-  check(stage.size >= 1 && stage.rank >= 0 && stage.rank < stage.size &&
-            stage_.first_layer >= 0 && stage_.num_layers >= 1 &&
-            stage_.first_layer + stage_.num_layers <= cfg.n_layer,
-        "bad pipeline stage");
-  check(stage.size == 1 || stage.comm != MPI_COMM_NULL, "pipeline parallelism needs a communicator");
-  check(activation_slots >= 1, "at least one activation slot");
-  // The layout's own checks (parallel/mesh.h) are the source of truth; these only guard
-  // direct users of the class.
-  check(cfg.n_head % tp.size == 0, "model.n_head must be divisible by parallel.tp");
-  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab_size, L = stage_.num_layers;
-  const float std_resid = 0.02f / std::sqrt(2.0f * (float)cfg.n_layer);
-  const bool decay = true, no_decay = false;
-  const ShardSpec rows{0, 1, tp.rank, tp.size}, cols{1, 1, tp.rank, tp.size};
-  const ShardSpec qkv_rows{0, 3, tp.rank, tp.size};
-  local_vocab_ = (int)((Vp + tp.size - 1) / tp.size);
-  // Only this stage's parameters, under their logical names; the last stage's wte is the
-  // LM head's copy of the first stage's (same name, same initial values).
-  if (stage_.is_first() || stage_.is_last()) {
-    wte_index_ = table_.add("wte.weight", {Vp, C}, Init::Normal, 0.02f, no_decay, rows);
-    table_.set_tied_copy(wte_index_, !stage_.is_first());
-  }
-  if (stage_.is_first())
-    wpe_index_ = table_.add("wpe.weight", {cfg.seq_len, C}, Init::Normal, 0.02f, no_decay);
-  block0_index_ = (int)table_.params().size();
-  for (int l = stage_.first_layer; l < stage_.first_layer + L; l++) {
-    const std::string h = "h." + std::to_string(l) + ".";
-    table_.add(h + "ln_1.weight", {C}, Init::Ones, 0, no_decay);
-    table_.add(h + "ln_1.bias", {C}, Init::Zeros, 0, no_decay);
-    table_.add(h + "attn.qkv.weight", {3 * C, C}, Init::Normal, 0.02f, decay, qkv_rows);
-    table_.add(h + "attn.qkv.bias", {3 * C}, Init::Zeros, 0, no_decay, qkv_rows);
-    table_.add(h + "attn.proj.weight", {C, C}, Init::Normal, std_resid, decay, cols);
-    table_.add(h + "attn.proj.bias", {C}, Init::Zeros, 0, no_decay);
-    table_.add(h + "ln_2.weight", {C}, Init::Ones, 0, no_decay);
-    table_.add(h + "ln_2.bias", {C}, Init::Zeros, 0, no_decay);
-    table_.add(h + "mlp.up.weight", {4 * C, C}, Init::Normal, 0.02f, decay, rows);
-    table_.add(h + "mlp.up.bias", {4 * C}, Init::Zeros, 0, no_decay, rows);
-    table_.add(h + "mlp.down.weight", {C, 4 * C}, Init::Normal, std_resid, decay, cols);
-    table_.add(h + "mlp.down.bias", {C}, Init::Zeros, 0, no_decay);
-  }
-  if (stage_.is_last()) {
-    lnf_index_ = table_.add("ln_f.weight", {C}, Init::Ones, 0, no_decay);
-    table_.add("ln_f.bias", {C}, Init::Zeros, 0, no_decay);
-  }
-  // LoRA adapters, A then B, split as linear.h says: A along the input of row-parallel
-  // layers, B along the output of column-parallel ones (q|k|v blocks for qkv).
-  const int r = options.lora.rank;
-  const ShardSpec replicated{};
-  struct AdapterShape {
-    LoraTarget target;
-    const char* name;
-    int64_t in, out;
-    ShardSpec a_split, b_split;
-  };
-  const AdapterShape adapters[kLoraTargets] = {
-      {LoraTarget::qkv, "attn.qkv", C, 3 * C, replicated, qkv_rows},
-      {LoraTarget::attn_out, "attn.proj", C, C, cols, replicated},
-      {LoraTarget::mlp_up, "mlp.up", C, 4 * C, replicated, rows},
-      {LoraTarget::mlp_down, "mlp.down", 4 * C, C, cols, replicated}};
-  lora_index_.assign(L, {-1, -1, -1, -1});
-  for (int l = 0; l < (lora_ ? L : 0); l++)
-    for (const AdapterShape& ad : adapters) {
-      if (!options.lora.on(ad.target)) continue;
-      const std::string h = "h." + std::to_string(stage_.first_layer + l) + "." + ad.name;
-      lora_index_[l][(int)ad.target] =
-          lora_table_.add(h + ".lora_a", {r, ad.in}, Init::Normal,
-                          1.0f / std::sqrt((float)ad.in), decay, ad.a_split);
-      lora_table_.add(h + ".lora_b", {ad.out, r}, Init::Zeros, 0, decay, ad.b_split);
-    }
-  check(flat_multiple >= 1, "bad flat-buffer multiple");
-  const int64_t unit = 16 * (int64_t)flat_multiple;
-  flat_size_ = (table().total_numel() + unit - 1) / unit * unit;
-  if (lora_) {  // the trained buffers are the adapters'; the base has no gradients
-    params_.reset(alloc_floats(table_.total_numel()));
-    lora_params_.reset(alloc_floats(flat_size_));
-    lora_grads_.reset(alloc_floats(flat_size_));
-  } else {
-    params_.reset(alloc_floats(flat_size_));
-    grads_.reset(alloc_floats(flat_size_));
-  }
-  if (mixed_)
-    params16_.reset(static_cast<uint16_t*>(alloc_zeroed(sizeof(uint16_t) * table_.total_numel())));
-
-  // Carve the arena: first count, then allocate once, then hand out pointers.
-  // Per-rank widths: Ct = C / tp channels of attention (NH / tp heads), Ft = 4C / tp
-  // MLP columns, Vl = ceil(Vp / tp) vocabulary columns.
-  const int64_t N = (int64_t)max_batch * cfg.seq_len, NH = cfg.n_head / tp.size, T = cfg.seq_len;
-  const int64_t Ct = C / tp.size, Ft = 4 * C / tp.size, Vl = local_vocab_;
-  const int64_t head = stage_.is_last() ? 1 : 0;  // the final LayerNorm and logits
-  // The linear layers' fp32 inputs are kept per layer in fp32 runs, for one layer at a
-  // time in mixed precision (which keeps them in 16 bits: h16 layers).
-  const int64_t h32 = mixed_ ? 1 : L, h16 = mixed_ ? L : 0, m16 = mixed_ ? 1 : 0;
-  // Widest output gradient of a block layer (the LM head's is rounded in chunks of rows)
-  // and widest input of an adapted layer.
-  const int64_t widest_out = std::max({3 * Ct, Ft, C}), widest_in = std::max(C, Ft);
-  const int64_t lora_rank = lora_ ? r : 0;
-  using Member = float* Activations::*;
-  using Member16 = uint16_t* Activations::*;
-  const std::vector<std::pair<Member, int64_t>> per_slot = {
-      {&Activations::encoded, N * C},       {&Activations::ln1, h32 * N * C},
-      {&Activations::ln1_mean, L * N},      {&Activations::ln1_rstd, L * N},
-      {&Activations::qkv, h32 * N * 3 * Ct}, {&Activations::atty, h32 * N * Ct},
-      {&Activations::att, L * max_batch * NH * T * T},
-      {&Activations::residual2, L * N * C}, {&Activations::ln2, h32 * N * C},
-      {&Activations::ln2_mean, L * N},      {&Activations::ln2_rstd, L * N},
-      {&Activations::fch, h32 * N * Ft},    {&Activations::fch_gelu, h32 * N * Ft},
-      {&Activations::residual3, L * N * C}, {&Activations::lnf, head * N * C},
-      {&Activations::lnf_mean, head * N},   {&Activations::lnf_rstd, head * N},
-      {&Activations::logits, head * N * Vl}, {&Activations::losses, head * N},
-      {&Activations::lora_h, L * kLoraTargets * N * lora_rank}};
-  const std::vector<std::pair<Member16, int64_t>> per_slot16 = {
-      {&Activations::ln1_16, h16 * N * C},      {&Activations::qkv_16, h16 * N * 3 * Ct},
-      {&Activations::atty_16, h16 * N * Ct},    {&Activations::ln2_16, h16 * N * C},
-      {&Activations::fch_16, h16 * N * Ft},     {&Activations::fch_gelu_16, h16 * N * Ft},
-      {&Activations::lnf_16, m16 * head * N * C}};
-  const std::vector<std::pair<Member, int64_t>> shared = {
-      {&Activations::branch, N * C},       {&Activations::dresidual, N * C},
-      {&Activations::dln, N * C},          {&Activations::dqkv, N * 3 * Ct},
-      {&Activations::datty, N * Ct},       {&Activations::datt, max_batch * NH * T * T},
-      {&Activations::dfch, N * Ft},        {&Activations::dfch_gelu, N * Ft},
-      {&Activations::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest_in},
-      {&Activations::scratch2, (lora_ && options.lora.dropout > 0 ? 1 : 0) * N * widest_in},
-      {&Activations::lora_dh, N * lora_rank}};
-  const std::vector<std::pair<Member16, int64_t>> shared16 = {
-      {&Activations::scratch16, m16 * N * widest_out}};
-  // Sizes in floats, each array on a 64-byte boundary; 16-bit arrays take half.
-  auto aligned = [](int64_t n) { return (n + 15) / 16 * 16; };
-  auto aligned16 = [&](int64_t n) { return aligned((n + 1) / 2); };
-  int64_t per_slot_total = 0, shared_total = 0;
-  for (const auto& [member, n] : per_slot) per_slot_total += aligned(n);
-  for (const auto& [member, n] : per_slot16) per_slot_total += aligned16(n);
-  for (const auto& [member, n] : shared) shared_total += aligned(n);
-  for (const auto& [member, n] : shared16) shared_total += aligned16(n);
-  arena_.reset(alloc_floats(shared_total + activation_slots * per_slot_total));
-  float* next = arena_.get();
-  auto carve16 = [&](int64_t n) {
-    uint16_t* p = reinterpret_cast<uint16_t*>(next);
-    next += aligned16(n);
-    return p;
-  };
-  Activations scratch{};
-  scratch.maxN = N;
-  for (const auto& [member, n] : shared) scratch.*member = next, next += aligned(n);
-  for (const auto& [member, n] : shared16) scratch.*member = carve16(n);
-  slots_.assign(activation_slots, scratch);
-  for (Activations& a : slots_) {
-    for (const auto& [member, n] : per_slot) a.*member = next, next += aligned(n);
-    for (const auto& [member, n] : per_slot16) a.*member = carve16(n);
-  }
-}
-
-float* GPT2::params() {
-  if (lora_) return lora_params_.get();
-  weights16_stale_ = true;
-  return params_.get();
-}
-
-float* GPT2::base_params() {
-  weights16_stale_ = true;
-  return params_.get();
-}
-
-void GPT2::refresh_weights16() {
-  if (!mixed_ || !weights16_stale_) return;
-  const int64_t n = table_.total_numel();
-  if (!options_.stochastic_rounding) {
-    kernels::round_to_16bit(options_.precision, params16_.get(), params_.get(), n);
-  } else {
-    // Each tensor from its own stream, keyed by its logical element index, so a tp slice
-    // rounds exactly as the whole tensor would (a stream per refresh).
-    const uint64_t refresh = weights16_refreshes_;
-    for (const ParamInfo& p : table_.params()) {
-      const uint64_t seed = fnv1a64(p.name) ^ (options_.seed * 0x9E3779B97F4A7C15ull) ^
-                            (refresh << 40);
-      for (const LogicalBox& box : logical_boxes(p, 0, p.numel)) {
-        const int64_t cols = p.shape.size() == 2 ? p.shape[1] : p.shape[0];
-        const int64_t run = p.shape.size() == 2 ? box.count[1] : box.count[0];
-        const int64_t col0 = p.shape.size() == 2 ? box.offset[1] : box.offset[0];
-        const int64_t rows = p.shape.size() == 2 ? box.count[0] : 1;
-        for (int64_t i = 0; i < rows; i++) {
-          const int64_t local = p.offset + box.local_begin + i * run;
-          const int64_t logical_row = p.shape.size() == 2 ? box.offset[0] + i : 0;
-          kernels::round_to_bf16_stochastic(params16_.get() + local, params_.get() + local, run,
-                                            seed, (uint64_t)(logical_row * cols + col0));
-        }
-      }
-    }
-  }
-  weights16_refreshes_++;
-  weights16_stale_ = false;
-}
-
-GPT2::~GPT2() = default;
 
 LinearContext GPT2::linear_context() const {
   const Activations& shared = slots_[0];  // the scratch is the same in every slot
@@ -341,11 +26,6 @@ LinearContext GPT2::linear_context() const {
   return LinearContext{options_.precision, tp_.size, tp_.comm, shared.scratch16,
                        mixed_ ? shared.maxN * widest_out : 0, shared.scratch, shared.scratch2,
                        shared.lora_dh};
-}
-
-void GPT2::set_dropout_key(int slot, DropoutKey key) {
-  check(slot >= 0 && slot < (int)slots_.size(), "activation slot out of range");
-  slots_[slot].dropout = key;
 }
 
 // pass (with T): the activation slot of a forward or backward pass, for LoRA dropout.
@@ -419,55 +99,11 @@ float* GPT2::lora_h(Activations& a, int l, LoraTarget t) const {
   return a.lora_h + ((int64_t)l * kLoraTargets + (int)t) * a.maxN * options_.lora.rank;
 }
 
-int64_t GPT2::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& p : table_.params())
-    if (!p.tied_copy) n += p.logical_numel();
-  return n;
-}
-
 void GPT2::allreduce_tp(float* x, int64_t n) const {
   if (tp_.size == 1) return;
   check(n <= INT32_MAX, "tensor-parallel all-reduce too large");
   const int rc = MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, tp_.comm);
   check(rc == MPI_SUCCESS, "MPI_Allreduce in the tensor-parallel group failed");
-}
-
-double GPT2::grad_norm() const {
-  double sharded = 0, replicated = 0;
-  const float* g = lora_ ? lora_grads_.get() : grads_.get();
-  for (const auto& p : table().params()) {
-    if (p.tied_copy) continue;  // counted on the stage that owns it
-    const double ss = k::sum_squares(g + p.offset, p.numel);  // local padding: 0
-    (p.shard.sharded() ? sharded : replicated) += ss;
-  }
-  if (tp_.size > 1)
-    MPI_Allreduce(MPI_IN_PLACE, &sharded, 1, MPI_DOUBLE, MPI_SUM, tp_.comm);
-  double total = sharded + replicated;
-  if (stage_.size > 1)
-    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_DOUBLE, MPI_SUM, stage_.comm);
-  return std::sqrt(total);
-}
-
-std::vector<float> GPT2::gather_logical(int index, const float* base) const {
-  const ParamInfo& p = table().params().at(index);
-  std::vector<float> out((size_t)p.logical_numel());
-  const float* local = base + p.offset;
-  if (!p.shard.sharded()) {
-    std::copy(local, local + p.numel, out.begin());
-    return out;
-  }
-  std::vector<float> all((size_t)p.numel * tp_.size);
-  MPI_Allgather(local, (int)p.numel, MPI_FLOAT, all.data(), (int)p.numel, MPI_FLOAT, tp_.comm);
-  ParamInfo q = p;
-  for (int r = 0; r < tp_.size; r++) {
-    q.shard.tp_rank = r;
-    for (int64_t i = 0; i < p.numel; i++) {
-      const int64_t li = q.logical_index(i);
-      if (li >= 0) out[li] = all[(size_t)r * p.numel + i];
-    }
-  }
-  return out;
 }
 
 int32_t GPT2::argmax_token(int64_t row) const {
@@ -534,35 +170,6 @@ void GPT2::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, i
 const float* GPT2::logits() const {
   check(stage_.is_last(), "logits: only the last pipeline stage has logits");
   return slots_[0].logits;
-}
-
-void GPT2::init_weights(uint64_t seed) {
-  init_params(table_, seed, params_.get());
-  if (lora_) init_params(lora_table_, seed, lora_params_.get());
-  weights16_stale_ = true;
-}
-
-void GPT2::zero_grad() { std::memset(grads(), 0, sizeof(float) * flat_size_); }
-
-// base: params_ or grads_ (null under LoRA: every pointer is then null, i.e. frozen).
-GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
-  const auto& p = table_.params();
-  auto at = [&](int index) { return index < 0 || !base ? nullptr : base + p[index].offset; };
-  ParamPtrs ptrs;
-  ptrs.wte = at(wte_index_);
-  ptrs.wpe = at(wpe_index_);
-  ptrs.lnf_w = at(lnf_index_);
-  ptrs.lnf_b = lnf_index_ < 0 ? nullptr : at(lnf_index_ + 1);
-  // The blocks' twelve tensors each, in the order the constructor added them.
-  int i = block0_index_;
-  auto next = [&]() { return base ? base + p[i++].offset : (i++, nullptr); };
-  ptrs.blocks.resize(stage_.num_layers);
-  for (auto& b : ptrs.blocks) {
-    b.ln1_w = next(), b.ln1_b = next(), b.qkv_w = next(), b.qkv_b = next();
-    b.proj_w = next(), b.proj_b = next(), b.ln2_w = next(), b.ln2_b = next();
-    b.up_w = next(), b.up_b = next(), b.down_w = next(), b.down_b = next();
-  }
-  return ptrs;
 }
 
 namespace {
@@ -824,23 +431,6 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
     }
   }
   ready(0, 2);  // wte (on one stage: the LM head and the embedding both added to it), wpe
-}
-
-// out[O, I] += scale * B[O, r] @ A[r, I] on this rank's slices (for a column-parallel
-// layer B's rows are this rank's and A is whole; for a row-parallel one A's columns are
-// this rank's and B is whole: either way the local product is the local slice of B @ A).
-void GPT2::merge_lora() {
-  check(lora_, "merge_lora: the model has no LoRA adapters");
-  const ParamPtrs p = param_ptrs(params_.get()), none = param_ptrs(nullptr);
-  for (int l = 0; l < stage_.num_layers; l++)
-    for (int t = 0; t < kLoraTargets; t++) {
-      const LinearLayer L = block_linear(l, (LoraTarget)t, p, none);
-      if (!L.lora.a) continue;
-      k::sgemm(false, false, L.out, L.in, L.lora.rank, L.lora.scale, L.lora.b, L.lora.rank,
-               L.lora.a, L.in, 1.0f, const_cast<float*>(L.weight), L.in);
-      std::memset(const_cast<float*>(L.lora.b), 0, sizeof(float) * L.out * L.lora.rank);
-    }
-  weights16_stale_ = true;
 }
 
 }  // namespace tessera
