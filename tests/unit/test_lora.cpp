@@ -64,6 +64,27 @@ void randomize_b(GPT2& m) {
   }
 }
 
+// The gradients in m.grads() (of the loss on b) against central differences of the fp32
+// loss, at the element of every adapter with the largest gradient.
+void expect_gradients_match_finite_differences(GPT2& m, const Batch& b) {
+  const std::vector<float> grads(m.grads(), m.grads() + m.flat_size());
+  for (const ParamInfo& p : m.table().params()) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < p.numel; i++)
+      if (std::fabs(grads[p.offset + i]) > std::fabs(grads[p.offset + best])) best = i;
+    float& w = m.params()[p.offset + best];
+    const float keep = w, h = 1e-2f;
+    w = keep + h;
+    const double up = m.forward(b.x.data(), b.y.data(), b.B, b.T);
+    w = keep - h;
+    const double down = m.forward(b.x.data(), b.y.data(), b.B, b.T);
+    w = keep;
+    const double numeric = (up - down) / (2 * h), analytic = grads[p.offset + best];
+    EXPECT_NEAR(analytic, numeric, 2e-2 * std::fabs(analytic) + 2e-4)
+        << p.name << " element " << best;
+  }
+}
+
 TEST(Lora, TableHoldsOnlyAdaptersAndBaseIsFrozen) {
   GPT2 m(tiny(), 2, {}, 1, {}, 1, lora_options(4));
   m.init_weights(3);
@@ -144,22 +165,7 @@ TEST(Lora, AdapterGradientsMatchFiniteDifferences) {
   const Batch b = batch(32);
   m.zero_grad();
   m.forward_backward(b.x.data(), b.y.data(), b.B, b.T, 1.0f);
-  const std::vector<float> grads(m.grads(), m.grads() + m.flat_size());
-  for (const ParamInfo& p : m.table().params()) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < p.numel; i++)
-      if (std::fabs(grads[p.offset + i]) > std::fabs(grads[p.offset + best])) best = i;
-    float& w = m.params()[p.offset + best];
-    const float keep = w, h = 1e-2f;
-    w = keep + h;
-    const double up = m.forward(b.x.data(), b.y.data(), b.B, b.T);
-    w = keep - h;
-    const double down = m.forward(b.x.data(), b.y.data(), b.B, b.T);
-    w = keep;
-    const double numeric = (up - down) / (2 * h), analytic = grads[p.offset + best];
-    EXPECT_NEAR(analytic, numeric, 2e-2 * std::fabs(analytic) + 2e-4)
-        << p.name << " element " << best;
-  }
+  expect_gradients_match_finite_differences(m, b);
 }
 
 // Dropout on the adapters' input: off unless a training key is set; with one, the same
@@ -182,22 +188,7 @@ TEST(Lora, DropoutOnlyInTrainingPassesAndItsGradients) {
   m.set_dropout_key(0, {true, 5, 16});
   m.zero_grad();
   m.forward_backward(b.x.data(), b.y.data(), b.B, b.T, 1.0f);
-  const std::vector<float> grads(m.grads(), m.grads() + m.flat_size());
-  for (const ParamInfo& p : m.table().params()) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < p.numel; i++)
-      if (std::fabs(grads[p.offset + i]) > std::fabs(grads[p.offset + best])) best = i;
-    float& w = m.params()[p.offset + best];
-    const float keep = w, h = 1e-2f;
-    w = keep + h;
-    const double up = m.forward(b.x.data(), b.y.data(), b.B, b.T);
-    w = keep - h;
-    const double down = m.forward(b.x.data(), b.y.data(), b.B, b.T);
-    w = keep;
-    const double numeric = (up - down) / (2 * h), analytic = grads[p.offset + best];
-    EXPECT_NEAR(analytic, numeric, 2e-2 * std::fabs(analytic) + 2e-4)
-        << p.name << " element " << best;
-  }
+  expect_gradients_match_finite_differences(m, b);
 }
 
 }  // namespace
