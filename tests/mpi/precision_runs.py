@@ -20,8 +20,9 @@ gradients) until the scale has come down:
   - 60 steps from 2^40 with a window of 10: the log follows the rule (a skipped step
     halves the scale, 10 good steps in a row double it) at every step; at least 10 steps
     are skipped first, then at least 3/4 of the rest apply, the scale doubles at least
-    once, and the loss falls; (2, 2, 2) skips exactly the steps and shows exactly the
-    scales of (1, 1, 1).
+    once, and the loss falls; (2, 2, 2) skips exactly the first steps of (1, 1, 1), at
+    exactly its scales, up to the first good step (later overflows are decided by
+    gradients at fp16's edge, which the layouts' summation orders may round either way).
 
 Standard library + numpy + h5py. Exit code 0 = pass.
 """
@@ -166,13 +167,17 @@ def overflow(opt, work):
         losses = [v for _, v in series(events, "metric", "loss")]
         if not np.mean(losses[-5:]) < np.mean(losses[first_good:first_good + 5]) - 0.1:
             fail("%s: the loss did not fall after the scale recovered: %s" % (name, losses))
-        runs[layout] = seen
+        runs[layout] = seen[:first_good + 1]
         print("  %s: %d steps skipped first (2^40 down to %g), then %d of %d steps applied; "
               "last scale %g" % (name, first_good, later[0][1],
                                  len(later) - sum(sk for _, _, sk in later), len(later),
                                  seen[-1][1]), flush=True)
+    # The forced phase is the same on 8 ranks as on one. Later overflows are decided by
+    # gradients near fp16's largest value, where the layouts' different fp32 summation
+    # orders can fall on either side: each run follows the rule, but not necessarily at
+    # the same steps.
     if runs[(1, 1, 1)] != runs[(2, 2, 2)]:
-        fail("skipped steps or scales differ between (1,1,1) and (2,2,2):\n%s\n%s"
+        fail("the forced overflows differ between (1,1,1) and (2,2,2):\n%s\n%s"
              % (runs[(1, 1, 1)], runs[(2, 2, 2)]))
 
 
