@@ -10,6 +10,18 @@
 // of B: one instruction does 32 multiply-adds, twice the fp32 FMA's 16, on half the bytes.
 // It is compiled for AVX-512 BF16 whatever the build flags (#pragma GCC target below) and
 // runs only when cpuid reports the instructions.
+//
+// Packing K-contiguous operands (op(A) of NN and NT, op(B) of NT) by transposes: a pair
+// is one 32-bit word of a line, and the packed layout wants each pair's words of 16 lines
+// side by side. This used one VPGATHERDD per pair and 16 lines; gathers fetch one word
+// at a time, and profiles put them at ~70% of the packing time (packing was ~12% of the
+// GEMM). Now 16 lines x 16 pairs are loaded as 16 rows and transposed in registers
+// (transpose16x16: 64 shuffles). bench_gemm --bf16 1, 1 thread, side by side with sgemm
+// in the same run (busy 2-vCPU Zen5): fwd NT shapes 1.57-1.81x -> ~1.95x sgemm; step row
+// 1.86x -> see the commit log for the latest numbers. Tried and dropped (no gain, by
+// A/B in one process): fewer, larger thread chunks (1 or 2 per thread instead of up to
+// 4: less repacking, same CPU time per FLOP); packing row-major sources by sweeping each
+// row across all slivers (2% slower than sliver by sliver).
 #include "kernels/cpu/bf16.h"
 
 #include <immintrin.h>
