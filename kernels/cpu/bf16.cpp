@@ -167,6 +167,10 @@ void micro_kernel(int kp, const uint32_t* __restrict Ap, const uint32_t* __restr
   for (int i = 0; i < MR; i++)
 #pragma GCC unroll 3
     for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+  // Start fetching the C tile now (as sgemm does); it is needed only after the K loop.
+  for (int i = 0; i < mr; i++)
+    for (int v = 0; v < NV; v++)
+      _mm_prefetch((const char*)(C + (int64_t)i * ldc + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 2
   for (int p = 0; p < kp; p++) {
     __m512bh b[NV];
