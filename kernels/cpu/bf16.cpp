@@ -10,6 +10,25 @@
 // of B: one instruction does 32 multiply-adds, twice the fp32 FMA's 16, on half the bytes.
 // It is compiled for AVX-512 BF16 whatever the build flags (#pragma GCC target below) and
 // runs only when cpuid reports the instructions.
+//
+// Packing K-contiguous operands (op(A) of NN and NT, op(B) of NT) by transposes: a pair
+// is one 32-bit word of a line, and the packed layout wants each pair's words of 16 lines
+// side by side. This used one VPGATHERDD per pair and 16 lines; gathers fetch one word
+// at a time, and profiles put them at ~70% of the packing time (packing was ~12% of the
+// GEMM). Now 16 lines x 16 pairs are loaded as 16 rows and transposed in registers
+// (transpose16x16: 64 shuffles). The micro-kernel also prefetches its C tile before the
+// K loop, as sgemm's does (dW TN shapes, K = 256, +1-4%).
+// bench_gemm --bf16 1 (busy 2-vCPU Zen5, bf16 and sgemm side by side in one run), step
+// row: 1 thread 1.82x sgemm before (fwd NT shapes 1.64-1.78x) -> 1.93x (NT ~2.0x);
+// 2 threads, three runs each: 1.45x, 1.46x, 1.56x before -> 1.49x, 1.65x, 1.97x (the last
+// on a quiet machine: FMA peak 221 GFLOP/s). On a busy machine every parallel call waits
+// a scheduler slice for its second thread, a fixed cost that weighs more on the faster
+// GEMM; per CPU-second, 2 threads do ~96% of 1 thread's FLOP.
+// Tried and dropped (A/B in one process, no gain or a loss): fewer thread chunks (1 or 2
+// per thread, less repacking of the shared operand: CPU time per FLOP unchanged); forcing
+// the N or the M split; KC = 256/384 with the B sliver held in L1 (j0-outer loop): 3-9%
+// slower; NC = 192/768, KC = 1536: within 1%; packing row-major sources by sweeping each
+// row across all slivers: 2% slower than sliver by sliver.
 #include "kernels/cpu/bf16.h"
 
 #include <immintrin.h>
@@ -75,23 +94,52 @@ inline __mmask16 lanes16(int n) {
   return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << std::max(n, 0)) - 1);
 }
 
+// In-register transpose of a 16 x 16 matrix of 32-bit words (r[i] is row i): 32-bit,
+// then 64-bit interleaves within 128-bit lanes, then two rounds of 128-bit lane shuffles;
+// 64 shuffles instead of 16 gathers (VPGATHERDD loads one word at a time).
+inline void transpose16x16(__m512i r[16]) {
+  __m512i a[16], b[16];
+  for (int i = 0; i < 8; i++) {
+    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++) {  // b[4i + j], 128-bit lane L: column 4L + j of rows 4i .. 4i + 3
+    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i + 0], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i + 0], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; j++) {
+    const __m512i c0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x88);  // lanes 0, 2
+    const __m512i c1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xDD);  // lanes 1, 3
+    const __m512i d0 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x88);
+    const __m512i d1 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xDD);
+    r[j] = _mm512_shuffle_i32x4(c0, d0, 0x88);
+    r[4 + j] = _mm512_shuffle_i32x4(c1, d1, 0x88);
+    r[8 + j] = _mm512_shuffle_i32x4(c0, d0, 0xDD);
+    r[12 + j] = _mm512_shuffle_i32x4(c1, d1, 0xDD);
+  }
+}
+
 // Pack `lines` lines x kc of K into pair words: dst[p * w + l] = (X(l, 2p), X(l, 2p + 1))
 // for p < ceil(kc / 2), l < w (w a multiple of 8; zero for l >= lines and k >= kc), where
 // X(l, k) = src[l * ld + k] (k_contig: the line is contiguous in K) or src[k * ld + l].
 void pack_pairs(const uint16_t* src, int64_t ld, bool k_contig, int lines, int kc, int w,
                 uint32_t* dst) {
   const int kp = kc / 2;  // full pairs
-  if (k_contig) {  // a pair is one 32-bit word of a line: gather 16 lines at a time
-    const __m512i idx =
-        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                           _mm512_set1_epi32((int)ld));
+  if (k_contig) {  // a pair is one 32-bit word of a line: transpose 16 x 16 words at a time
     for (int l0 = 0; l0 < w; l0 += 16) {
-      const __mmask16 load = lanes16(lines - l0), store = lanes16(w - l0);
-      const uint16_t* s = src + l0 * ld;
-      for (int p = 0; p < kp; p++) {
-        const __m512i v =
-            _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), load, idx, s + 2 * p, 2);
-        _mm512_mask_storeu_epi32(dst + (int64_t)p * w + l0, store, v);
+      const __mmask16 store = lanes16(w - l0);
+      for (int p0 = 0; p0 < kp; p0 += 16) {
+        const int np = std::min(16, kp - p0);
+        const __mmask32 load = np == 16 ? ~(__mmask32)0 : (__mmask32)((1u << (2 * np)) - 1);
+        __m512i r[16];
+        for (int i = 0; i < 16; i++)  // r[i]: words p0 .. p0 + 15 of line l0 + i
+          r[i] = l0 + i < lines ? _mm512_maskz_loadu_epi16(load, src + (l0 + i) * ld + 2 * p0)
+                                : _mm512_setzero_si512();
+        transpose16x16(r);  // r[c]: word p0 + c of lines l0 .. l0 + 15
+        for (int c = 0; c < np; c++)
+          _mm512_mask_storeu_epi32(dst + (int64_t)(p0 + c) * w + l0, store, r[c]);
       }
     }
   } else {  // rows 2p and 2p+1 are contiguous in lines: interleave 16 lines at a time
@@ -126,6 +174,10 @@ void micro_kernel(int kp, const uint32_t* __restrict Ap, const uint32_t* __restr
   for (int i = 0; i < MR; i++)
 #pragma GCC unroll 3
     for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+  // Start fetching the C tile now (as sgemm does); it is needed only after the K loop.
+  for (int i = 0; i < mr; i++)
+    for (int v = 0; v < NV; v++)
+      _mm_prefetch((const char*)(C + (int64_t)i * ldc + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 2
   for (int p = 0; p < kp; p++) {
     __m512bh b[NV];

@@ -309,6 +309,19 @@ TEST(Bf16Gemm, Threads) {
   });
 }
 
+// K-contiguous packing (op(A) of NN/NT, op(B) of NT) transposes 16 lines x 16 pairs of K
+// at a time: ragged line blocks (A's slivers of 8, B's of 16/32/48) and pair blocks.
+TEST(Bf16Gemm, TransposePackingEdges) {
+  Threads one(1);
+  for_each_engine([] {
+    for (int K : {31, 32, 33, 63, 64, 65})
+      for (int mn : {15, 16, 17, 47, 48, 49}) {
+        ASSERT_EQ(check(false, true, mn, 97 - mn, K, 1.0f, 0.0f, 400 + K + mn), 0);
+        ASSERT_EQ(check(false, false, 97 - mn, mn, K, -0.75f, 0.5f, 500 + K + mn, 3), 0);
+      }
+  });
+}
+
 // Degenerate shapes as sgemm does them: K == 0 scales C by beta, alpha == 0 reads neither
 // A nor B (null here), M or N == 0 does nothing.
 TEST(Bf16Gemm, DegenerateShapesAsSgemm) {
