@@ -10,10 +10,10 @@ validation loss and its mean training loss over the last 10 steps are within 2 %
 every validation loss on the way within 3 %.
 
 PART grad-reduce: parallel.grad_reduce=bf16 (data-parallel gradients all-reduced with bf16
-on the wire) under (dp, tp, pp) = (2, 1, 1) trains the same 200 steps as the one-process
-fp32 run of PART tracks: its final validation loss is within 2 % of that run's, and its
-training losses are not those of fp32 (the rounding happened: dp=2 in fp32 matches one
-process to 1e-5, dp_runs.py).
+on the wire) under (dp, tp, pp) = (2, 1, 1) and (2, 2, 2) trains the 200 steps of PART
+tracks: each final validation loss is within 2 % of the one-process fp32 run's, and the
+training losses are not fp32's (the rounding happened: dp=2 in fp32 matches one process
+to 1e-5, dp_runs.py).
 
 PART overflow: fp16 with an initial loss scale of 2^40 overflows (inf in the rounded
 gradients) until the scale has come down:
@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import h5py  # noqa: E402
 
 LAYOUTS = [(1, 1, 1), (2, 2, 2)]
+GRAD_REDUCE_LAYOUTS = [(2, 1, 1), (2, 2, 2)]
 
 
 def train(opt, work, name, layout, extra, expect_ok=True):
@@ -98,17 +99,18 @@ def tracks(opt, work):
 def grad_reduce(opt, work):
     steps = ["train.steps=200", "train.eval_every=200"]
     ref = train(opt, work, "fp32_111_ref", (1, 1, 1), steps)
-    name = "grad_reduce_bf16_211"
-    events = train(opt, work, name, (2, 1, 1), steps + ["parallel.grad_reduce=bf16"])
-    final = within(name, "final validation loss", series(events, "eval", "val_loss")[-1][1],
-                   series(ref, "eval", "val_loss")[-1][1], 0.02)
-    got = [v for _, v in series(events, "metric", "loss")]
     want = [v for _, v in series(ref, "metric", "loss")]
-    if len(got) != 200 or max(abs(a - b) / abs(b) for a, b in zip(got, want)) < 1e-4:
-        fail("%s: %d training losses, all within 1e-4 of fp32's: was bf16 used?" % (name, len(got)))
-    print("  %s: final validation loss %.4f vs fp32 %.4f (%.2f%%)"
-          % (name, series(events, "eval", "val_loss")[-1][1],
-             series(ref, "eval", "val_loss")[-1][1], 100 * final), flush=True)
+    for layout in GRAD_REDUCE_LAYOUTS:
+        name = "grad_reduce_bf16_%d%d%d" % layout
+        events = train(opt, work, name, layout, steps + ["parallel.grad_reduce=bf16"])
+        val, ref_val = series(events, "eval", "val_loss")[-1][1], series(ref, "eval", "val_loss")[-1][1]
+        final = within(name, "final validation loss", val, ref_val, 0.02)
+        got = [v for _, v in series(events, "metric", "loss")]
+        if len(got) != 200 or max(abs(a - b) / abs(b) for a, b in zip(got, want)) < 1e-4:
+            fail("%s: %d training losses, all within 1e-4 of fp32's: was bf16 used?"
+                 % (name, len(got)))
+        print("  %s: final validation loss %.4f vs fp32 %.4f (%.2f%%)"
+              % (name, val, ref_val, 100 * final), flush=True)
 
 
 def checkpoint_extra(work, name):
