@@ -14,6 +14,8 @@
 //     backward order) with GradBuckets (1, 4, 25 = the trainer's default, 100 MiB) against
 //     ONE MPI_Allreduce over the whole buffer. Sums (average=false) as MPI_Allreduce does.
 //     Speedup = median over rounds of the per-round ratio (the two ran back to back).
+//     Also the 25 MiB buckets and the whole-buffer all-reduce with bf16 on the wire
+//     (parallel.grad_reduce = bf16; their GB/s count the fp32 gradient bytes).
 // (b) Bus bandwidth, as nccl-tests: 2(p-1)/p * bytes / time.
 //     hot:  MPI_Allreduce and Tessera's all_reduce repeated on the same S bytes,
 //           S = 64 KiB .. 256 MiB (small S stays in cache: the usual "best at any size").
@@ -172,6 +174,9 @@ int main(int argc, char** argv) {
     std::vector<std::pair<double, std::unique_ptr<GradBuckets>>> buckets;
     for (double mb : {1.0, 4.0, 25.0, 100.0})
       buckets.emplace_back(mb, std::make_unique<GradBuckets>(comm, g.data(), params, mb, /*average=*/false));
+    // parallel.grad_reduce = bf16: the same 25 MiB buckets with bf16 on the wire.
+    auto b25_bf16 = std::make_unique<GradBuckets>(comm, g.data(), params, 25.0, /*average=*/false,
+                                                  ReduceIn::bf16);
     std::unique_ptr<GradBuckets> b25_4k;
     {
       const char* old = std::getenv("TESSERA_HUGE_PAGES");
@@ -198,6 +203,10 @@ int main(int argc, char** argv) {
     comm.all_reduce(g.data(), total);
     check_all(g, "Tessera all_reduce");
     for (auto& [mb, gb] : buckets) { sync(*gb); check_all(g, "GradBuckets"); }
+    sync(*b25_bf16);
+    check_all(g, "GradBuckets bf16");  // ones: p is exact in bf16
+    comm.all_reduce_bf16(g.data(), total);
+    check_all(g, "Tessera all_reduce_bf16");
     sync(*b25_4k);
     check_all(g4, "GradBuckets (4 KiB pages)");
     mpi_allreduce(g4.data(), total);
@@ -227,6 +236,10 @@ int main(int argc, char** argv) {
     }
     const size_t i_ar = ms.size();
     ms.push_back({"Tessera all_reduce (whole buffer)", [&] { comm.all_reduce(g.data(), total); }, gbytes});
+    // bf16 on the wire: timed on the same fp32 gradients, so GB/s counts fp32 bytes.
+    ms.push_back({"Tessera buckets 25 MiB, bf16 reduce", [&] { sync(*b25_bf16); }, gbytes});
+    ms.push_back({"Tessera all_reduce_bf16 (whole buffer)",
+                  [&] { comm.all_reduce_bf16(g.data(), total); }, gbytes});
     const size_t i_bound = ms.size();
     ms.push_back({"memory traffic alone (no comm.)", [&] { memory_bound(g.data(), h.data()); }, gbytes});
     const size_t i_one4 = ms.size();

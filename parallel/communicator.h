@@ -3,6 +3,7 @@
 // Modelled on NCCL so that a NcclCommunicator (GPU, later) and MpiCommunicator (CPU, now)
 // are interchangeable:
 //   all_reduce      ncclAllReduce(sum), in place
+//   all_reduce_bf16 ncclAllReduce(sum) on ncclBfloat16 copies of the fp32 buffer, in place
 //   reduce_scatter  ncclReduceScatter: send holds size()*recv_count, rank r receives chunk r
 //   all_gather      ncclAllGather:     send holds send_count, recv holds size()*send_count
 //   broadcast       ncclBroadcast, in place
@@ -57,6 +58,15 @@ class Communicator {
   // Sum over ranks, in place: buf[0..count) on every rank becomes the element-wise sum.
   virtual void all_reduce(float* buf, int64_t count) = 0;
   virtual CommRequest all_reduce_async(float* buf, int64_t count) = 0;
+
+  // The same sum with bf16 on the wire (half the bytes): buf is fp32 before and after, but
+  // each rank's buf is rounded to bf16 (nearest even) once, messages carry bf16, every
+  // reduction widens to fp32, adds and rounds the partial sum back to bf16 (as NCCL's bf16
+  // ring does), and the bf16 sum is widened back into buf. Every rank ends with the same
+  // bits (those of the backend's reduction order). One rank: buf is rounded to bf16.
+  // NCCL: convert into a bf16 buffer, ncclAllReduce(ncclBfloat16, ncclSum), convert back.
+  virtual void all_reduce_bf16(float* buf, int64_t count) = 0;
+  virtual CommRequest all_reduce_bf16_async(float* buf, int64_t count) = 0;
 
   // send has size()*recv_count elements; rank r receives into recv[0..recv_count) the sum
   // over ranks of send[r*recv_count .. (r+1)*recv_count). send and recv must not overlap,

@@ -9,8 +9,12 @@
 namespace tessera {
 
 GradBuckets::GradBuckets(Communicator& comm, float* grads, std::vector<ParamSpan> ready_order,
-                         double bucket_mb, bool average)
-    : comm_(comm), grads_(grads), params_(std::move(ready_order)), average_(average) {
+                         double bucket_mb, bool average, ReduceIn reduce_in)
+    : comm_(comm),
+      grads_(grads),
+      params_(std::move(ready_order)),
+      average_(average),
+      reduce_in_(reduce_in) {
   if (bucket_mb <= 0) throw std::invalid_argument("GradBuckets: bucket_mb must be > 0");
   const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1024 * 1024) / 4);
   bucket_of_.assign(params_.size(), -1);
@@ -64,7 +68,9 @@ GradBuckets::GradBuckets(Communicator& comm, float* grads, std::vector<ParamSpan
 void GradBuckets::launch_ready_prefix() {
   while (next_launch_ < static_cast<int>(buckets_.size()) && pending_[next_launch_] == 0) {
     const Bucket& b = buckets_[next_launch_];
-    reqs_[next_launch_] = comm_.all_reduce_async(grads_ + b.offset, b.numel);
+    float* g = grads_ + b.offset;
+    reqs_[next_launch_] = reduce_in_ == ReduceIn::bf16 ? comm_.all_reduce_bf16_async(g, b.numel)
+                                                       : comm_.all_reduce_async(g, b.numel);
     ++next_launch_;
   }
 }

@@ -16,6 +16,10 @@
 //   ones, are reduced as they are), waits for all, and — if average (default) — scales the
 //   whole buffer by 1/size() so it holds the mean gradient over data-parallel ranks; with
 //   average=false it holds the sum. Then resets for the next step.
+// reduce_in = ReduceIn::bf16 reduces with the communicator's all_reduce_bf16_async (bf16 on
+// the wire, half the bytes; parallel.grad_reduce = bf16): the buffer stays fp32, each
+// bucket is rounded to bf16 chunk by chunk inside the communicator, and finish() leaves
+// the bf16 ring's sum (widened to fp32, then averaged) in it.
 // The gradient range of a launched bucket must not be written until finish() returns.
 // The constructor backs the gradient range with transparent huge pages when size() > 1
 // (parallel/huge_pages.h): contents unchanged, about 1.4 s once for GPT-2 124M.
@@ -27,6 +31,8 @@
 #include "parallel/communicator.h"
 
 namespace tessera {
+
+enum class ReduceIn { fp32, bf16 };
 
 struct ParamSpan {
   int64_t offset = 0;  // elements into the flat buffer
@@ -41,7 +47,7 @@ class GradBuckets {
   };
 
   GradBuckets(Communicator& comm, float* grads, std::vector<ParamSpan> ready_order,
-              double bucket_mb = 25.0, bool average = true);
+              double bucket_mb = 25.0, bool average = true, ReduceIn reduce_in = ReduceIn::fp32);
 
   void mark_ready(int param_index);
   void finish();
@@ -56,6 +62,7 @@ class GradBuckets {
   float* grads_;
   std::vector<ParamSpan> params_;
   bool average_;
+  ReduceIn reduce_in_;
   std::vector<Bucket> buckets_;
   std::vector<int> bucket_of_;   // param -> bucket
   std::vector<int> pending_;     // per bucket: params not yet ready

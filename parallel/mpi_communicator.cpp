@@ -69,30 +69,168 @@ class MpiRequest final : public CommRequestImpl {
   }
 };
 
-inline void add_into(float* __restrict dst, const float* __restrict src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
-}
 inline void add3(float* __restrict dst, const float* __restrict a, const float* __restrict b,
                  int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = a[i] + b[i];
 }
 
+template <class V>
+void grow(V& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+
+// ---------------------------------------------------------------- the ring all-reduce
+
+// What the ring moves and how it adds: T, the element of a message; load() before a
+// chunk's first step, store() after its last; wire(), where the chunk's data being reduced
+// lives; recv(), where a reduce-scatter step receives; reduce(dst, src, n): dst += src.
+struct Fp32Wire {  // the caller's floats themselves
+  using T = float;
+  static MPI_Datatype type() { return MPI_FLOAT; }
+  static void reserve(RingScratch& s, int64_t seg, int64_t /*chunk*/) { grow(s.f32, seg); }
+  static void load(const float*, int64_t, RingScratch&) {}
+  static void store(float*, int64_t, RingScratch&) {}
+  static T* wire(float* chunk, RingScratch&) { return chunk; }
+  static T* recv(RingScratch& s) { return s.f32.data(); }
+  static void reduce(T* __restrict dst, const T* __restrict src, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
+};
+
+struct Bf16Wire {  // a bf16 copy of the chunk (rounded once, widened back at the end)
+  using T = kernels::bf16;
+  static MPI_Datatype type() { return MPI_UINT16_T; }
+  static void reserve(RingScratch& s, int64_t seg, int64_t chunk) {
+    grow(s.bf16_recv, seg);
+    grow(s.bf16_chunk, chunk);
+  }
+  static void load(const float* chunk, int64_t n, RingScratch& s) {
+    kernels::fp32_to_bf16_array(s.bf16_chunk.data(), chunk, n);
+  }
+  static void store(float* chunk, int64_t n, RingScratch& s) {
+    kernels::bf16_to_fp32_array(chunk, s.bf16_chunk.data(), n);
+  }
+  static T* wire(float*, RingScratch& s) { return s.bf16_chunk.data(); }
+  static T* recv(RingScratch& s) { return s.bf16_recv.data(); }
+  static void reduce(T* __restrict dst, const T* __restrict src, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = kernels::fp32_to_bf16(kernels::bf16_to_fp32(dst[i]) + kernels::bf16_to_fp32(src[i]));
+  }
+};
+
+// One ring all-reduce under way (blocking or queued): the buffer goes in chunks of p
+// segments of at most chunk_bytes each; a chunk takes p-1 reduce-scatter steps (phase 0)
+// then p-1 all-gather steps (phase 1).
+struct RingOp {
+  float* buf = nullptr;
+  int64_t count = 0;
+  bool bf16 = false;
+  int64_t off = 0;  // the current chunk
+  int phase = 0, step = 0;
+  bool done() const { return off >= count; }
+};
+
+// The ring's messages and reductions, shared by the blocking all-reduce (which waits for
+// each step) and the queued one (which tests), so both give the same bits. Segment i of a
+// chunk of len elements is [len*i/p, len*(i+1)/p).
+//   Phase 0, step s: rank r sends segment r-s to the right and receives segment r-s-1
+//     from the left, reducing it into its own; after p-1 steps rank r holds the sum of
+//     segment r+1 (segment k is summed in the order k, k+1, ..., k-1).
+//   Phase 1, step s: rank r sends segment r+1-s and receives segment r-s in place.
+class Ring {
+ public:
+  Ring(MPI_Comm comm, int p, int r, int64_t chunk_bytes, RingScratch& scratch)
+      : comm_(comm), p_(p), r_(r), chunk_bytes_(chunk_bytes), s_(scratch) {}
+
+  // Posts the messages of op's current step: rq[0] its receive, rq[1] its send.
+  void post(const RingOp& op, MPI_Request rq[2]) {
+    op.bf16 ? post_as<Bf16Wire>(op, rq) : post_as<Fp32Wire>(op, rq);
+  }
+  // Once they have completed: the step's reduction, then on to the next step.
+  void complete(RingOp& op) { op.bf16 ? complete_as<Bf16Wire>(op) : complete_as<Fp32Wire>(op); }
+  void run(RingOp op) {  // blocking
+    while (!op.done()) {
+      MPI_Request rq[2];
+      post(op, rq);
+      check(MPI_Waitall(2, rq, MPI_STATUSES_IGNORE), "MPI_Waitall");
+      complete(op);
+    }
+  }
+
+ private:
+  int mod(int i) const { return (i % p_ + p_) % p_; }
+  int64_t begin(int64_t len, int i) const { return len * i / p_; }
+  int64_t size(int64_t len, int i) const { return begin(len, i + 1) - begin(len, i); }
+  template <class W>
+  int64_t seg() const {
+    return std::max<int64_t>(1, chunk_bytes_ / static_cast<int64_t>(sizeof(typename W::T)));
+  }
+  template <class W>
+  int64_t chunk_len(const RingOp& op) const {
+    return std::min(seg<W>() * p_, op.count - op.off);
+  }
+
+  template <class W>
+  void post_as(const RingOp& op, MPI_Request rq[2]) {
+    using T = typename W::T;
+    const int64_t len = chunk_len<W>(op);
+    float* chunk = op.buf + op.off;
+    if (op.phase == 0 && op.step == 0) {
+      W::reserve(s_, seg<W>(), seg<W>() * p_);
+      W::load(chunk, len, s_);
+    }
+    T* b = W::wire(chunk, s_);
+    const int ss = mod(r_ - op.step + op.phase), rs = mod(r_ - op.step - 1 + op.phase);
+    T* dst = op.phase == 0 ? W::recv(s_) : b + begin(len, rs);
+    check(MPI_Irecv(dst, icount(size(len, rs)), W::type(), mod(r_ - 1), kRingTag, comm_, &rq[0]),
+          "MPI_Irecv");
+    check(MPI_Isend(b + begin(len, ss), icount(size(len, ss)), W::type(), mod(r_ + 1), kRingTag,
+                    comm_, &rq[1]),
+          "MPI_Isend");
+  }
+
+  template <class W>
+  void complete_as(RingOp& op) {
+    const int64_t len = chunk_len<W>(op);
+    float* chunk = op.buf + op.off;
+    if (op.phase == 0) {
+      const int rs = mod(r_ - op.step - 1);
+      W::reduce(W::wire(chunk, s_) + begin(len, rs), W::recv(s_), size(len, rs));
+    }
+    if (++op.step < p_ - 1) return;
+    op.step = 0;
+    if (op.phase == 0) {
+      op.phase = 1;
+      return;
+    }
+    W::store(chunk, len, s_);
+    op.phase = 0;
+    op.off += len;
+  }
+
+  MPI_Comm comm_;
+  int p_, r_;
+  int64_t chunk_bytes_;
+  RingScratch& s_;
+};
+
+// One rank's bf16 all-reduce: its own value rounded to bf16.
+void round_to_bf16(float* buf, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) buf[i] = kernels::bf16_to_fp32(kernels::fp32_to_bf16(buf[i]));
+}
+
 }  // namespace
 
-// One all_reduce_async queued without the helper thread: the chunked ring of
-// ring_all_reduce_on (same chunks, segments, steps and additions, so the same bits), one
-// MPI_Irecv + MPI_Isend pair per step, or one MPI_Iallreduce below the ring threshold.
+// One all_reduce_async queued without the helper thread: the ring of ring_all_reduce_on
+// (the same Ring steps, so the same bits), or one MPI_Iallreduce below the ring threshold.
 // Only the head of the communicator's queue has messages posted.
 struct MpiCommunicator::AsyncOp final : public CommRequestImpl {
   MpiCommunicator* owner = nullptr;
-  float* buf = nullptr;
-  int64_t count = 0;
+  RingOp work;       // buffer, count, and where it stands (MPI_Iallreduce: work.off only)
   bool ring = false;
   bool done = false;
   bool posted = false;  // rq holds this step's requests
   MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-  int64_t off = 0;      // current chunk (ring) or piece (MPI_Iallreduce) offset
-  int phase = 0, step = 0;  // ring: 0 reduce-scatter, 1 all-gather; step within the phase
 
   void wait() override {
     if (!done) owner->progress_queue(this, true);
@@ -101,37 +239,16 @@ struct MpiCommunicator::AsyncOp final : public CommRequestImpl {
 };
 
 bool MpiCommunicator::progress_queue(const AsyncOp* until, bool block) {
-  const int p = size_, r = rank_;
-  const int right = (r + 1) % p, left = (r - 1 + p) % p;
-  const int64_t seg_max = std::max<int64_t>(1, opts_.chunk_bytes / 4);
-  const int64_t block_len = seg_max * p;
+  Ring ring(worker_comm_, size_, rank_, opts_.chunk_bytes, async_scratch_);
   while (!pending_.empty()) {
     AsyncOp& op = *pending_.front();
+    RingOp& w = op.work;
     if (!op.posted) {  // post this step's messages
       if (op.ring) {
-        if (static_cast<int64_t>(async_scratch_.size()) < seg_max) async_scratch_.resize(seg_max);
-        const int64_t len = std::min(block_len, op.count - op.off);
-        float* b = op.buf + op.off;
-        auto seg_begin = [&](int i) { return len * i / p; };
-        auto seg_len = [&](int i) { return len * (i + 1) / p - len * i / p; };
-        const int s = op.step;
-        int ss, rs;
-        float* dst;
-        if (op.phase == 0) {
-          ss = (r - s + p) % p, rs = (r - s - 1 + p) % p;
-          dst = async_scratch_.data();
-        } else {
-          ss = (r + 1 - s + p) % p, rs = (r - s + p) % p;
-          dst = b + seg_begin(rs);
-        }
-        check(MPI_Irecv(dst, icount(seg_len(rs)), MPI_FLOAT, left, kRingTag, worker_comm_, &op.rq[0]),
-              "MPI_Irecv");
-        check(MPI_Isend(b + seg_begin(ss), icount(seg_len(ss)), MPI_FLOAT, right, kRingTag,
-                        worker_comm_, &op.rq[1]),
-              "MPI_Isend");
+        ring.post(w, op.rq);
       } else {
-        check(MPI_Iallreduce(MPI_IN_PLACE, op.buf + op.off,
-                             icount(std::min(kMaxMpiCount, op.count - op.off)), MPI_FLOAT, MPI_SUM,
+        check(MPI_Iallreduce(MPI_IN_PLACE, w.buf + w.off,
+                             icount(std::min(kMaxMpiCount, w.count - w.off)), MPI_FLOAT, MPI_SUM,
                              worker_comm_, &op.rq[0]),
               "MPI_Iallreduce");
         op.rq[1] = MPI_REQUEST_NULL;
@@ -146,27 +263,11 @@ bool MpiCommunicator::progress_queue(const AsyncOp* until, bool block) {
       if (!flag) return false;
     }
     op.posted = false;
-    if (op.ring) {  // finish the step: the reduce-scatter's addition, then advance
-      const int64_t len = std::min(block_len, op.count - op.off);
-      if (op.phase == 0) {
-        const int rs = (r - op.step - 1 + p) % p;
-        const int64_t beg = len * rs / p, n = len * (rs + 1) / p - beg;
-        add_into(op.buf + op.off + beg, async_scratch_.data(), n);
-      }
-      if (++op.step == p - 1) {
-        op.step = 0;
-        if (op.phase == 0) {
-          op.phase = 1;
-        } else {
-          op.phase = 0;
-          op.off += block_len;
-        }
-      }
-      op.done = op.off >= op.count;
-    } else {
-      op.off += kMaxMpiCount;
-      op.done = op.off >= op.count;
-    }
+    if (op.ring)
+      ring.complete(w);
+    else
+      w.off += kMaxMpiCount;
+    op.done = w.done();
     if (op.done) {
       const bool reached = &op == until;
       pending_.pop_front();
@@ -242,11 +343,15 @@ CommRequest MpiCommunicator::enqueue(std::function<void()> fn) {
 
 // ---------------------------------------------------------------- all_reduce
 
-void MpiCommunicator::all_reduce_on(MPI_Comm c, std::vector<float>& scratch, float* buf,
-                                    int64_t count) {
-  if (count <= 0 || size_ == 1) return;
-  if (count * 4 >= opts_.ring_threshold_bytes) {
-    ring_all_reduce_on(c, scratch, buf, count);
+void MpiCommunicator::all_reduce_on(MPI_Comm c, RingScratch& scratch, float* buf,
+                                    int64_t count, bool bf16) {
+  if (count <= 0) return;
+  if (size_ == 1) {
+    if (bf16) round_to_bf16(buf, count);
+    return;
+  }
+  if (bf16 || count * 4 >= opts_.ring_threshold_bytes) {
+    ring_all_reduce_on(c, scratch, buf, count, bf16);
     return;
   }
   for (int64_t off = 0; off < count; off += kMaxMpiCount)
@@ -255,54 +360,45 @@ void MpiCommunicator::all_reduce_on(MPI_Comm c, std::vector<float>& scratch, flo
           "MPI_Allreduce");
 }
 
-// Ring all-reduce over chunks of p*seg elements (seg = chunk_bytes/4): per chunk, p-1
-// reduce-scatter steps then p-1 all-gather steps, one MPI_Sendrecv each.
-void MpiCommunicator::ring_all_reduce_on(MPI_Comm c, std::vector<float>& scratch, float* buf,
-                                         int64_t count) {
-  const int p = size_, r = rank_;
-  if (count <= 0 || p == 1) return;
-  const int right = (r + 1) % p, left = (r - 1 + p) % p;
-  const int64_t seg_max = std::max<int64_t>(1, opts_.chunk_bytes / 4);
-  const int64_t block = seg_max * p;
-  if (static_cast<int64_t>(scratch.size()) < seg_max) scratch.resize(seg_max);
-  float* tmp = scratch.data();
-  for (int64_t off = 0; off < count; off += block) {
-    const int64_t len = std::min(block, count - off);
-    float* b = buf + off;
-    auto seg_begin = [&](int i) { return len * i / p; };
-    auto seg_len = [&](int i) { return len * (i + 1) / p - len * i / p; };
-    for (int s = 0; s < p - 1; ++s) {  // reduce-scatter
-      const int ss = (r - s + p) % p, rs = (r - s - 1 + p) % p;
-      check(MPI_Sendrecv(b + seg_begin(ss), icount(seg_len(ss)), MPI_FLOAT, right, kRingTag,
-                         tmp, icount(seg_len(rs)), MPI_FLOAT, left, kRingTag, c,
-                         MPI_STATUS_IGNORE),
-            "MPI_Sendrecv");
-      add_into(b + seg_begin(rs), tmp, seg_len(rs));
-    }
-    for (int s = 0; s < p - 1; ++s) {  // all-gather; rank r owns segment r+1
-      const int ss = (r + 1 - s + p) % p, rs = (r - s + p) % p;
-      check(MPI_Sendrecv(b + seg_begin(ss), icount(seg_len(ss)), MPI_FLOAT, right, kRingTag,
-                         b + seg_begin(rs), icount(seg_len(rs)), MPI_FLOAT, left, kRingTag, c,
-                         MPI_STATUS_IGNORE),
-            "MPI_Sendrecv");
-    }
-  }
+// The Ring above, each step waited for (Irecv + Isend + Waitall: MPI_Sendrecv's pattern).
+void MpiCommunicator::ring_all_reduce_on(MPI_Comm c, RingScratch& scratch, float* buf,
+                                         int64_t count, bool bf16) {
+  if (count <= 0 || size_ == 1) return;
+  Ring(c, size_, rank_, opts_.chunk_bytes, scratch).run(RingOp{buf, count, bf16});
 }
 
 void MpiCommunicator::all_reduce(float* buf, int64_t count) {
   drain();
-  all_reduce_on(comm_, scratch_, buf, count);
+  all_reduce_on(comm_, scratch_, buf, count, false);
+}
+
+void MpiCommunicator::all_reduce_bf16(float* buf, int64_t count) {
+  drain();
+  all_reduce_on(comm_, scratch_, buf, count, true);
 }
 
 CommRequest MpiCommunicator::all_reduce_async(float* buf, int64_t count) {
-  if (count <= 0 || size_ == 1) return {};
+  return queue_all_reduce(buf, count, false);
+}
+
+CommRequest MpiCommunicator::all_reduce_bf16_async(float* buf, int64_t count) {
+  return queue_all_reduce(buf, count, true);
+}
+
+CommRequest MpiCommunicator::queue_all_reduce(float* buf, int64_t count, bool bf16) {
+  if (count <= 0) return {};
+  if (size_ == 1) {  // nothing to communicate (bf16: round now)
+    all_reduce_on(comm_, scratch_, buf, count, bf16);
+    return {};
+  }
   if (use_thread_)
-    return enqueue([this, buf, count] { all_reduce_on(worker_comm_, worker_scratch_, buf, count); });
+    return enqueue([this, buf, count, bf16] {
+      all_reduce_on(worker_comm_, worker_scratch_, buf, count, bf16);
+    });
   auto op = std::make_shared<AsyncOp>();
   op->owner = this;
-  op->buf = buf;
-  op->count = count;
-  op->ring = count * 4 >= opts_.ring_threshold_bytes;
+  op->work = RingOp{buf, count, bf16};
+  op->ring = bf16 || count * 4 >= opts_.ring_threshold_bytes;
   pending_.push_back(op);
   progress_queue(op.get(), false);  // start it if it is the head (posts its first step)
   return CommRequest(op);
@@ -313,7 +409,7 @@ CommRequest MpiCommunicator::all_reduce_async(float* buf, int64_t count) {
 // Ring: at step s rank r sends its partial sum of segment (r-s-1) to the right and receives
 // the left neighbour's partial sum of segment (r-s-2), adding its own contribution; after
 // p-1 steps it holds the full sum of segment r. Chunked like the all-reduce.
-void MpiCommunicator::ring_reduce_scatter_on(MPI_Comm c, std::vector<float>& scratch,
+void MpiCommunicator::ring_reduce_scatter_on(MPI_Comm c, RingScratch& ring_scratch,
                                              const float* send, float* recv,
                                              int64_t recv_count) {
   const int p = size_, r = rank_;
@@ -324,7 +420,8 @@ void MpiCommunicator::ring_reduce_scatter_on(MPI_Comm c, std::vector<float>& scr
   }
   const int right = (r + 1) % p, left = (r - 1 + p) % p;
   const int64_t cmax = std::max<int64_t>(1, opts_.chunk_bytes / 4);
-  if (static_cast<int64_t>(scratch.size()) < 2 * cmax) scratch.resize(2 * cmax);
+  std::vector<float>& scratch = ring_scratch.f32;
+  grow(scratch, 2 * cmax);
   for (int64_t off = 0; off < recv_count; off += cmax) {
     const int64_t len = std::min(cmax, recv_count - off);
     auto seg = [&](int i) { return send + static_cast<int64_t>((i % p + p) % p) * recv_count + off; };

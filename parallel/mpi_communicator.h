@@ -4,9 +4,13 @@
 // shared/TOOLCHAIN.md) one large MPI_Allreduce is slow (2 GB/s bus at 64 MB vs 11 GB/s at
 // 1 MB) and MPI_Reduce_scatter_block is ~10x slower than MPI_Allgather. So:
 //   * all_reduce of count*4 bytes >= ring_threshold_bytes: ring reduce-scatter + ring
-//     all-gather of MPI_Sendrecv steps (each rank moves 2(p-1)/p of the data, the
+//     all-gather of MPI_Irecv+MPI_Isend steps (each rank moves 2(p-1)/p of the data, the
 //     bandwidth optimum), processed in chunks so each message is <= chunk_bytes (the fast
 //     range) and the working set stays in cache. Below the threshold: MPI_Allreduce.
+//   * all_reduce_bf16: always the ring (MPI has no bf16 sum), on bf16 data: each chunk of
+//     the buffer is rounded to bf16 into a staging copy, the ring moves and adds that
+//     (widen, add in fp32, round to nearest even), and the result is widened back. Its
+//     messages hold chunk_bytes / 2 elements, so a chunk covers twice the elements.
 //   * reduce_scatter: always the ring (never MPI_Reduce_scatter_block).
 //   * all_gather, broadcast, send/recv: MPI_Allgather / MPI_Bcast / MPI_Send / MPI_Recv.
 // Defaults (measured with bench/bench_allreduce at 2 ranks, see that file's header):
@@ -22,7 +26,7 @@
 //     caller computes (MPI's non-blocking collectives only progress inside MPI calls) and
 //     use the fast ring.
 //   * Otherwise (MPI_Init, or a lower thread level; the trainer sets async_thread = 0):
-//     all_reduce_async queues the operation on a private duplicate communicator and runs
+//     all_reduce_async (and all_reduce_bf16_async) queues the operation on a private duplicate communicator and runs
 //     it as a non-blocking state machine of the SAME algorithm as all_reduce (the chunked
 //     ring of MPI_Irecv/MPI_Isend steps at >= ring_threshold_bytes, MPI_Iallreduce below),
 //     so the result is bit-identical to the blocking call. Queued operations run strictly
@@ -52,6 +56,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/bf16.h"
 #include "parallel/communicator.h"
 
 namespace tessera {
@@ -62,6 +67,13 @@ struct MpiCommunicatorOptions {
   // -1: use the helper thread iff MPI_THREAD_MULTIPLE; 0: never; 1: require it (throws if
   // the thread level is lower).
   int async_thread = -1;
+};
+
+// Buffers of the ring all-reduce (one set per thread of use).
+struct RingScratch {
+  std::vector<float> f32;                 // fp32: the received segment; reduce_scatter's
+  std::vector<kernels::bf16> bf16_chunk;  // bf16: the current chunk, rounded
+  std::vector<kernels::bf16> bf16_recv;   // bf16: the received segment
 };
 
 class MpiCommunicator final : public Communicator {
@@ -80,6 +92,8 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce(float* buf, int64_t count) override;
   CommRequest all_reduce_async(float* buf, int64_t count) override;
+  void all_reduce_bf16(float* buf, int64_t count) override;
+  CommRequest all_reduce_bf16_async(float* buf, int64_t count) override;
   void reduce_scatter(const float* send, float* recv, int64_t recv_count) override;
   CommRequest reduce_scatter_async(const float* send, float* recv, int64_t recv_count) override;
   void all_gather(const float* send, float* recv, int64_t send_count) override;
@@ -99,9 +113,11 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  void all_reduce_on(MPI_Comm c, std::vector<float>& scratch, float* buf, int64_t count);
-  void ring_all_reduce_on(MPI_Comm c, std::vector<float>& scratch, float* buf, int64_t count);
-  void ring_reduce_scatter_on(MPI_Comm c, std::vector<float>& scratch, const float* send,
+  void all_reduce_on(MPI_Comm c, RingScratch& scratch, float* buf, int64_t count, bool bf16);
+  void ring_all_reduce_on(MPI_Comm c, RingScratch& scratch, float* buf, int64_t count,
+                          bool bf16 = false);
+  CommRequest queue_all_reduce(float* buf, int64_t count, bool bf16);
+  void ring_reduce_scatter_on(MPI_Comm c, RingScratch& scratch, const float* send,
                               float* recv, int64_t recv_count);
   void all_gather_on(MPI_Comm c, const float* send, float* recv, int64_t send_count);
   void broadcast_on(MPI_Comm c, float* buf, int64_t count, int root);
@@ -116,14 +132,14 @@ class MpiCommunicator final : public Communicator {
   bool progress_queue(const AsyncOp* until, bool block);
   void drain() { if (!pending_.empty()) progress_queue(nullptr, true); }
   std::deque<std::shared_ptr<AsyncOp>> pending_;
-  std::vector<float> async_scratch_;  // receive buffer of the queue's head (ring step)
+  RingScratch async_scratch_;  // buffers of the queue's head (ring)
 
   MPI_Comm comm_ = MPI_COMM_NULL;         // caller-thread operations
   MPI_Comm worker_comm_ = MPI_COMM_NULL;  // helper-thread operations, or the async queue's
   int rank_ = 0, size_ = 1;
   MpiCommunicatorOptions opts_;
   bool use_thread_ = false;
-  std::vector<float> scratch_, worker_scratch_;
+  RingScratch scratch_, worker_scratch_;
 
   std::thread worker_;
   std::mutex mu_;

@@ -264,6 +264,9 @@ void validate_recipe(const Recipe& recipe) {
                   " is larger than train.steps " + shown(r, "train", "steps"));
 
   if (!r.parallel.stage_layers.empty()) pipeline_stage_layers(r);
+  fail_unless(r.parallel.zero == 0 || r.parallel.grad_reduce == "fp32",
+              "parallel.grad_reduce bf16 is not supported with parallel.zero 1 (ZeRO-1 "
+              "reduce-scatters in fp32): set parallel.grad_reduce=fp32 or parallel.zero=0");
   fail_unless(!r.train.stochastic_rounding || r.train.precision == "bf16",
               "train.stochastic_rounding is for train.precision bf16, not " +
                   shown(r, "train", "precision"));

@@ -56,6 +56,7 @@ struct ParallelConfig {
   std::string schedule = "1f1b";  // gpipe | 1f1b
   std::string stage_layers;    // "" = balanced, else layers per stage: "3,1"
   double bucket_mb = 25.0;     // gradient all-reduce bucket size
+  std::string grad_reduce = "fp32";  // fp32 | bf16: data-parallel gradients on the wire
 };
 
 struct CheckpointConfig {

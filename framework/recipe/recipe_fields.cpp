@@ -180,6 +180,10 @@ const std::vector<Field>& fields() {
                            "balanced (the first n_layer % pp stages get one more)"),
       TESSERA_RECIPE_FIELD(parallel, bucket_mb, above(0),
                            "size in MiB of the gradient buckets all-reduced during backward"),
+      TESSERA_RECIPE_FIELD(parallel, grad_reduce, one_of({"fp32", "bf16"}),
+                           "precision of the data-parallel gradient all-reduce: bf16 rounds "
+                           "each rank's gradients and every partial sum to bf16 on the wire "
+                           "(half the bytes; docs/parallel.md)"),
 
       TESSERA_RECIPE_FIELD(checkpoint, dir, non_empty(),
                            "directory that holds the `step_XXXXXX/` checkpoints"),

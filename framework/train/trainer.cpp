@@ -278,6 +278,8 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   // started as soon as the backward pass of the step's last micro-batch has finished its
   // parameters (GPT2's grad-ready hook), so communication overlaps the rest of backward.
   // Under ZeRO-1 there are no buckets: one reduce-scatter after backward (below).
+  // parallel.grad_reduce = bf16: the buckets reduce with bf16 on the wire (ZeRO-1 is
+  // refused with it at recipe validation).
   // The buckets run the communicator's queued non-blocking ring, not its helper thread:
   // with one core per rank the helper thread's polling took the core from the backward
   // pass (gpt2-124m dp=2 x 1 thread ran at 20 % of dp=1 x 2 threads with it, 91 % without;
@@ -297,7 +299,9 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     }
     // The micro-batch losses are already scaled by 1/dp: the buckets sum, not average.
     buckets = std::make_unique<GradBuckets>(*dp_comm, model.grads(), std::move(ready_order),
-                                            r.parallel.bucket_mb, /*average=*/false);
+                                            r.parallel.bucket_mb, /*average=*/false,
+                                            r.parallel.grad_reduce == "bf16" ? ReduceIn::bf16
+                                                                             : ReduceIn::fp32);
   }
 
   // Resuming (checkpoint.resume): rank 0 decides which checkpoint, then every rank checks

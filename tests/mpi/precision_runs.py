@@ -9,6 +9,12 @@ steps on real text in fp32, bf16 and fp16, each under (dp, tp, pp) = (1, 1, 1) a
 validation loss and its mean training loss over the last 10 steps are within 2 %, and
 every validation loss on the way within 3 %.
 
+PART grad-reduce: parallel.grad_reduce=bf16 (data-parallel gradients all-reduced with bf16
+on the wire) under (dp, tp, pp) = (2, 1, 1) and (2, 2, 2) trains the 200 steps of PART
+tracks: each final validation loss is within 2 % of the one-process fp32 run's, and the
+training losses are not fp32's (the rounding happened: dp=2 in fp32 matches one process
+to 1e-5, dp_runs.py).
+
 PART overflow: fp16 with an initial loss scale of 2^40 overflows (inf in the rounded
 gradients) until the scale has come down:
   - after 3 steps (train.exit_after_step) under (1, 1, 1) and (2, 2, 2), every AdamW
@@ -39,6 +45,7 @@ import numpy as np  # noqa: E402
 import h5py  # noqa: E402
 
 LAYOUTS = [(1, 1, 1), (2, 2, 2)]
+GRAD_REDUCE_LAYOUTS = [(2, 1, 1), (2, 2, 2)]
 
 
 def train(opt, work, name, layout, extra, expect_ok=True):
@@ -88,6 +95,23 @@ def tracks(opt, work):
             within(name, "mean training loss of the last 10 steps", tail, ref_tail, 0.02)
             print("  %s: final validation loss %.4f vs fp32 %.4f (%.2f%%)"
                   % (name, val[-1][1], ref_val[-1][1], 100 * final), flush=True)
+
+
+def grad_reduce(opt, work):
+    steps = ["train.steps=200", "train.eval_every=200"]
+    ref = train(opt, work, "fp32_111_ref", (1, 1, 1), steps)
+    want = [v for _, v in series(ref, "metric", "loss")]
+    for layout in GRAD_REDUCE_LAYOUTS:
+        name = "grad_reduce_bf16_%d%d%d" % layout
+        events = train(opt, work, name, layout, steps + ["parallel.grad_reduce=bf16"])
+        val, ref_val = series(events, "eval", "val_loss")[-1][1], series(ref, "eval", "val_loss")[-1][1]
+        final = within(name, "final validation loss", val, ref_val, 0.02)
+        got = [v for _, v in series(events, "metric", "loss")]
+        if len(got) != 200 or max(abs(a - b) / abs(b) for a, b in zip(got, want)) < 1e-4:
+            fail("%s: %d training losses, all within 1e-4 of fp32's: was bf16 used?"
+                 % (name, len(got)))
+        print("  %s: final validation loss %.4f vs fp32 %.4f (%.2f%%)"
+              % (name, val, ref_val, 100 * final), flush=True)
 
 
 def checkpoint_extra(work, name):
@@ -183,13 +207,13 @@ def overflow(opt, work):
 
 def main():
     opt = parse_options(__doc__, lambda ap: ap.add_argument(
-        "--only", default="", help="tracks or overflow"))
+        "--only", default="", help="comma-separated: tracks, grad-reduce, overflow"))
     with tempfile.TemporaryDirectory(prefix="tessera_mpi_precision_") as work:
         prepare_data(opt, work)
-        if opt.only in ("", "tracks"):
-            tracks(opt, work)
-        if opt.only in ("", "overflow"):
-            overflow(opt, work)
+        parts = opt.only.split(",") if opt.only else ["tracks", "grad-reduce", "overflow"]
+        for part, fn in (("tracks", tracks), ("grad-reduce", grad_reduce), ("overflow", overflow)):
+            if part in parts:
+                fn(opt, work)
     print("PASS")
 
 

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/bf16.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/mpi_communicator.h"
 
@@ -251,6 +252,171 @@ TEST(MpiCommunicator, SendRecvRing) {
   }
 }
 
+// ------------------------------------------------------------------ bf16 all-reduce
+
+namespace {
+
+float round_bf16(float x) { return kernels::bf16_to_fp32(kernels::fp32_to_bf16(x)); }
+
+// Every rank's input, known to every rank: rank q's is inputs[q]. Uniform in [0.5, 1.5)
+// (positive; almost none of them bf16 numbers) or, with mixed, signed over many binades.
+std::vector<std::vector<float>> all_inputs(int p, int64_t n, uint32_t seed, bool mixed = false) {
+  std::vector<std::vector<float>> in;
+  for (int q = 0; q < p; ++q) {
+    in.push_back(rand_vec(n, seed + 7919 * static_cast<uint32_t>(q)));
+    if (mixed) {
+      std::mt19937 g(seed + 31 * static_cast<uint32_t>(q));
+      std::normal_distribution<float> d(0.f, 1.f);
+      for (auto& x : in.back()) x = d(g) * std::exp(d(g) * 3.f);
+    }
+  }
+  return in;
+}
+
+// The bf16 ring all-reduce, simulated: chunks of p segments of chunk_bytes / 2 elements,
+// segment k of a chunk (elements [len*k/p, len*(k+1)/p)) summed in ring order k, k+1, ...,
+// k-1, each input and each partial sum rounded to bf16 (nearest even).
+std::vector<float> simulate_bf16_ring(const std::vector<std::vector<float>>& in,
+                                      int64_t chunk_bytes) {
+  const int p = static_cast<int>(in.size());
+  const int64_t n = static_cast<int64_t>(in[0].size());
+  const int64_t block = std::max<int64_t>(1, chunk_bytes / 2) * p;
+  std::vector<float> out(n);
+  for (int64_t off = 0; off < n; off += block) {
+    const int64_t len = std::min(block, n - off);
+    for (int k = 0; k < p; ++k)
+      for (int64_t i = off + len * k / p; i < off + len * (k + 1) / p; ++i) {
+        float acc = round_bf16(in[k][i]);
+        for (int j = 1; j < p; ++j) acc = round_bf16(round_bf16(in[(k + j) % p][i]) + acc);
+        out[i] = acc;
+      }
+  }
+  return out;
+}
+
+void expect_bits(const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_EQ(0, std::memcmp(&got[i], &want[i], 4))
+        << what << " at " << i << " of " << got.size() << ": " << got[i] << " vs " << want[i];
+}
+
+// Every rank holds rank 0's bits.
+void expect_same_on_every_rank(const std::vector<float>& v) {
+  if (v.empty()) return;
+  auto r0 = v;
+  MPI_Bcast(r0.data(), static_cast<int>(v.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
+  ASSERT_EQ(0, std::memcmp(v.data(), r0.data(), 4 * v.size())) << "differs from rank 0";
+}
+
+const int64_t kBf16Counts[] = {0, 1, 3, 17, 127, 4099};
+
+}  // namespace
+
+// Blocking, queued (no helper thread) and helper-thread forms: exactly the simulated ring,
+// on every rank; rounded (every element a bf16 number, unlike the fp32 all-reduce) and
+// within the bound of p successive bf16 roundings of the exact sum.
+TEST(MpiCommunicatorBf16, AllReduceMatchesSimulatedRing) {
+  for (int64_t chunk : {int64_t{64}, int64_t{1} << 20}) {  // 32 bf16 per message: many chunks
+    for (int thread : {0, -1}) {
+      MpiCommunicatorOptions o = ring_opts(thread);
+      o.chunk_bytes = chunk;
+      MpiCommunicator c(MPI_COMM_WORLD, o);
+      const int p = c.size();
+      const double bound = std::pow(1.0 + std::ldexp(1.0, -8), p) - 1.0;
+      for (int64_t n : kBf16Counts) {
+        const auto in = all_inputs(p, n, 11 + static_cast<uint32_t>(n));
+        const auto ref = simulate_bf16_ring(in, chunk);
+        auto a = in[c.rank()];
+        c.all_reduce_bf16(a.data(), n);
+        expect_bits(a, ref, "blocking");
+        auto b = in[c.rank()];
+        auto rq = c.all_reduce_bf16_async(b.data(), n);
+        while (!rq.test()) {}
+        expect_bits(b, ref, "async");
+        expect_same_on_every_rank(a);
+        auto f = in[c.rank()];
+        c.all_reduce(f.data(), n);
+        int64_t differs = 0;
+        double mean_rel = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(a[i], round_bf16(a[i])) << "not a bf16 number at " << i;
+          differs += a[i] != f[i];
+          double exact = 0;
+          for (int q = 0; q < p; ++q) exact += in[q][i];
+          const double rel = std::fabs(a[i] - exact) / exact;
+          ASSERT_LE(rel, bound) << "at " << i << ": " << a[i] << " vs exact " << exact;
+          mean_rel += rel / static_cast<double>(n);
+        }
+        if (n >= 17) {
+          EXPECT_GT(differs, n / 2) << "n=" << n << ": the bf16 sum should differ from fp32's";
+          EXPECT_LE(mean_rel, std::ldexp(1.0, -8)) << "n=" << n;
+        }
+      }
+    }
+  }
+}
+
+// Signed values over many binades (cancellation: the order of the roundings shows).
+TEST(MpiCommunicatorBf16, MixedSignsBitExact) {
+  MpiCommunicatorOptions o = ring_opts(0);
+  o.chunk_bytes = 256;
+  MpiCommunicator c(MPI_COMM_WORLD, o);
+  for (int64_t n : {int64_t{5}, int64_t{1000}, int64_t{100003}}) {
+    const auto in = all_inputs(c.size(), n, 3, /*mixed=*/true);
+    const auto ref = simulate_bf16_ring(in, o.chunk_bytes);
+    auto a = in[c.rank()];
+    c.all_reduce_bf16(a.data(), n);
+    expect_bits(a, ref, "blocking");
+    auto b = in[c.rank()];
+    c.all_reduce_bf16_async(b.data(), n).wait();
+    expect_bits(b, ref, "async");
+  }
+}
+
+// Queued fp32 and bf16 operations interleaved complete in order with their own results.
+TEST(MpiCommunicatorBf16, InterleavedWithFp32Queue) {
+  MpiCommunicatorOptions o = ring_opts(0);
+  MpiCommunicator c(MPI_COMM_WORLD, o);
+  const int p = c.size();
+  std::vector<std::vector<float>> bufs, want;
+  std::vector<CommRequest> reqs;
+  for (int k = 0; k < 6; ++k) {
+    const int64_t n = 50 + 301 * k;
+    const auto in = all_inputs(p, n, 500 + static_cast<uint32_t>(k));
+    bufs.push_back(in[c.rank()]);
+    want.push_back(k % 2 ? simulate_bf16_ring(in, o.chunk_bytes) : reference_sum(in[c.rank()]));
+  }
+  for (int k = 0; k < 6; ++k) {
+    float* b = bufs[k].data();
+    const auto n = static_cast<int64_t>(bufs[k].size());
+    reqs.push_back(k % 2 ? c.all_reduce_bf16_async(b, n) : c.all_reduce_async(b, n));
+  }
+  for (auto& r : reqs) r.wait();
+  for (int k = 0; k < 6; ++k) {
+    if (k % 2)
+      expect_bits(bufs[k], want[k], "bf16");
+    else
+      expect_close(bufs[k], want[k]);
+  }
+}
+
+TEST(MpiCommunicatorBf16, OneRankRoundsToBf16) {
+  MPI_Comm self;
+  MPI_Comm_split(MPI_COMM_WORLD, world_rank(), 0, &self);
+  {
+    MpiCommunicator c(self);
+    auto v = rand_vec(33, 8);
+    auto a = v;
+    c.all_reduce_bf16(a.data(), 33);
+    for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(a[i], round_bf16(v[i]));
+    auto b = v;
+    c.all_reduce_bf16_async(b.data(), 33).wait();
+    EXPECT_EQ(a, b);
+  }
+  MPI_Comm_free(&self);
+}
+
 // ------------------------------------------------------------------ GradBuckets
 
 namespace {
@@ -322,6 +488,54 @@ TEST(GradBuckets, MatchesOneAllReduce) {
           for (int i = static_cast<int>(params.size()) - 1; i >= 1; --i) gb.mark_ready(i);  // 0 left unmarked
           gb.finish();
           expect_close(v, ref2, 1e-6);
+        }
+      }
+    }
+  }
+}
+
+// bf16 buckets: each bucket is exactly the simulated bf16 ring over its range (so bucket
+// boundaries and chunks inside a bucket are where they should be), then averaged; a
+// partial set of marked parameters and a second step as well.
+TEST(GradBuckets, Bf16BucketsMatchSimulatedRing) {
+  const std::vector<int64_t> sizes = {768, 5025, 3, 2304, 768, 1, 4096, 17, 999, 12};
+  const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+  for (int thread : {0, -1}) {
+    MpiCommunicatorOptions o = ring_opts(thread);
+    o.chunk_bytes = 1024;
+    MpiCommunicator c(MPI_COMM_WORLD, o);
+    const int p = c.size();
+    const auto params = layout(sizes);
+    for (double mb : {0.001, 0.02, 1.0}) {  // 262 floats (many buckets), 5242, one bucket
+      for (bool average : {true, false}) {
+        std::vector<float> g(total);
+        GradBuckets gb(c, g.data(), params, mb, average, ReduceIn::bf16);
+        if (mb == 1.0) {
+          ASSERT_EQ(gb.buckets().size(), 1u);
+        }
+        if (mb == 0.001) {
+          ASSERT_GT(gb.buckets().size(), 5u);
+        }
+        for (int pass = 0; pass < 2; ++pass) {  // two steps; in the second, parameter 0
+          const auto in = all_inputs(p, total, 77 + static_cast<uint32_t>(pass));  // unmarked
+          std::copy(in[c.rank()].begin(), in[c.rank()].end(), g.begin());
+          std::vector<int> idx(params.size());
+          std::iota(idx.begin(), idx.end(), 0);
+          std::shuffle(idx.begin(), idx.end(), std::mt19937(c.rank() * 13 + 1));
+          for (int i : idx)
+            if (pass == 0 || i != 0) gb.mark_ready(i);
+          gb.finish();
+          std::vector<float> want(total);
+          for (const auto& b : gb.buckets()) {
+            std::vector<std::vector<float>> slice;
+            for (const auto& v : in)
+              slice.emplace_back(v.begin() + b.offset, v.begin() + b.offset + b.numel);
+            auto sum = simulate_bf16_ring(slice, o.chunk_bytes);
+            std::copy(sum.begin(), sum.end(), want.begin() + b.offset);
+          }
+          if (average)
+            for (auto& x : want) x *= 1.0f / static_cast<float>(p);
+          expect_bits(g, want, "buckets");
         }
       }
     }

@@ -231,6 +231,17 @@ TEST(RecipeValidation, CrossFieldConstraints) {
   EXPECT_TRUE(Contains(parse_error("train:\n  steps: 5\n"), "data.train is empty"));
 }
 
+TEST(RecipeValidation, GradReduce) {
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml").parallel.grad_reduce, "fp32");
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"parallel.grad_reduce=bf16"})
+                .parallel.grad_reduce,
+            "bf16");
+  EXPECT_TRUE(Contains(parse_error(kMinimal, {"parallel.grad_reduce=fp16"}), "parallel.grad_reduce"));
+  EXPECT_EQ(parse_error(kMinimal, {"parallel.grad_reduce=bf16", "parallel.zero=1"}),
+            "recipes/tiny.yaml: parallel.grad_reduce bf16 is not supported with parallel.zero 1 "
+            "(ZeRO-1 reduce-scatters in fp32): set parallel.grad_reduce=fp32 or parallel.zero=0");
+}
+
 TEST(RecipeValidation, PrecisionAndLora) {
   EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"train.precision=bf16"}).train.precision,
             "bf16");
