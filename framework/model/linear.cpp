@@ -87,16 +87,27 @@ void linear_forward(const LinearLayer& L, const LinearContext& ctx, float* out, 
 void linear_backward(const LinearLayer& L, const LinearContext& ctx, float* dx, const float* dout,
                      SavedInput x, const float* lora_h, int N) {
   if (mixed(ctx)) {
-    // dout is rounded to 16 bits in chunks of rows that fit the scratch: one chunk for a
-    // block's layers, a few for the LM head's [N, vocabulary].
-    const int rows = (int)std::min<int64_t>(N, ctx.scratch16_size / L.out);
-    check(rows >= 1, "mixed-precision scratch smaller than one row of the output gradient");
-    for (int n0 = 0; n0 < N; n0 += rows) {
-      const int n = std::min(rows, N - n0);
-      k::round_to_16bit(ctx.dtype, ctx.scratch16, dout + (int64_t)n0 * L.out, (int64_t)n * L.out);
-      k::matmul_backward_16bit(ctx.dtype, dx ? dx + (int64_t)n0 * L.in : nullptr, L.dweight,
-                               L.dbias, dout + (int64_t)n0 * L.out, ctx.scratch16,
-                               x.f16 + (int64_t)n0 * L.in, L.weight16, n, L.in, L.out);
+    // dout is rounded to 16 bits whole when it fits the scratch (a block's layers), else
+    // in blocks of output columns (the LM head's [N, vocabulary]): each block's GEMMs
+    // still run over all N rows, so dW's K stays N.
+    const int cols = (int)std::min<int64_t>(L.out, ctx.scratch16_size / std::max(N, 1));
+    check(cols >= 1, "mixed-precision scratch smaller than one column of the output gradient");
+    if (cols == L.out) {
+      k::round_to_16bit(ctx.dtype, ctx.scratch16, dout, (int64_t)N * L.out);
+      k::matmul_backward_16bit(ctx.dtype, dx, L.dweight, L.dbias, dout, ctx.scratch16, x.f16,
+                               L.weight16, N, L.in, L.out);
+    } else {
+      check(L.dbias == nullptr, "column blocks of an output gradient with a bias");
+      for (int o0 = 0; o0 < L.out; o0 += cols) {
+        const int c = std::min(cols, L.out - o0);
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++)
+          k::round_to_16bit(ctx.dtype, ctx.scratch16 + (int64_t)n * c,
+                            dout + (int64_t)n * L.out + o0, c);
+        k::matmul_backward_16bit(ctx.dtype, dx, L.dweight ? L.dweight + (int64_t)o0 * L.in : nullptr,
+                                 nullptr, nullptr, ctx.scratch16, x.f16,
+                                 L.weight16 + (int64_t)o0 * L.in, N, L.in, c);
+      }
     }
   } else {
     k::matmul_backward(dx, L.dweight, L.dbias, dout, x.f32, L.weight, N, L.in, L.out);
