@@ -21,6 +21,7 @@
 
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/gemm.h"
+#include "tests/unit/gemm16_check.h"
 #include "tests/unit/test_support.h"
 
 namespace k = tessera::kernels;
@@ -204,38 +205,13 @@ std::vector<k::bf16> random_bf16(size_t n, unsigned seed) {
 // op(A) is M x K, op(B) K x N; pads widen the leading dimensions. Returns the failures.
 int check(bool ta, bool tb, int M, int N, int K, float alpha, float beta, unsigned seed,
           int pad = 0) {
-  const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+  const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad;
   const auto A = random_bf16((size_t)(ta ? K : M) * lda, seed);
   const auto B = random_bf16((size_t)(tb ? N : K) * ldb, seed + 1);
-  std::vector<float> C((size_t)M * ldc), C0;
-  for (size_t i = 0; i < C.size(); i++) C[i] = (i % ldc) >= (size_t)N ? 777.0f : 0.01f * (i % 91) - 0.4f;
-  C0 = C;
-  if (beta == 0.0f)  // must not be read
-    for (size_t i = 0; i < C.size(); i++)
-      if ((i % ldc) < (size_t)N) C[i] = std::numeric_limits<float>::quiet_NaN();
-  k::bf16gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
-  const double u = std::ldexp(1.0, -24);
-  int failures = 0;
-  for (int i = 0; i < M; i++)
-    for (int j = 0; j < ldc; j++) {
-      const float got = C[(size_t)i * ldc + j];
-      double dot = 0, mag = 0;
-      for (int p = 0; p < K && j < N; p++) {
-        const double a = k::bf16_to_fp32(ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p]);
-        const double b = k::bf16_to_fp32(tb ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j]);
-        dot += a * b;
-        mag += std::fabs(a * b);
-      }
-      const double c0 = C0[(size_t)i * ldc + j];
-      const double want = j >= N ? 777.0 : alpha * dot + (beta == 0.0f ? 0.0 : beta * c0);
-      const double tol = j >= N ? 0 : (K + 4) * u * (std::fabs(alpha) * mag + std::fabs(beta * c0)) + 1e-30;
-      if (!(std::fabs(got - want) <= tol) && failures++ < 5)
-        ADD_FAILURE() << (ta ? "T" : "N") << (tb ? "T" : "N") << " M=" << M << " N=" << N
-                      << " K=" << K << " alpha=" << alpha << " beta=" << beta << " pad=" << pad
-                      << " engine=" << k::bf16gemm_engine() << ": C(" << i << "," << j
-                      << ") = " << got << ", want " << want << " (tol " << tol << ")";
-    }
-  return failures;
+  return tessera::test::check_gemm16(
+      k::bf16gemm, [](const k::bf16& x) { return (double)k::bf16_to_fp32(x); },
+      std::string("engine=") + k::bf16gemm_engine(), ta, tb, M, N, K, alpha, beta, A, lda, B,
+      ldb, pad);
 }
 
 bool cpu_has_bf16_engine() {

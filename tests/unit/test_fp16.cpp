@@ -20,6 +20,7 @@
 
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/gemm.h"
+#include "tests/unit/gemm16_check.h"
 
 namespace k = tessera::kernels;
 
@@ -215,40 +216,12 @@ std::vector<k::fp16> random_fp16(size_t n, unsigned seed, float scale) {
 // C's NaNs never read). op(A) is M x K, op(B) K x N. Returns the failures.
 int check(bool ta, bool tb, int M, int N, int K, float alpha, float beta, unsigned seed,
           int pad, float scale) {
-  const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+  const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad;
   const auto A = random_fp16((size_t)(ta ? K : M) * lda, seed, scale);
   const auto B = random_fp16((size_t)(tb ? N : K) * ldb, seed + 1, scale);
-  std::vector<float> C((size_t)M * ldc), C0;
-  for (size_t i = 0; i < C.size(); i++)
-    C[i] = (i % ldc) >= (size_t)N ? 777.0f : 0.01f * (i % 91) - 0.4f;
-  C0 = C;
-  if (beta == 0.0f)
-    for (size_t i = 0; i < C.size(); i++)
-      if ((i % ldc) < (size_t)N) C[i] = std::numeric_limits<float>::quiet_NaN();
-  k::fp16gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
-  const double u = std::ldexp(1.0, -24);
-  int failures = 0;
-  for (int i = 0; i < M; i++)
-    for (int j = 0; j < ldc; j++) {
-      const float got = C[(size_t)i * ldc + j];
-      double dot = 0, mag = 0;
-      for (int p = 0; p < K && j < N; p++) {
-        const double a = formula((ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p]).bits);
-        const double b = formula((tb ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j]).bits);
-        dot += a * b;
-        mag += std::fabs(a * b);
-      }
-      const double c0 = C0[(size_t)i * ldc + j];
-      const double want = j >= N ? 777.0 : alpha * dot + (beta == 0.0f ? 0.0 : beta * c0);
-      const double tol =
-          j >= N ? 0 : (K + 4) * u * (std::fabs(alpha) * mag + std::fabs(beta * c0)) + 1e-30;
-      if (!(std::fabs(got - want) <= tol) && failures++ < 5)
-        ADD_FAILURE() << (ta ? "T" : "N") << (tb ? "T" : "N") << " M=" << M << " N=" << N
-                      << " K=" << K << " alpha=" << alpha << " beta=" << beta << " pad=" << pad
-                      << ": C(" << i << "," << j << ") = " << got << ", want " << want
-                      << " (tol " << tol << ")";
-    }
-  return failures;
+  return tessera::test::check_gemm16(
+      k::fp16gemm, [](const k::fp16& x) { return (double)formula(x.bits); }, "fp16gemm", ta, tb,
+      M, N, K, alpha, beta, A, lda, B, ldb, pad);
 }
 
 }  // namespace
