@@ -104,8 +104,8 @@ void linear_backward(const LinearLayer& L, const LinearContext& ctx, float* dx, 
         for (int n = 0; n < N; n++)
           k::round_to_16bit(ctx.dtype, ctx.scratch16 + (int64_t)n * c,
                             dout + (int64_t)n * L.out + o0, c);
-        k::matmul_backward_16bit(ctx.dtype, dx, L.dweight ? L.dweight + (int64_t)o0 * L.in : nullptr,
-                                 nullptr, nullptr, ctx.scratch16, x.f16,
+        float* dweight = L.dweight ? L.dweight + (int64_t)o0 * L.in : nullptr;
+        k::matmul_backward_16bit(ctx.dtype, dx, dweight, nullptr, nullptr, ctx.scratch16, x.f16,
                                  L.weight16 + (int64_t)o0 * L.in, N, L.in, c);
       }
     }

@@ -85,11 +85,11 @@ int cmd_bench(const Args& args) {
                         {"peak_rss_mb", r.peak_rss_mb}};
     std::printf("%s\n", j.dump().c_str());
   } else {
+    const std::string lora =
+        o.options.lora.rank > 0 ? ", LoRA rank " + std::to_string(o.options.lora.rank) : "";
     std::printf("tessera bench: %s, %d x B=%d T=%d, %d thread(s), %s%s\n", model.c_str(),
                 o.micro_batches, o.batch, o.seq_len, r.threads,
-                kernels::dtype_name(o.options.precision),
-                o.options.lora.rank > 0 ? (", LoRA rank " + std::to_string(o.options.lora.rank)).c_str()
-                                        : "");
+                kernels::dtype_name(o.options.precision), lora.c_str());
     std::printf("  %.1f tokens/s | step %.1f ms = forward %.1f + backward %.1f + optimizer %.1f\n",
                 r.tokens_per_s, r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms);
     std::printf("  %.1f GFLOP/s of a measured %.1f GFLOP/s peak: MFU %.1f%%\n",
