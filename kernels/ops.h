@@ -97,6 +97,12 @@ void crossentropy_forward_backward(T* losses, T* dlogits, const T* logits, const
 template <typename T>
 void adamw_update(T* params, const T* grads, T* m, T* v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int64_t t, float grad_scale = 1.0f);
+// The same on fp32 parameters, also writing copy16[i] = the new params[i] rounded to the
+// 16-bit type dt (nearest even): mixed precision's compute copy, made in the same pass
+// instead of a second one over all the weights.
+void adamw_update_with_copy(float* params, const float* grads, float* m, float* v, int64_t n,
+                            float lr, float beta1, float beta2, float eps, float weight_decay,
+                            int64_t t, float grad_scale, uint16_t* copy16, Dtype dt);
 
 // Sum of squares of x[n], accumulated in double (for the global gradient norm).
 template <typename T>

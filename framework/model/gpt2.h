@@ -189,6 +189,13 @@ class GPT2 {
   const ParamTable& base_table() const { return table_; }
   float* base_params();
   const float* base_params() const { return params_.get(); }
+  // Mixed precision: the 16-bit compute copy (laid out like params()), for an optimizer
+  // that rewrites it in the same pass as it updates EVERY element of params()
+  // (AdamW::step's copy16; not ZeRO-1, which updates a range). The copy then counts as
+  // fresh. Null when the copy cannot be made so: fp32, stochastic rounding, LoRA (the
+  // trained parameters are not the copied ones); the copy is then refreshed before the
+  // next forward pass as usual.
+  uint16_t* weights16_for_full_update();
   bool has_lora() const { return lora_; }
   // Logical parameters of this stage (of the whole model at pp = 1), without alignment
   // padding and without a tied copy.

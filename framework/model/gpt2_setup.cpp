@@ -172,7 +172,8 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
     grads_.reset(alloc_floats(flat_size_));
   }
   if (mixed_)
-    params16_.reset(static_cast<uint16_t*>(alloc_zeroed(sizeof(uint16_t) * table_.total_numel())));
+    params16_.reset(static_cast<uint16_t*>(
+        alloc_zeroed(sizeof(uint16_t) * (lora_ ? table_.total_numel() : flat_size_))));
 
   // Carve the arena: first count, then allocate once, then hand out pointers.
   // Per-rank widths: Ct = C / tp channels of attention (NH / tp heads), Ft = 4C / tp
@@ -251,6 +252,12 @@ float* GPT2::params() {
 float* GPT2::base_params() {
   weights16_stale_ = true;
   return params_.get();
+}
+
+uint16_t* GPT2::weights16_for_full_update() {
+  if (!mixed_ || lora_ || options_.stochastic_rounding) return nullptr;
+  weights16_stale_ = false;
+  return params16_.get();
 }
 
 void GPT2::refresh_weights16() {

@@ -80,14 +80,21 @@ AdamW::AdamW(const ParamTable& table, const OptimConfig& optim, FlatRange range)
 
 AdamW::~AdamW() = default;
 
-void AdamW::step(float* params, const float* grads, double lr, int64_t t, float grad_scale) {
+void AdamW::step(float* params, const float* grads, double lr, int64_t t, float grad_scale,
+                 uint16_t* copy16, kernels::Dtype dt) {
   for (const auto& p : table_.params()) {
     const auto [a, b] = overlap(p, range_);
     if (a >= b) continue;
-    kernels::adamw_update(params + a, grads + a, m_.get() + (a - range_.lo),
-                          v_.get() + (a - range_.lo), b - a, (float)lr, (float)optim_.beta1,
-                          (float)optim_.beta2, (float)optim_.eps,
-                          decays(p, optim_) ? (float)optim_.weight_decay : 0.0f, t, grad_scale);
+    float* m = m_.get() + (a - range_.lo);
+    float* v = v_.get() + (a - range_.lo);
+    const float decay = decays(p, optim_) ? (float)optim_.weight_decay : 0.0f;
+    if (copy16)
+      kernels::adamw_update_with_copy(params + a, grads + a, m, v, b - a, (float)lr,
+                                      (float)optim_.beta1, (float)optim_.beta2,
+                                      (float)optim_.eps, decay, t, grad_scale, copy16 + a, dt);
+    else
+      kernels::adamw_update(params + a, grads + a, m, v, b - a, (float)lr, (float)optim_.beta1,
+                            (float)optim_.beta2, (float)optim_.eps, decay, t, grad_scale);
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
+#include "kernels/cpu/lowp.h"
 
 namespace tessera {
 
@@ -59,7 +60,10 @@ class AdamW {
   // One update with learning rate lr on the gradient grad_scale * grads; t counts
   // updates from 1 (bias correction). params and grads are the full flat buffers;
   // only the range is read and written.
-  void step(float* params, const float* grads, double lr, int64_t t, float grad_scale = 1.0f);
+  // copy16 (optional, laid out like params): also receives the updated parameters rounded
+  // to the 16-bit type dt, in the same pass (mixed precision's compute copy).
+  void step(float* params, const float* grads, double lr, int64_t t, float grad_scale = 1.0f,
+            uint16_t* copy16 = nullptr, kernels::Dtype dt = kernels::Dtype::fp32);
   float* m() { return m_.get(); }
   float* v() { return v_.get(); }
   const FlatRange& range() const { return range_; }

@@ -69,7 +69,9 @@ BenchResult bench_training_step(const BenchOptions& o) {
     }
     const auto t1 = std::chrono::steady_clock::now();
     const double norm = grad_norm(model.grads(), model.flat_size());
-    adamw.step(model.params(), model.grads(), 1e-4, s + 1, clip_factor(norm, 1.0));
+    float* params = model.params();  // as the trainer: the 16-bit copy made by AdamW
+    adamw.step(params, model.grads(), 1e-4, s + 1, clip_factor(norm, 1.0),
+               model.weights16_for_full_update(), model.options().precision);
     const auto t2 = std::chrono::steady_clock::now();
     if (s < o.warmup_steps) continue;
     fwd.push_back(forward_ms);

@@ -445,8 +445,11 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       if (apply) {
         // AdamW counts the updates it made (bias correction), skipped steps not included.
         const int64_t updates = step + 1 - scaler.skipped_steps();
-        adamw.step(model.params(), model.grads(), lr, updates,
-                   (float)(clip_factor(norm, r.optim.grad_clip) / loss_scale));
+        float* params = model.params();  // (the 16-bit copy goes stale: written below)
+        uint16_t* copy16 = zero ? nullptr : model.weights16_for_full_update();
+        adamw.step(params, model.grads(), lr, updates,
+                   (float)(clip_factor(norm, r.optim.grad_clip) / loss_scale), copy16,
+                   model.options().precision);
         if (zero)  // every rank's updated range, to every dp rank
           dp_comm->all_gather(model.params() + shard.lo, model.params(), shard.size());
       }

@@ -41,6 +41,8 @@
 #endif
 
 #include "framework/util/error.h"
+#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/gemm.h"
 
 // OpenBLAS's own introspection. Declared here rather than by including <cblas.h> because
 // the framework links BLAS privately and these two are all we need. BLAS::BLAS is
@@ -329,8 +331,10 @@ SystemInfo collect_system_info() {
   info.omp_max_threads = omp_get_max_threads();
   info.blas_config = c_string_or_unknown(openblas_get_config());
   info.blas_corename = c_string_or_unknown(openblas_get_corename());
+  info.gemm_engine = kernels::gemm_engine();
+  info.bf16_gemm_engine = kernels::bf16gemm_engine();
   for (const char* name : {"OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                           "OMP_WAIT_POLICY", "CUDA_VISIBLE_DEVICES"}) {
+                           "OMP_WAIT_POLICY", "CUDA_VISIBLE_DEVICES", "TESSERA_BF16_ENGINE"}) {
     const char* value = std::getenv(name);
     info.env[name] = value ? value : "(unset)";
   }
@@ -367,6 +371,7 @@ nlohmann::json to_json(const SystemInfo& info) {
               {"build_check", info.build_check}};
   j["openmp"] = {{"max_threads", info.omp_max_threads}};
   j["blas"] = {{"config", info.blas_config}, {"corename", info.blas_corename}};
+  j["gemm"] = {{"fp32", info.gemm_engine}, {"bf16", info.bf16_gemm_engine}};
   j["env"] = info.env;
   j["mpi"] = {{"initialized", info.mpi_initialized}, {"library", info.mpi_library_version}};
   nlohmann::json gpus = nlohmann::json::array();
@@ -410,6 +415,8 @@ std::string format_report(const SystemInfo& info) {
   row("OpenMP", std::to_string(info.omp_max_threads) + " max threads");
   row("BLAS", info.blas_config);
   row("BLAS core", info.blas_corename);
+  row("GEMM fp32", info.gemm_engine);
+  row("GEMM bf16", info.bf16_gemm_engine);
   for (const auto& [name, value] : info.env) row(name, value);
 
   out << "\nMPI\n";

@@ -68,6 +68,9 @@ struct SystemInfo {
 
   std::string blas_config;      // openblas_get_config(), e.g. "OpenBLAS 0.3.21 ..."
   std::string blas_corename;    // openblas_get_corename(), e.g. "Haswell"
+  std::string gemm_engine;      // Tessera's fp32 GEMM: "avx512-8x48" or "portable"
+  std::string bf16_gemm_engine; // its bf16 GEMM (run-time dispatch): "avx512bf16-8x48" or
+                                // "portable" (no AVX-512 BF16, or TESSERA_BF16_ENGINE)
   // Environment variables that change threading or kernel choice; "(unset)" if unset.
   std::map<std::string, std::string> env;
 

@@ -3,7 +3,10 @@
 // CPU has it); OpenMP splits them across the process's threads.
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 
+#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/fp16.h"
 #include "kernels/cpu/vector_math.h"
 #include "kernels/ops.h"
 
@@ -76,9 +79,12 @@ void residual_forward(T* out, const T* a, const T* b, int64_t N) {
   for (int64_t i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
-template <typename T>
-void adamw_update(T* params, const T* grads, T* m, T* v, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int64_t t, float grad_scale) {
+namespace {
+// The AdamW loop; Copy16: 0 none, 1 bf16, 2 fp16 (written with the new parameter).
+template <int Copy16, typename T>
+void adamw_loop(T* params, const T* grads, T* m, T* v, int64_t n, float lr, float beta1,
+                float beta2, float eps, float weight_decay, int64_t t, float grad_scale,
+                uint16_t* copy16) {
   // Bias corrections folded into two scalars, as torch.optim.AdamW computes them.
   const double bc1 = 1.0 - std::pow((double)beta1, (double)t);
   const double bc2 = 1.0 - std::pow((double)beta2, (double)t);
@@ -94,8 +100,32 @@ void adamw_update(T* params, const T* grads, T* m, T* v, int64_t n, float lr, fl
     m[i] = mi;
     v[i] = vi;
     const T p = params[i] - decay * params[i];
-    params[i] = p - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + e);
+    const T updated = p - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + e);
+    params[i] = updated;
+    if constexpr (Copy16 == 1) copy16[i] = fp32_to_bf16(updated).bits;
+    if constexpr (Copy16 == 2) copy16[i] = fp32_to_fp16(updated).bits;
   }
+}
+}  // namespace
+
+template <typename T>
+void adamw_update(T* params, const T* grads, T* m, T* v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int64_t t, float grad_scale) {
+  adamw_loop<0>(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, t, grad_scale,
+                nullptr);
+}
+
+void adamw_update_with_copy(float* params, const float* grads, float* m, float* v, int64_t n,
+                            float lr, float beta1, float beta2, float eps, float weight_decay,
+                            int64_t t, float grad_scale, uint16_t* copy16, Dtype dt) {
+  if (dt == Dtype::bf16)
+    adamw_loop<1>(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, t, grad_scale,
+                  copy16);
+  else if (dt == Dtype::fp16)
+    adamw_loop<2>(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, t, grad_scale,
+                  copy16);
+  else
+    throw std::invalid_argument("adamw_update_with_copy: fp32 is not a 16-bit type");
 }
 
 template <typename T>

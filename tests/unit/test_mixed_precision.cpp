@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "framework/model/gpt2.h"
+#include "framework/optim/adamw.h"
 #include "parallel/rng.h"
 
 namespace tessera {
@@ -97,6 +98,26 @@ TEST(MixedPrecision, StochasticRoundingIsSeededAndClose) {
   EXPECT_EQ(r1.logits, r2.logits);  // same seed, same bits
   EXPECT_NE(r1.logits, n.logits);   // another rounding than nearest-even
   EXPECT_LT(rel_l2(want.logits, r1.logits), 3e-2);
+}
+
+// AdamW writing the 16-bit copy in its pass gives the copy a refresh would make, for
+// both 16-bit types: the same parameters and the same next forward pass, bit for bit.
+TEST(MixedPrecision, AdamWWritesTheSixteenBitCopy) {
+  for (Dtype dt : {Dtype::bf16, Dtype::fp16}) {
+    GPT2 fused(small(), 2, {}, 1, {}, 1, precision(dt));
+    GPT2 plain(small(), 2, {}, 1, {}, 1, precision(dt));
+    OptimConfig optim;
+    AdamW fused_adamw(fused.table(), optim), plain_adamw(plain.table(), optim);
+    for (GPT2* m : {&fused, &plain}) m->init_weights(4), run(*m);
+    float* p = fused.params();
+    fused_adamw.step(p, fused.grads(), 1e-2, 1, 1.0f, fused.weights16_for_full_update(), dt);
+    plain_adamw.step(plain.params(), plain.grads(), 1e-2, 1, 1.0f);
+    EXPECT_EQ(std::vector<float>(fused.params(), fused.params() + fused.flat_size()),
+              std::vector<float>(plain.params(), plain.params() + plain.flat_size()));
+    EXPECT_EQ(run(fused).logits, run(plain).logits) << kernels::dtype_name(dt);
+  }
+  GPT2 fp32(small(), 2);
+  EXPECT_EQ(fp32.weights16_for_full_update(), nullptr);
 }
 
 }  // namespace
