@@ -1,5 +1,5 @@
-// The entry-by-entry check of a 16-bit GEMM (bf16gemm, fp16gemm: A and B in 16 bits, C
-// fp32), shared by test_bf16.cpp and test_fp16.cpp.
+// What test_bf16.cpp and test_fp16.cpp share: the entry-by-entry check of a 16-bit GEMM
+// (bf16gemm, fp16gemm: A and B in 16 bits, C fp32), and from_bits.
 //
 // The reference multiplies the SAME 16-bit values (widened exactly to double), so the
 // only error is the fp32 summation: each product of two 16-bit values is exact in fp32,
@@ -11,11 +11,20 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
 
 namespace tessera::test {
+
+// The float with these bits.
+inline float from_bits(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
 
 // gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) on A [(ta ? K : M) x lda]
 // and B [(tb ? N : K) x ldb]; widen(x) gives an element's exact value. Returns the

@@ -28,11 +28,7 @@ namespace k = tessera::kernels;
 
 namespace {
 
-float from_bits(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
+using tessera::test::from_bits;
 uint16_t rne(uint32_t fp32) { return k::fp32_to_bf16(from_bits(fp32)).bits; }
 
 // Reference rounding of a finite x from its two bf16 neighbours, lo (toward zero) and

@@ -26,11 +26,7 @@ namespace k = tessera::kernels;
 
 namespace {
 
-float from_bits(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
+using tessera::test::from_bits;
 uint32_t bits(float x) {
   uint32_t u;
   std::memcpy(&u, &x, 4);
