@@ -79,6 +79,7 @@ void bf16gemm_portable(bool trans_a, bool trans_b, int M, int N, int K, float al
 }
 
 using gemm_detail::even_block;
+using gemm_detail::lanes16;
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
@@ -89,10 +90,6 @@ constexpr int NR = 48;  // columns of the register tile (3 zmm of fp32 accumulat
 // elements (KC / 2 pairs): an A sliver is 8 x 768 bf16 = 12 KB (L1), a packed B block
 // 768 x 384 bf16 = 576 KB (L2).
 constexpr int KC = 768, MC = 1024, NC = 384;
-
-inline __mmask16 lanes16(int n) {
-  return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << std::max(n, 0)) - 1);
-}
 
 // In-register transpose of a 16 x 16 matrix of 32-bit words (r[i] is row i): 32-bit,
 // then 64-bit interleaves within 128-bit lanes, then two rounds of 128-bit lane shuffles;

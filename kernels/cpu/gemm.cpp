@@ -60,6 +60,7 @@ namespace {
 
 using ScratchBuffer = gemm_detail::ScratchBuffer<float>;
 using gemm_detail::even_block;
+using gemm_detail::lanes16;
 using gemm_detail::split_point;
 
 struct ThreadBuffers {
@@ -102,10 +103,8 @@ constexpr int KC = TESSERA_GEMM_KC;  // depth of a packed block
 constexpr int MC = TESSERA_GEMM_MC;  // rows of a packed A block
 constexpr int NC = TESSERA_GEMM_NC;  // columns of a packed B block
 
-// Lanes [0, n) of a 16-lane (zmm) or 8-lane (ymm) mask; n may be <= 0 or exceed the width.
-inline __mmask16 lanes16(int n) {
-  return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << std::max(n, 0)) - 1);
-}
+// Lanes [0, n) of an 8-lane (ymm) mask (lanes16 in gemm_common.h: zmm); n may be <= 0 or
+// exceed the width.
 inline __mmask8 lanes8(int n) {
   return n >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << std::max(n, 0)) - 1);
 }

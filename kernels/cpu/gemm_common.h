@@ -12,6 +12,12 @@
 
 namespace tessera::kernels::gemm_detail {
 
+// The mask of lanes [0, n) of a 16-lane (zmm) vector, as an AVX-512 __mmask16; n may be
+// <= 0 or exceed 16.
+inline uint16_t lanes16(int n) {
+  return n >= 16 ? (uint16_t)0xFFFF : (uint16_t)((1u << std::max(n, 0)) - 1);
+}
+
 // A 64-byte aligned buffer of T owned by one thread, grown on demand and then reused.
 template <typename T>
 class ScratchBuffer {
