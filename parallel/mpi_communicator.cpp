@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -222,12 +223,15 @@ void round_to_bf16(float* buf, int64_t n) {
 }  // namespace
 
 // One all_reduce_async queued without the helper thread: the ring of ring_all_reduce_on
-// (the same Ring steps, so the same bits), or one MPI_Iallreduce below the ring threshold.
-// Only the head of the communicator's queue has messages posted.
+// (the same Ring steps, so the same bits), one MPI_Iallreduce below the ring threshold, or
+// the direct sum of a buffer in allocate_shared's memory. Only the head of the
+// communicator's queue has messages posted (or its direct sum announced).
 struct MpiCommunicator::AsyncOp final : public CommRequestImpl {
   MpiCommunicator* owner = nullptr;
   RingOp work;       // buffer, count, and where it stands (MPI_Iallreduce: work.off only)
   bool ring = false;
+  bool direct = false;  // in shared memory: shared_op once started
+  std::optional<SharedMemoryReduce::Op> shared_op;
   bool done = false;
   bool posted = false;  // rq holds this step's requests
   MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
@@ -243,6 +247,16 @@ bool MpiCommunicator::progress_queue(const AsyncOp* until, bool block) {
   while (!pending_.empty()) {
     AsyncOp& op = *pending_.front();
     RingOp& w = op.work;
+    if (op.direct) {
+      if (!op.shared_op)
+        op.shared_op = shared_->start(SharedMemoryReduce::Kind::all_reduce, w.buf, w.count);
+      if (!shared_->advance(*op.shared_op, block)) return false;
+      op.done = true;
+      const bool reached = &op == until;
+      pending_.pop_front();
+      if (reached) return true;
+      continue;
+    }
     if (!op.posted) {  // post this step's messages
       if (op.ring) {
         ring.post(w, op.rq);
@@ -294,10 +308,15 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, MpiCommunicatorOptions opts) : o
 }
 
 MpiCommunicator::~MpiCommunicator() {
-  try {
-    drain();
-  } catch (...) {  // a destructor must not throw; the MPI error handler has reported it
+  // While an exception unwinds, peers may never join pending operations: leave them (the
+  // job ends through MPI_Abort) rather than wait forever.
+  if (std::uncaught_exceptions() == 0) {
+    try {
+      drain();
+    } catch (...) {  // a destructor must not throw; the MPI error handler has reported it
+    }
   }
+  shared_.reset();  // its window before the communicator it was made on
   if (worker_.joinable()) {
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -369,6 +388,11 @@ void MpiCommunicator::ring_all_reduce_on(MPI_Comm c, RingScratch& scratch, float
 
 void MpiCommunicator::all_reduce(float* buf, int64_t count) {
   drain();
+  if (size_ > 1 && count > 0 && shared_ && shared_->covers(buf, count)) {
+    auto op = shared_->start(SharedMemoryReduce::Kind::all_reduce, buf, count);
+    shared_->advance(op, /*block=*/true);
+    return;
+  }
   all_reduce_on(comm_, scratch_, buf, count, false);
 }
 
@@ -391,14 +415,21 @@ CommRequest MpiCommunicator::queue_all_reduce(float* buf, int64_t count, bool bf
     all_reduce_on(comm_, scratch_, buf, count, bf16);
     return {};
   }
+  const bool direct = !bf16 && shared_ && shared_->covers(buf, count);
   if (use_thread_)
-    return enqueue([this, buf, count, bf16] {
-      all_reduce_on(worker_comm_, worker_scratch_, buf, count, bf16);
+    return enqueue([this, buf, count, bf16, direct] {
+      if (direct) {
+        auto op = shared_->start(SharedMemoryReduce::Kind::all_reduce, buf, count);
+        shared_->advance(op, /*block=*/true);
+      } else {
+        all_reduce_on(worker_comm_, worker_scratch_, buf, count, bf16);
+      }
     });
   auto op = std::make_shared<AsyncOp>();
   op->owner = this;
   op->work = RingOp{buf, count, bf16};
-  op->ring = bf16 || count * 4 >= opts_.ring_threshold_bytes;
+  op->direct = direct;
+  op->ring = !direct && (bf16 || count * 4 >= opts_.ring_threshold_bytes);
   pending_.push_back(op);
   progress_queue(op.get(), false);  // start it if it is the head (posts its first step)
   return CommRequest(op);
@@ -440,6 +471,12 @@ void MpiCommunicator::ring_reduce_scatter_on(MPI_Comm c, RingScratch& ring_scrat
 
 void MpiCommunicator::reduce_scatter(const float* send, float* recv, int64_t recv_count) {
   drain();
+  if (size_ > 1 && recv_count > 0 && shared_ && shared_->covers(send, size_ * recv_count)) {
+    auto op = shared_->start(SharedMemoryReduce::Kind::reduce_scatter, send,
+                             size_ * recv_count, recv);
+    shared_->advance(op, /*block=*/true);
+    return;
+  }
   ring_reduce_scatter_on(comm_, scratch_, send, recv, recv_count);
 }
 
@@ -570,6 +607,22 @@ CommRequest MpiCommunicator::recv_async(float* buf, int64_t count, int peer, int
 void MpiCommunicator::barrier() {
   drain();
   check(MPI_Barrier(comm_), "MPI_Barrier");
+}
+
+float* MpiCommunicator::allocate_shared(int64_t count, std::string* why_not) {
+  if (shared_) throw std::logic_error("MpiCommunicator::allocate_shared: called twice");
+  drain();
+  std::string reason;
+  if (!SharedMemoryReduce::node_local(comm_))
+    reason = "the ranks are on more than one node";
+  else
+    reason = SharedMemoryReduce::why_not(comm_, count);
+  if (!reason.empty()) {
+    if (why_not) *why_not = reason;
+    return nullptr;
+  }
+  shared_ = std::make_unique<SharedMemoryReduce>(comm_, count);
+  return shared_->data();
 }
 
 }  // namespace tessera

@@ -58,6 +58,7 @@
 
 #include "kernels/cpu/bf16.h"
 #include "parallel/communicator.h"
+#include "parallel/shared_memory_reduce.h"
 
 namespace tessera {
 
@@ -105,6 +106,9 @@ class MpiCommunicator final : public Communicator {
   CommRequest send_async(const float* buf, int64_t count, int peer, int tag = 0) override;
   CommRequest recv_async(float* buf, int64_t count, int peer, int tag = 0) override;
   void barrier() override;
+  // Ranks all on one node: an MPI-3 shared-memory window (parallel/shared_memory_reduce.h);
+  // fp32 all_reduce / all_reduce_async / reduce_scatter inside it sum directly in it.
+  float* allocate_shared(int64_t count, std::string* why_not) override;
 
   // The ring all-reduce regardless of size (benchmarks, tests).
   void ring_all_reduce(float* buf, int64_t count) {
@@ -140,6 +144,7 @@ class MpiCommunicator final : public Communicator {
   MpiCommunicatorOptions opts_;
   bool use_thread_ = false;
   RingScratch scratch_, worker_scratch_;
+  std::unique_ptr<SharedMemoryReduce> shared_;  // allocate_shared's memory
 
   std::thread worker_;
   std::mutex mu_;

@@ -185,6 +185,10 @@ class GPT2 {
   float* params();
   float* grads() { return lora_ ? lora_grads_.get() : grads_.get(); }
   int64_t flat_size() const { return flat_size_; }  // floats in params()/grads() (padded)
+  // Moves grads() into storage (flat_size() floats, owned by the caller, alive as long as
+  // the model is used): the data-parallel communicator's shared memory, where the
+  // gradient sum needs no copies (Communicator::allocate_shared).
+  void place_grads(float* storage);
   // The base model's weights (under LoRA frozen; otherwise table() and params()).
   const ParamTable& base_table() const { return table_; }
   float* base_params();
@@ -261,6 +265,9 @@ class GPT2 {
   std::vector<std::array<int, kLoraTargets>> lora_index_;  // [layer][target]: A's index, or -1
   int64_t flat_size_ = 0;  // of table(): total_numel() padded to the flat_multiple
   struct FreeDeleter {
+    FreeDeleter() : owned(true) {}
+    explicit FreeDeleter(bool owns) : owned(owns) {}
+    bool owned;  // false: place_grads()' storage, the caller's
     void operator()(void* p) const;
   };
   // grads_ is null under LoRA (frozen base); lora_* exist only under LoRA; params16_

@@ -56,7 +56,15 @@ double GPTConfig::training_flops_per_token(int T) const {
   return 3.0 * (2.0 * (L * 12.0 * C * C + C * Vp) + L * 4.0 * T * C);
 }
 
-void GPT2::FreeDeleter::operator()(void* p) const { std::free(p); }
+void GPT2::FreeDeleter::operator()(void* p) const {
+  if (owned) std::free(p);
+}
+
+void GPT2::place_grads(float* storage) {
+  auto& held = lora_ ? lora_grads_ : grads_;
+  std::memcpy(storage, held.get(), sizeof(float) * flat_size_);
+  held = std::unique_ptr<float[], FreeDeleter>(storage, FreeDeleter{false});
+}
 
 namespace {
 void* alloc_zeroed(size_t n_bytes) {

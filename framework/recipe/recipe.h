@@ -57,6 +57,7 @@ struct ParallelConfig {
   std::string stage_layers;    // "" = balanced, else layers per stage: "3,1"
   double bucket_mb = 25.0;     // gradient all-reduce bucket size
   std::string grad_reduce = "fp32";  // fp32 | bf16: data-parallel gradients on the wire
+  bool shared_memory = true;   // dp ranks on one node sum gradients in shared memory
 };
 
 struct CheckpointConfig {

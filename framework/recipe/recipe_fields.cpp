@@ -184,6 +184,10 @@ const std::vector<Field>& fields() {
                            "precision of the data-parallel gradient all-reduce: bf16 rounds "
                            "each rank's gradients and every partial sum to bf16 on the wire "
                            "(half the bytes; docs/parallel.md)"),
+      TESSERA_RECIPE_FIELD(parallel, shared_memory, any_value(),
+                           "when every data-parallel rank of a group is on one node, keep the "
+                           "gradients in shared memory and sum them there directly, without "
+                           "copies (docs/parallel.md); false = the ring over MPI messages"),
 
       TESSERA_RECIPE_FIELD(checkpoint, dir, non_empty(),
                            "directory that holds the `step_XXXXXX/` checkpoints"),

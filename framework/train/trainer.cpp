@@ -290,6 +290,22 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   if (dp > 1)
     dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm(),
                                                 MpiCommunicatorOptions{.async_thread = 0});
+  // Data-parallel ranks that share a node keep their gradients in shared memory, where
+  // each rank sums its slice of every rank's buffer directly, without copies
+  // (parallel/shared_memory_reduce.h; parallel.shared_memory). Every collective below on
+  // model.grads() then runs that way.
+  std::string grad_sync = dp == 1 ? "none" : "ring";
+  if (dp > 1 && r.parallel.grad_reduce == "bf16") {
+    grad_sync = "ring, bf16 on the wire";
+  } else if (dp > 1 && r.parallel.shared_memory) {
+    std::string why_not;
+    if (float* g = dp_comm->allocate_shared(model.flat_size(), &why_not)) {
+      model.place_grads(g);
+      grad_sync = "shared memory";
+    } else {
+      grad_sync = "ring (no shared memory: " + why_not + ")";
+    }
+  }
   if (dp > 1 && !zero) {
     const auto& params = model.table().params();
     std::vector<ParamSpan> ready_order;  // reverse table order; each span runs to the next
@@ -366,7 +382,8 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   nlohmann::json start = {{"argv", options.argv},
                           {"recipe", recipe_to_yaml(r)},
                           {"layout", {{"dp", dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
-                                      {"world", w.size}, {"threads_per_rank", omp_get_max_threads()}}},
+                                      {"world", w.size}, {"threads_per_rank", omp_get_max_threads()},
+                                      {"grad_sync", grad_sync}}},
                           {"data", {{"files", files}, {"train_tokens", loader.num_tokens()}}},
                           {"model", {{"parameters", parameters},
                                      {"trainable_parameters", trainable},

@@ -55,6 +55,11 @@ def variants():
                 name = "dp%d_tp%d_pp%d_zero%d_%s" % (dp, tp, pp, zero, schedule)
                 out.append((name, dp, tp, pp, ["parallel.zero=%d" % zero,
                                                 "parallel.schedule=" + schedule]))
+    # The runs above sum gradients in shared memory (every dp rank is on this node); these
+    # sum them with the ring over MPI messages instead.
+    for dp, tp, pp, zero in ((2, 1, 1, 0), (2, 2, 2, 1)):
+        out.append(("dp%d_tp%d_pp%d_zero%d_ring" % (dp, tp, pp, zero), dp, tp, pp,
+                    ["parallel.zero=%d" % zero, "parallel.shared_memory=false"]))
     return out
 
 
@@ -93,6 +98,9 @@ def train(opt, work, name, dp, tp, pp, extra):
     layout = events[0].get("layout", {})
     if (layout.get("dp"), layout.get("tp"), layout.get("pp"), layout.get("world")) != (dp, tp, pp, n):
         fail("%s: run_start layout is %s" % (name, layout))
+    sync = "none" if dp == 1 else "ring" if "parallel.shared_memory=false" in extra else "shared memory"
+    if layout.get("grad_sync") != sync:
+        fail("%s: run_start layout.grad_sync is %r, expected %r" % (name, layout.get("grad_sync"), sync))
     return events, final_params(work, name), p.stdout[p.stdout.find("sample (greedy"):]
 
 
