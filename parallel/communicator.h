@@ -95,10 +95,10 @@ class Communicator {
 
   // Memory that this communicator's collectives reach on every rank directly (NCCL:
   // ncclMemAlloc + ncclCommRegister, zero-copy inside a node). Collective: every rank
-  // calls it once, with the same count. Returns count zeroed floats, owned by the
-  // communicator (valid until it is destroyed); all_reduce, all_reduce_async and
-  // reduce_scatter of buffers inside it, at the same offset on every rank, then run
-  // without copies. Returns nullptr, with the reason in *why_not, when the backend cannot
+  // calls it in the same order, with the same count. Returns count zeroed floats, owned
+  // by the communicator (valid until it is destroyed); all_reduce, all_reduce_async,
+  // reduce_scatter and all_gather of buffers inside one such allocation, at the same
+  // offset on every rank, then run without copies. Returns nullptr, with the reason in *why_not, when the backend cannot
   // (ranks on several nodes, too little shared memory): use ordinary memory then.
   virtual float* allocate_shared(int64_t count, std::string* why_not) {
     (void)count;

@@ -215,6 +215,13 @@ class Ring {
   RingScratch& s_;
 };
 
+// A collective on shared memory, to completion.
+void run_direct(SharedMemoryCollectives& s, SharedMemoryCollectives::Kind kind, const float* buf,
+                int64_t count, float* recv = nullptr) {
+  auto op = s.start(kind, buf, count, recv);
+  s.advance(op, /*block=*/true);
+}
+
 // One rank's bf16 all-reduce: its own value rounded to bf16.
 void round_to_bf16(float* buf, int64_t n) {
   for (int64_t i = 0; i < n; ++i) buf[i] = kernels::bf16_to_fp32(kernels::fp32_to_bf16(buf[i]));
@@ -230,8 +237,8 @@ struct MpiCommunicator::AsyncOp final : public CommRequestImpl {
   MpiCommunicator* owner = nullptr;
   RingOp work;       // buffer, count, and where it stands (MPI_Iallreduce: work.off only)
   bool ring = false;
-  bool direct = false;  // in shared memory: shared_op once started
-  std::optional<SharedMemoryReduce::Op> shared_op;
+  SharedMemoryCollectives* direct = nullptr;  // the shared memory holding the buffer
+  std::optional<SharedMemoryCollectives::Op> shared_op;  // once started
   bool done = false;
   bool posted = false;  // rq holds this step's requests
   MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
@@ -249,8 +256,8 @@ bool MpiCommunicator::progress_queue(const AsyncOp* until, bool block) {
     RingOp& w = op.work;
     if (op.direct) {
       if (!op.shared_op)
-        op.shared_op = shared_->start(SharedMemoryReduce::Kind::all_reduce, w.buf, w.count);
-      if (!shared_->advance(*op.shared_op, block)) return false;
+        op.shared_op = op.direct->start(SharedMemoryCollectives::Kind::all_reduce, w.buf, w.count);
+      if (!op.direct->advance(*op.shared_op, block)) return false;
       op.done = true;
       const bool reached = &op == until;
       pending_.pop_front();
@@ -316,7 +323,7 @@ MpiCommunicator::~MpiCommunicator() {
     } catch (...) {  // a destructor must not throw; the MPI error handler has reported it
     }
   }
-  shared_.reset();  // its window before the communicator it was made on
+  shared_.clear();  // the windows before the communicator they were made on
   if (worker_.joinable()) {
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -388,9 +395,8 @@ void MpiCommunicator::ring_all_reduce_on(MPI_Comm c, RingScratch& scratch, float
 
 void MpiCommunicator::all_reduce(float* buf, int64_t count) {
   drain();
-  if (size_ > 1 && count > 0 && shared_ && shared_->covers(buf, count)) {
-    auto op = shared_->start(SharedMemoryReduce::Kind::all_reduce, buf, count);
-    shared_->advance(op, /*block=*/true);
+  if (SharedMemoryCollectives* s = shared_holding(buf, count)) {
+    run_direct(*s, SharedMemoryCollectives::Kind::all_reduce, buf, count);
     return;
   }
   all_reduce_on(comm_, scratch_, buf, count, false);
@@ -415,12 +421,11 @@ CommRequest MpiCommunicator::queue_all_reduce(float* buf, int64_t count, bool bf
     all_reduce_on(comm_, scratch_, buf, count, bf16);
     return {};
   }
-  const bool direct = !bf16 && shared_ && shared_->covers(buf, count);
+  SharedMemoryCollectives* direct = bf16 ? nullptr : shared_holding(buf, count);
   if (use_thread_)
     return enqueue([this, buf, count, bf16, direct] {
       if (direct) {
-        auto op = shared_->start(SharedMemoryReduce::Kind::all_reduce, buf, count);
-        shared_->advance(op, /*block=*/true);
+        run_direct(*direct, SharedMemoryCollectives::Kind::all_reduce, buf, count);
       } else {
         all_reduce_on(worker_comm_, worker_scratch_, buf, count, bf16);
       }
@@ -429,7 +434,7 @@ CommRequest MpiCommunicator::queue_all_reduce(float* buf, int64_t count, bool bf
   op->owner = this;
   op->work = RingOp{buf, count, bf16};
   op->direct = direct;
-  op->ring = !direct && (bf16 || count * 4 >= opts_.ring_threshold_bytes);
+  op->ring = direct == nullptr && (bf16 || count * 4 >= opts_.ring_threshold_bytes);
   pending_.push_back(op);
   progress_queue(op.get(), false);  // start it if it is the head (posts its first step)
   return CommRequest(op);
@@ -471,10 +476,8 @@ void MpiCommunicator::ring_reduce_scatter_on(MPI_Comm c, RingScratch& ring_scrat
 
 void MpiCommunicator::reduce_scatter(const float* send, float* recv, int64_t recv_count) {
   drain();
-  if (size_ > 1 && recv_count > 0 && shared_ && shared_->covers(send, size_ * recv_count)) {
-    auto op = shared_->start(SharedMemoryReduce::Kind::reduce_scatter, send,
-                             size_ * recv_count, recv);
-    shared_->advance(op, /*block=*/true);
+  if (SharedMemoryCollectives* s = shared_holding(send, size_ * recv_count)) {
+    run_direct(*s, SharedMemoryCollectives::Kind::reduce_scatter, send, size_ * recv_count, recv);
     return;
   }
   ring_reduce_scatter_on(comm_, scratch_, send, recv, recv_count);
@@ -518,6 +521,12 @@ void MpiCommunicator::all_gather_on(MPI_Comm c, const float* send, float* recv,
 
 void MpiCommunicator::all_gather(const float* send, float* recv, int64_t send_count) {
   drain();
+  if (SharedMemoryCollectives* s = shared_holding(recv, size_ * send_count)) {
+    float* mine = recv + rank_ * send_count;  // the input goes in place first
+    if (send != mine) std::memmove(mine, send, sizeof(float) * send_count);
+    run_direct(*s, SharedMemoryCollectives::Kind::all_gather, recv, size_ * send_count);
+    return;
+  }
   all_gather_on(comm_, send, recv, send_count);
 }
 
@@ -610,19 +619,25 @@ void MpiCommunicator::barrier() {
 }
 
 float* MpiCommunicator::allocate_shared(int64_t count, std::string* why_not) {
-  if (shared_) throw std::logic_error("MpiCommunicator::allocate_shared: called twice");
   drain();
   std::string reason;
-  if (!SharedMemoryReduce::node_local(comm_))
+  if (!SharedMemoryCollectives::node_local(comm_))
     reason = "the ranks are on more than one node";
   else
-    reason = SharedMemoryReduce::why_not(comm_, count);
+    reason = SharedMemoryCollectives::why_not(comm_, count);
   if (!reason.empty()) {
     if (why_not) *why_not = reason;
     return nullptr;
   }
-  shared_ = std::make_unique<SharedMemoryReduce>(comm_, count);
-  return shared_->data();
+  shared_.push_back(std::make_unique<SharedMemoryCollectives>(comm_, count));
+  return shared_.back()->data();
+}
+
+SharedMemoryCollectives* MpiCommunicator::shared_holding(const float* buf, int64_t count) const {
+  if (size_ == 1 || count <= 0) return nullptr;
+  for (const auto& s : shared_)
+    if (s->covers(buf, count)) return s.get();
+  return nullptr;
 }
 
 }  // namespace tessera

@@ -58,7 +58,7 @@
 
 #include "kernels/cpu/bf16.h"
 #include "parallel/communicator.h"
-#include "parallel/shared_memory_reduce.h"
+#include "parallel/shared_memory_collectives.h"
 
 namespace tessera {
 
@@ -106,8 +106,9 @@ class MpiCommunicator final : public Communicator {
   CommRequest send_async(const float* buf, int64_t count, int peer, int tag = 0) override;
   CommRequest recv_async(float* buf, int64_t count, int peer, int tag = 0) override;
   void barrier() override;
-  // Ranks all on one node: an MPI-3 shared-memory window (parallel/shared_memory_reduce.h);
-  // fp32 all_reduce / all_reduce_async / reduce_scatter inside it sum directly in it.
+  // Ranks all on one node: an MPI-3 shared-memory window per call
+  // (parallel/shared_memory_collectives.h); fp32 all_reduce / all_reduce_async /
+  // reduce_scatter / all_gather inside one run directly in it.
   float* allocate_shared(int64_t count, std::string* why_not) override;
 
   // The ring all-reduce regardless of size (benchmarks, tests).
@@ -144,7 +145,9 @@ class MpiCommunicator final : public Communicator {
   MpiCommunicatorOptions opts_;
   bool use_thread_ = false;
   RingScratch scratch_, worker_scratch_;
-  std::unique_ptr<SharedMemoryReduce> shared_;  // allocate_shared's memory
+  // allocate_shared's memory; the one holding [buf, buf + count), or null.
+  std::vector<std::unique_ptr<SharedMemoryCollectives>> shared_;
+  SharedMemoryCollectives* shared_holding(const float* buf, int64_t count) const;
 
   std::thread worker_;
   std::mutex mu_;

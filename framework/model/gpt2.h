@@ -187,7 +187,7 @@ class GPT2 {
   int64_t flat_size() const { return flat_size_; }  // floats in params()/grads() (padded)
   // Moves grads() into storage (flat_size() floats, owned by the caller, alive as long as
   // the model is used): the data-parallel communicator's shared memory, where the
-  // gradient sum needs no copies (Communicator::allocate_shared).
+  // gradient sum needs no copies (Communicator::allocate_shared). Contents are kept.
   void place_grads(float* storage);
   // The base model's weights (under LoRA frozen; otherwise table() and params()).
   const ParamTable& base_table() const { return table_; }

@@ -63,7 +63,7 @@ void GPT2::FreeDeleter::operator()(void* p) const {
 void GPT2::place_grads(float* storage) {
   auto& held = lora_ ? lora_grads_ : grads_;
   std::memcpy(storage, held.get(), sizeof(float) * flat_size_);
-  held = std::unique_ptr<float[], FreeDeleter>(storage, FreeDeleter{false});
+  held = std::unique_ptr<float[], FreeDeleter>(storage, FreeDeleter(false));
 }
 
 namespace {

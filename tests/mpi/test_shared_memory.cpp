@@ -1,4 +1,4 @@
-// MpiCommunicator's collectives on allocate_shared memory (parallel/shared_memory_reduce.h)
+// MpiCommunicator's collectives on allocate_shared memory (parallel/shared_memory_collectives.h)
 // under mpirun -n 2 / 3 / 4 (ctest -L mpi), against MPI_Allreduce of the same values.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -51,7 +51,7 @@ const int64_t kTotal = 100003;
 
 }  // namespace
 
-TEST(SharedMemory, AllocationIsZeroedAndSeparatePerRank) {
+TEST(SharedMemory, AllocationsAreZeroedSeparatePerRankAndIndependent) {
   MpiCommunicator c(MPI_COMM_WORLD);
   std::string why;
   float* s = c.allocate_shared(kTotal, &why);
@@ -60,7 +60,13 @@ TEST(SharedMemory, AllocationIsZeroedAndSeparatePerRank) {
   s[7] = (float)c.rank();
   c.barrier();
   EXPECT_EQ(s[7], (float)c.rank());  // no peer wrote into this rank's copy
-  EXPECT_THROW(c.allocate_shared(16, &why), std::logic_error);
+  // A second allocation: its own collectives, the first one's contents untouched.
+  float* t = c.allocate_shared(100, &why);
+  ASSERT_NE(t, nullptr) << why;
+  std::fill(t, t + 100, 2.f);
+  c.all_reduce(t, 100);
+  EXPECT_EQ(t[99], 2.f * (float)c.size());
+  EXPECT_EQ(s[7], (float)c.rank());
 }
 
 TEST(SharedMemory, AllReduceExactAndBitIdenticalWithUntouchedSurroundings) {
@@ -147,6 +153,29 @@ TEST(SharedMemory, ReduceScatterInPlaceAndToPrivateMemory) {
     EXPECT_EQ(out, want) << "m=" << m;
     c.reduce_scatter(s, s + r * m, m);  // in place: into this rank's own slice
     EXPECT_EQ(std::vector<float>(s + r * m, s + (r + 1) * m), want) << "m=" << m;
+  }
+}
+
+TEST(SharedMemory, AllGatherInPlaceAndFromPrivateMemory) {
+  MpiCommunicator c(MPI_COMM_WORLD);
+  const int p = c.size(), r = c.rank();
+  std::string why;
+  float* s = c.allocate_shared(kTotal, &why);
+  ASSERT_NE(s, nullptr) << why;
+  for (int64_t m : {int64_t{1}, int64_t{17}, kTotal / p}) {
+    std::vector<float> mine(m);  // rank r's slice: r * 1e6 + index
+    for (int64_t i = 0; i < m; ++i) mine[i] = (float)(r * 1000000 + i);
+    std::vector<float> want(p * m);
+    for (int q = 0; q < p; ++q)
+      for (int64_t i = 0; i < m; ++i) want[q * m + i] = (float)(q * 1000000 + i);
+    std::fill(s, s + kTotal, -1.f);
+    std::copy(mine.begin(), mine.end(), s + r * m);
+    c.all_gather(s + r * m, s, m);  // in place
+    EXPECT_EQ(std::vector<float>(s, s + p * m), want) << "m=" << m;
+    EXPECT_EQ(s[p * m < kTotal ? p * m : kTotal - 1], p * m < kTotal ? -1.f : want.back());
+    std::fill(s, s + kTotal, -1.f);
+    c.all_gather(mine.data(), s, m);  // from this rank's private memory
+    EXPECT_EQ(std::vector<float>(s, s + p * m), want) << "m=" << m;
   }
 }
 

@@ -1,4 +1,4 @@
-#include "parallel/shared_memory_reduce.h"
+#include "parallel/shared_memory_collectives.h"
 
 #include <immintrin.h>
 #include <sched.h>
@@ -19,7 +19,7 @@ void check(int rc, const char* what) {
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(rc, msg, &len);
-    throw std::runtime_error(std::string("SharedMemoryReduce: ") + what + " failed: " +
+    throw std::runtime_error(std::string("SharedMemoryCollectives: ") + what + " failed: " +
                              std::string(msg, static_cast<size_t>(len)));
   }
 }
@@ -43,7 +43,7 @@ void back_off(int& spins) {
 
 }  // namespace
 
-struct SharedMemoryReduce::Flags {
+struct SharedMemoryCollectives::Flags {
   alignas(64) std::atomic<uint64_t> arrived{0};
   alignas(64) std::atomic<uint64_t> reduced{0};
   // The operation this rank announced with `arrived` (checked against the others').
@@ -51,7 +51,7 @@ struct SharedMemoryReduce::Flags {
   int kind = 0;
 };
 
-bool SharedMemoryReduce::node_local(MPI_Comm comm) {
+bool SharedMemoryCollectives::node_local(MPI_Comm comm) {
   MPI_Comm node = MPI_COMM_NULL;
   int rank = 0, size = 0, node_size = 0;
   check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
@@ -65,7 +65,7 @@ bool SharedMemoryReduce::node_local(MPI_Comm comm) {
   return all == 1;
 }
 
-std::string SharedMemoryReduce::why_not(MPI_Comm comm, int64_t count) {
+std::string SharedMemoryCollectives::why_not(MPI_Comm comm, int64_t count) {
   int size = 0;
   check(MPI_Comm_size(comm, &size), "MPI_Comm_size");
   const double need_mib = (double)size * (kHeaderBytes + 4.0 * count) / (1 << 20);
@@ -78,7 +78,7 @@ std::string SharedMemoryReduce::why_not(MPI_Comm comm, int64_t count) {
          std::to_string((long long)need_mib + 64) + " MiB needed";
 }
 
-SharedMemoryReduce::SharedMemoryReduce(MPI_Comm comm, int64_t count) : count_(count) {
+SharedMemoryCollectives::SharedMemoryCollectives(MPI_Comm comm, int64_t count) : count_(count) {
   check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
   MPI_Info info;
@@ -101,21 +101,22 @@ SharedMemoryReduce::SharedMemoryReduce(MPI_Comm comm, int64_t count) : count_(co
   check(MPI_Barrier(comm), "MPI_Barrier");  // every rank's flags exist before any op
 }
 
-SharedMemoryReduce::~SharedMemoryReduce() {
+SharedMemoryCollectives::~SharedMemoryCollectives() {
   if (win_ != MPI_WIN_NULL && std::uncaught_exceptions() == 0) MPI_Win_free(&win_);
 }
 
-SharedMemoryReduce::Flags& SharedMemoryReduce::flags(int rank) const {
+SharedMemoryCollectives::Flags& SharedMemoryCollectives::flags(int rank) const {
   static_assert(sizeof(Flags) <= kHeaderBytes);
   return *reinterpret_cast<Flags*>(segments_[rank]);
 }
 
-SharedMemoryReduce::Op SharedMemoryReduce::start(Kind kind, const float* buf, int64_t n,
+SharedMemoryCollectives::Op SharedMemoryCollectives::start(Kind kind, const float* buf, int64_t n,
                                                  float* recv) {
   if (!covers(buf, n))
-    throw std::logic_error("SharedMemoryReduce: buffer outside the shared segment");
-  if (kind == Kind::reduce_scatter && n % size_ != 0)
-    throw std::logic_error("SharedMemoryReduce: reduce_scatter count not a multiple of ranks");
+    throw std::logic_error("SharedMemoryCollectives: buffer outside the shared segment");
+  if (kind != Kind::all_reduce && n % size_ != 0)
+    throw std::logic_error("SharedMemoryCollectives: reduce_scatter / all_gather count not a "
+                           "multiple of the ranks");
   Op op{kind, buf - data_, n, recv, ++issued_, 0};
   Flags& me = flags(rank_);
   me.offset = op.offset;
@@ -125,7 +126,7 @@ SharedMemoryReduce::Op SharedMemoryReduce::start(Kind kind, const float* buf, in
   return op;
 }
 
-bool SharedMemoryReduce::all_reached(Op& op, bool reduced_flag, bool block) const {
+bool SharedMemoryCollectives::all_reached(Op& op, bool reduced_flag, bool block) const {
   for (int q = 0, spins = 0; q < size_; ++q) {
     const Flags& f = flags(q);
     const auto& flag = reduced_flag ? f.reduced : f.arrived;
@@ -134,17 +135,18 @@ bool SharedMemoryReduce::all_reached(Op& op, bool reduced_flag, bool block) cons
       back_off(spins);
     }
     if (!reduced_flag && (f.offset != op.offset || f.count != op.count || f.kind != (int)op.kind))
-      throw std::logic_error("SharedMemoryReduce: rank " + std::to_string(q) +
+      throw std::logic_error("SharedMemoryCollectives: rank " + std::to_string(q) +
                              " issued a different operation (collectives out of order)");
   }
   return true;
 }
 
 // Sums this rank's slice of every rank's buffer, in rank order, and writes the sum back to
-// every buffer (all-reduce) or to recv (reduce-scatter).
-void SharedMemoryReduce::sum_slice(const Op& op) {
+// every buffer (all-reduce) or to recv (reduce-scatter); or copies this rank's slice into
+// every other buffer (all-gather).
+void SharedMemoryCollectives::run_slice(const Op& op) {
   int64_t lo, hi;
-  if (op.kind == Kind::reduce_scatter) {
+  if (op.kind != Kind::all_reduce) {
     const int64_t m = op.count / size_;
     lo = rank_ * m, hi = lo + m;
   } else {
@@ -154,6 +156,11 @@ void SharedMemoryReduce::sum_slice(const Op& op) {
   std::vector<float*> bufs(size_);
   for (int q = 0; q < size_; ++q)
     bufs[q] = reinterpret_cast<float*>(segments_[q] + kHeaderBytes) + op.offset;
+  if (op.kind == Kind::all_gather) {
+    for (int q = 0; q < size_; ++q)
+      if (q != rank_) std::memcpy(bufs[q] + lo, bufs[rank_] + lo, sizeof(float) * (hi - lo));
+    return;
+  }
   alignas(64) float sum[kChunk];
   for (int64_t c = lo; c < hi; c += kChunk) {
     const int64_t n = std::min(kChunk, hi - c);
@@ -171,10 +178,10 @@ void SharedMemoryReduce::sum_slice(const Op& op) {
   }
 }
 
-bool SharedMemoryReduce::advance(Op& op, bool block) {
+bool SharedMemoryCollectives::advance(Op& op, bool block) {
   if (op.stage == 0) {
     if (!all_reached(op, /*reduced_flag=*/false, block)) return false;
-    sum_slice(op);
+    run_slice(op);
     flags(rank_).reduced.store(op.number, std::memory_order_release);
     op.stage = 1;
   }

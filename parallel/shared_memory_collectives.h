@@ -1,4 +1,5 @@
-// SharedMemoryReduce: sums of buffers that every rank of a node can address directly.
+// SharedMemoryCollectives: all-reduce, reduce-scatter and all-gather of buffers that every
+// rank of a node can address directly.
 //
 // Why: the ring all-reduce (parallel/mpi_communicator.h) copies each byte through MPI's
 // shared-memory transport (the kernel's CMA copy) and back, about 3x the buffer's size
@@ -10,15 +11,17 @@
 // buffers (ncclMemAlloc / ncclCommRegister).
 //
 // Every element is summed by exactly one rank, in rank order (buf_0 + buf_1 + ...), and
-// the same bits are written to every rank's copy: all ranks end bit-identical.
+// the same bits are written to every rank's copy: all ranks end bit-identical. The
+// all-gather is the second half alone: rank r copies its slice into every rank's buffer.
 //
 // Synchronisation (no MPI call on the way, so it can progress inside test()): each rank
 // has a cache line of flags in its own segment, written only by itself:
 //   arrived = n once its input of operation n is final (release);
-//   reduced = n once it has written its slice of operation n into every buffer (release).
+//   reduced = n once it has written its slice of operation n where it goes (release).
 // Operation n: publish arrived; wait until every rank arrived (acquire), so their inputs
-// are final; sum this rank's slice; publish reduced; wait until every rank reduced, so
-// every slice of this rank's buffer holds the sum and no peer still reads it. Operations
+// are final; sum (or copy) this rank's slice; publish reduced; wait until every rank
+// reduced, so every slice of this rank's buffer holds its result and no peer still reads
+// it. Operations
 // are numbered in issue order, which collectives share on every rank. Waits spin briefly,
 // then yield the core (ranks may outnumber cores).
 //
@@ -34,16 +37,16 @@
 
 namespace tessera {
 
-class SharedMemoryReduce {
+class SharedMemoryCollectives {
  public:
   // Collective over comm, whose ranks must all be on one node (see node_local()). Each
   // rank gets count zeroed floats, 64-byte aligned, at the same offsets on every rank.
-  SharedMemoryReduce(MPI_Comm comm, int64_t count);
+  SharedMemoryCollectives(MPI_Comm comm, int64_t count);
   // Frees the window (collective) unless an exception is unwinding the stack: a rank that
   // failed must not wait for peers that will not come.
-  ~SharedMemoryReduce();
-  SharedMemoryReduce(const SharedMemoryReduce&) = delete;
-  SharedMemoryReduce& operator=(const SharedMemoryReduce&) = delete;
+  ~SharedMemoryCollectives();
+  SharedMemoryCollectives(const SharedMemoryCollectives&) = delete;
+  SharedMemoryCollectives& operator=(const SharedMemoryCollectives&) = delete;
 
   // True when every rank of comm shares this node's memory (MPI_COMM_TYPE_SHARED).
   static bool node_local(MPI_Comm comm);
@@ -57,10 +60,12 @@ class SharedMemoryReduce {
     return buf >= data_ && n >= 0 && buf + n <= data_ + count_;
   }
 
-  enum class Kind { all_reduce, reduce_scatter };
+  enum class Kind { all_reduce, reduce_scatter, all_gather };
   // One operation in flight. all_reduce: buf[0..n) becomes the sum on every rank.
   // reduce_scatter: recv[0..n/p) becomes the sum of slice rank() of buf (n = p * recv
   // count; recv anywhere in this rank's memory, or buf + rank() * n / p).
+  // all_gather: slice q of buf[0..n) (n = p * slice) becomes rank q's slice q, on every
+  // rank (in place: each rank's own slice is its input).
   struct Op {
     Kind kind = Kind::all_reduce;
     int64_t offset = 0, count = 0;  // of buf in data()
@@ -77,7 +82,7 @@ class SharedMemoryReduce {
   struct Flags;
   Flags& flags(int rank) const;
   bool all_reached(Op& op, bool reduced_flag, bool block) const;
-  void sum_slice(const Op& op);
+  void run_slice(const Op& op);
 
   MPI_Win win_ = MPI_WIN_NULL;
   int rank_ = 0, size_ = 1;
