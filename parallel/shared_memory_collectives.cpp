@@ -27,7 +27,7 @@ void check(int rc, const char* what) {
 // The flags sit in the first 4 KiB of each rank's segment; the data follows.
 constexpr int64_t kHeaderBytes = 4096;
 constexpr int64_t kLine = 16;     // floats per cache line: slices start on line boundaries
-constexpr int64_t kChunk = 2048;  // floats summed at a time (8 KiB, stays in L1)
+constexpr int64_t kBlock = 64;    // floats summed at a time (4 cache lines, in registers)
 
 // Spin a little (the peer is usually close), then give the core away: ranks may
 // outnumber cores, and the peer we wait for may need ours.
@@ -161,19 +161,27 @@ void SharedMemoryCollectives::run_slice(const Op& op) {
       if (q != rank_) std::memcpy(bufs[q] + lo, bufs[rank_] + lo, sizeof(float) * (hi - lo));
     return;
   }
-  alignas(64) float sum[kChunk];
-  for (int64_t c = lo; c < hi; c += kChunk) {
-    const int64_t n = std::min(kChunk, hi - c);
+  // A block of kBlock floats is summed in registers and stored straight away: one pass,
+  // each input line read once and each output line written once. (Summing 8 KiB chunks
+  // into a stack buffer and memcpy-ing it out measured 12.2 GB/s bus bandwidth on the
+  // 124M gradients at 2 ranks, this 16.4, in the same run.)
+  for (int64_t c = lo; c < hi; c += kBlock) {
+    const int n = (int)std::min(kBlock, hi - c);
+    float sum[kBlock];
     const float* __restrict b0 = bufs[0] + c;
-    for (int64_t i = 0; i < n; ++i) sum[i] = b0[i];
+    for (int i = 0; i < n; ++i) sum[i] = b0[i];
     for (int q = 1; q < size_; ++q) {
       const float* __restrict b = bufs[q] + c;
-      for (int64_t i = 0; i < n; ++i) sum[i] += b[i];
+      for (int i = 0; i < n; ++i) sum[i] += b[i];
     }
     if (op.kind == Kind::reduce_scatter) {
-      std::memcpy(op.recv + (c - lo), sum, sizeof(float) * n);
+      float* __restrict out = op.recv + (c - lo);
+      for (int i = 0; i < n; ++i) out[i] = sum[i];
     } else {
-      for (int q = 0; q < size_; ++q) std::memcpy(bufs[q] + c, sum, sizeof(float) * n);
+      for (int q = 0; q < size_; ++q) {
+        float* __restrict out = bufs[q] + c;
+        for (int i = 0; i < n; ++i) out[i] = sum[i];
+      }
     }
   }
 }

@@ -78,6 +78,11 @@ struct ModelOptions {
   bool stochastic_rounding = false;  // bf16 weight copies rounded stochastically
   uint64_t seed = 0;                 // of the stochastic rounding
   LoraSpec lora;
+  // Where the trained parameters' gradients live: called once with their size (floats);
+  // memory it returns must be zeroed, 64-byte aligned and outlive the model (the
+  // data-parallel communicator's shared memory, Communicator::allocate_shared, where the
+  // gradient sum needs no copies). Unset, or returning null: the model's own memory.
+  std::function<float*(int64_t count)> grad_storage;
   static ModelOptions from_recipe(const Recipe& recipe);
 };
 
@@ -185,10 +190,6 @@ class GPT2 {
   float* params();
   float* grads() { return lora_ ? lora_grads_.get() : grads_.get(); }
   int64_t flat_size() const { return flat_size_; }  // floats in params()/grads() (padded)
-  // Moves grads() into storage (flat_size() floats, owned by the caller, alive as long as
-  // the model is used): the data-parallel communicator's shared memory, where the
-  // gradient sum needs no copies (Communicator::allocate_shared). Contents are kept.
-  void place_grads(float* storage);
   // The base model's weights (under LoRA frozen; otherwise table() and params()).
   const ParamTable& base_table() const { return table_; }
   float* base_params();
@@ -267,7 +268,7 @@ class GPT2 {
   struct FreeDeleter {
     FreeDeleter() : owned(true) {}
     explicit FreeDeleter(bool owns) : owned(owns) {}
-    bool owned;  // false: place_grads()' storage, the caller's
+    bool owned;  // false: options.grad_storage's memory, the caller's
     void operator()(void* p) const;
   };
   // grads_ is null under LoRA (frozen base); lora_* exist only under LoRA; params16_

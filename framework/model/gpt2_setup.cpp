@@ -60,11 +60,7 @@ void GPT2::FreeDeleter::operator()(void* p) const {
   if (owned) std::free(p);
 }
 
-void GPT2::place_grads(float* storage) {
-  auto& held = lora_ ? lora_grads_ : grads_;
-  std::memcpy(storage, held.get(), sizeof(float) * flat_size_);
-  held = std::unique_ptr<float[], FreeDeleter>(storage, FreeDeleter(false));
-}
+
 
 namespace {
 void* alloc_zeroed(size_t n_bytes) {
@@ -171,13 +167,16 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   check(flat_multiple >= 1, "bad flat-buffer multiple");
   const int64_t unit = 16 * (int64_t)flat_multiple;
   flat_size_ = (table().total_numel() + unit - 1) / unit * unit;
-  if (lora_) {  // the trained buffers are the adapters'; the base has no gradients
+  // The gradients: in options.grad_storage's memory if it gives some, else our own.
+  float* given = options.grad_storage ? options.grad_storage(flat_size_) : nullptr;
+  auto& grads = lora_ ? lora_grads_ : grads_;  // the base has no gradients under LoRA
+  grads = given ? std::unique_ptr<float[], FreeDeleter>(given, FreeDeleter(false))
+                : std::unique_ptr<float[], FreeDeleter>(alloc_floats(flat_size_));
+  if (lora_) {  // the trained buffers are the adapters'
     params_.reset(alloc_floats(table_.total_numel()));
     lora_params_.reset(alloc_floats(flat_size_));
-    lora_grads_.reset(alloc_floats(flat_size_));
   } else {
     params_.reset(alloc_floats(flat_size_));
-    grads_.reset(alloc_floats(flat_size_));
   }
   if (mixed_)
     params16_.reset(static_cast<uint16_t*>(

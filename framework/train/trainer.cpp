@@ -256,10 +256,33 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   PipelineStage stage{mesh.pp_rank(), mesh.pp_size(), 0, stage_layers[mesh.pp_rank()],
                       mesh.pp_comm()};
   for (int s = 0; s < mesh.pp_rank(); s++) stage.first_layer += stage_layers[s];
+
+  // Data-parallel ranks that share a node keep their gradients in shared memory, where
+  // each rank sums its slice of every rank's buffer directly, without copies
+  // (parallel/shared_memory_collectives.h; parallel.shared_memory). Every collective below
+  // on model.grads() runs that way. (Not the parameters, for ZeRO-1's all-gather: shared
+  // memory has 4 KiB pages here, and the forward and backward passes reading the weights
+  // through them made a gpt2-124m dp=2 step 1-2 % slower than the all-gather saves.)
+  std::unique_ptr<MpiCommunicator> dp_comm;
+  if (dp > 1)
+    dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm(),
+                                                MpiCommunicatorOptions{.async_thread = 0});
+  std::string grad_sync = dp == 1 ? "none" : "ring";
+  ModelOptions model_options = ModelOptions::from_recipe(r);
+  if (dp > 1 && r.parallel.grad_reduce == "bf16") {
+    grad_sync = "ring, bf16 on the wire";
+  } else if (dp > 1 && r.parallel.shared_memory) {
+    model_options.grad_storage = [&](int64_t count) {
+      std::string why_not;
+      float* g = dp_comm->allocate_shared(count, &why_not);
+      grad_sync = g ? "shared memory" : "ring (no shared memory: " + why_not + ")";
+      return g;
+    };
+  }
   GPT2 model(GPTConfig::from_recipe(r.model), B,
              TensorParallel{mesh.tp_rank(), mesh.tp_size(), mesh.tp_comm()}, zero ? dp : 1, stage,
              PipelineEngine::slots_needed(schedule, stage.rank, stage.size, accum),
-             ModelOptions::from_recipe(r));
+             model_options);
   model.init_weights(r.train.seed);
   // LoRA: the frozen base weights come from lora.base (the adapters start as initialised:
   // B = 0, so the model starts as the base model).
@@ -284,30 +307,8 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   // with one core per rank the helper thread's polling took the core from the backward
   // pass (gpt2-124m dp=2 x 1 thread ran at 20 % of dp=1 x 2 threads with it, 91 % without;
   // bench/parallel_bench.sh).
-  std::unique_ptr<MpiCommunicator> dp_comm;
   std::unique_ptr<GradBuckets> buckets;
   const int n_params = (int)model.table().params().size();
-  if (dp > 1)
-    dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm(),
-                                                MpiCommunicatorOptions{.async_thread = 0});
-  // Data-parallel ranks that share a node keep their gradients in shared memory, where
-  // each rank sums its slice of every rank's buffer directly, without copies
-  // (parallel/shared_memory_collectives.h; parallel.shared_memory). Every collective below
-  // on model.grads() runs that way. (Not the parameters, for ZeRO-1's all-gather: shared
-  // memory has 4 KiB pages here, and the forward and backward passes reading the weights
-  // through them made a gpt2-124m dp=2 step 1-2 % slower than the all-gather saves.)
-  std::string grad_sync = dp == 1 ? "none" : "ring";
-  if (dp > 1 && r.parallel.grad_reduce == "bf16") {
-    grad_sync = "ring, bf16 on the wire";
-  } else if (dp > 1 && r.parallel.shared_memory) {
-    std::string why_not;
-    if (float* g = dp_comm->allocate_shared(model.flat_size(), &why_not)) {
-      model.place_grads(g);
-      grad_sync = "shared memory";
-    } else {
-      grad_sync = "ring (no shared memory: " + why_not + ")";
-    }
-  }
   if (dp > 1 && !zero) {
     const auto& params = model.table().params();
     std::vector<ParamSpan> ready_order;  // reverse table order; each span runs to the next
