@@ -3,11 +3,13 @@
 # called at the end of bench/compare.sh, so `make bench` runs them:
 #
 #   (a) bench/bench_allreduce.cpp at 2 ranks: syncing a GPT-2 124M gradient buffer with
-#       Tessera's buckets against one MPI_Allreduce (target >= 1.5x), and Tessera's bus
-#       bandwidth against the best MPI_Allreduce at any message size, all measured in one
-#       run, methods alternating, median and range of several rounds (about a minute);
-#   (b) tokens/s of dp=2 with 1 OpenMP thread per rank against dp=1 with 2 threads,
-#       same global batch, measured side by side (target: dp=2 >= 90% of dp=1);
+#       Tessera's buckets (in shared memory, as the trainer runs them on one node, and with
+#       the ring) against one MPI_Allreduce (target >= 1.5x), and Tessera's bus bandwidth
+#       against the best MPI_Allreduce at any message size, all measured in one run,
+#       methods alternating, median and range of several rounds (about a minute);
+#   (b) tokens/s of dp=2 with 1 OpenMP thread per rank, with and without ZeRO-1, against
+#       dp=1 with 2 threads, same global batch, measured side by side (target: dp=2 >= 90%
+#       of dp=1);
 #   (c) peak resident memory per rank (the run log's peak_rss_mb, the worst rank) with
 #       ZeRO-1 off and on at dp=2 and dp=4 (dp=4 oversubscribes 2 cores: fine for
 #       memory), against the optimizer-state expectation 2 x 4 bytes x params / dp;
