@@ -24,15 +24,26 @@ void check(int rc, const char* what) {
   }
 }
 
-// The flags sit in the first 4 KiB of each rank's segment; the data follows.
+// The flags sit in the first 4 KiB of each rank's segment, from its first 64-byte
+// boundary (Open MPI places segments only 8-byte aligned); the data follows.
 constexpr int64_t kHeaderBytes = 4096;
+constexpr int64_t kAlignSlack = 64;
+char* align64(char* p) {
+  return reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(p) + 63) & ~std::uintptr_t{63});
+}
 constexpr int64_t kLine = 16;     // floats per cache line: slices start on line boundaries
 constexpr int64_t kBlock = 64;    // floats summed at a time (4 cache lines, in registers)
 
 // Spin a little (the peer is usually close), then give the core away: ranks may
-// outnumber cores, and the peer we wait for may need ours.
-void back_off(int& spins) {
+// outnumber cores, and the peer we wait for may need ours. Every so often let MPI progress
+// (MPI_Iprobe runs its progress engine): a message this rank has in flight elsewhere —
+// a pipeline send the peer's stage waits for — must not stall while we wait here.
+void back_off(int& spins, MPI_Comm comm) {
   ++spins;
+  if (spins % 64 == 0) {
+    int flag = 0;
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, MPI_STATUS_IGNORE);
+  }
   if (spins < 200)
     _mm_pause();
   else if (spins < 2000)
@@ -68,7 +79,7 @@ bool SharedMemoryCollectives::node_local(MPI_Comm comm) {
 std::string SharedMemoryCollectives::why_not(MPI_Comm comm, int64_t count) {
   int size = 0;
   check(MPI_Comm_size(comm, &size), "MPI_Comm_size");
-  const double need_mib = (double)size * (kHeaderBytes + 4.0 * count) / (1 << 20);
+  const double need_mib = (double)size * (kAlignSlack + kHeaderBytes + 4.0 * count) / (1 << 20);
   struct statvfs fs {};
   double free_mib = statvfs("/dev/shm", &fs) == 0 ? (double)fs.f_bavail * fs.f_frsize / (1 << 20) : 0;
   // Every rank must agree: the smallest free space counts.
@@ -78,7 +89,8 @@ std::string SharedMemoryCollectives::why_not(MPI_Comm comm, int64_t count) {
          std::to_string((long long)need_mib + 64) + " MiB needed";
 }
 
-SharedMemoryCollectives::SharedMemoryCollectives(MPI_Comm comm, int64_t count) : count_(count) {
+SharedMemoryCollectives::SharedMemoryCollectives(MPI_Comm comm, int64_t count)
+    : comm_(comm), count_(count) {
   check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
   MPI_Info info;
@@ -86,7 +98,8 @@ SharedMemoryCollectives::SharedMemoryCollectives(MPI_Comm comm, int64_t count) :
   // Each rank's segment on its own pages (placed near the rank that writes it first).
   MPI_Info_set(info, "alloc_shared_noncontig", "true");
   char* mine = nullptr;
-  const int rc = MPI_Win_allocate_shared(kHeaderBytes + 4 * count, 1, info, comm, &mine, &win_);
+  const int rc = MPI_Win_allocate_shared(kAlignSlack + kHeaderBytes + 4 * count, 1, info, comm,
+                                         &mine, &win_);
   MPI_Info_free(&info);
   check(rc, "MPI_Win_allocate_shared");
   segments_.resize(size_);
@@ -94,9 +107,10 @@ SharedMemoryCollectives::SharedMemoryCollectives(MPI_Comm comm, int64_t count) :
     MPI_Aint bytes = 0;
     int disp = 0;
     check(MPI_Win_shared_query(win_, q, &bytes, &disp, &segments_[q]), "MPI_Win_shared_query");
+    segments_[q] = align64(segments_[q]);
   }
-  new (mine) Flags();
-  data_ = reinterpret_cast<float*>(mine + kHeaderBytes);
+  new (segments_[rank_]) Flags();
+  data_ = reinterpret_cast<float*>(segments_[rank_] + kHeaderBytes);
   std::memset(data_, 0, sizeof(float) * count);
   check(MPI_Barrier(comm), "MPI_Barrier");  // every rank's flags exist before any op
 }
@@ -132,7 +146,7 @@ bool SharedMemoryCollectives::all_reached(Op& op, bool reduced_flag, bool block)
     const auto& flag = reduced_flag ? f.reduced : f.arrived;
     while (flag.load(std::memory_order_acquire) < op.number) {
       if (!block) return false;
-      back_off(spins);
+      back_off(spins, comm_);
     }
     if (!reduced_flag && (f.offset != op.offset || f.count != op.count || f.kind != (int)op.kind))
       throw std::logic_error("SharedMemoryCollectives: rank " + std::to_string(q) +

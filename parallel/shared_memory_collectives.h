@@ -39,8 +39,9 @@ namespace tessera {
 
 class SharedMemoryCollectives {
  public:
-  // Collective over comm, whose ranks must all be on one node (see node_local()). Each
-  // rank gets count zeroed floats, 64-byte aligned, at the same offsets on every rank.
+  // Collective over comm, whose ranks must all be on one node (see node_local()), and
+  // which must outlive this object. Each rank gets count zeroed floats, 64-byte aligned,
+  // at the same offsets on every rank.
   SharedMemoryCollectives(MPI_Comm comm, int64_t count);
   // Frees the window (collective) unless an exception is unwinding the stack: a rank that
   // failed must not wait for peers that will not come.
@@ -85,6 +86,7 @@ class SharedMemoryCollectives {
   void run_slice(const Op& op);
 
   MPI_Win win_ = MPI_WIN_NULL;
+  MPI_Comm comm_;  // the caller's (waits let MPI progress on it)
   int rank_ = 0, size_ = 1;
   int64_t count_ = 0;
   float* data_ = nullptr;

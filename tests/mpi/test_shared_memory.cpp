@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -56,6 +57,7 @@ TEST(SharedMemory, AllocationsAreZeroedSeparatePerRankAndIndependent) {
   std::string why;
   float* s = c.allocate_shared(kTotal, &why);
   ASSERT_NE(s, nullptr) << why;
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(s) % 64, 0u);  // cache-line aligned
   for (int64_t i = 0; i < kTotal; ++i) ASSERT_EQ(s[i], 0.f) << i;
   s[7] = (float)c.rank();
   c.barrier();
