@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "tests/mpi/mpi_gtest_main.h"
 #include "kernels/cpu/bf16.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/mpi_communicator.h"
@@ -552,17 +553,4 @@ TEST(GradBuckets, DoubleMarkThrows) {
   gb.finish();
 }
 
-int main(int argc, char** argv) {
-  int provided;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
-  ::testing::InitGoogleTest(&argc, argv);
-  if (world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int rc = RUN_ALL_TESTS();
-  int any = 0;
-  MPI_Allreduce(&rc, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return any;
-}
+int main(int argc, char** argv) { return run_mpi_gtests(argc, argv, MPI_THREAD_MULTIPLE); }

@@ -12,14 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/mpi/mpi_gtest_main.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/mpi_communicator.h"
 
 using namespace tessera;
 
 namespace {
-
-int world_rank() { int r; MPI_Comm_rank(MPI_COMM_WORLD, &r); return r; }
 
 // Integers in floats: every summation order gives the exact sum, so results compare
 // exactly with MPI_Allreduce's.
@@ -140,7 +139,8 @@ TEST(SharedMemory, QueueMixesSharedAndRingOperations) {
   for (int k = 0; k < 3; ++k) EXPECT_EQ(priv[k], priv_ref[k]);
 }
 
-TEST(SharedMemory, ReduceScatterInPlaceAndToPrivateMemory) {
+// Reduce-scatter and all-gather, each in place and to / from this rank's private memory.
+TEST(SharedMemory, ReduceScatterAndAllGather) {
   MpiCommunicator c(MPI_COMM_WORLD);
   const int p = c.size(), r = c.rank();
   std::string why;
@@ -149,35 +149,28 @@ TEST(SharedMemory, ReduceScatterInPlaceAndToPrivateMemory) {
   for (int64_t m : {int64_t{1}, int64_t{17}, kTotal / p}) {
     fill_ints(s, kTotal, 300 + r + (uint32_t)m);
     const auto full = mpi_sum(s, m * p);
-    const std::vector<float> want(full.begin() + r * m, full.begin() + (r + 1) * m);
+    const std::vector<float> sum_r(full.begin() + r * m, full.begin() + (r + 1) * m);
     std::vector<float> out(m, -1.f);
     c.reduce_scatter(s, out.data(), m);
-    EXPECT_EQ(out, want) << "m=" << m;
+    EXPECT_EQ(out, sum_r) << "m=" << m;
     c.reduce_scatter(s, s + r * m, m);  // in place: into this rank's own slice
-    EXPECT_EQ(std::vector<float>(s + r * m, s + (r + 1) * m), want) << "m=" << m;
-  }
-}
+    EXPECT_EQ(std::vector<float>(s + r * m, s + (r + 1) * m), sum_r) << "m=" << m;
 
-TEST(SharedMemory, AllGatherInPlaceAndFromPrivateMemory) {
-  MpiCommunicator c(MPI_COMM_WORLD);
-  const int p = c.size(), r = c.rank();
-  std::string why;
-  float* s = c.allocate_shared(kTotal, &why);
-  ASSERT_NE(s, nullptr) << why;
-  for (int64_t m : {int64_t{1}, int64_t{17}, kTotal / p}) {
     std::vector<float> mine(m);  // rank r's slice: r * 1e6 + index
     for (int64_t i = 0; i < m; ++i) mine[i] = (float)(r * 1000000 + i);
-    std::vector<float> want(p * m);
+    std::vector<float> gathered(p * m);
     for (int q = 0; q < p; ++q)
-      for (int64_t i = 0; i < m; ++i) want[q * m + i] = (float)(q * 1000000 + i);
+      for (int64_t i = 0; i < m; ++i) gathered[q * m + i] = (float)(q * 1000000 + i);
     std::fill(s, s + kTotal, -1.f);
     std::copy(mine.begin(), mine.end(), s + r * m);
     c.all_gather(s + r * m, s, m);  // in place
-    EXPECT_EQ(std::vector<float>(s, s + p * m), want) << "m=" << m;
-    EXPECT_EQ(s[p * m < kTotal ? p * m : kTotal - 1], p * m < kTotal ? -1.f : want.back());
+    EXPECT_EQ(std::vector<float>(s, s + p * m), gathered) << "m=" << m;
+    if (p * m < kTotal) {
+      EXPECT_EQ(s[p * m], -1.f);  // nothing written past the end
+    }
     std::fill(s, s + kTotal, -1.f);
     c.all_gather(mine.data(), s, m);  // from this rank's private memory
-    EXPECT_EQ(std::vector<float>(s, s + p * m), want) << "m=" << m;
+    EXPECT_EQ(std::vector<float>(s, s + p * m), gathered) << "m=" << m;
   }
 }
 
@@ -216,17 +209,4 @@ TEST(SharedMemory, TooLargeIsRefusedWithTheReason) {
   EXPECT_EQ(s[63], (float)c.size());
 }
 
-int main(int argc, char** argv) {
-  int provided;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
-  ::testing::InitGoogleTest(&argc, argv);
-  if (world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int rc = RUN_ALL_TESTS();
-  int any = 0;
-  MPI_Allreduce(&rc, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return any;
-}
+int main(int argc, char** argv) { return run_mpi_gtests(argc, argv, MPI_THREAD_MULTIPLE); }

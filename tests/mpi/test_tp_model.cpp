@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "tests/mpi/mpi_gtest_main.h"
 #include "framework/model/gpt2.h"
 
 namespace tessera {
@@ -66,15 +67,4 @@ TEST(TensorParallelModel, PaddedVocabulary) { check_layout(250, 253); }
 }  // namespace
 }  // namespace tessera
 
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  if (tessera::world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int rc = RUN_ALL_TESTS();
-  MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return rc;
-}
+int main(int argc, char** argv) { return run_mpi_gtests(argc, argv, MPI_THREAD_SINGLE); }
