@@ -75,7 +75,8 @@ echo "(b) dp=2 x 1 thread (ZeRO-1 on and off) vs dp=1 x 2 threads, global batch 
 # dp=2 with ZeRO-1 splits the optimizer step over the ranks as well; without it, each rank
 # runs the whole AdamW step on its one thread.
 for round in a b c; do
-  train "dp1-$round" 1 2; train "dp2z-$round" 2 1 --set parallel.zero=1; train "dp2-$round" 2 1
+  train "dp1-$round" 1 2; train "dp2z-$round" 2 1 --set parallel.zero=1
+  train "dp2-$round" 2 1 --set parallel.zero=0
 done
 fi
 
