@@ -60,8 +60,6 @@ void GPT2::FreeDeleter::operator()(void* p) const {
   if (owned) std::free(p);
 }
 
-
-
 namespace {
 void* alloc_zeroed(size_t n_bytes) {
   // 64-byte alignment: every tensor in the buffer starts on a cache line. Buffers of
