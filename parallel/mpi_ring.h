@@ -7,26 +7,16 @@
 #include <mpi.h>
 
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
 #include "kernels/cpu/bf16.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/mpi_error.h"
 
 namespace tessera::mpi_ring {
 
 constexpr int kRingTag = 7001;
 
-// MPI's error code as an exception naming the call.
-inline void check(int rc, const char* what) {
-  if (rc != MPI_SUCCESS) {
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    throw std::runtime_error(std::string("MpiCommunicator: ") + what + " failed: " +
-                             std::string(msg, static_cast<size_t>(len)));
-  }
-}
+inline void check(int rc, const char* what) { mpi_check(rc, "MpiCommunicator", what); }
 
 inline int icount(int64_t n) { return static_cast<int>(n); }
 

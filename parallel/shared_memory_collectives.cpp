@@ -11,18 +11,12 @@
 #include <stdexcept>
 #include <thread>
 
+#include "parallel/mpi_error.h"
+
 namespace tessera {
 namespace {
 
-void check(int rc, const char* what) {
-  if (rc != MPI_SUCCESS) {
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    throw std::runtime_error(std::string("SharedMemoryCollectives: ") + what + " failed: " +
-                             std::string(msg, static_cast<size_t>(len)));
-  }
-}
+void check(int rc, const char* what) { mpi_check(rc, "SharedMemoryCollectives", what); }
 
 // The flags sit in the first 4 KiB of each rank's segment, from its first 64-byte
 // boundary (Open MPI places segments only 8-byte aligned); the data follows.
