@@ -13,6 +13,9 @@
 //     messages hold chunk_bytes / 2 elements, so a chunk covers twice the elements.
 //   * reduce_scatter: always the ring (never MPI_Reduce_scatter_block).
 //   * all_gather, broadcast, send/recv: MPI_Allgather / MPI_Bcast / MPI_Send / MPI_Recv.
+//   * Buffers inside allocate_shared memory (ranks on one node): fp32 all_reduce(_async),
+//     reduce_scatter and all_gather instead sum or copy directly in every rank's memory
+//     (parallel/shared_memory_collectives.h), whatever their size.
 // Defaults (measured with bench/bench_allreduce at 2 ranks, see that file's header):
 //   ring_threshold_bytes = 256 KiB, chunk_bytes = 1 MiB (bytes per ring message; on a
 //   498 MB buffer on huge pages 1, 2 and 4 MiB were within noise, 256 KiB and 16 MiB

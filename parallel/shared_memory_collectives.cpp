@@ -1,7 +1,9 @@
 #include "parallel/shared_memory_collectives.h"
 
-#include <immintrin.h>
 #include <sched.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 #include <sys/statvfs.h>
 
 #include <algorithm>
@@ -38,9 +40,11 @@ void back_off(int& spins, MPI_Comm comm) {
     int flag = 0;
     MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, MPI_STATUS_IGNORE);
   }
-  if (spins < 200)
-    _mm_pause();
-  else if (spins < 2000)
+  if (spins < 200) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();  // a spin-wait hint: frees the core's resources for a hyperthread sibling
+#endif
+  } else if (spins < 2000)
     sched_yield();
   else
     std::this_thread::sleep_for(std::chrono::microseconds(20));
