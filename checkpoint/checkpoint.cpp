@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <sys/statvfs.h>
-#include <mpi.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +24,7 @@
 #include "checkpoint/h5.h"
 // See h5.cpp: tessera::Error is the one framework/ type checkpoint/ uses (header-only).
 #include "framework/util/error.h"
+#include "parallel/collectives.h"
 
 namespace tessera {
 
@@ -54,40 +54,6 @@ std::string checkpoint_dir_name(int64_t step) {
 }
 
 namespace {
-
-struct World {
-  bool mpi = false;  // false: MPI not initialised (unit tests, tools): a single rank
-  int rank = 0, size = 1;
-};
-
-World world() {
-  World w;
-  int initialised = 0, finalised = 0;
-  MPI_Initialized(&initialised);
-  MPI_Finalized(&finalised);
-  if (initialised && !finalised) {
-    w.mpi = true;
-    MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &w.size);
-  }
-  return w;
-}
-
-// Collective: "" when every rank's `error` is empty, else the error of the lowest failing
-// rank, on every rank. The all-reduce is also the barrier: no rank returns before every
-// rank has finished (and fsync'd) what it did before calling.
-std::string agree(const World& w, const std::string& error) {
-  if (!w.mpi) return error;
-  int first = error.empty() ? INT_MAX : w.rank;
-  MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (first == INT_MAX) return "";
-  std::string msg = error;
-  int n = (int)msg.size();
-  MPI_Bcast(&n, 1, MPI_INT, first, MPI_COMM_WORLD);
-  msg.resize(n);
-  MPI_Bcast(msg.data(), n, MPI_CHAR, first, MPI_COMM_WORLD);
-  return msg;
-}
 
 // Runs f(), turning any exception into its message ("" on success).
 template <class F>
@@ -343,25 +309,12 @@ void write_index(const fs::path& path, const CheckpointMeta& meta, int world_siz
 }
 
 // Every rank's shard description (null for a rank without pieces), on rank 0; {} elsewhere.
-nlohmann::json gather_shards(const World& w, const nlohmann::json& mine) {
-  if (!w.mpi) return nlohmann::json::array({mine});
-  const std::string text = mine.dump();
-  int n = (int)text.size();
-  std::vector<int> sizes(w.size), starts(w.size);
-  MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
-  std::string all;
-  if (w.rank == 0) {
-    int64_t total = 0;
-    for (int r = 0; r < w.size; r++) starts[r] = (int)total, total += sizes[r];
-    check(total <= INT_MAX, "checkpoint piece list too large to gather");
-    all.resize((size_t)total);
-  }
-  MPI_Gatherv(text.data(), n, MPI_CHAR, all.data(), sizes.data(), starts.data(), MPI_CHAR, 0,
-              MPI_COMM_WORLD);
-  if (w.rank != 0) return {};
+nlohmann::json gather_shards(Communicator& world, const nlohmann::json& mine) {
+  const std::vector<std::string> all = all_gather_strings(world, mine.dump());
+  if (world.rank() != 0) return {};
   nlohmann::json shards = nlohmann::json::array();
-  for (int r = 0; r < w.size; r++) {
-    auto shard = nlohmann::json::parse(all.substr(starts[r], sizes[r]));
+  for (const std::string& text : all) {
+    auto shard = nlohmann::json::parse(text);
     if (!shard.is_null()) shards.push_back(std::move(shard));
   }
   return shards;
@@ -440,8 +393,6 @@ void maybe_die_mid_save(int rank, int64_t step) {
 
 }  // namespace
 
-std::string first_error_of_all_ranks(const std::string& error) { return agree(world(), error); }
-
 namespace {
 
 struct SavePaths {
@@ -461,16 +412,17 @@ SavePaths save_paths(const std::string& dir, const CheckpointMeta& meta) {
 }  // namespace
 
 CheckpointSave::CheckpointSave(const std::string& dir, const CheckpointMeta& meta,
-                               const std::vector<TensorPiece>& pieces, int keep_last, bool async)
-    : dir_(dir), meta_(meta), keep_last_(keep_last), pieces_(pieces),
+                               const std::vector<TensorPiece>& pieces, int keep_last, bool async,
+                               Communicator* world)
+    : dir_(dir), meta_(meta), keep_last_(keep_last),
+      world_(world ? *world : single_process_communicator()), pieces_(pieces),
       start_(std::chrono::steady_clock::now()) {
-  const World w = world();
-  rank_ = w.rank;
+  rank_ = world_.rank();
   const SavePaths paths = save_paths(dir, meta);
   // 1. Rank 0 makes the .tmp directory; every rank checks its own pieces meanwhile.
   std::string error = capture([&] {
     validate(meta, pieces);
-    if (w.rank != 0) return;
+    if (rank_ != 0) return;
     std::error_code ec;
     fs::create_directories(paths.root, ec);
     if (ec) throw Error("cannot create checkpoint directory " + paths.root.string() + ": " + ec.message());
@@ -478,9 +430,9 @@ CheckpointSave::CheckpointSave(const std::string& dir, const CheckpointMeta& met
     if (!fs::create_directory(paths.tmp, ec) || ec)
       throw Error("cannot create " + paths.tmp.string() + ": " + (ec ? ec.message() : "it exists"));
   });
-  error = agree(w, error);
+  error = first_error_of_all(world_, error);
   if (!error.empty()) {
-    if (w.rank == 0) {
+    if (rank_ == 0) {
       std::error_code ec;
       fs::remove_all(paths.tmp, ec);
     }
@@ -501,7 +453,7 @@ CheckpointSave::CheckpointSave(const std::string& dir, const CheckpointMeta& met
   begin_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
-// May run on the background thread: no MPI here (the process may not be
+// May run on the background thread: no communication here (the process may not be
 // MPI_THREAD_MULTIPLE); the rank was taken by the constructor.
 void CheckpointSave::write_this_rank() {
   const SavePaths paths = save_paths(dir_, meta_);
@@ -527,27 +479,26 @@ SaveInfo CheckpointSave::finish() {
   finished_ = true;
   if (writer_.joinable()) writer_.join();
   copies_.clear();
-  const World w = world();
   const SavePaths paths = save_paths(dir_, meta_);
-  const bool lead = w.rank == 0;
-  std::string error = agree(w, error_);
+  const bool lead = rank_ == 0;
+  std::string error = first_error_of_all(world_, error_);
   // 3. Rank 0 checks that the pieces cover every tensor once, then writes the index.
   nlohmann::json shards;
-  if (error.empty()) shards = gather_shards(w, shard_);
+  if (error.empty()) shards = gather_shards(world_, shard_);
   if (error.empty() && lead)
     error = capture([&] {
       const std::string gap = coverage_problem(shards);
       if (!gap.empty()) throw Error("checkpoint of step " + std::to_string(meta_.step) + ": " + gap);
       h5::Quiet quiet;
-      write_index(paths.tmp / ckpt::kIndexFile, meta_, w.size, shards);
+      write_index(paths.tmp / ckpt::kIndexFile, meta_, world_.size(), shards);
       fsync_path(paths.tmp / ckpt::kIndexFile, false);
       fsync_path(paths.tmp, true);
     });
-  error = agree(w, error);
+  error = first_error_of_all(world_, error);
   // 4. Publish: rename, then `latest`.
   if (error.empty() && lead)
     error = capture([&] { publish(paths.root, paths.tmp, paths.final_dir, meta_.run_id); });
-  error = agree(w, error);
+  error = first_error_of_all(world_, error);
   if (!error.empty()) {
     if (lead) {
       std::error_code ec;
@@ -568,8 +519,9 @@ SaveInfo CheckpointSave::finish() {
 }
 
 std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
-                            const std::vector<TensorPiece>& pieces, int keep_last, SaveInfo* info) {
-  CheckpointSave save(dir, meta, pieces, keep_last, /*async=*/false);
+                            const std::vector<TensorPiece>& pieces, int keep_last, SaveInfo* info,
+                            Communicator* world) {
+  CheckpointSave save(dir, meta, pieces, keep_last, /*async=*/false, world);
   const SaveInfo done = save.finish();
   if (info) *info = done;
   return done.path;

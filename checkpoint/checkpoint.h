@@ -25,6 +25,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "parallel/communicator.h"
+
 namespace tessera {
 
 // A box of a logical tensor that this rank writes (fp32, C order): elements
@@ -59,9 +61,8 @@ struct SaveInfo {
 };
 
 // Writes a checkpoint at meta.step and returns its final directory "<dir>/step_XXXXXX".
-// Collective over MPI_COMM_WORLD: every rank calls it with the same dir, meta and
-// keep_last, and its own pieces (possibly none). When MPI is not initialised the caller
-// is a single rank.
+// Collective over `world` (every rank of the job; null: this process alone): every rank
+// calls it with the same dir, meta and keep_last, and its own pieces (possibly none).
 //
 // Rank 0 creates "<dir>/step_XXXXXX.tmp-<run_id>/"; every rank with pieces writes and
 // fsyncs its rank_XXXXX.h5 there; rank 0 checks that the pieces cover every tensor exactly
@@ -73,10 +74,10 @@ struct SaveInfo {
 // one-line message on every rank; no rank hangs.
 std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
                             const std::vector<TensorPiece>& pieces, int keep_last,
-                            SaveInfo* info = nullptr);
+                            SaveInfo* info = nullptr, Communicator* world = nullptr);
 
 // save_checkpoint in two halves, so that the data can be written while training goes on
-// (checkpoint.async). Both halves are collective over MPI_COMM_WORLD.
+// (checkpoint.async). Both halves are collective over `world` (null: this process alone).
 //
 //   CheckpointSave save(dir, meta, pieces, keep_last, /*async=*/true);  // copies, returns
 //   ... training steps; each step: all ranks' save.written() agree? then:
@@ -85,13 +86,14 @@ std::string save_checkpoint(const std::string& dir, const CheckpointMeta& meta,
 // The constructor validates, has rank 0 create the .tmp directory, and writes this rank's
 // shard: at once (async = false), or from a private copy of the pieces in a background
 // thread, so that the caller may change its buffers as soon as it returns (the copy is
-// this rank's shard size: the only extra memory). The thread makes no MPI calls. finish()
+// this rank's shard size: the only extra memory). The thread does not communicate. finish()
 // waits for this rank's shard, then does the rest of save_checkpoint. Destroying an
 // unfinished save waits for its thread and leaves the .tmp directory, as a crash would.
 class CheckpointSave {
  public:
   CheckpointSave(const std::string& dir, const CheckpointMeta& meta,
-                 const std::vector<TensorPiece>& pieces, int keep_last, bool async);
+                 const std::vector<TensorPiece>& pieces, int keep_last, bool async,
+                 Communicator* world = nullptr);
   ~CheckpointSave();
   CheckpointSave(const CheckpointSave&) = delete;
   CheckpointSave& operator=(const CheckpointSave&) = delete;
@@ -107,6 +109,7 @@ class CheckpointSave {
   std::string dir_;
   CheckpointMeta meta_;
   int keep_last_;
+  Communicator& world_;
   int rank_ = 0;
   std::vector<TensorPiece> pieces_;
   std::vector<std::vector<float>> copies_;  // async: the pieces' data
@@ -186,11 +189,6 @@ std::string checksum_string(const float* data, size_t numel);
 // A shard's checksum: XXH64 of its pieces' 64-bit checksums, in order, as little-endian
 // bytes ("xxh64:<16 hex>").
 std::string shard_checksum(const std::vector<uint64_t>& piece_hashes);
-
-// Collective over MPI_COMM_WORLD (identity without MPI): "" when every rank's `error` is
-// empty, else the error of the lowest failing rank, on every rank. Also a barrier. Lets
-// every rank throw the same message instead of some waiting for a rank that failed.
-std::string first_error_of_all_ranks(const std::string& error);
 
 // "step_000200" for step 200 (more digits beyond 999999).
 std::string checkpoint_dir_name(int64_t step);

@@ -8,6 +8,16 @@
 //   all_gather      ncclAllGather:     send holds send_count, recv holds size()*send_count
 //   broadcast       ncclBroadcast, in place
 //   send / recv     ncclSend / ncclRecv
+// and, for the small messages that keep ranks in agreement (a loss, a norm, a stop signal,
+// the first error, a run id), typed forms over any element type and sum / max / min:
+//   all_reduce(buf, count, type, op)  ncclAllReduce with that ncclDataType_t and ncclRedOp_t
+//   broadcast_bytes / all_gather_bytes  ncclBroadcast / ncclAllGather of ncclUint8
+// (parallel/collectives.h builds values, strings and the first error of all ranks on these).
+//
+// Implementations: MpiCommunicator (parallel/mpi_communicator.h, one per process, over an
+// MPI_Comm) and ThreadCommunicator (parallel/thread_communicator.h, ranks as threads of one
+// process, for tests of parallel code without mpirun). A failed operation throws
+// CommError (a tessera::Error: the command line prints it as one line and exits 2).
 // Every operation has a blocking form and an async form that returns a CommRequest with
 // wait()/test() (NCCL: enqueued on a stream, wait = stream sync; MPI: non-blocking calls or
 // a helper thread). Buffers are float, counts are element counts (int64_t).
@@ -22,7 +32,20 @@
 #include <memory>
 #include <string>
 
+#include "framework/util/error.h"
+
 namespace tessera {
+
+// A collective or point-to-point operation failed (a peer died, a count was refused):
+// "communication failed in <where>: <what> (<the backend's reason>)".
+struct CommError : Error {
+  using Error::Error;
+};
+
+// Element types and reductions of the typed all_reduce (NCCL has the same ones).
+enum class ScalarType { f32, f64, i32, i64 };
+enum class ReduceOp { sum, max, min };
+size_t scalar_bytes(ScalarType type);
 
 // Completion state of one async operation; implemented by each backend.
 class CommRequestImpl {
@@ -92,6 +115,14 @@ class Communicator {
   virtual CommRequest recv_async(float* buf, int64_t count, int peer, int tag = 0) = 0;
 
   virtual void barrier() = 0;
+
+  // In place over `count` elements of `type`: the element-wise sum, max or min over ranks
+  // (any size, but meant for small messages: the fast float path is all_reduce above).
+  virtual void all_reduce(void* buf, int64_t count, ScalarType type, ReduceOp op) = 0;
+  // bytes of root's buf to every rank's buf.
+  virtual void broadcast_bytes(void* buf, int64_t bytes, int root) = 0;
+  // recv (size() * bytes) becomes every rank's send (bytes each), in rank order.
+  virtual void all_gather_bytes(const void* send, void* recv, int64_t bytes) = 0;
 
   // Memory that this communicator's collectives reach on every rank directly (NCCL:
   // ncclMemAlloc + ncclCommRegister, zero-copy inside a node). Collective: every rank

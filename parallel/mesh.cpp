@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "framework/util/error.h"
+#include "parallel/mpi_communicator.h"
 
 namespace tessera {
 
@@ -156,6 +157,13 @@ Mesh::Mesh(MPI_Comm world, const LayoutSpec& spec) : world_(world), spec_(spec) 
     check_mpi(MPI_Comm_split(world, coords_.pp * dp + coords_.dp, coords_.tp, &tp_), "MPI_Comm_split(tp)");
     check_mpi(MPI_Comm_split(world, coords_.pp * tp + coords_.tp, coords_.dp, &dp_), "MPI_Comm_split(dp)");
     check_mpi(MPI_Comm_split(world, coords_.dp * tp + coords_.tp, coords_.pp, &pp_), "MPI_Comm_split(pp)");
+    // Queued non-blocking operations rather than a helper thread: with one core per rank
+    // the helper thread's polling takes the core from the computation it should overlap.
+    const MpiCommunicatorOptions options{.async_thread = 0};
+    world_comm_ = std::make_unique<MpiCommunicator>(world, options);
+    tp_comm_ = std::make_unique<MpiCommunicator>(tp_, options);
+    dp_comm_ = std::make_unique<MpiCommunicator>(dp_, options);
+    pp_comm_ = std::make_unique<MpiCommunicator>(pp_, options);
   } catch (...) {
     free_comms();
     throw;
@@ -167,6 +175,8 @@ Mesh::~Mesh() { free_comms(); }
 Mesh::Mesh(Mesh&& o) noexcept
     : world_(o.world_), tp_(std::exchange(o.tp_, MPI_COMM_NULL)),
       dp_(std::exchange(o.dp_, MPI_COMM_NULL)), pp_(std::exchange(o.pp_, MPI_COMM_NULL)),
+      world_comm_(std::move(o.world_comm_)), tp_comm_(std::move(o.tp_comm_)),
+      dp_comm_(std::move(o.dp_comm_)), pp_comm_(std::move(o.pp_comm_)),
       spec_(o.spec_), coords_(o.coords_), world_rank_(o.world_rank_),
       world_size_(o.world_size_), local_(std::move(o.local_)) {}
 
@@ -177,6 +187,10 @@ Mesh& Mesh::operator=(Mesh&& o) noexcept {
     tp_ = std::exchange(o.tp_, MPI_COMM_NULL);
     dp_ = std::exchange(o.dp_, MPI_COMM_NULL);
     pp_ = std::exchange(o.pp_, MPI_COMM_NULL);
+    world_comm_ = std::move(o.world_comm_);
+    tp_comm_ = std::move(o.tp_comm_);
+    dp_comm_ = std::move(o.dp_comm_);
+    pp_comm_ = std::move(o.pp_comm_);
     spec_ = o.spec_;
     coords_ = o.coords_;
     world_rank_ = o.world_rank_;
@@ -187,6 +201,10 @@ Mesh& Mesh::operator=(Mesh&& o) noexcept {
 }
 
 void Mesh::free_comms() noexcept {
+  world_comm_.reset();
+  tp_comm_.reset();
+  dp_comm_.reset();
+  pp_comm_.reset();
   int finalized = 0;
   MPI_Finalized(&finalized);
   for (MPI_Comm* c : {&tp_, &dp_, &pp_}) {
@@ -202,6 +220,17 @@ MPI_Comm Mesh::comm(MeshAxis axis) const {
     case MeshAxis::pp: return pp_;
   }
   return MPI_COMM_NULL;
+}
+
+Communicator& Mesh::world() const { return *world_comm_; }
+
+Communicator& Mesh::group(MeshAxis axis) const {
+  switch (axis) {
+    case MeshAxis::dp: return *dp_comm_;
+    case MeshAxis::tp: return *tp_comm_;
+    case MeshAxis::pp: return *pp_comm_;
+  }
+  return *world_comm_;
 }
 
 int Mesh::prev_stage_world_rank() const {

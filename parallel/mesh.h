@@ -16,11 +16,15 @@
 #include <mpi.h>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace tessera {
+
+class Communicator;
+class MpiCommunicator;
 
 // What the layout is checked against: the parallel degrees, the job's size and the
 // model facts that decide whether the work can be split that way.
@@ -102,6 +106,14 @@ class Mesh {
   MPI_Comm pp_comm() const { return pp_; }
   MPI_Comm comm(MeshAxis axis) const;
 
+  // The same groups as Communicators: every message of the training code goes through
+  // these (world: the whole job, for agreements such as a stop signal or an error).
+  Communicator& world() const;
+  Communicator& group(MeshAxis axis) const;
+  Communicator& tp() const { return group(MeshAxis::tp); }
+  Communicator& dp() const { return group(MeshAxis::dp); }
+  Communicator& pp() const { return group(MeshAxis::pp); }
+
   // Pipeline neighbours as world ranks (same dp and tp coordinates), or -1 at the ends.
   bool is_first_stage() const { return coords_.pp == 0; }
   bool is_last_stage() const { return coords_.pp == spec_.pp - 1; }
@@ -120,6 +132,8 @@ class Mesh {
 
   MPI_Comm world_ = MPI_COMM_NULL;
   MPI_Comm tp_ = MPI_COMM_NULL, dp_ = MPI_COMM_NULL, pp_ = MPI_COMM_NULL;
+  // Over world_, tp_, dp_, pp_ (duplicates of them), freed before those.
+  std::unique_ptr<MpiCommunicator> world_comm_, tp_comm_, dp_comm_, pp_comm_;
   LayoutSpec spec_;
   MeshCoords coords_;
   int world_rank_ = 0, world_size_ = 1;

@@ -497,3 +497,57 @@ SharedMemoryCollectives* MpiCommunicator::shared_holding(const float* buf, int64
 }
 
 }  // namespace tessera
+
+// ---------------------------------------------------------------- typed agreements
+
+namespace tessera {
+namespace {
+
+MPI_Datatype mpi_type(ScalarType type) {
+  switch (type) {
+    case ScalarType::f32: return MPI_FLOAT;
+    case ScalarType::f64: return MPI_DOUBLE;
+    case ScalarType::i32: return MPI_INT32_T;
+    case ScalarType::i64: return MPI_INT64_T;
+  }
+  return MPI_DATATYPE_NULL;
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return MPI_SUM;
+    case ReduceOp::max: return MPI_MAX;
+    case ReduceOp::min: return MPI_MIN;
+  }
+  return MPI_OP_NULL;
+}
+
+}  // namespace
+
+void MpiCommunicator::all_reduce(void* buf, int64_t count, ScalarType type, ReduceOp op) {
+  drain();
+  char* p = static_cast<char*>(buf);
+  const int64_t bytes = static_cast<int64_t>(scalar_bytes(type));
+  for (int64_t off = 0; off < count; off += kMaxMpiCount)
+    check(MPI_Allreduce(MPI_IN_PLACE, p + off * bytes, icount(std::min(kMaxMpiCount, count - off)),
+                        mpi_type(type), mpi_op(op), comm_),
+          "MPI_Allreduce");
+}
+
+void MpiCommunicator::broadcast_bytes(void* buf, int64_t bytes, int root) {
+  drain();
+  char* p = static_cast<char*>(buf);
+  for (int64_t off = 0; off < bytes; off += kMaxMpiCount)
+    check(MPI_Bcast(p + off, icount(std::min(kMaxMpiCount, bytes - off)), MPI_BYTE, root, comm_),
+          "MPI_Bcast");
+}
+
+void MpiCommunicator::all_gather_bytes(const void* send, void* recv, int64_t bytes) {
+  drain();
+  if (bytes <= 0) return;
+  if (bytes > kMaxMpiCount) throw CommError("all_gather_bytes: more than 2^30 bytes per rank");
+  check(MPI_Allgather(send, icount(bytes), MPI_BYTE, recv, icount(bytes), MPI_BYTE, comm_),
+        "MPI_Allgather");
+}
+
+}  // namespace tessera

@@ -109,6 +109,9 @@ class MpiCommunicator final : public Communicator {
   CommRequest send_async(const float* buf, int64_t count, int peer, int tag = 0) override;
   CommRequest recv_async(float* buf, int64_t count, int peer, int tag = 0) override;
   void barrier() override;
+  void all_reduce(void* buf, int64_t count, ScalarType type, ReduceOp op) override;
+  void broadcast_bytes(void* buf, int64_t bytes, int root) override;
+  void all_gather_bytes(const void* send, void* recv, int64_t bytes) override;
   // Ranks all on one node: an MPI-3 shared-memory window per call
   // (parallel/shared_memory_collectives.h); fp32 all_reduce / all_reduce_async /
   // reduce_scatter / all_gather inside one run directly in it.

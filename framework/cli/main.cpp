@@ -79,6 +79,9 @@ int main(int argc, char** argv) {
   // communicator's helper thread (which would need MPI_THREAD_MULTIPLE; trainer.cpp says
   // why it is off).
   MPI_Init(&argc, &argv);
+  // A failed MPI call returns its error (thrown as tessera::CommError, printed as one line
+  // with exit code 2) instead of aborting the job with MPI's own message.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   int code = 0;

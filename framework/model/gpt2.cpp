@@ -14,6 +14,7 @@
 #include "framework/util/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
+#include "parallel/collectives.h"
 #include "parallel/rng.h"
 
 namespace tessera {
@@ -100,25 +101,21 @@ float* GPT2::lora_h(Activations& a, int l, LoraTarget t) const {
 }
 
 void GPT2::allreduce_tp(float* x, int64_t n) const {
-  if (tp_.size == 1) return;
-  check(n <= INT32_MAX, "tensor-parallel all-reduce too large");
-  const int rc = MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, tp_.comm);
-  check(rc == MPI_SUCCESS, "MPI_Allreduce in the tensor-parallel group failed");
+  if (tp_.size > 1) tp_.comm->all_reduce(x, n);
 }
 
 int32_t GPT2::argmax_token(int64_t row) const {
   check(stage_.is_last(), "argmax_token: only the last pipeline stage has logits");
   const float* x = slots_[0].logits + row * local_vocab_;
   const int n = std::max(0, std::min(local_vocab_, config_.vocab_size - vocab_start()));
-  struct {
-    float value;
-    int index;
-  } best{-std::numeric_limits<float>::infinity(), INT32_MAX};
+  float best = -std::numeric_limits<float>::infinity();
+  int32_t index = INT32_MAX;
   for (int i = 0; i < n; i++)
-    if (x[i] > best.value || best.index == INT32_MAX) best = {x[i], vocab_start() + i};
-  if (tp_.size > 1)
-    MPI_Allreduce(MPI_IN_PLACE, &best, 1, MPI_FLOAT_INT, MPI_MAXLOC, tp_.comm);
-  return best.index;
+    if (x[i] > best || index == INT32_MAX) best = x[i], index = vocab_start() + i;
+  if (tp_.size == 1) return index;
+  // The largest value over the group, then the lowest index holding it (a max-loc).
+  const float top = all_reduce_value(*tp_.comm, best, ReduceOp::max);
+  return all_reduce_value(*tp_.comm, best == top ? index : INT32_MAX, ReduceOp::min);
 }
 
 // Fused vocabulary-parallel softmax + cross-entropy (Megatron): each rank holds the
@@ -139,7 +136,7 @@ void GPT2::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, i
     for (int i = 0; i < n_real; i++) m = std::max(m, row[i]);
     maxv[n] = m;
   }
-  if (tp_.size > 1) MPI_Allreduce(MPI_IN_PLACE, maxv.data(), N, MPI_FLOAT, MPI_MAX, tp_.comm);
+  if (tp_.size > 1) tp_.comm->all_reduce(maxv.data(), N, ScalarType::f32, ReduceOp::max);
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++) {
     float* row = logits + (int64_t)n * Vl;
@@ -326,111 +323,130 @@ float GPT2::forward_backward(const int32_t* inputs, const int32_t* targets, int 
   return loss;
 }
 
+// Announces parameters first .. first + count - 1 of table() to the grad-ready hook, last
+// one first.
+void GPT2::announce_ready(int first, int count) const {
+  if (grad_ready_)
+    for (int i = first + count - 1; i >= first; i--) grad_ready_(i);
+}
+
+// A linear layer's input as stage_forward saved it: layer l's fp32 copy, or its 16-bit one.
+SavedInput GPT2::saved_input(const Activations& a, const float* x32, const uint16_t* x16, int l,
+                             int64_t width) const {
+  return mixed_ ? SavedInput{nullptr, x16 + l * a.maxN * width}
+                : SavedInput{x32 + l * a.maxN * width, nullptr};
+}
+
 void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, float* dx_in,
                           int B, int T) {
   check_shape(slot, B, T);
-  const int C = config_.n_embd, NH = config_.n_head / tp_.size, Vl = local_vocab_;
-  const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
-  const int64_t N = (int64_t)B * T, maxN = slots_[slot].maxN;
-  const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
+  const int C = config_.n_embd;
+  const int64_t N = (int64_t)B * T;
   Activations& a = slots_[slot];
   const ParamPtrs p = param_ptrs(params_.get());
   const ParamPtrs g = param_ptrs(grads_.get());  // all null under LoRA: the base is frozen
-  const LinearContext ctx = linear_context();
-  auto zero = [](float* x, int64_t n) { std::memset(x, 0, sizeof(float) * n); };
-  // Announces parameters first .. first + count - 1 of table(), last one first.
-  auto ready = [this](int first, int count) {
-    if (grad_ready_)
-      for (int i = first + count - 1; i >= first; i--) grad_ready_(i);
-  };
-  // A linear layer's saved input: layer l's fp32 copy, or its 16-bit one.
-  const int64_t per_layer = mixed_ ? 0 : 1;
-  auto saved = [&](const float* x32, const uint16_t* x16, int l, int64_t width) {
-    return mixed_ ? SavedInput{nullptr, x16 + l * maxN * width}
-                  : SavedInput{x32 + per_layer * l * maxN * width, nullptr};
-  };
-
   // dresidual collects the gradient of the residual stream; every branch adds into it
   // (the residual add's backward is identity).
-  if (stage_.is_last()) {
-    // LM head (tied to wte) and final LayerNorm, from the dlogits stage_loss left.
-    zero(a.dln, N * C);
-    linear_backward(lm_head(p, g), ctx, a.dln, a.logits, saved(a.lnf, a.lnf_16, 0, C), nullptr,
-                    (int)N);
-    allreduce_tp(a.dln, N * C);  // the LM head is column-parallel over the vocabulary
-    zero(a.dresidual, N * C);
-    k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, stage_output_of(a), p.lnf_w,
-                          a.lnf_mean, a.lnf_rstd, (int)N, C);
-    if (!lora_) ready(lnf_index_, 2);
-  } else {
+  if (stage_.is_last())
+    head_backward(a, p, g, N);
+  else
     std::memcpy(a.dresidual, dx_out, sizeof(float) * N * C);
-  }
-
-  for (int l = stage_.num_layers - 1; l >= 0; l--) {
-    const auto& w = p.blocks[l];
-    const auto& gw = g.blocks[l];
-    const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
-    const float* residual2 = a.residual2 + l * maxN * C;
-    // qkv and fch: layer l's, or (mixed precision) widened from their 16-bit copies.
-    const float* qkv = saved_fp32(a.qkv, a.qkv_16, l, N, 3 * Ct);
-    const float* fch = saved_fp32(a.fch, a.fch_16, l, N, Ft);
-    auto linear = [&](LoraTarget t, float* dx, const float* dout, SavedInput x) {
-      linear_backward(block_linear(l, t, p, g, &a, T), ctx, dx, dout, x, lora_h(a, l, t), (int)N);
-    };
-
-    // MLP branch: dresidual is d(block output) = d(mlp output).
-    zero(a.dfch_gelu, N * Ft);
-    linear(LoraTarget::mlp_down, a.dfch_gelu, a.dresidual, saved(a.fch_gelu, a.fch_gelu_16, l, Ft));
-    zero(a.dfch, N * Ft);
-    k::gelu_backward(a.dfch, fch, a.dfch_gelu, N * Ft);
-    zero(a.dln, N * C);
-    linear(LoraTarget::mlp_up, a.dln, a.dfch, saved(a.ln2, a.ln2_16, l, C));
-    allreduce_tp(a.dln, N * C);  // column-parallel up: sum the input's gradient
-    k::layernorm_backward(a.dresidual, gw.ln2_w, gw.ln2_b, a.dln, residual2, w.ln2_w,
-                          a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, (int)N, C);
-
-    // Attention branch: dresidual is now d(residual2).
-    zero(a.datty, N * Ct);
-    linear(LoraTarget::attn_out, a.datty, a.dresidual, saved(a.atty, a.atty_16, l, Ct));
-    zero(a.dqkv, N * 3 * Ct);
-    k::attention_backward(a.dqkv, a.datt, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
-    zero(a.dln, N * C);
-    linear(LoraTarget::qkv, a.dln, a.dqkv, saved(a.ln1, a.ln1_16, l, C));
-    allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient
-    k::layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
-                          a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
-    if (!lora_) {
-      const int kPerBlock = 12;
-      ready(block0_index_ + kPerBlock * l, kPerBlock);
-    } else {  // this layer's adapters, A and B of each target, in the table's order
-      int first = -1, count = 0;
-      for (int ia : lora_index_[l])
-        if (ia >= 0) first = first < 0 ? ia : first, count += 2;
-      if (count > 0) ready(first, count);
-    }
-  }
+  for (int l = stage_.num_layers - 1; l >= 0; l--) block_backward(a, l, p, g, B, T);
   if (!stage_.is_first()) {
     std::memcpy(dx_in, a.dresidual, sizeof(float) * N * C);
-    if (wte_index() >= 0) ready(wte_index(), 1);  // the LM head's copy of wte
+    if (wte_index() >= 0) announce_ready(wte_index(), 1);  // the LM head's copy of wte
     return;
   }
   if (lora_) return;  // the embeddings are frozen
+  embedding_backward(a, g, inputs, B, T);
+  announce_ready(0, 2);  // wte (on one stage: the LM head and the embedding both added to it), wpe
+}
+
+// The LM head (tied to wte) and the final LayerNorm, from the dlogits stage_loss left.
+void GPT2::head_backward(Activations& a, const ParamPtrs& p, const ParamPtrs& g, int64_t N) {
+  const int C = config_.n_embd;
+  std::memset(a.dln, 0, sizeof(float) * N * C);
+  linear_backward(lm_head(p, g), linear_context(), a.dln, a.logits,
+                  saved_input(a, a.lnf, a.lnf_16, 0, C), nullptr, (int)N);
+  allreduce_tp(a.dln, N * C);  // the LM head is column-parallel over the vocabulary
+  std::memset(a.dresidual, 0, sizeof(float) * N * C);
+  k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, stage_output_of(a), p.lnf_w,
+                        a.lnf_mean, a.lnf_rstd, (int)N, C);
+  if (!lora_) announce_ready(lnf_index_, 2);
+}
+
+// Block l: a.dresidual holds d(block output) on entry and d(block input) on return.
+void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
+                          int T) {
+  const int C = config_.n_embd, NH = config_.n_head / tp_.size;
+  const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
+  const int64_t N = (int64_t)B * T, maxN = a.maxN;
+  const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
+  const LinearContext ctx = linear_context();
+  auto zero = [](float* x, int64_t n) { std::memset(x, 0, sizeof(float) * n); };
+  const auto& w = p.blocks[l];
+  const auto& gw = g.blocks[l];
+  const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
+  const float* residual2 = a.residual2 + l * maxN * C;
+  // qkv and fch: layer l's, or (mixed precision) widened from their 16-bit copies.
+  const float* qkv = saved_fp32(a.qkv, a.qkv_16, l, N, 3 * Ct);
+  const float* fch = saved_fp32(a.fch, a.fch_16, l, N, Ft);
+  auto linear = [&](LoraTarget t, float* dx, const float* dout, SavedInput x) {
+    linear_backward(block_linear(l, t, p, g, &a, T), ctx, dx, dout, x, lora_h(a, l, t), (int)N);
+  };
+
+  // MLP branch: dresidual is d(block output) = d(mlp output).
+  zero(a.dfch_gelu, N * Ft);
+  linear(LoraTarget::mlp_down, a.dfch_gelu, a.dresidual, saved_input(a, a.fch_gelu, a.fch_gelu_16, l, Ft));
+  zero(a.dfch, N * Ft);
+  k::gelu_backward(a.dfch, fch, a.dfch_gelu, N * Ft);
+  zero(a.dln, N * C);
+  linear(LoraTarget::mlp_up, a.dln, a.dfch, saved_input(a, a.ln2, a.ln2_16, l, C));
+  allreduce_tp(a.dln, N * C);  // column-parallel up: sum the input's gradient
+  k::layernorm_backward(a.dresidual, gw.ln2_w, gw.ln2_b, a.dln, residual2, w.ln2_w,
+                        a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, (int)N, C);
+
+  // Attention branch: dresidual is now d(residual2).
+  zero(a.datty, N * Ct);
+  linear(LoraTarget::attn_out, a.datty, a.dresidual, saved_input(a, a.atty, a.atty_16, l, Ct));
+  zero(a.dqkv, N * 3 * Ct);
+  k::attention_backward(a.dqkv, a.datt, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
+  zero(a.dln, N * C);
+  linear(LoraTarget::qkv, a.dln, a.dqkv, saved_input(a, a.ln1, a.ln1_16, l, C));
+  allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient
+  k::layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
+                        a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
+  if (!lora_) {
+    const int kPerBlock = 12;
+    announce_ready(block0_index_ + kPerBlock * l, kPerBlock);
+  } else {  // this layer's adapters, A and B of each target, in the table's order
+    int first = -1, count = 0;
+    for (int ia : lora_index_[l])
+      if (ia >= 0) first = first < 0 ? ia : first, count += 2;
+    if (count > 0) announce_ready(first, count);
+  }
+}
+
+// The token and position embeddings' gradients (first stage) from a.dresidual.
+void GPT2::embedding_backward(Activations& a, const ParamPtrs& g, const int32_t* inputs, int B,
+                              int T) {
+  const int C = config_.n_embd, Vl = local_vocab_;
+  const int64_t N = (int64_t)B * T;
   if (tp_.size == 1) {
     k::encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
-  } else {
-    // Vocabulary-parallel embedding: this rank's rows only; wpe (replicated) as usual.
-    const int start = vocab_start();
-    for (int64_t n = 0; n < N; n++) {
-      const float* d = a.dresidual + n * C;
-      float* dpos = g.wpe + (n % T) * C;
-      for (int c = 0; c < C; c++) dpos[c] += d[c];
-      const int t = inputs[n] - start;
-      if (t < 0 || t >= Vl) continue;
-      float* drow = g.wte + (int64_t)t * C;
-      for (int c = 0; c < C; c++) drow[c] += d[c];
-    }
+    return;
   }
-  ready(0, 2);  // wte (on one stage: the LM head and the embedding both added to it), wpe
+  // Vocabulary-parallel embedding: this rank's rows only; wpe (replicated) as usual.
+  const int start = vocab_start();
+  for (int64_t n = 0; n < N; n++) {
+    const float* d = a.dresidual + n * C;
+    float* dpos = g.wpe + (n % T) * C;
+    for (int c = 0; c < C; c++) dpos[c] += d[c];
+    const int t = inputs[n] - start;
+    if (t < 0 || t >= Vl) continue;
+    float* drow = g.wte + (int64_t)t * C;
+    for (int c = 0; c < C; c++) drow[c] += d[c];
+  }
 }
 
 }  // namespace tessera

@@ -3,8 +3,6 @@
 // a final LayerNorm, and an LM head tied to the token embedding. Forward and backward
 // are written out by hand on top of kernels/ops.h; there is no autograd.
 #pragma once
-#include <mpi.h>
-
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -15,6 +13,7 @@
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
 #include "kernels/cpu/lowp.h"
+#include "parallel/communicator.h"
 
 namespace tessera {
 
@@ -39,21 +38,21 @@ struct PassTimes {
 };
 
 // This rank's place in its tensor-parallel group (Megatron). size 1 (the default) is the
-// single-process model; comm may then be MPI_COMM_NULL.
+// single-process model; comm may then be null.
 struct TensorParallel {
   int rank = 0, size = 1;
-  MPI_Comm comm = MPI_COMM_NULL;
+  Communicator* comm = nullptr;
 };
 
 // This rank's pipeline stage: the consecutive layers first_layer .. first_layer +
 // num_layers - 1. The first stage also holds the embeddings (wte, wpe), the last the
 // final LayerNorm and the LM head, i.e. its own copy of wte (tied: the pipeline keeps
 // the two copies equal by summing their gradients, see framework/train/pipeline.h).
-// size 1 (the default) is the whole model; comm (the pp group) may then be MPI_COMM_NULL.
+// size 1 (the default) is the whole model; comm (the pp group) may then be null.
 struct PipelineStage {
   int rank = 0, size = 1;
   int first_layer = 0, num_layers = -1;  // -1: all of config.n_layer
-  MPI_Comm comm = MPI_COMM_NULL;
+  Communicator* comm = nullptr;
   bool is_first() const { return rank == 0; }
   bool is_last() const { return rank == size - 1; }
 };
@@ -93,7 +92,7 @@ struct ModelOptions {
 //   attn.proj      columns of this rank's heads (row-parallel; bias replicated)
 //   mlp.up         rows (column-parallel); mlp.down columns (row-parallel; bias replicated)
 //   LayerNorms, wpe, row-parallel biases: replicated.
-// Communication is MPI_Allreduce(sum) in the tp communicator: after each row-parallel
+// Communication is an all-reduce (sum) in the tp communicator: after each row-parallel
 // matmul and the vocabulary-parallel embedding (forward), on the gradient of the input
 // of each column-parallel block and of the LM head (backward), and three small ones in
 // the vocabulary-parallel cross-entropy. Every linear layer goes through linear.h, which
@@ -248,6 +247,14 @@ class GPT2 {
   void keep_16bit(float* x, uint16_t* x16, int64_t n) const;
   const float* saved_fp32(float* x32, const uint16_t* x16, int l, int64_t N, int64_t width) const;
   void refresh_weights16();  // the 16-bit copy of params_, if stale
+
+  // The backward pass in parts (stage_backward runs them in turn).
+  void head_backward(Activations& a, const ParamPtrs& p, const ParamPtrs& g, int64_t N);
+  void block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B, int T);
+  void embedding_backward(Activations& a, const ParamPtrs& g, const int32_t* inputs, int B, int T);
+  void announce_ready(int first, int count) const;
+  SavedInput saved_input(const Activations& a, const float* x32, const uint16_t* x16, int l,
+                         int64_t width) const;
 
   void allreduce_tp(float* x, int64_t n) const;  // sum over the tp group (no-op at tp 1)
   void vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,

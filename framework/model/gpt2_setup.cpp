@@ -14,6 +14,7 @@
 #include "framework/util/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
+#include "parallel/collectives.h"
 #include "parallel/huge_pages.h"
 #include "parallel/rng.h"
 
@@ -92,13 +93,13 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   check(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
   check(cfg.padded_vocab_size >= cfg.vocab_size, "padded vocabulary smaller than vocabulary");
   check(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "bad tensor-parallel rank/size");
-  check(tp.size == 1 || tp.comm != MPI_COMM_NULL, "tensor parallelism needs a communicator");
+  check(tp.size == 1 || tp.comm != nullptr, "tensor parallelism needs a communicator");
   if (stage_.num_layers < 0) stage_.num_layers = cfg.n_layer - stage_.first_layer;
   check(stage.size >= 1 && stage.rank >= 0 && stage.rank < stage.size &&
             stage_.first_layer >= 0 && stage_.num_layers >= 1 &&
             stage_.first_layer + stage_.num_layers <= cfg.n_layer,
         "bad pipeline stage");
-  check(stage.size == 1 || stage.comm != MPI_COMM_NULL, "pipeline parallelism needs a communicator");
+  check(stage.size == 1 || stage.comm != nullptr, "pipeline parallelism needs a communicator");
   check(activation_slots >= 1, "at least one activation slot");
   // The layout's own checks (parallel/mesh.h) are the source of truth; these only guard
   // direct users of the class.
@@ -312,11 +313,9 @@ double GPT2::grad_norm() const {
     const double ss = k::sum_squares(g + p.offset, p.numel);  // local padding: 0
     (p.shard.sharded() ? sharded : replicated) += ss;
   }
-  if (tp_.size > 1)
-    MPI_Allreduce(MPI_IN_PLACE, &sharded, 1, MPI_DOUBLE, MPI_SUM, tp_.comm);
+  if (tp_.size > 1) sharded = all_reduce_value(*tp_.comm, sharded, ReduceOp::sum);
   double total = sharded + replicated;
-  if (stage_.size > 1)
-    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_DOUBLE, MPI_SUM, stage_.comm);
+  if (stage_.size > 1) total = all_reduce_value(*stage_.comm, total, ReduceOp::sum);
   return std::sqrt(total);
 }
 
@@ -329,7 +328,7 @@ std::vector<float> GPT2::gather_logical(int index, const float* base) const {
     return out;
   }
   std::vector<float> all((size_t)p.numel * tp_.size);
-  MPI_Allgather(local, (int)p.numel, MPI_FLOAT, all.data(), (int)p.numel, MPI_FLOAT, tp_.comm);
+  tp_.comm->all_gather(local, all.data(), p.numel);
   ParamInfo q = p;
   for (int r = 0; r < tp_.size; r++) {
     q.shard.tp_rank = r;

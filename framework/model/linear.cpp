@@ -17,10 +17,7 @@ namespace {
 bool mixed(const LinearContext& ctx) { return ctx.dtype != k::Dtype::fp32; }
 
 void allreduce_tp(const LinearContext& ctx, float* x, int64_t n) {
-  if (ctx.tp_size == 1) return;
-  check(n <= INT32_MAX, "tensor-parallel all-reduce too large");
-  const int rc = MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, ctx.tp_comm);
-  check(rc == MPI_SUCCESS, "MPI_Allreduce in the tensor-parallel group failed");
+  if (ctx.tp_size > 1) ctx.tp->all_reduce(x, n);
 }
 
 // The input as the base GEMM saw it, in fp32: x itself, or its 16-bit rounding widened

@@ -25,11 +25,10 @@
 // gradient when B is split (backward), so both adapters see the whole h: a layer's
 // LoRA result does not depend on tp up to rounding. The adapter's GEMMs are fp32.
 #pragma once
-#include <mpi.h>
-
 #include <cstdint>
 
 #include "kernels/cpu/lowp.h"
+#include "parallel/communicator.h"
 
 namespace tessera {
 
@@ -73,7 +72,7 @@ struct LinearLayer {
 struct LinearContext {
   kernels::Dtype dtype = kernels::Dtype::fp32;
   int tp_size = 1;
-  MPI_Comm tp_comm = MPI_COMM_NULL;
+  Communicator* tp = nullptr;  // the tensor-parallel group (null at tp_size 1)
   uint16_t* scratch16 = nullptr;  // the output gradient rounded, in chunks of rows
   int64_t scratch16_size = 0;     // its elements (N * widest block layer)
   float* scratch = nullptr;       // [N * widest input]: a rounded input as fp32 (LoRA)

@@ -1,7 +1,5 @@
 #include "framework/train/checkpointing.h"
 
-#include <mpi.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,6 +9,7 @@
 #include "framework/util/error.h"
 #include "framework/util/memory.h"
 #include "framework/util/system_info.h"
+#include "parallel/collectives.h"
 
 namespace tessera {
 
@@ -100,8 +99,8 @@ std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw) {
 }
 
 TrainingCheckpoints::TrainingCheckpoints(const Recipe& recipe, std::string run_id, RunLog& log,
-                                         bool print)
-    : recipe_(recipe), run_id_(std::move(run_id)), log_(log), print_(print) {}
+                                         bool print, Communicator& world)
+    : recipe_(recipe), run_id_(std::move(run_id)), log_(log), print_(print), world_(world) {}
 
 // An unpublished save stays a .tmp directory (the run is failing): its thread is joined.
 TrainingCheckpoints::~TrainingCheckpoints() = default;
@@ -125,7 +124,8 @@ void TrainingCheckpoints::save(int64_t step, GPT2& model, AdamW& adamw, const Da
   meta.extra = extra;
   in_flight_ = std::make_unique<CheckpointSave>(r.checkpoint.dir, meta,
                                                 training_state_pieces(model, adamw, dp_rank),
-                                                r.checkpoint.keep_last, r.checkpoint.async);
+                                                r.checkpoint.keep_last, r.checkpoint.async,
+                                                &world_);
   stall_seconds_ = in_flight_->begin_seconds();
   last_step_ = step;
   if (!r.checkpoint.async) publish();
@@ -133,9 +133,7 @@ void TrainingCheckpoints::save(int64_t step, GPT2& model, AdamW& adamw, const Da
 
 void TrainingCheckpoints::poll() {
   if (!in_flight_) return;
-  int written = in_flight_->written() ? 1 : 0;
-  MPI_Allreduce(MPI_IN_PLACE, &written, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (written) publish();
+  if (all_reduce_value<int32_t>(world_, in_flight_->written() ? 1 : 0, ReduceOp::min)) publish();
 }
 
 void TrainingCheckpoints::wait() {
@@ -150,15 +148,13 @@ void TrainingCheckpoints::publish() {
   stall_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   nlohmann::json checksums = nlohmann::json::object();
   for (const auto& [name, sum] : info.checksums) checksums[name] = sum;
-  double peak_rss = peak_rss_mib();  // this rank's high-water mark, so far
-  MPI_Allreduce(MPI_IN_PLACE, &peak_rss, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  // every rank's high-water mark so far, the worst
+  const double peak_rss = all_reduce_value(world_, peak_rss_mib(), ReduceOp::max);
   log_.checkpoint({{"path", info.path}, {"step", step}, {"bytes", info.bytes},
                    {"seconds", info.seconds}, {"stall_seconds", stall_seconds_},
                    {"peak_rss_mb", peak_rss},
                    {"async", recipe_.checkpoint.async}, {"checksums", checksums}});
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank == 0 && print_) std::printf("checkpoint: %s\n", info.path.c_str());
+  if (world_.rank() == 0 && print_) std::printf("checkpoint: %s\n", info.path.c_str());
   last_path_ = info.path;
 }
 
@@ -186,20 +182,14 @@ namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
-double max_over_ranks(double x) {
-  MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return x;
-}
 
 // Every rank reads its own boxes (`dests`), checking those that are exactly one piece (all
 // of them when the layout is the one that wrote the checkpoint); then the ranks share
 // the reading of the pieces nobody checked, so every byte is checked once. Collective;
 // a fault anywhere throws "<what>: <fault>" on every rank.
 ResumeInfo load_and_verify(const std::string& path, const std::vector<TensorDest>& dests,
-                           const std::string& what) {
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+                           const std::string& what, Communicator& world) {
+  auto max_over_ranks = [&](double x) { return all_reduce_value(world, x, ReduceOp::max); };
   auto collectively = [&](auto&& f) {
     std::string error;
     try {
@@ -207,7 +197,7 @@ ResumeInfo load_and_verify(const std::string& path, const std::vector<TensorDest
     } catch (const std::exception& e) {
       error = e.what();
     }
-    error = first_error_of_all_ranks(error);
+    error = first_error_of_all(world, error);
     if (!error.empty()) throw Error(what + ": " + error);
   };
   ResumeInfo info;
@@ -221,30 +211,36 @@ ResumeInfo load_and_verify(const std::string& path, const std::vector<TensorDest
     verified = std::move(loaded.verified_pieces);
   });
   info.load_seconds = max_over_ranks(seconds_since(t0));
-  MPI_Allreduce(MPI_IN_PLACE, verified.data(), (int)verified.size(), MPI_CHAR, MPI_MAX,
-                MPI_COMM_WORLD);
+  // A piece checked by any rank is checked (every rank's list has the same length).
+  std::vector<int32_t> checked(verified.begin(), verified.end());
+  world.all_reduce(checked.data(), (int64_t)checked.size(), ScalarType::i32, ReduceOp::max);
+  verified.assign(checked.begin(), checked.end());
   t0 = std::chrono::steady_clock::now();
-  collectively([&] { info.verified_bytes = verify_checkpoint(path, rank, size, verified); });
+  collectively([&] {
+    info.verified_bytes = verify_checkpoint(path, world.rank(), world.size(), verified);
+  });
   info.verify_seconds = max_over_ranks(seconds_since(t0));
-  MPI_Allreduce(MPI_IN_PLACE, &info.verified_bytes, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  info.verified_bytes = all_reduce_value(world, info.verified_bytes, ReduceOp::sum);
   info.peak_rss_mb = max_over_ranks(peak_rss_mib());
   return info;
 }
 
 }  // namespace
 
-ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw) {
-  return load_and_verify(path, training_state_dests(model, adamw), "cannot resume");
+ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw,
+                                 Communicator& world) {
+  return load_and_verify(path, training_state_dests(model, adamw), "cannot resume", world);
 }
 
-ResumeInfo load_base_model(const std::string& path, GPT2& model) {
+ResumeInfo load_base_model(const std::string& path, GPT2& model, Communicator& world) {
   std::string dir;
   try {
     dir = resolve_checkpoint_dir(path);
   } catch (const Error& e) {
     throw Error("lora.base: " + std::string(e.what()));
   }
-  return load_and_verify(dir, base_parameter_dests(model), "lora.base: cannot load the base model");
+  return load_and_verify(dir, base_parameter_dests(model), "lora.base: cannot load the base model",
+                         world);
 }
 
 }  // namespace tessera

@@ -42,13 +42,14 @@ std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw);
 
 // The trainer's checkpoints: synchronous, or with checkpoint.async written by a background
 // thread while training goes on (at most one in flight: the next save waits for it).
-// Every method is collective over MPI_COMM_WORLD. Each published checkpoint becomes a
+// Every method is collective over `world` (every rank of the job). Each published checkpoint becomes a
 // `checkpoint` event in the run log (path, step, bytes, seconds from start to publish,
 // stall_seconds the training loop spent in it, peak_rss_mb of the worst rank after it,
 // checksums per shard file).
 class TrainingCheckpoints {
  public:
-  TrainingCheckpoints(const Recipe& recipe, std::string run_id, RunLog& log, bool print);
+  TrainingCheckpoints(const Recipe& recipe, std::string run_id, RunLog& log, bool print,
+                      Communicator& world);
   ~TrainingCheckpoints();
 
   // A checkpoint of the state after `step`: first waits for the one in flight, if any.
@@ -70,6 +71,7 @@ class TrainingCheckpoints {
   std::string run_id_;
   RunLog& log_;
   bool print_;
+  Communicator& world_;
   std::unique_ptr<CheckpointSave> in_flight_;
   double stall_seconds_ = 0;  // of the save in flight, so far
   int64_t last_step_ = -1;
@@ -85,7 +87,7 @@ std::string resume_source(const Recipe& recipe);
 // Resumes from `path`: every rank reads the boxes of its own parameters and moments
 // (training_state_dests), whatever layout wrote them, checking the checksum of each box
 // that is exactly one piece; then the ranks share checking every other piece, so each
-// byte of the checkpoint is checked once. Collective over MPI_COMM_WORLD: a fault on any rank throws the same
+// byte of the checkpoint is checked once. Collective over `world`: a fault on any rank throws the same
 // tessera::Error on every rank. Returns the checkpoint's metadata (step, data position)
 // and what it cost, for the run log.
 struct ResumeInfo {
@@ -96,11 +98,12 @@ struct ResumeInfo {
   int64_t verified_bytes = 0;                   // read by the verification pass, all ranks
   double peak_rss_mb = 0;                       // worst rank, after loading
 };
-ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw);
+ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw,
+                                 Communicator& world);
 
 // LoRA: loads the frozen base weights (base_parameter_dests) from the checkpoint `path`
 // (a step directory or a directory with `latest`), checked as resume_training_state
 // checks. Collective; errors name lora.base.
-ResumeInfo load_base_model(const std::string& path, GPT2& model);
+ResumeInfo load_base_model(const std::string& path, GPT2& model, Communicator& world);
 
 }  // namespace tessera

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <climits>
 #include <cstring>
 
 #include "framework/util/error.h"
@@ -19,21 +18,12 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// MPI_Wait that gives the core away while the neighbour is still computing: with more
+// A wait that gives the core away while the neighbour is still computing: with more
 // ranks than cores (a pipeline under `mpirun --oversubscribe`) a spinning wait would take
 // the core from the very stage it waits for.
-void wait_yielding(MPI_Request* request) {
-  for (int polls = 0;; polls++) {
-    int done = 0;
-    MPI_Test(request, &done, MPI_STATUS_IGNORE);
-    if (done) return;
+void wait_yielding(CommRequest& request) {
+  for (int polls = 0; !request.test(); polls++)
     if (polls >= 64) usleep(20);
-  }
-}
-
-int to_int_count(int64_t n) {
-  check(n <= INT_MAX, "pipeline message of " + std::to_string(n) + " floats is too large");
-  return (int)n;
 }
 
 }  // namespace
@@ -47,7 +37,7 @@ int PipelineEngine::slots_needed(PipelineSchedule schedule, int stage, int stage
 PipelineEngine::PipelineEngine(GPT2& model, PipelineSchedule schedule, int micro_batches, int B,
                                int T)
     : model_(model), schedule_(schedule), m_(micro_batches), B_(B), T_(T),
-      pp_comm_(model.stage().comm), stage_(model.stage().rank), stages_(model.stage().size) {
+      pp_(model.stage().comm), stage_(model.stage().rank), stages_(model.stage().size) {
   check(m_ >= 1 && B_ >= 1 && T_ >= 1, "pipeline: bad micro-batch shape");
   check(model.activation_slots() >= slots_needed(schedule, stage_, stages_, m_),
         "pipeline: the model keeps fewer activation slots than the schedule needs");
@@ -66,27 +56,24 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
   const bool first = model_.stage().is_first(), last = model_.stage().is_last();
   const int64_t BT = (int64_t)B_ * T, NC = BT * model_.config().n_embd;
   const int slots = model_.activation_slots();
-  const int msg = to_int_count(NC);
   auto x_tag = [](int i) { return 2 * i; };
   auto dx_tag = [](int i) { return 2 * i + 1; };
 
   // Post every receive of the step up front.
-  std::vector<MPI_Request> recv_x(count, MPI_REQUEST_NULL), recv_dx(count, MPI_REQUEST_NULL);
-  std::vector<MPI_Request> sends;
+  std::vector<CommRequest> recv_x(count), recv_dx(count), sends;
   for (const PipeAction& a : actions) {
     const int i = a.micro_batch;
     if (a.forward && !first)
-      MPI_Irecv(recv_x_.data() + i * NC, msg, MPI_FLOAT, stage_ - 1, x_tag(i), pp_comm_, &recv_x[i]);
+      recv_x[i] = pp_->recv_async(recv_x_.data() + i * NC, NC, stage_ - 1, x_tag(i));
     if (!a.forward && !last)
-      MPI_Irecv(recv_dx_.data() + i * NC, msg, MPI_FLOAT, stage_ + 1, dx_tag(i), pp_comm_,
-                &recv_dx[i]);
+      recv_dx[i] = pp_->recv_async(recv_dx_.data() + i * NC, NC, stage_ + 1, dx_tag(i));
   }
 
   double loss_sum = 0;
   for (const PipeAction& a : actions) {
     const int i = a.micro_batch, slot = i % slots;
     if (a.forward) {
-      if (!first) wait_yielding(&recv_x[i]);
+      if (!first) wait_yielding(recv_x[i]);
       const auto c0 = Clock::now();
       GPT2::DropoutKey key = step_key_;  // off outside training steps
       key.first_sample += (int64_t)i * B_;
@@ -96,13 +83,9 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
         loss_sum += model_.stage_loss(slot, targets + i * BT, B_, T, grad_scale, backward);
       if (!last) std::memcpy(send_x_.data() + i * NC, model_.stage_output(slot), sizeof(float) * NC);
       compute_ms += ms_between(c0, Clock::now());
-      if (!last) {
-        sends.emplace_back();
-        MPI_Isend(send_x_.data() + i * NC, msg, MPI_FLOAT, stage_ + 1, x_tag(i), pp_comm_,
-                  &sends.back());
-      }
+      if (!last) sends.push_back(pp_->send_async(send_x_.data() + i * NC, NC, stage_ + 1, x_tag(i)));
     } else {
-      if (!last) wait_yielding(&recv_dx[i]);
+      if (!last) wait_yielding(recv_dx[i]);
       const auto c0 = Clock::now();
       const bool hook = last_backward_hook && i == count - 1;
       if (hook) model_.set_grad_ready_hook(last_backward_hook);
@@ -110,14 +93,11 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
                             first ? nullptr : send_dx_.data() + i * NC, B_, T);
       if (hook) model_.set_grad_ready_hook(nullptr);
       compute_ms += ms_between(c0, Clock::now());
-      if (!first) {
-        sends.emplace_back();
-        MPI_Isend(send_dx_.data() + i * NC, msg, MPI_FLOAT, stage_ - 1, dx_tag(i), pp_comm_,
-                  &sends.back());
-      }
+      if (!first)
+        sends.push_back(pp_->send_async(send_dx_.data() + i * NC, NC, stage_ - 1, dx_tag(i)));
     }
   }
-  for (MPI_Request& r : sends) wait_yielding(&r);
+  for (CommRequest& r : sends) wait_yielding(r);
   times_.step_ms = ms_between(t0, Clock::now());
   times_.compute_ms = compute_ms;
   times_.wait_ms = times_.step_ms - compute_ms;
@@ -125,7 +105,7 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
 }
 
 double PipelineEngine::loss_from_last_stage(double loss) const {
-  if (stages_ > 1) MPI_Bcast(&loss, 1, MPI_DOUBLE, stages_ - 1, pp_comm_);
+  if (stages_ > 1) pp_->broadcast_bytes(&loss, sizeof loss, stages_ - 1);
   return loss;
 }
 
@@ -161,7 +141,7 @@ int32_t PipelineEngine::next_token(const std::vector<int32_t>& tokens) {
   run({{true, 0}}, tokens.data(), nullptr, 1, T, 0.0f, false, nullptr);
   B_ = saved_B;
   int32_t token = model_.stage().is_last() ? model_.argmax_token(T - 1) : 0;
-  if (stages_ > 1) MPI_Bcast(&token, 1, MPI_INT32_T, stages_ - 1, pp_comm_);
+  if (stages_ > 1) pp_->broadcast_bytes(&token, sizeof token, stages_ - 1);
   return token;
 }
 
@@ -172,9 +152,11 @@ void PipelineEngine::sum_tied_embedding_grads() {
   const int peer = model_.stage().is_first() ? stages_ - 1 : 0;
   float* mine = model_.grads() + wte.offset;
   std::vector<float> theirs((size_t)wte.numel);
-  const int n = to_int_count(wte.numel), tag = 1 << 20;
-  MPI_Sendrecv(mine, n, MPI_FLOAT, peer, tag, theirs.data(), n, MPI_FLOAT, peer, tag, pp_comm_,
-               MPI_STATUS_IGNORE);
+  const int tag = 1 << 20;  // apart from the activations' tags
+  CommRequest received = pp_->recv_async(theirs.data(), wte.numel, peer, tag);
+  CommRequest sent = pp_->send_async(mine, wte.numel, peer, tag);
+  received.wait();
+  sent.wait();
   // a + b == b + a exactly: both copies get bit-identical sums.
   for (int64_t j = 0; j < wte.numel; j++) mine[j] += theirs[j];
 }

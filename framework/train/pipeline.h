@@ -4,7 +4,7 @@
 //
 // Every stage of a data-parallel replica reads the same micro-batches (the first stage
 // needs the inputs, the last the targets). Activations go forward and their gradients
-// backward as [B, T, C] float messages in the pp group, with non-blocking MPI: every
+// backward as [B, T, C] float messages in the pp group's communicator, non-blocking: every
 // receive of the step is posted before the first action, so a stage never blocks a
 // neighbour's send, and each send is completed at the end of the step. At pp = 1 the
 // same engine runs forward and backward of each micro-batch in turn (no messages).
@@ -13,7 +13,6 @@
 // copy (LM head) start equal; sum_tied_embedding_grads() adds their gradients so both
 // copies take the same optimizer step and stay equal.
 #pragma once
-#include <mpi.h>
 
 #include <cstdint>
 #include <vector>
@@ -75,7 +74,7 @@ class PipelineEngine {
   GPT2& model_;
   PipelineSchedule schedule_;
   int m_, B_, T_;
-  MPI_Comm pp_comm_;
+  Communicator* pp_;  // the pipeline group (null at pp = 1)
   int stage_, stages_;
   // Per micro-batch message buffers [m][B * T * C]: received activations / gradients and
   // the copies sent (a send buffer is not touched again until the step's sends complete).

@@ -1,6 +1,5 @@
 #include "framework/train/trainer.h"
 
-#include <mpi.h>
 #include <omp.h>
 
 #include <unistd.h>
@@ -34,57 +33,23 @@
 #include "framework/util/peak.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/mesh.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/collectives.h"
 
 namespace tessera {
 
 namespace {
 
-struct World {
-  int rank = 0, size = 1;
-};
-
-World world() {
-  World w;
-  MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &w.size);
-  return w;
-}
-
-std::string broadcast_string(std::string s, int root) {
-  int n = (int)s.size();
-  MPI_Bcast(&n, 1, MPI_INT, root, MPI_COMM_WORLD);
-  s.resize(n);
-  MPI_Bcast(s.data(), n, MPI_CHAR, root, MPI_COMM_WORLD);
-  return s;
-}
-
-double allreduce_sum(double x) {
-  MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-  return x;
-}
-
-// Mean of x over the ranks of `comm` (e.g. the dp group: tp ranks hold the same loss).
-double allreduce_mean_in(double x, MPI_Comm comm) {
-  int size = 1;
-  MPI_Comm_size(comm, &size);
-  MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, comm);
-  return x / size;
-}
-
 // The global gradient norm under ZeRO-1, where this rank holds the dp-summed gradient of
 // `shard` only: the shards' square sums are added over dp (the shards partition the flat
 // buffer), then — as GPT2::grad_norm() does — the tp-sharded parameters' sums over tp,
 // while the replicated ones (the same on every tp rank) count once.
-double zero_grad_norm(GPT2& model, FlatRange shard, MPI_Comm dp_comm) {
+double zero_grad_norm(GPT2& model, FlatRange shard, Communicator& dp_comm) {
   const SquareSums s = range_sum_squares(model.table(), model.grads(), shard);
   double sums[2] = {s.sharded, s.replicated};
-  MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, dp_comm);
-  if (model.tp().size > 1)
-    MPI_Allreduce(MPI_IN_PLACE, &sums[0], 1, MPI_DOUBLE, MPI_SUM, model.tp().comm);
+  dp_comm.all_reduce(sums, 2, ScalarType::f64, ReduceOp::sum);
+  if (model.tp().size > 1) sums[0] = all_reduce_value(*model.tp().comm, sums[0], ReduceOp::sum);
   double total = sums[0] + sums[1];  // then every pipeline stage's (tied copies left out)
-  if (model.stage().size > 1)
-    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_DOUBLE, MPI_SUM, model.stage().comm);
+  if (model.stage().size > 1) total = all_reduce_value(*model.stage().comm, total, ReduceOp::sum);
   return std::sqrt(total);
 }
 
@@ -123,11 +88,9 @@ class StopSignals {
     sigaction(SIGUSR1, &old_usr1_, nullptr);
     sigaction(SIGTERM, &old_term_, nullptr);
   }
-  // Collective: the signal any rank has received so far (0: none).
-  static int agreed() {
-    int signo = g_stop_signal;
-    MPI_Allreduce(MPI_IN_PLACE, &signo, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    return signo;
+  // Collective over world: the signal any rank has received so far (0: none).
+  static int agreed(Communicator& world) {
+    return all_reduce_value<int32_t>(world, g_stop_signal, ReduceOp::max);
   }
 
  private:
@@ -162,7 +125,7 @@ std::unique_ptr<DataLoader> open_data(const LoaderOptions& options, const std::s
 // order (the same samples every time), split over dp ranks and micro-batches exactly as
 // a training batch is, so the value does not depend on the layout (as in Megatron-LM).
 double evaluate(PipelineEngine& engine, DataLoader& val, const Recipe& r, int micro_per_batch,
-                std::vector<int32_t>& x, std::vector<int32_t>& y, MPI_Comm dp_comm) {
+                std::vector<int32_t>& x, std::vector<int32_t>& y, Communicator& dp_comm) {
   const int64_t fit = std::max<int64_t>(1, val.num_samples() / r.train.global_batch);
   const int64_t batches = std::min<int64_t>(r.train.eval_batches, fit);
   const int64_t BT = (int64_t)r.train.micro_batch * r.model.seq_len;
@@ -173,7 +136,7 @@ double evaluate(PipelineEngine& engine, DataLoader& val, const Recipe& r, int mi
       val.next_micro_batch(x.data() + m * BT, y.data() + m * BT);
     total += engine.evaluate(x.data(), y.data(), micro_per_batch);
   }
-  return allreduce_mean_in(total / (double)batches, dp_comm);
+  return all_reduce_mean(dp_comm, total / (double)batches);
 }
 
 // The tokenizer that made the data (framework/data/prepare.h); null when unknown (the
@@ -211,7 +174,6 @@ std::string scale_note(const std::string& precision, double scale, bool applied)
 
 TrainSummary train(const Recipe& r, const TrainOptions& options) {
   validate_recipe(r);
-  const World w = world();
   const int dp = r.parallel.dp;
   // Validates the layout against the job (the same message on every rank, before any
   // communicator exists) and splits the world into dp, tp and pp groups.
@@ -219,12 +181,13 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                   LayoutSpec{r.parallel.dp, r.parallel.tp, r.parallel.pp, r.model.n_head,
                              r.model.n_embd, r.model.n_layer, r.train.global_batch,
                              r.train.micro_batch});
-  const bool lead = w.rank == 0;
+  Communicator& world = mesh.world();
+  const bool lead = world.rank() == 0;
   const int B = r.train.micro_batch, T = r.model.seq_len;
   const std::vector<int> stage_layers = pipeline_stage_layers(r);  // same error on every rank
   const PipelineSchedule schedule = parse_pipeline_schedule(r.parallel.schedule);
   // An unusable checkpoint directory is found now, on every rank, not after the last step.
-  const std::string ckpt_problem = broadcast_string(lead ? checkpoint_dir_problem(r.checkpoint.dir) : "", 0);
+  const std::string ckpt_problem = broadcast_string(world, lead ? checkpoint_dir_problem(r.checkpoint.dir) : "", 0);
   check(ckpt_problem.empty(), ckpt_problem);
   const int accum = r.train.global_batch / (dp * B);
 
@@ -254,7 +217,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   // = 1: the whole model), with activations for as many micro-batches as the schedule
   // keeps in flight.
   PipelineStage stage{mesh.pp_rank(), mesh.pp_size(), 0, stage_layers[mesh.pp_rank()],
-                      mesh.pp_comm()};
+                      &mesh.pp()};
   for (int s = 0; s < mesh.pp_rank(); s++) stage.first_layer += stage_layers[s];
 
   // Data-parallel ranks that share a node keep their gradients in shared memory, where
@@ -263,10 +226,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   // on model.grads() runs that way. (Not the parameters, for ZeRO-1's all-gather: shared
   // memory has 4 KiB pages here, and the forward and backward passes reading the weights
   // through them made a gpt2-124m dp=2 step 1-2 % slower than the all-gather saves.)
-  std::unique_ptr<MpiCommunicator> dp_comm;
-  if (dp > 1)
-    dp_comm = std::make_unique<MpiCommunicator>(mesh.dp_comm(),
-                                                MpiCommunicatorOptions{.async_thread = 0});
+  Communicator* dp_comm = &mesh.dp();
   std::string grad_sync = dp == 1 ? "none" : "ring";
   ModelOptions model_options = ModelOptions::from_recipe(r);
   if (dp > 1 && r.parallel.grad_reduce == "bf16") {
@@ -280,14 +240,14 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     };
   }
   GPT2 model(GPTConfig::from_recipe(r.model), B,
-             TensorParallel{mesh.tp_rank(), mesh.tp_size(), mesh.tp_comm()}, zero ? dp : 1, stage,
+             TensorParallel{mesh.tp_rank(), mesh.tp_size(), &mesh.tp()}, zero ? dp : 1, stage,
              PipelineEngine::slots_needed(schedule, stage.rank, stage.size, accum),
              model_options);
   model.init_weights(r.train.seed);
   // LoRA: the frozen base weights come from lora.base (the adapters start as initialised:
   // B = 0, so the model starts as the base model).
   ResumeInfo base;
-  if (model.has_lora()) base = load_base_model(r.lora.base, model);
+  if (model.has_lora()) base = load_base_model(r.lora.base, model, world);
   // fp16: dynamic loss scaling (framework/optim/loss_scaler.h); off otherwise.
   LossScaler scaler(r.train.precision == "fp16", r.train.loss_scale, r.train.loss_scale_window);
   PipelineEngine engine(model, schedule, accum, B, T);
@@ -333,13 +293,13 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       resume_error = e.what();
     }
   }
-  resume_error = broadcast_string(resume_error, 0);
+  resume_error = broadcast_string(world, resume_error, 0);
   check(resume_error.empty(), resume_error);
-  resume_path = broadcast_string(resume_path, 0);
+  resume_path = broadcast_string(world, resume_path, 0);
   int64_t start_step = 0;
   ResumeInfo resumed;
   if (!resume_path.empty()) {
-    resumed = resume_training_state(resume_path, model, adamw);
+    resumed = resume_training_state(resume_path, model, adamw, world);
     start_step = resumed.meta.step;
     loader.set_position(resumed.meta.data_position);
     scaler.restore(resumed.meta.extra.value("loss_scaler", nlohmann::json()));
@@ -364,12 +324,10 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   int64_t parameters = model.num_parameters(), trainable = 0;
   for (const ParamInfo& p : model.table().params())
     if (!p.tied_copy) trainable += p.logical_numel();
-  if (mesh.pp_size() > 1) {
-    MPI_Allreduce(MPI_IN_PLACE, &parameters, 1, MPI_INT64_T, MPI_SUM, mesh.pp_comm());
-    MPI_Allreduce(MPI_IN_PLACE, &trainable, 1, MPI_INT64_T, MPI_SUM, mesh.pp_comm());
-  }
+  parameters = all_reduce_value(mesh.pp(), parameters, ReduceOp::sum);
+  trainable = all_reduce_value(mesh.pp(), trainable, ReduceOp::sum);
   TrainSummary summary;
-  summary.run_id = broadcast_string(lead ? make_run_id() : std::string(), 0);
+  summary.run_id = broadcast_string(world, lead ? make_run_id() : std::string(), 0);
   RunLog log(r.log.dir, summary.run_id, lead);
   summary.run_log = log.path();
   nlohmann::json files = nlohmann::json::array();
@@ -385,7 +343,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   nlohmann::json start = {{"argv", options.argv},
                           {"recipe", recipe_to_yaml(r)},
                           {"layout", {{"dp", dp}, {"tp", r.parallel.tp}, {"pp", r.parallel.pp},
-                                      {"world", w.size}, {"threads_per_rank", omp_get_max_threads()},
+                                      {"world", world.size()}, {"threads_per_rank", omp_get_max_threads()},
                                       {"grad_sync", grad_sync}}},
                           {"data", {{"files", files}, {"train_tokens", loader.num_tokens()}}},
                           {"model", {{"parameters", parameters},
@@ -407,12 +365,13 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
   const StopSignals stop_signals;
   try {
     const double flops_per_token = model.config().training_flops_per_token(T);
-    const double peak = allreduce_sum(measure_fp32_peak_flops(0.1));  // of all ranks' cores
+    // of all ranks' cores
+    const double peak = all_reduce_value(world, measure_fp32_peak_flops(0.1), ReduceOp::sum);
     const double tokens_per_step = (double)r.train.global_batch * T;
     if (lead && options.print)
       std::printf("run %s: %s, %.2fM parameters, %d rank(s) x %d thread(s), %d micro-batch(es) "
                   "of %dx%d per step\n  log: %s\n",
-                  summary.run_id.c_str(), r.source.c_str(), parameters / 1e6, w.size,
+                  summary.run_id.c_str(), r.source.c_str(), parameters / 1e6, world.size(),
                   omp_get_max_threads(), accum, B, T, log.path().c_str());
 
     if (lead && options.print && !resume_path.empty())
@@ -421,9 +380,9 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
     summary.steps = start_step;
     // Every run ends with its final state in its own checkpoint.dir, even a resumed one
     // with nothing left to do.
-    TrainingCheckpoints checkpoints(r, summary.run_id, log, options.print);
+    TrainingCheckpoints checkpoints(r, summary.run_id, log, options.print, world);
     auto save = [&] {
-      checkpoints.save(summary.steps, model, adamw, loader, mesh.dp_rank(), w.size,
+      checkpoints.save(summary.steps, model, adamw, loader, mesh.dp_rank(), world.size(),
                        checkpoint_extra());
     };
     const int64_t last_step = r.train.exit_after_step > 0
@@ -431,7 +390,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
                                   : r.train.steps;
     for (int64_t step = start_step; step < last_step; step++) {
       const auto t0 = std::chrono::steady_clock::now();
-      maybe_inject_failure(w.rank, step + 1);
+      maybe_inject_failure(world.rank(), step + 1);
       model.zero_grad();
       for (int m = 0; m < accum; m++)
         loader.next_micro_batch(x.data() + (size_t)m * B * T, y.data() + (size_t)m * B * T);
@@ -450,16 +409,15 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
         engine.sum_tied_embedding_grads();
         dp_comm->reduce_scatter(model.grads(), model.grads() + shard.lo, shard.size());
       }
-      loss = allreduce_mean_in(loss, mesh.dp_comm());
+      loss = all_reduce_mean(mesh.dp(), loss);
       // Of the logical model: sharded parameters summed over tp, replicated counted once.
       // (of the gradient of loss_scale * loss: divided below)
-      const double norm = (zero ? zero_grad_norm(model, shard, mesh.dp_comm()) : model.grad_norm()) /
+      const double norm = (zero ? zero_grad_norm(model, shard, mesh.dp()) : model.grad_norm()) /
                           loss_scale;
       // fp16: an overflow on any rank skips the step on every rank (the norm is already
       // the same everywhere; the agreement makes that explicit and cheap).
-      int finite = std::isfinite(norm) ? 1 : 0;
-      if (r.train.precision == "fp16")
-        MPI_Allreduce(MPI_IN_PLACE, &finite, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+      int32_t finite = std::isfinite(norm) ? 1 : 0;
+      if (r.train.precision == "fp16") finite = all_reduce_value(world, finite, ReduceOp::min);
       const bool apply = scaler.update(finite == 1);
       const double lr = learning_rate(r.optim, step, r.train.steps);
       if (apply) {
@@ -484,8 +442,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       const bool report = (step + 1) % r.log.every == 0 || step + 1 == r.train.steps;
       if (report) {
         // The job's worst rank: every rank reaches this line (report is the same on all).
-        double peak_rss = peak_rss_mib();
-        MPI_Allreduce(MPI_IN_PLACE, &peak_rss, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        const double peak_rss = all_reduce_value(world, peak_rss_mib(), ReduceOp::max);
         nlohmann::json metrics = {{"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                                   {"tokens_per_s", tps}, {"mfu", mfu}, {"step_ms", dt * 1e3},
                                   {"tokens_seen", (step + 1) * (int64_t)r.train.global_batch * T},
@@ -497,7 +454,7 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
         }
         if (mesh.pp_size() > 1)  // the idle fraction of the schedule, mean over the stages
           metrics["pipeline_bubble"] =
-              allreduce_mean_in(engine.last_times().bubble_fraction(), mesh.pp_comm());
+              all_reduce_mean(mesh.pp(), engine.last_times().bubble_fraction());
         log.metric(step + 1, metrics);
         if (lead && options.print)
           std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% "
@@ -508,14 +465,14 @@ TrainSummary train(const Recipe& r, const TrainOptions& options) {
       const bool eval_now = val_data &&
                             ((step + 1) % r.train.eval_every == 0 || step + 1 == r.train.steps);
       if (eval_now) {
-        summary.val_loss = evaluate(engine, *val_data, r, accum, x, y, mesh.dp_comm());
+        summary.val_loss = evaluate(engine, *val_data, r, accum, x, y, mesh.dp());
         log.eval(step + 1, {{"val_loss", summary.val_loss}});
         if (lead && options.print) std::printf("step %5lld | val loss %.4f\n", (long long)(step + 1), summary.val_loss);
       }
       summary.steps = step + 1;
       checkpoints.poll();  // publishes a background save once every rank has written it
       if (r.checkpoint.every > 0 && summary.steps % r.checkpoint.every == 0) save();
-      if (const int signo = StopSignals::agreed()) {  // preemption or the time limit
+      if (const int signo = StopSignals::agreed(world)) {  // preemption or the time limit
         if (checkpoints.last_step() != summary.steps) save();
         checkpoints.wait();
         summary.checkpoint = checkpoints.last_path();

@@ -12,6 +12,7 @@
 #include "tests/mpi/mpi_gtest_main.h"
 #include "kernels/cpu/bf16.h"
 #include "parallel/grad_buckets.h"
+#include "parallel/collectives.h"
 #include "parallel/mpi_communicator.h"
 
 using namespace tessera;
@@ -230,6 +231,45 @@ TEST(MpiCommunicator, Broadcast) {
     c.broadcast_async(w.data(), 1001, root).wait();
     EXPECT_EQ(w, ref);
   }
+}
+
+// The agreements the training loop makes (a loss, a stop signal, the first error, a run
+// id) over MPI, against values computed here.
+TEST(MpiCommunicator, TypedAgreements) {
+  MpiCommunicator comm(MPI_COMM_WORLD);
+  const int r = comm.rank(), p = comm.size();
+  EXPECT_EQ(all_reduce_value<int32_t>(comm, r, ReduceOp::max), p - 1);
+  EXPECT_EQ(all_reduce_value<int64_t>(comm, int64_t{1} << 40, ReduceOp::sum), p * (int64_t{1} << 40));
+  EXPECT_EQ(all_reduce_value<double>(comm, r + 0.25, ReduceOp::min), 0.25);
+  EXPECT_EQ(all_reduce_value<float>(comm, -float(r), ReduceOp::min), -float(p - 1));
+  EXPECT_EQ(broadcast_string(comm, r == p - 1 ? "run-42" : "", p - 1), "run-42");
+  const auto all = all_gather_strings(comm, std::string(r + 1, char('a' + r)));
+  for (int q = 0; q < p; q++) EXPECT_EQ(all[q], std::string(q + 1, char('a' + q)));
+  EXPECT_EQ(first_error_of_all(comm, r == p - 1 ? "disk full" : ""), "disk full");
+  EXPECT_EQ(first_error_of_all(comm, ""), "");
+}
+
+// With MPI_ERRORS_RETURN (the command line sets it), a refused MPI call surfaces as a
+// CommError — a tessera::Error, so the command line prints one line and exits 2 — naming
+// the communicator and the call.
+TEST(MpiCommunicator, FailedCallThrowsCommError) {
+  MPI_Comm returning;
+  MPI_Comm_dup(MPI_COMM_WORLD, &returning);
+  MPI_Comm_set_errhandler(returning, MPI_ERRORS_RETURN);
+  {
+    MpiCommunicator comm(returning);
+    const float x = 1;
+    try {
+      comm.send(&x, 1, comm.size() + 5);  // no such rank
+      ADD_FAILURE() << "a send to a rank that does not exist succeeded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("communication failed in MpiCommunicator: MPI_Send ("),
+                std::string::npos)
+          << e.what();
+      EXPECT_NE(dynamic_cast<const CommError*>(&e), nullptr);
+    }
+  }
+  MPI_Comm_free(&returning);
 }
 
 TEST(MpiCommunicator, SendRecvRing) {

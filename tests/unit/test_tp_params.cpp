@@ -2,11 +2,10 @@
 // ParamInfo::logical_index, are exactly the single-process (tp = 1) parameters.
 #include <gtest/gtest.h>
 
-#include <mpi.h>
-
 #include <vector>
 
 #include "framework/model/gpt2.h"
+#include "parallel/collectives.h"
 
 namespace tessera {
 namespace {
@@ -29,7 +28,7 @@ void expect_slices_concatenate_to_logical(const GPTConfig& cfg, int tp) {
   }
   for (int r = 0; r < tp; r++) {
     // No collective runs here: the communicator is only a placeholder.
-    GPT2 part(cfg, 1, TensorParallel{r, tp, MPI_COMM_SELF});
+    GPT2 part(cfg, 1, TensorParallel{r, tp, &single_process_communicator()});
     part.init_weights(1234);
     ASSERT_EQ(part.table().params().size(), rebuilt.size());
     for (size_t i = 0; i < rebuilt.size(); i++) {
@@ -71,7 +70,7 @@ TEST(TensorParallelParams, VocabNotDivisibleByTp) {
 
 TEST(TensorParallelParams, QkvRowsAreThisRanksHeads) {
   const GPTConfig cfg = tiny_config(256);  // C = 32, 4 heads of 8
-  GPT2 part(cfg, 1, TensorParallel{1, 2, MPI_COMM_SELF});
+  GPT2 part(cfg, 1, TensorParallel{1, 2, &single_process_communicator()});
   const ParamInfo& p = part.table().get("h.0.attn.qkv.weight");
   EXPECT_EQ(p.local_shape, (std::vector<int64_t>{48, 32}));
   // Local rows 0..15: q rows 16..31 (heads 2, 3); 16..31: k rows 48..63; 32..47: v 80..95.
