@@ -11,10 +11,10 @@
 #include <string>
 
 #include "framework/model/gpt2_internal.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
-#include "parallel/rng.h"
+#include "base/rng.h"
 
 namespace tessera {
 

@@ -11,11 +11,11 @@
 
 #include "framework/model/gpt2.h"
 #include "framework/model/gpt2_internal.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
-#include "parallel/huge_pages.h"
-#include "parallel/rng.h"
+#include "base/huge_pages.h"
+#include "base/rng.h"
 
 namespace tessera {
 

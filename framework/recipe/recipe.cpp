@@ -17,7 +17,7 @@
 #include <sstream>
 
 #include "framework/recipe/recipe_fields.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace tessera {

@@ -7,7 +7,7 @@
 #include <climits>
 #include <cstring>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 

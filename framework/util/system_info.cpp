@@ -40,7 +40,7 @@
 #include "kernels/cuda/device.h"
 #endif
 
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/gemm.h"
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "framework/recipe/recipe.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 namespace {
