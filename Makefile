@@ -24,11 +24,14 @@ APT_PACKAGES := cmake g++ make git pkg-config openmpi-bin libopenmpi-dev libhdf5
 deps:
 	@scripts/install-deps.sh $(APT_PACKAGES)
 
+# Quiet on success (errors and warnings only), and a failed configure or build fails the
+# target, so that demo, test and bench never run a binary left from an earlier build.
 build: deps
 	@mkdir -p $(BUILD) && cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > $(BUILD)/configure.log 2>&1 \
 	  || { cat $(BUILD)/configure.log; exit 1; }
-	@cmake --build $(BUILD) -j$(JOBS) 2>&1 | grep -E 'error|warning:|Error|Built target tessera$$' || true
-	@test -x $(TESSERA) || { echo "build failed: see cmake --build $(BUILD)"; exit 1; }
+	@set -o pipefail; cmake --build $(BUILD) -j$(JOBS) 2>&1 \
+	  | { grep -E 'error|warning:|Error|Built target tessera$$' || true; } \
+	  || { echo "build failed: the errors above; all of it with cmake --build $(BUILD)"; exit 1; }
 
 data/kjv/train_000000.bin: data/corpus/kjv-genesis-exodus.txt | build
 	$(TESSERA) data prepare --input $< --out data/kjv --tokenizer bytes

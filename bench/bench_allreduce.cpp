@@ -43,7 +43,7 @@
 #include <vector>
 
 #include "parallel/grad_buckets.h"
-#include "parallel/huge_pages.h"
+#include "base/huge_pages.h"
 #include "parallel/mpi_communicator.h"
 
 using namespace tessera;

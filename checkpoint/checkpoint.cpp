@@ -23,7 +23,7 @@
 #include "checkpoint/format.h"
 #include "checkpoint/h5.h"
 // See h5.cpp: tessera::Error is the one framework/ type checkpoint/ uses (header-only).
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "parallel/collectives.h"
 
 namespace tessera {

@@ -2,10 +2,9 @@
 
 #include <algorithm>
 
-// The one framework/ header checkpoint/ includes: tessera::Error is a header-only type
-// every layer throws, and a second error type for checkpoints would only make callers
-// catch two things.
-#include "framework/util/error.h"
+// tessera::Error (base/) is the type every layer throws; a second error type for
+// checkpoints would only make callers catch two things.
+#include "base/error.h"
 
 namespace tessera::h5 {
 

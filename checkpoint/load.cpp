@@ -10,8 +10,8 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/format.h"
 #include "checkpoint/h5.h"
-// See h5.cpp: tessera::Error is the one framework/ type checkpoint/ uses (header-only).
-#include "framework/util/error.h"
+// See h5.cpp: checkpoints throw tessera::Error, as every layer does.
+#include "base/error.h"
 
 namespace tessera {
 

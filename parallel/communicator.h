@@ -32,7 +32,7 @@
 #include <memory>
 #include <string>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 

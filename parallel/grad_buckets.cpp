@@ -1,6 +1,6 @@
 #include "parallel/grad_buckets.h"
 
-#include "parallel/huge_pages.h"
+#include "base/huge_pages.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -61,7 +61,7 @@ GradBuckets::GradBuckets(Communicator& comm, float* grads, std::vector<ParamSpan
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = static_cast<int>(buckets_[b].params.size());
   reqs_.resize(buckets_.size());
   // The all-reduce of the gradient range is bound by memory and per-page kernel work:
-  // back it with 2 MiB pages (parallel/huge_pages.h; TESSERA_HUGE_PAGES=0 turns it off).
+  // back it with 2 MiB pages (base/huge_pages.h; TESSERA_HUGE_PAGES=0 turns it off).
   if (comm_.size() > 1) advise_huge_pages(grads_ + lo_, sizeof(float) * (hi_ - lo_));
 }
 

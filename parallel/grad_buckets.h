@@ -22,7 +22,7 @@
 // the bf16 ring's sum (widened to fp32, then averaged) in it.
 // The gradient range of a launched bucket must not be written until finish() returns.
 // The constructor backs the gradient range with transparent huge pages when size() > 1
-// (parallel/huge_pages.h): contents unchanged, about 1.4 s once for GPT-2 124M.
+// (base/huge_pages.h): contents unchanged, about 1.4 s once for GPT-2 124M.
 #pragma once
 
 #include <cstdint>

@@ -4,7 +4,7 @@
 #include <string_view>
 #include <utility>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "parallel/mpi_communicator.h"
 
 namespace tessera {

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 

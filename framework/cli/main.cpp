@@ -8,7 +8,7 @@
 
 #include "framework/cli/commands/commands.h"
 #include "framework/train/trainer.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "framework/util/system_info.h"
 
 namespace {

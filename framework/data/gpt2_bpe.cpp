@@ -22,7 +22,7 @@
 
 #include "framework/data/tokenizer.h"
 #include "framework/data/unicode_classes.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 namespace {

@@ -21,7 +21,7 @@
 #include <numeric>
 
 #include "framework/data/shard.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 namespace {

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <vector>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 namespace {

@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 

@@ -1,7 +1,7 @@
 // ByteTokenizer and the tokenizer factory. The GPT-2 BPE lives in gpt2_bpe.cpp.
 #include "framework/data/tokenizer.h"
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 

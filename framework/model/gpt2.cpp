@@ -11,11 +11,11 @@
 #include <string>
 
 #include "framework/model/gpt2_internal.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
+#include "base/rng.h"
 #include "parallel/collectives.h"
-#include "parallel/rng.h"
 
 namespace tessera {
 

@@ -10,13 +10,13 @@
 #include <string>
 
 #include "framework/model/gpt2.h"
+#include "base/error.h"
+#include "base/huge_pages.h"
+#include "base/rng.h"
 #include "framework/model/gpt2_internal.h"
-#include "framework/util/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
 #include "parallel/collectives.h"
-#include "parallel/huge_pages.h"
-#include "parallel/rng.h"
 
 namespace tessera {
 

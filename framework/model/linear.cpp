@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <climits>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"

@@ -1,7 +1,7 @@
 #include "framework/model/params.h"
 
-#include "framework/util/error.h"
-#include "parallel/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace tessera {
 

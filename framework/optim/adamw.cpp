@@ -7,7 +7,7 @@
 #include <utility>
 #include <algorithm>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "kernels/ops.h"
 
 namespace tessera {

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <string>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 

@@ -17,7 +17,7 @@
 #include <sstream>
 
 #include "framework/recipe/recipe_fields.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace tessera {
@@ -270,6 +270,8 @@ void validate_recipe(const Recipe& recipe) {
   fail_unless(!r.train.stochastic_rounding || r.train.precision == "bf16",
               "train.stochastic_rounding is for train.precision bf16, not " +
                   shown(r, "train", "precision"));
+  fail_unless(!r.log.tensorboard,
+              "log.tensorboard: TensorBoard event files are not implemented yet (set it to false)");
   if (r.lora.rank > 0) {
     lora_targets(r);
     fail_unless(!r.lora.base.empty(),

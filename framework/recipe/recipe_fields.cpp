@@ -86,7 +86,7 @@ const std::vector<Section>& sections() {
       {"optim", "AdamW and the learning-rate schedule (linear warm-up, then cosine decay)"},
       {"parallel", "how the processes split the work (world size = `dp * tp * pp`)"},
       {"checkpoint", "when and where checkpoints are written, and resuming from one"},
-      {"log", "the run log (JSON lines) and TensorBoard scalars"},
+      {"log", "the run log (JSON lines)"},
       {"lora", "LoRA fine-tuning of a frozen base model (docs/lora.md)"},
   };
   return table;
@@ -204,7 +204,7 @@ const std::vector<Field>& fields() {
       TESSERA_RECIPE_FIELD(log, dir, non_empty(), "run logs go to `<dir>/<run-id>/run.jsonl`"),
       TESSERA_RECIPE_FIELD(log, every, at_least(1), "a metric line every N steps"),
       TESSERA_RECIPE_FIELD(log, tensorboard, any_value(),
-                           "also write TensorBoard event files next to run.jsonl"),
+                           "TensorBoard event files: not implemented yet, must be false"),
 
       TESSERA_RECIPE_FIELD(lora, rank, at_least(0),
                            "adapter rank r (0 = no LoRA: train every weight)"),

@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <random>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "framework/util/system_info.h"
 
 #ifndef TESSERA_SOURCE_DIR

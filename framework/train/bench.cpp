@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "framework/optim/adamw.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "framework/util/memory.h"
 #include "framework/util/peak.h"
-#include "parallel/rng.h"
+#include "base/rng.h"
 
 namespace tessera {
 

@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "checkpoint/format.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "framework/util/memory.h"
 #include "framework/util/system_info.h"
 #include "parallel/collectives.h"

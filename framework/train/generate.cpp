@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "framework/train/checkpointing.h"
-#include "framework/util/error.h"
-#include "parallel/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace tessera {
 

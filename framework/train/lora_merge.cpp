@@ -3,7 +3,7 @@
 #include "checkpoint/checkpoint.h"
 #include "framework/train/checkpointing.h"
 #include "framework/train/generate.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "framework/util/system_info.h"
 
 namespace tessera {

@@ -6,7 +6,7 @@
 #include <chrono>
 #include <cstring>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 

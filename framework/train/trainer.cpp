@@ -28,7 +28,7 @@
 #include "framework/train/pipeline.h"
 #include "framework/util/system_info.h"
 #include "framework/runlog/run_log.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "framework/util/memory.h"
 #include "framework/util/peak.h"
 #include "parallel/grad_buckets.h"

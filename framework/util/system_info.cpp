@@ -40,16 +40,19 @@
 #include "kernels/cuda/device.h"
 #endif
 
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/gemm.h"
 
-// OpenBLAS's own introspection. Declared here rather than by including <cblas.h> because
-// the framework links BLAS privately and these two are all we need. BLAS::BLAS is
-// OpenBLAS (BLA_VENDOR=OpenBLAS in the top CMakeLists.txt); both variants of the Debian
-// library (pthreads, OpenMP) export them.
+// OpenBLAS's own introspection, the only use of BLAS in Tessera (its GEMMs are its own),
+// so BLAS is optional: without it the report says so. Declared here rather than by
+// including <cblas.h> because these two are all we need. BLAS::BLAS is OpenBLAS
+// (BLA_VENDOR=OpenBLAS in the top CMakeLists.txt); both variants of the Debian library
+// (pthreads, OpenMP) export them.
+#ifdef TESSERA_HAVE_BLAS
 extern "C" char* openblas_get_config(void);
 extern "C" char* openblas_get_corename(void);
+#endif
 
 namespace tessera {
 
@@ -252,6 +255,16 @@ std::string compiler_version() {
 
 std::string c_string_or_unknown(const char* s) { return s ? trim(s) : "unknown"; }
 
+constexpr const char* kNoBlas = "not built with BLAS";
+
+std::string blas_config() {
+#ifdef TESSERA_HAVE_BLAS
+  return c_string_or_unknown(openblas_get_config());
+#else
+  return kNoBlas;
+#endif
+}
+
 // 13000 -> "13.0" (cudaRuntimeGetVersion's 1000 * major + 10 * minor).
 std::string cuda_runtime_string(int v) {
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
@@ -274,7 +287,7 @@ nlohmann::json software_versions() {
   v["nlohmann_json"] = std::to_string(NLOHMANN_JSON_VERSION_MAJOR) + "." +
                        std::to_string(NLOHMANN_JSON_VERSION_MINOR) + "." +
                        std::to_string(NLOHMANN_JSON_VERSION_PATCH);
-  v["openblas"] = c_string_or_unknown(openblas_get_config());
+  v["openblas"] = blas_config();
 #ifdef TESSERA_HAVE_CUDA
   const auto cuda = cuda::cuda_status();
   v["cuda_runtime"] = cuda_runtime_string(cuda.runtime_version);
@@ -329,8 +342,12 @@ SystemInfo collect_system_info() {
   }
 
   info.omp_max_threads = omp_get_max_threads();
-  info.blas_config = c_string_or_unknown(openblas_get_config());
+  info.blas_config = blas_config();
+#ifdef TESSERA_HAVE_BLAS
   info.blas_corename = c_string_or_unknown(openblas_get_corename());
+#else
+  info.blas_corename = kNoBlas;
+#endif
   info.gemm_engine = kernels::gemm_engine();
   info.bf16_gemm_engine = kernels::bf16gemm_engine();
   for (const char* name : {"OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",

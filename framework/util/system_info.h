@@ -66,7 +66,8 @@ struct SystemInfo {
 
   int omp_max_threads = 0;      // omp_get_max_threads()
 
-  std::string blas_config;      // openblas_get_config(), e.g. "OpenBLAS 0.3.21 ..."
+  std::string blas_config;      // openblas_get_config(), e.g. "OpenBLAS 0.3.21 ...", or
+                                // "not built with BLAS" (BLAS is optional)
   std::string blas_corename;    // openblas_get_corename(), e.g. "Haswell"
   std::string gemm_engine;      // Tessera's fp32 GEMM: "avx512-8x48" or "portable"
   std::string bf16_gemm_engine; // its bf16 GEMM (run-time dispatch): "avx512bf16-8x48" or

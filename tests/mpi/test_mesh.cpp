@@ -14,7 +14,7 @@
 #include <tuple>
 #include <vector>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "parallel/mesh.h"
 
 using namespace tessera;

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_support.h"
 
 namespace fs = std::filesystem;

@@ -9,7 +9,7 @@
 
 #include "framework/data/loader.h"
 #include "framework/data/shard.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_support.h"
 
 namespace fs = std::filesystem;

@@ -14,7 +14,7 @@
 #include "framework/data/sha256.h"
 #include "framework/data/shard.h"
 #include "framework/data/tokenizer.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_support.h"
 
 namespace fs = std::filesystem;

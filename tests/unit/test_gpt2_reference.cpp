@@ -15,7 +15,7 @@
 
 #include "framework/model/gpt2.h"
 #include "framework/optim/adamw.h"
-#include "parallel/rng.h"
+#include "base/rng.h"
 
 using namespace tessera;
 namespace fs = std::filesystem;

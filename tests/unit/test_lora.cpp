@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "framework/model/gpt2.h"
-#include "parallel/rng.h"
+#include "base/rng.h"
 
 namespace tessera {
 namespace {

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "framework/optim/loss_scaler.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "framework/model/gpt2.h"
 #include "framework/optim/adamw.h"
-#include "parallel/rng.h"
+#include "base/rng.h"
 
 namespace tessera {
 namespace {

@@ -2,7 +2,7 @@
 // the activations each keeps, and the bubble of a replay against (p - 1) / (m + p - 1).
 #include <gtest/gtest.h>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace tessera {

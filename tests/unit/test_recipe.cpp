@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "framework/recipe/recipe.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 namespace {
@@ -91,7 +91,7 @@ TEST(Recipe, GoodFileParses) {
                          "  decay_embeddings: yes\n"
                          "parallel:\n  dp: 2\n  schedule: gpipe\n  bucket_mb: 1.5\n"
                          "checkpoint:\n  dir: out/ckpt\n  resume: auto\n  async: true\n"
-                         "log:\n  tensorboard: true\n";
+                         "log:\n  tensorboard: false\n";
   const Recipe r = load_recipe(path.string());
   EXPECT_EQ(r.source, path.string());
   EXPECT_EQ(r.model.n_layer, 4);
@@ -111,7 +111,7 @@ TEST(Recipe, GoodFileParses) {
   EXPECT_DOUBLE_EQ(r.parallel.bucket_mb, 1.5);
   EXPECT_EQ(r.checkpoint.resume, "auto");
   EXPECT_TRUE(r.checkpoint.async);
-  EXPECT_TRUE(r.log.tensorboard);
+  EXPECT_FALSE(r.log.tensorboard);
   EXPECT_EQ(r.train.precision, "fp32");  // not in the file: default
   fs::remove_all(dir);
 }
@@ -242,6 +242,15 @@ TEST(RecipeValidation, GradReduce) {
             "(ZeRO-1 reduce-scatters in fp32): set parallel.grad_reduce=fp32 or parallel.zero=0");
 }
 
+// Refused rather than silently ignored while nothing writes the event files.
+TEST(RecipeValidation, TensorBoardTrueIsRefused) {
+  EXPECT_EQ(parse_error(kMinimal, {"log.tensorboard=true"}),
+            "recipes/tiny.yaml: log.tensorboard: TensorBoard event files are not implemented "
+            "yet (set it to false)");
+  EXPECT_FALSE(parse_recipe(kMinimal, "recipes/tiny.yaml", {"log.tensorboard=false"})
+                   .log.tensorboard);
+}
+
 TEST(RecipeValidation, PrecisionAndLora) {
   EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"train.precision=bf16"}).train.precision,
             "bf16");
@@ -297,11 +306,11 @@ TEST(RecipeValidation, RecipeBuiltInCodeIsCheckedKeyByKey) {
 
 TEST(RecipeOverrides, ValuesAreYamlScalars) {
   const Recipe r = with_overrides({"train.steps=20", "optim.lr=3e-4", "data.train=data/*.bin",
-                                   "log.tensorboard=true", "data.val=*.bin"});
+                                   "checkpoint.async=true", "data.val=*.bin"});
   EXPECT_EQ(r.train.steps, 20);
   EXPECT_DOUBLE_EQ(r.optim.lr, 3e-4);
   EXPECT_EQ(r.data.train, "data/*.bin");
-  EXPECT_TRUE(r.log.tensorboard);
+  EXPECT_TRUE(r.checkpoint.async);
   // `*.bin` is not valid YAML on its own (an alias); it is taken literally.
   EXPECT_EQ(r.data.val, "*.bin");
 }

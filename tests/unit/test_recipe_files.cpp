@@ -29,7 +29,7 @@ TEST(RecipeYaml, RoundTripsEveryField) {
       {"data.val=no", "checkpoint.resume=123",
        "log.dir=*runs", "optim.lr=0.30000000000000004", "optim.min_lr=1e-300",
        "optim.eps=1e-8", "optim.grad_clip=0", "train.seed=18446744073709551615",
-       "train.steps=9000000000", "optim.decay_embeddings=true", "log.tensorboard=on",
+       "train.steps=9000000000", "optim.decay_embeddings=true", "checkpoint.async=on",
        "parallel.bucket_mb=0.5", "parallel.schedule=gpipe", "model.vocab_size=65536"});
   const std::string yaml = recipe_to_yaml(original);
 
@@ -44,7 +44,7 @@ TEST(RecipeYaml, RoundTripsEveryField) {
   EXPECT_EQ(again.train.seed, 18446744073709551615u);
   EXPECT_EQ(again.train.steps, 9000000000);
   EXPECT_TRUE(again.optim.decay_embeddings);
-  EXPECT_TRUE(again.log.tensorboard);
+  EXPECT_TRUE(again.checkpoint.async);
   // recipe_to_yaml writes every field exactly, so equal text means equal recipes.
   again.source = original.source;
   EXPECT_EQ(recipe_to_yaml(again), yaml);

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "framework/model/params.h"
-#include "parallel/rng.h"
+#include "base/rng.h"
 
 using namespace tessera;
 

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "framework/runlog/run_log.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -19,7 +19,7 @@
 #include <system_error>
 #include <vector>
 
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera::test_support {
 

@@ -7,7 +7,7 @@
 
 #include "framework/data/tokenizer.h"
 #include "framework/data/unicode_classes.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 using tessera::Error;
 

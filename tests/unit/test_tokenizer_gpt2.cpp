@@ -17,7 +17,7 @@
 #include "framework/data/prepare.h"
 #include "framework/data/shard.h"
 #include "framework/data/tokenizer.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace fs = std::filesystem;
 using tessera::Error;

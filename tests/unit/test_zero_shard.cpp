@@ -9,7 +9,7 @@
 
 #include "framework/model/gpt2.h"
 #include "framework/optim/adamw.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera {
 namespace {

@@ -5,7 +5,7 @@
 
 #include "framework/cli/commands/commands.h"
 #include "framework/train/bench.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera::cli {
 

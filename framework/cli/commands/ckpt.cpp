@@ -6,7 +6,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/format.h"
 #include "framework/cli/commands/commands.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera::cli {
 namespace {

@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "framework/cli/commands/commands.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 #include "framework/util/system_info.h"
 
 namespace tessera::cli {

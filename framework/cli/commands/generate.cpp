@@ -8,7 +8,7 @@
 #include "framework/data/shard.h"
 #include "framework/data/tokenizer.h"
 #include "framework/train/generate.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera::cli {
 namespace {

@@ -5,7 +5,7 @@
 
 #include "framework/cli/commands/commands.h"
 #include "framework/train/lora_merge.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera::cli {
 namespace {

@@ -6,7 +6,7 @@
 #include <cstdlib>
 
 #include "framework/cli/commands/commands.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera::cli {
 

@@ -4,7 +4,7 @@
 #include "framework/cli/commands/commands.h"
 #include "framework/recipe/recipe.h"
 #include "framework/train/trainer.h"
-#include "framework/util/error.h"
+#include "base/error.h"
 
 namespace tessera::cli {
 

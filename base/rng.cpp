@@ -1,4 +1,4 @@
-#include "parallel/rng.h"
+#include "base/rng.h"
 
 #include <cmath>
 
