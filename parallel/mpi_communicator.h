@@ -1,8 +1,9 @@
 // MpiCommunicator: Communicator over an MPI_Comm (CPU backend).
 //
-// Why not just MPI_Allreduce: on this machine (Open MPI 4.1.4, shared memory, see
-// shared/TOOLCHAIN.md) one large MPI_Allreduce is slow (2 GB/s bus at 64 MB vs 11 GB/s at
-// 1 MB) and MPI_Reduce_scatter_block is ~10x slower than MPI_Allgather. So:
+// Why not just MPI_Allreduce: with Open MPI 4.1 on one node one large MPI_Allreduce is
+// several times slower than the same bytes in 1 MiB messages, and MPI_Reduce_scatter_block
+// is much slower than MPI_Allgather (docs/performance.md, "Measurements behind the
+// communicator"). So:
 //   * all_reduce of count*4 bytes >= ring_threshold_bytes: ring reduce-scatter + ring
 //     all-gather of MPI_Irecv+MPI_Isend steps (each rank moves 2(p-1)/p of the data, the
 //     bandwidth optimum), processed in chunks so each message is <= chunk_bytes (the fast
@@ -16,10 +17,9 @@
 //   * Buffers inside allocate_shared memory (ranks on one node): fp32 all_reduce(_async),
 //     reduce_scatter and all_gather instead sum or copy directly in every rank's memory
 //     (parallel/shared_memory_collectives.h), whatever their size.
-// Defaults (measured with bench/bench_allreduce at 2 ranks, see that file's header):
-//   ring_threshold_bytes = 256 KiB, chunk_bytes = 1 MiB (bytes per ring message; on a
-//   498 MB buffer on huge pages 1, 2 and 4 MiB were within noise, 256 KiB and 16 MiB
-//   slower).
+// Defaults, chosen with bench/bench_allreduce at 2 ranks: ring_threshold_bytes = 256 KiB,
+//   chunk_bytes = 1 MiB (bytes per ring message: large enough to amortise a message, small
+//   enough to stay in cache).
 //
 // Async operations:
 //   * If MPI was initialised with MPI_THREAD_MULTIPLE (Open MPI 4.1.4 here provides it:
@@ -28,7 +28,7 @@
 //     FIFO order, on a private duplicate of the communicator — so they progress while the
 //     caller computes (MPI's non-blocking collectives only progress inside MPI calls) and
 //     use the fast ring.
-//   * Otherwise (MPI_Init, or a lower thread level; the trainer sets async_thread = 0):
+//   * Otherwise (MPI_Init, or a lower thread level; the Mesh sets async_thread = 0):
 //     all_reduce_async (and all_reduce_bf16_async) queues the operation on a private duplicate communicator and runs
 //     it as a non-blocking state machine of the SAME algorithm as all_reduce (the chunked
 //     ring of MPI_Irecv/MPI_Isend steps at >= ring_threshold_bytes, MPI_Iallreduce below),
