@@ -1,6 +1,6 @@
 // A training recipe: the YAML file a user writes, validated into typed structs.
 // Every field has a default; the YAML file and `--set section.key=value` overrides only
-// change what they name. Keys are the stable interface of ARCHITECTURE.md.
+// change what they name. Keys are the stable interface listed in docs/architecture.md.
 #pragma once
 #include <cstdint>
 #include <string>

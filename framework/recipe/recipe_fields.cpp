@@ -31,7 +31,7 @@ Field make_field(const char* section, const char* key, Rule rule, const char* do
 }
 
 // One row of the table. A macro only so that the YAML key is spelled once: it is the
-// C++ member's name (ARCHITECTURE.md makes the two the same), so they cannot drift.
+// C++ member's name (the keys are a stable interface: docs/architecture.md), so no drift.
 #define TESSERA_RECIPE_FIELD(section, key, rule, doc)                                  \
   make_field<&Recipe::section, &decltype(Recipe::section)::key>(#section, #key, rule, \
                                                                 doc)
