@@ -2,7 +2,8 @@
 # `make bench`: Tessera against PyTorch (python3-torch, CPU, 2 threads, fp32), same
 # GPT-2 shapes, forward + backward + AdamW, side by side in one run.
 #
-# PyTorch runs in its tuned setting (../shared/TOOLCHAIN.md): OPENBLAS_CORETYPE and
+# PyTorch runs in its tuned setting (it uses the system OpenBLAS for fp32, which this
+# machine holds to AVX2 with OPENBLAS_CORETYPE=Haswell): OPENBLAS_CORETYPE and
 # OPENBLAS_L2_SIZE unset in its command alone, OMP_WAIT_POLICY=PASSIVE. Tessera runs
 # with 2 OpenMP threads. Each engine is measured twice, alternating, and the better
 # median counts, so a burst of load from elsewhere does not decide the ratio.
