@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SHAPES = {  # must match bench_model() in framework/train/bench.cpp
+SHAPES = {  # must match bench_model() in framework/tools/bench.cpp
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, vocab=256, padded=256, seq=128),
     "small": dict(n_layer=6, n_head=6, n_embd=384, vocab=50257, padded=50304, seq=256),
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, vocab=50257, padded=50304, seq=1024),

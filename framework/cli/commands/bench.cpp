@@ -4,7 +4,7 @@
 #include <string>
 
 #include "framework/cli/commands/commands.h"
-#include "framework/train/bench.h"
+#include "framework/tools/bench.h"
 #include "base/error.h"
 
 namespace tessera::cli {

@@ -1,5 +1,5 @@
 // `tessera generate --ckpt DIR --prompt TEXT`: continues a prompt with the model of a
-// checkpoint (framework/train/generate.h), tokenized as the training data was.
+// checkpoint (framework/tools/generate.h), tokenized as the training data was.
 #include <cstdio>
 #include <string>
 
@@ -7,7 +7,7 @@
 #include "framework/data/prepare.h"
 #include "framework/data/shard.h"
 #include "framework/data/tokenizer.h"
-#include "framework/train/generate.h"
+#include "framework/tools/generate.h"
 #include "base/error.h"
 
 namespace tessera::cli {

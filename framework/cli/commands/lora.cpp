@@ -1,10 +1,10 @@
 // `tessera lora merge --ckpt DIR --out DIR`: folds a LoRA run's adapters into its base
-// model (framework/train/lora_merge.h).
+// model (framework/tools/lora_merge.h).
 #include <cstdio>
 #include <string>
 
 #include "framework/cli/commands/commands.h"
-#include "framework/train/lora_merge.h"
+#include "framework/tools/lora_merge.h"
 #include "base/error.h"
 
 namespace tessera::cli {

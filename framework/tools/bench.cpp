@@ -1,4 +1,4 @@
-#include "framework/train/bench.h"
+#include "framework/tools/bench.h"
 
 #include <omp.h>
 

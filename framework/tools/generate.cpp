@@ -1,4 +1,4 @@
-#include "framework/train/generate.h"
+#include "framework/tools/generate.h"
 
 #include <algorithm>
 #include <cmath>

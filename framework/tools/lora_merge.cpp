@@ -1,8 +1,8 @@
-#include "framework/train/lora_merge.h"
+#include "framework/tools/lora_merge.h"
 
 #include "checkpoint/checkpoint.h"
 #include "framework/train/checkpointing.h"
-#include "framework/train/generate.h"
+#include "framework/tools/generate.h"
 #include "base/error.h"
 #include "framework/util/system_info.h"
 
