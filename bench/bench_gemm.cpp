@@ -40,7 +40,7 @@
 #include <vector>
 
 #include "framework/util/peak.h"
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/gemm_bf16.h"
 #include "kernels/cpu/gemm.h"
 
 namespace {

@@ -13,10 +13,15 @@
 // - Every kernel runs on the calling process's OpenMP threads. GEMMs go to Tessera's own
 //   AVX-512 SGEMM (kernels/cpu/gemm.h), measured about 1.5x faster here than Eigen's and
 //   than the Debian OpenBLAS (held to AVX2 on this machine); see docs/performance.md.
+//
+// The CPU implementation of each op is in kernels/cpu/ under the op's name (encoder.cpp,
+// layernorm.cpp, matmul.cpp, attention.cpp, gelu.cpp, residual.cpp, crossentropy.cpp,
+// adamw.cpp, reductions.cpp); the GEMMs they call in gemm*.{h,cpp}, the fp32 <-> bf16 /
+// fp16 casts in cast_bf16.* and cast_fp16.*, the 16-bit dispatch in mixed_precision.*.
 #pragma once
 #include <cstdint>
 
-#include "kernels/cpu/lowp.h"
+#include "kernels/cpu/mixed_precision.h"
 
 namespace tessera::kernels {
 
@@ -46,7 +51,7 @@ template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int N, int C, int OC);
 
-// Mixed precision (kernels/cpu/lowp.h): the same linear layer with inp, weight and the
+// Mixed precision (kernels/cpu/mixed_precision.h): the same linear layer with inp, weight and the
 // backward's dout given in the 16-bit type dt, products summed in fp32; out, bias and
 // every gradient stay fp32. The backward needs dout twice: rounded (dout16) for the two
 // GEMMs, exact (dout) for the bias.
@@ -107,5 +112,9 @@ void adamw_update_with_copy(float* params, const float* grads, float* m, float* 
 // Sum of squares of x[n], accumulated in double (for the global gradient norm).
 template <typename T>
 double sum_squares(const T* x, int64_t n);
+
+// True if any of x[0..n) is inf or NaN (fp16 loss scaling's overflow check); bit tests,
+// so fast-math flags cannot remove it.
+bool has_nonfinite(const float* x, int64_t n);
 
 }  // namespace tessera::kernels

@@ -59,7 +59,7 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/cast_bf16.h"
 #include "parallel/communicator.h"
 #include "parallel/shared_memory_collectives.h"
 

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/cast_bf16.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/mpi_error.h"
 

@@ -9,7 +9,7 @@
 #include <thread>
 #include <tuple>
 
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/cast_bf16.h"
 
 namespace tessera {
 

@@ -12,7 +12,7 @@
 #include "framework/model/linear.h"
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
-#include "kernels/cpu/lowp.h"
+#include "kernels/cpu/mixed_precision.h"
 #include "parallel/communicator.h"
 
 namespace tessera {

@@ -4,7 +4,7 @@
 #include <climits>
 
 #include "base/error.h"
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/cast_bf16.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
 

@@ -27,7 +27,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cpu/lowp.h"
+#include "kernels/cpu/mixed_precision.h"
 #include "parallel/communicator.h"
 
 namespace tessera {

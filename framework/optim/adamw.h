@@ -5,7 +5,7 @@
 
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
-#include "kernels/cpu/lowp.h"
+#include "kernels/cpu/mixed_precision.h"
 
 namespace tessera {
 

@@ -41,7 +41,7 @@
 #endif
 
 #include "base/error.h"
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/gemm_bf16.h"
 #include "kernels/cpu/gemm.h"
 
 // OpenBLAS's own introspection, the only use of BLAS in Tessera (its GEMMs are its own),

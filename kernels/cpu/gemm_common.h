@@ -1,4 +1,4 @@
-// Pieces shared by the fp32 GEMM (gemm.cpp) and the bf16 GEMM (bf16.cpp): per-thread
+// Pieces shared by the fp32 GEMM (gemm.cpp) and the bf16 GEMM (gemm_bf16.cpp): per-thread
 // packing buffers, block and chunk arithmetic, and the threaded driver's chunk loop.
 // Internal to kernels/cpu.
 #pragma once

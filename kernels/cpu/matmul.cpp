@@ -1,7 +1,7 @@
 // Linear layers as GEMMs (kernels/cpu/gemm.h: Tessera's AVX-512 SGEMM for float; the
-// 16-bit types of mixed precision through kernels/cpu/lowp.h).
+// 16-bit types of mixed precision through kernels/cpu/mixed_precision.h).
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/lowp.h"
+#include "kernels/cpu/mixed_precision.h"
 #include "kernels/ops.h"
 
 namespace tessera::kernels {

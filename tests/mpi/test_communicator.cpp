@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "tests/mpi/mpi_gtest_main.h"
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/cast_bf16.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/collectives.h"
 #include "parallel/mpi_communicator.h"

@@ -1,4 +1,5 @@
-// bf16 conversions (kernels/cpu/bf16.h) and bf16gemm against a double-precision reference.
+// bf16 casts (kernels/cpu/cast_bf16.h) and bf16gemm (gemm_bf16.h) against a
+// double-precision reference.
 //
 // GEMM tolerance: the reference multiplies the SAME bf16 values (converted exactly to
 // double), so the only error is the fp32 summation: each product of two bf16 is exact in
@@ -19,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/gemm_bf16.h"
 #include "kernels/cpu/gemm.h"
 #include "tests/unit/gemm16_check.h"
 #include "tests/unit/test_support.h"

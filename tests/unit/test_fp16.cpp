@@ -1,4 +1,4 @@
-// fp16 conversions (kernels/cpu/fp16.h) against references computed from the IEEE formula,
+// fp16 casts (kernels/cpu/cast_fp16.h) against references computed from the IEEE formula,
 // the array conversions against the scalar ones, fp16gemm against a double-precision
 // reference, and has_nonfinite.
 //
@@ -18,7 +18,8 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/fp16.h"
+#include "kernels/cpu/gemm_fp16.h"
+#include "kernels/ops.h"
 #include "kernels/cpu/gemm.h"
 #include "tests/unit/gemm16_check.h"
 

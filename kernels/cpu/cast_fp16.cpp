@@ -1,4 +1,4 @@
-// fp16 conversions, the fp16 GEMM and the non-finite check (see fp16.h for the contract).
+// Array casts between fp32 and fp16 (see cast_fp16.h for the contract).
 //
 // The array conversions use AVX-512F's VCVTPS2PH (immediate: round to nearest even, not
 // MXCSR's mode) and VCVTPH2PS, 16 values an instruction, compiled for AVX-512F whatever the
@@ -8,13 +8,10 @@
 // denormal results are kept (VCVTPS2PH ignores MXCSR.FTZ; a fp32 denormal input, which DAZ
 // would zero, rounds to a signed zero either way), and NaNs are quieted with their top
 // payload bits kept, as fp32_to_fp16 and fp16_to_fp32 do (tests/unit/test_fp16.cpp checks).
-#include "kernels/cpu/fp16.h"
+#include "kernels/cpu/cast_fp16.h"
 
 #include <immintrin.h>
 
-#include <vector>
-
-#include "kernels/cpu/gemm.h"
 
 namespace tessera::kernels {
 
@@ -50,14 +47,6 @@ bool cpu_has_avx512f() {
   return has;
 }
 
-// op(X) as stored (rows x cols, leading dimension ld) converted to a compact fp32 matrix.
-std::vector<float> to_fp32(const fp16* X, int rows, int cols, int ld) {
-  std::vector<float> x((size_t)rows * cols);
-  for (int r = 0; r < rows; r++)
-    fp16_to_fp32_array(x.data() + (size_t)r * cols, X + (int64_t)r * ld, cols);
-  return x;
-}
-
 }  // namespace
 
 void fp32_to_fp16_array(fp16* out, const float* in, int64_t n) {
@@ -68,33 +57,6 @@ void fp32_to_fp16_array(fp16* out, const float* in, int64_t n) {
 void fp16_to_fp32_array(float* out, const fp16* in, int64_t n) {
   int64_t i = cpu_has_avx512f() && n >= 16 ? fp16_to_fp32_avx512(out, &in->bits, n) : 0;
   for (; i < n; i++) out[i] = fp16_to_fp32(in[i]);
-}
-
-void fp16gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fp16* A, int lda,
-              const fp16* B, int ldb, float beta, float* C, int ldc) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0 || alpha == 0.0f) {  // C = beta * C: sgemm's empty product
-    sgemm(false, false, M, N, 0, 0.0f, nullptr, 1, nullptr, 1, beta, C, ldc);
-    return;
-  }
-  // op(A) and op(B) as stored (A is K x M when transposed, B N x K), then sgemm.
-  const std::vector<float> a = trans_a ? to_fp32(A, K, M, lda) : to_fp32(A, M, K, lda);
-  const std::vector<float> b = trans_b ? to_fp32(B, N, K, ldb) : to_fp32(B, K, N, ldb);
-  sgemm(trans_a, trans_b, M, N, K, alpha, a.data(), trans_a ? M : K, b.data(), trans_b ? K : N,
-        beta, C, ldc);
-}
-
-bool has_nonfinite(const float* x, int64_t n) {
-  constexpr int64_t kBlock = 4096;  // vectorised OR over a block, then an early exit
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t end = i0 + kBlock < n ? i0 + kBlock : n;
-    uint32_t any = 0;
-#pragma omp simd reduction(| : any)
-    for (int64_t i = i0; i < end; i++)
-      any |= (uint32_t)((fp16_detail::bits_of(x[i]) & 0x7F800000u) == 0x7F800000u);
-    if (any) return true;
-  }
-  return false;
 }
 
 }  // namespace tessera::kernels

@@ -1,4 +1,4 @@
-// bf16 conversions and the bf16 GEMM (see bf16.h for the contract).
+// The bf16 GEMM (see gemm_bf16.h for the contract).
 //
 // The AVX-512 BF16 engine reuses the BLIS recipe of the fp32 GEMM (gemm.cpp: packing,
 // cache blocks, an 8 x 48 register tile) with one change for VDPBF16PS
@@ -29,7 +29,7 @@
 // the N or the M split; KC = 256/384 with the B sliver held in L1 (j0-outer loop): 3-9%
 // slower; NC = 192/768, KC = 1536: within 1%; packing row-major sources by sweeping each
 // row across all slivers: 2% slower than sliver by sliver.
-#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/gemm_bf16.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -44,23 +44,6 @@
 #include "kernels/cpu/gemm_common.h"
 
 namespace tessera::kernels {
-
-void fp32_to_bf16_array(bf16* out, const float* in, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++) out[i] = fp32_to_bf16(in[i]);
-}
-
-void bf16_to_fp32_array(float* out, const bf16* in, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++) out[i] = bf16_to_fp32(in[i]);
-}
-
-void fp32_to_bf16_stochastic_array(bf16* out, const float* in, int64_t n, uint64_t seed,
-                                   uint64_t offset) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++)
-    out[i] = fp32_to_bf16_stochastic(in[i], bf16_random_bits(seed, offset + (uint64_t)i));
-}
 
 namespace {
 

@@ -3,8 +3,8 @@
 // A mixed-precision run keeps fp32 master weights, gradients and optimizer state, and
 // rounds the two operands of every linear layer's GEMM to a 16-bit type; the products
 // are summed in fp32 and the result is fp32 (as torch.autocast does for matmuls). The
-// types are bf16 (kernels/cpu/bf16.h: fp32's range, 8 significant bits; AVX-512 BF16
-// where the CPU has it) and fp16 (kernels/cpu/fp16.h: 11 significant bits, largest
+// types are bf16 (kernels/cpu/cast_bf16.h: fp32's range, 8 significant bits; AVX-512 BF16
+// where the CPU has it) and fp16 (kernels/cpu/cast_fp16.h: 11 significant bits, largest
 // finite value 65504, so gradients need loss scaling; no fp16 arithmetic on this CPU).
 // 16-bit values travel as uint16_t: the type says how to read them.
 #pragma once
@@ -26,7 +26,7 @@ void round_to_16bit(Dtype dt, uint16_t* dst, const float* src, int64_t n);
 // dst[i] = src[i] widened from the 16-bit type dt to fp32 (exact), i < n.
 void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n);
 
-// dst[i] = src[i] rounded to bf16 stochastically (kernels/cpu/bf16.h), with the random
+// dst[i] = src[i] rounded to bf16 stochastically (kernels/cpu/cast_bf16.h), with the random
 // bits of element offset + i of the stream `seed`: shards round as the whole would.
 void round_to_bf16_stochastic(uint16_t* dst, const float* src, int64_t n, uint64_t seed,
                               uint64_t offset);

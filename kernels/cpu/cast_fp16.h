@@ -1,5 +1,5 @@
-// IEEE half precision (fp16) for the CPU backend: the storage type, conversions, a fp16
-// GEMM, and the overflow check of fp16 loss scaling.
+// IEEE half precision (fp16) for the CPU backend: the storage type and the casts from and
+// to fp32 (the fp16 GEMM is in gemm_fp16.h).
 //
 // fp16 is IEEE 754 binary16 (1 sign, 5 exponent, 10 mantissa bits): 11 significant bits,
 // largest finite value 65504, smallest normal 2^-14, denormals down to 2^-24. Tessera
@@ -19,15 +19,6 @@
 // every compiler and CPU. The array functions use AVX-512F's conversions where cpuid
 // reports them (compiled for them whatever the build flags) and the scalar loop elsewhere;
 // both give the scalar functions' bits.
-//
-// fp16gemm: the contract of sgemm (kernels/cpu/gemm.h: row-major, trans flags, alpha,
-// beta, beta == 0 never reads C, threads) with A and B in fp16, products summed in fp32,
-// C in fp32. This CPU has no fp16 dot-product instructions, so it converts op(A) and op(B)
-// to fp32 and calls sgemm (like bf16gemm's portable engine): NO speed-up over fp32 here
-// (a little slower: the conversions, twice the memory of A and B for the call). fp16 exists
-// on the CPU for its range behaviour (loss scaling must keep gradients inside 2^-24..65504,
-// and the CPU backend must show the same overflows) and as the CUDA backend's type.
-// Every product of two fp16 is exact in fp32 (11 x 11 significant bits fit in 24).
 #pragma once
 #include <cstdint>
 
@@ -88,13 +79,5 @@ inline fp16 fp32_to_fp16(float x) {
 void fp32_to_fp16_array(fp16* out, const float* in, int64_t n);
 // out[i] = fp16_to_fp32(in[i]), i < n
 void fp16_to_fp32_array(float* out, const fp16* in, int64_t n);
-
-// C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, A and B fp16, C fp32 (see above).
-void fp16gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fp16* A, int lda,
-              const fp16* B, int ldb, float beta, float* C, int ldc);
-
-// True if any of x[0..n) is inf or NaN (fp16 loss scaling's overflow check); bit tests,
-// so fast-math flags cannot remove it.
-bool has_nonfinite(const float* x, int64_t n);
 
 }  // namespace tessera::kernels

@@ -1,10 +1,10 @@
-// The 16-bit types behind one interface (see lowp.h).
-#include "kernels/cpu/lowp.h"
+// The 16-bit types behind one interface (see mixed_precision.h).
+#include "kernels/cpu/mixed_precision.h"
 
 #include <stdexcept>
 
-#include "kernels/cpu/bf16.h"
-#include "kernels/cpu/fp16.h"
+#include "kernels/cpu/gemm_bf16.h"
+#include "kernels/cpu/gemm_fp16.h"
 
 namespace tessera::kernels {
 
