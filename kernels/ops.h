@@ -11,8 +11,8 @@
 // - Weights of a linear layer are stored [OC, C] (out-features first, like PyTorch):
 //   out = inp @ weight^T + bias.
 // - Every kernel runs on the calling process's OpenMP threads. GEMMs go to Tessera's own
-//   AVX-512 SGEMM (kernels/cpu/gemm.h), measured about 1.5x faster here than Eigen's and
-//   than the Debian OpenBLAS (held to AVX2 on this machine); see docs/performance.md.
+//   AVX-512 SGEMM (kernels/cpu/gemm.h) rather than Eigen's or a BLAS: it is the fastest
+//   of the three on the machines Tessera targets (docs/performance.md).
 //
 // The CPU implementation of each op is in kernels/cpu/ under the op's name (encoder.cpp,
 // layernorm.cpp, matmul.cpp, attention.cpp, gelu.cpp, residual.cpp, crossentropy.cpp,

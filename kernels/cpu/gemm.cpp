@@ -452,9 +452,9 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
   };
   const int chunks_n = chunks_for(N, kGrainN), chunks_m = chunks_for(M, kGrainM);
   const int chunks_k = (K + kGrainK - 1) / kGrainK;  // K slices possible (one per thread)
-  // A transposed A packs through 32-byte pieces of strided rows: about twice the time per
-  // float of the other packing paths (measured). A split with fewer chunks than threads
-  // is only a last resort.
+  // A transposed A packs through 32-byte pieces of strided rows, which costs about twice
+  // the time per float of the other packing paths (docs/performance.md). A split with
+  // fewer chunks than threads is only a last resort.
   const double idle = 1e30, a_weight = trans_a ? 2.0 : 1.0;
   const double cost_n =
       a_weight * (chunks_n - 1.0) * M * K + (chunks_n < threads ? idle / chunks_n : 0);

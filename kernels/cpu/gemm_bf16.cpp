@@ -13,22 +13,11 @@
 //
 // Packing K-contiguous operands (op(A) of NN and NT, op(B) of NT) by transposes: a pair
 // is one 32-bit word of a line, and the packed layout wants each pair's words of 16 lines
-// side by side. This used one VPGATHERDD per pair and 16 lines; gathers fetch one word
-// at a time, and profiles put them at ~70% of the packing time (packing was ~12% of the
-// GEMM). Now 16 lines x 16 pairs are loaded as 16 rows and transposed in registers
-// (transpose16x16: 64 shuffles). The micro-kernel also prefetches its C tile before the
-// K loop, as sgemm's does (dW TN shapes, K = 256, +1-4%).
-// bench_gemm --bf16 1 (busy 2-vCPU Zen5, bf16 and sgemm side by side in one run), step
-// row: 1 thread 1.82x sgemm before (fwd NT shapes 1.64-1.78x) -> 1.93x (NT ~2.0x);
-// 2 threads, three runs each: 1.45x, 1.46x, 1.56x before -> 1.49x, 1.65x, 1.97x (the last
-// on a quiet machine: FMA peak 221 GFLOP/s). On a busy machine every parallel call waits
-// a scheduler slice for its second thread, a fixed cost that weighs more on the faster
-// GEMM; per CPU-second, 2 threads do ~96% of 1 thread's FLOP.
-// Tried and dropped (A/B in one process, no gain or a loss): fewer thread chunks (1 or 2
-// per thread, less repacking of the shared operand: CPU time per FLOP unchanged); forcing
-// the N or the M split; KC = 256/384 with the B sliver held in L1 (j0-outer loop): 3-9%
-// slower; NC = 192/768, KC = 1536: within 1%; packing row-major sources by sweeping each
-// row across all slivers: 2% slower than sliver by sliver.
+// side by side. Gathers would fetch one word at a time, so 16 lines x 16 pairs are loaded
+// as 16 rows and transposed in registers (transpose16x16: 64 shuffles). The micro-kernel
+// prefetches its C tile before the K loop, as sgemm's does. The block sizes and the
+// thread split are sgemm's; the alternatives tried, and the measurements behind these
+// choices, are in docs/performance.md ("Measurements behind the kernels").
 #include "kernels/cpu/gemm_bf16.h"
 
 #include <immintrin.h>

@@ -19,8 +19,9 @@ inline float vexp(float x) {
   x = x < -87.33f ? -87.33f : x;
   x = x > 88.72f ? 88.72f : x;
   // n = round(x / ln2), to nearest even, by the 1.5 * 2^23 trick: adding it pushes the
-  // fraction bits out of the float, subtracting brings the rounded value back. (GCC 12
-  // does not vectorise __builtin_roundevenf, which left every loop calling vexp scalar.)
+  // fraction bits out of the float, subtracting brings the rounded value back. Not
+  // __builtin_roundevenf: GCC has no vector form of it, so loops calling vexp would stay
+  // scalar (docs/performance.md).
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   // r = x - n ln2 in two steps (Cody-Waite), keeping r exact to float precision.
   float r = x - n * 0.693359375f;
