@@ -1,5 +1,5 @@
 // bench_allreduce: gradient synchronisation and all-reduce bus bandwidth, side by side
-// (issue 3, acceptance 4a).
+// (part (a) of bench/parallel_bench.sh).
 //   OMP_NUM_THREADS=1 mpirun -n 2 bench_allreduce [--rounds N] [--quick]
 //
 // Set up as the trainer is: plain MPI_Init and an MpiCommunicator with async_thread = 0,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Checkpoint benchmarks (issue 4, acceptance 6), called by bench/compare.sh, so that
-# `make bench` runs them. GPT-2 124M shapes (seq_len 64) on 2 ranks at tp = 2, each rank
-# writing its own half (parameters + AdamW moments, about 1.5 GB in all), in one temporary
-# directory on one disk:
+# Checkpoint benchmarks (save, load, asynchronous stall, memory), called by
+# bench/compare.sh, so that `make bench` runs them. GPT-2 124M shapes (seq_len 64) on 2
+# ranks at tp = 2, each rank writing its own half (parameters + AdamW moments, about
+# 1.5 GB in all), in one temporary directory on one disk:
 #
 #   save   bytes / seconds of a synchronous save (create, write, fsync, index, rename,
 #          update `latest`; deleting old checkpoints comes after), median of the 3rd-5th saves of a run, against `dd conv=fsync` writing

@@ -41,9 +41,9 @@ echo "make bench: Tessera vs PyTorch $(/usr/bin/python3 -c 'import torch; print(
 compare gpt2-124m 4 64
 compare small 8 128
 
-# Parallel: all-reduce, data-parallel speed, ZeRO-1 memory, pipeline bubble (issue 3).
+# Parallel: all-reduce, data-parallel speed, ZeRO-1 memory, pipeline bubble.
 "$here/parallel_bench.sh" "$build"
-# Checkpoints: save/load bandwidth against dd, asynchronous stall, memory (issue 4).
+# Checkpoints: save/load bandwidth against dd, asynchronous stall, memory.
 "$here/checkpoint_bench.sh" "$build"
-# Mixed precision against fp32 and PyTorch's bf16 autocast; memory; LoRA (issue 5).
+# Mixed precision against fp32 and PyTorch's bf16 autocast; memory; LoRA.
 "$here/precision_bench.sh" "$build"

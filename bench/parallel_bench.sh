@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Parallel benchmarks (issue 3, acceptance 4 (a), (b), (c) and (d)),
+# Parallel benchmarks (a) to (d) below,
 # called at the end of bench/compare.sh, so `make bench` runs them:
 #
 #   (a) bench/bench_allreduce.cpp at 2 ranks: syncing a GPT-2 124M gradient buffer with

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mixed precision and LoRA benchmarks (issue 5, acceptance 4), called by bench/compare.sh
+# Mixed precision and LoRA benchmarks: speed, memory, LoRA state; called by bench/compare.sh
 # so that `make bench` runs them. GPT-2 124M, 2 threads, forward + backward + AdamW on
 # synthetic tokens, median step of each run:
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Failures under mpirun end the whole job with one clear message (issue 3, acceptance 3).
+"""Failures under mpirun end the whole job with one clear message, never a hang.
 
   failure_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR]
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Every parallel layout reproduces the single process (issue 3, acceptance 1 and 2).
+"""Every parallel layout reproduces the single process, step by step.
 
   layout_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR] [--only NAME]
 
 A tiny model (4 layers, 4 heads, 32 wide, 32 tokens; global batch 8 in micro-batches of 1)
-trains 20 steps under every (dp, tp, pp) layout of the issue, with and without ZeRO-1
+trains 20 steps under every (dp, tp, pp) layout in LAYOUTS below, with and without ZeRO-1
 (where dp > 1) and with GPipe and 1F1B (where pp > 1), 23 runs in all, plus a vocabulary
 not divisible by tp (255 at tp = 2, pp = 1 and 2). Each run must match the single process
 (1, 1, 1) to a relative 1e-5:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""LoRA fine-tuning under MPI (issue 5, acceptance 3; the format of LoRA checkpoints).
+"""LoRA fine-tuning under MPI: layouts against one process, adapters-only checkpoints, merge.
 
   lora_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR]
 

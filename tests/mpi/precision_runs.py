@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mixed precision under MPI (issue 5, acceptance 1 and 2).
+"""Mixed precision under MPI: bf16 and fp16 track fp32; fp16 overflow handling on every rank.
 
   precision_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR] [--only PART]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Preemption and crashes during a save (issue 4, acceptance 4 and 5).
+"""Preemption (SIGUSR1: checkpoint, exit 75, resume) and crashes during a save.
 
   preempt_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Resuming from checkpoints, in the same layout and in others (issue 4, acceptance 1, 2).
+"""Resuming from checkpoints: bit-identical in the same layout, equivalent in others.
 
   resume_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR]
 
