@@ -42,8 +42,8 @@
 #include <string>
 #include <vector>
 
-#include "parallel/grad_buckets.h"
 #include "base/huge_pages.h"
+#include "parallel/grad_buckets.h"
 #include "parallel/mpi_communicator.h"
 
 using namespace tessera;

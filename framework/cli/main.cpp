@@ -6,9 +6,9 @@
 #include <exception>
 #include <string>
 
+#include "base/error.h"
 #include "framework/cli/commands/commands.h"
 #include "framework/train/trainer.h"
-#include "base/error.h"
 #include "framework/util/system_info.h"
 
 namespace {

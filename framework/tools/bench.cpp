@@ -6,11 +6,11 @@
 #include <chrono>
 #include <vector>
 
-#include "framework/optim/adamw.h"
 #include "base/error.h"
+#include "base/rng.h"
+#include "framework/optim/adamw.h"
 #include "framework/util/memory.h"
 #include "framework/util/peak.h"
-#include "base/rng.h"
 
 namespace tessera {
 

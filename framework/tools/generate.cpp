@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "framework/train/checkpointing.h"
 #include "base/error.h"
 #include "base/rng.h"
+#include "framework/train/checkpointing.h"
 
 namespace tessera {
 

@@ -1,9 +1,9 @@
 #include "framework/tools/lora_merge.h"
 
-#include "checkpoint/checkpoint.h"
-#include "framework/train/checkpointing.h"
-#include "framework/tools/generate.h"
 #include "base/error.h"
+#include "checkpoint/checkpoint.h"
+#include "framework/tools/generate.h"
+#include "framework/train/checkpointing.h"
 #include "framework/util/system_info.h"
 
 namespace tessera {

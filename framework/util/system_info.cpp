@@ -41,8 +41,8 @@
 #endif
 
 #include "base/error.h"
-#include "kernels/cpu/gemm_bf16.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_bf16.h"
 
 // OpenBLAS's own introspection, the only use of BLAS in Tessera (its GEMMs are its own),
 // so BLAS is optional: without it the report says so. Declared here rather than by

@@ -3,9 +3,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "base/error.h"
 #include "framework/cli/commands/commands.h"
 #include "framework/tools/bench.h"
-#include "base/error.h"
 
 namespace tessera::cli {
 

@@ -3,12 +3,12 @@
 #include <cstdio>
 #include <string>
 
+#include "base/error.h"
 #include "framework/cli/commands/commands.h"
 #include "framework/data/prepare.h"
 #include "framework/data/shard.h"
 #include "framework/data/tokenizer.h"
 #include "framework/tools/generate.h"
-#include "base/error.h"
 
 namespace tessera::cli {
 namespace {

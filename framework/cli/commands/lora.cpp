@@ -3,9 +3,9 @@
 #include <cstdio>
 #include <string>
 
+#include "base/error.h"
 #include "framework/cli/commands/commands.h"
 #include "framework/tools/lora_merge.h"
-#include "base/error.h"
 
 namespace tessera::cli {
 namespace {
