@@ -22,7 +22,6 @@
 
 #include "checkpoint/format.h"
 #include "checkpoint/h5.h"
-// See h5.cpp: tessera::Error is the one framework/ type checkpoint/ uses (header-only).
 #include "base/error.h"
 #include "parallel/collectives.h"
 

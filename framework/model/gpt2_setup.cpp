@@ -65,7 +65,7 @@ namespace {
 void* alloc_zeroed(size_t n_bytes) {
   // 64-byte alignment: every tensor in the buffer starts on a cache line. Buffers of
   // several MiB are 2 MiB-aligned and advised onto huge pages before their first touch
-  // (parallel/huge_pages.h: fewer TLB misses, and a faster gradient all-reduce).
+  // (base/huge_pages.h: fewer TLB misses, and a faster gradient all-reduce).
   constexpr size_t kHuge = 2u << 20;
   const bool huge = n_bytes >= 2 * kHuge;
   const size_t align = huge ? kHuge : 64;

@@ -12,7 +12,7 @@
 //           columns. The output is all-reduced HERE and the replicated bias added after.
 // At tp = 1 both are the plain layer.
 //
-// Mixed precision (kernels/cpu/lowp.h): the input is rounded to the 16-bit type and
+// Mixed precision (kernels/cpu/mixed_precision.h): the input is rounded to the 16-bit type and
 // saved so for the backward pass (half the memory of fp32); the weight's 16-bit copy and
 // the output gradient rounded to 16 bits feed the GEMMs; every sum and every gradient is
 // fp32.

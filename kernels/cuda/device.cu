@@ -1,5 +1,5 @@
 // cuda_status(): the CUDA runtime's view of the machine. Host code only, no kernels.
-// Kept C++17 and free of Eigen (see TOOLCHAIN.md: nvcc here does not take C++20 from
+// Kept C++17 and free of Eigen (nvcc does not take C++20 from
 // CMake 3.25, and Eigen floods nvcc with warnings).
 #include "kernels/cuda/device.h"
 
