@@ -33,7 +33,9 @@ GPTConfig GPTConfig::from_recipe(const ModelConfig& m) {
 
 ModelOptions ModelOptions::from_recipe(const Recipe& r) {
   ModelOptions o;
-  o.precision = kernels::dtype_from_name(r.train.precision);
+  o.precision = r.train.precision == Precision::bf16   ? kernels::Dtype::bf16
+                : r.train.precision == Precision::fp16 ? kernels::Dtype::fp16
+                                                       : kernels::Dtype::fp32;
   o.stochastic_rounding = r.train.stochastic_rounding;
   o.seed = r.train.seed;
   if (r.lora.rank > 0) {
