@@ -15,6 +15,7 @@ member functions; lambdas and local classes count towards the function around th
 import argparse
 import os
 import re
+import signal
 import sys
 
 SOURCE_EXTENSIONS = (".cpp", ".cc", ".cxx", ".h", ".hpp", ".cu", ".cuh")
@@ -186,6 +187,7 @@ def source_files(paths):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", help="folders or files")
     parser.add_argument("--max", type=int, default=None,
