@@ -12,6 +12,7 @@
 #include "framework/model/linear.h"
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
+#include "kernels/buffer.h"
 #include "kernels/cpu/mixed_precision.h"
 #include "parallel/communicator.h"
 
@@ -255,6 +256,14 @@ class GPT2 {
   void announce_ready(int first, int count) const;
   SavedInput saved_input(const Activations& a, const float* x32, const uint16_t* x16, int l,
                          int64_t width) const;
+  // The constructor's steps, in order (gpt2_setup.cpp).
+  void check_layout(int activation_slots) const;
+  void lay_out_parameters();
+  void lay_out_lora();
+  void allocate_buffers(int flat_multiple);
+  struct ArenaPlan;
+  ArenaPlan activation_plan(int max_batch) const;
+  void carve_activation_arena(int max_batch, int activation_slots);
 
   void allreduce_tp(float* x, int64_t n) const;  // sum over the tp group (no-op at tp 1)
   void vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
@@ -272,16 +281,10 @@ class GPT2 {
   ParamTable lora_table_;  // the adapters: A then B of each target of each layer, in order
   std::vector<std::array<int, kLoraTargets>> lora_index_;  // [layer][target]: A's index, or -1
   int64_t flat_size_ = 0;  // of table(): total_numel() padded to the flat_multiple
-  struct FreeDeleter {
-    FreeDeleter() : owned(true) {}
-    explicit FreeDeleter(bool owns) : owned(owns) {}
-    bool owned;  // false: options.grad_storage's memory, the caller's
-    void operator()(void* p) const;
-  };
-  // grads_ is null under LoRA (frozen base); lora_* exist only under LoRA; params16_
-  // only in mixed precision.
-  std::unique_ptr<float[], FreeDeleter> params_, grads_, lora_params_, lora_grads_, arena_;
-  std::unique_ptr<uint16_t[], FreeDeleter> params16_;
+  // grads_ is null under LoRA (frozen base) and a view of options.grad_storage's memory
+  // when it gives some; lora_* exist only under LoRA; params16_ only in mixed precision.
+  kernels::Buffer<float> params_, grads_, lora_params_, lora_grads_, arena_;
+  kernels::Buffer<uint16_t> params16_;
   bool weights16_stale_ = true;
   uint64_t weights16_refreshes_ = 0;  // stochastic rounding draws new bits each time
   std::vector<Activations> slots_;  // per micro-batch in flight; backward scratch shared

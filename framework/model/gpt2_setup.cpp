@@ -34,7 +34,7 @@ GPTConfig GPTConfig::from_recipe(const ModelConfig& m) {
 
 ModelOptions ModelOptions::from_recipe(const Recipe& r) {
   ModelOptions o;
-  o.precision = kernels::dtype_from_name(r.train.precision);
+  o.precision = r.train.precision;
   o.stochastic_rounding = r.train.stochastic_rounding;
   o.seed = r.train.seed;
   if (r.lora.rank > 0) {
@@ -57,28 +57,6 @@ double GPTConfig::training_flops_per_token(int T) const {
   return 3.0 * (2.0 * (L * 12.0 * C * C + C * Vp) + L * 4.0 * T * C);
 }
 
-void GPT2::FreeDeleter::operator()(void* p) const {
-  if (owned) std::free(p);
-}
-
-namespace {
-void* alloc_zeroed(size_t n_bytes) {
-  // 64-byte alignment: every tensor in the buffer starts on a cache line. Buffers of
-  // several MiB are 2 MiB-aligned and advised onto huge pages before their first touch
-  // (base/huge_pages.h: fewer TLB misses, and a faster gradient all-reduce).
-  constexpr size_t kHuge = 2u << 20;
-  const bool huge = n_bytes >= 2 * kHuge;
-  const size_t align = huge ? kHuge : 64;
-  const size_t bytes = (n_bytes + align - 1) / align * align;
-  void* p = std::aligned_alloc(align, bytes > 0 ? bytes : align);
-  if (!p) throw Error("out of memory allocating " + std::to_string(bytes >> 20) + " MiB");
-  if (huge) advise_huge_pages(p, bytes, /*collapse=*/false);
-  std::memset(p, 0, bytes);
-  return p;
-}
-float* alloc_floats(int64_t n) { return static_cast<float*>(alloc_zeroed(sizeof(float) * n)); }
-}  // namespace
-
 GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple,
            PipelineStage stage, int activation_slots, ModelOptions options)
     : config_(cfg),
@@ -88,36 +66,50 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
       max_batch_(max_batch),
       tp_(tp),
       stage_(stage) {
-  check(!options.stochastic_rounding || options.precision == kernels::Dtype::bf16,
+  if (stage_.num_layers < 0) stage_.num_layers = cfg.n_layer - stage_.first_layer;
+  check_layout(activation_slots);
+  local_vocab_ = (int)((cfg.padded_vocab_size + tp.size - 1) / tp.size);
+  lay_out_parameters();
+  lay_out_lora();
+  allocate_buffers(flat_multiple);
+  carve_activation_arena(max_batch, activation_slots);
+}
+
+void GPT2::check_layout(int activation_slots) const {
+  const GPTConfig& cfg = config_;
+  const TensorParallel& tp = tp_;
+  check(!options_.stochastic_rounding || options_.precision == kernels::Dtype::bf16,
         "stochastic rounding is for bf16");
   check(cfg.n_embd % cfg.n_head == 0, "model.n_embd must be divisible by model.n_head");
   check(cfg.padded_vocab_size >= cfg.vocab_size, "padded vocabulary smaller than vocabulary");
   check(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "bad tensor-parallel rank/size");
   check(tp.size == 1 || tp.comm != nullptr, "tensor parallelism needs a communicator");
-  if (stage_.num_layers < 0) stage_.num_layers = cfg.n_layer - stage_.first_layer;
-  check(stage.size >= 1 && stage.rank >= 0 && stage.rank < stage.size &&
+  check(stage_.size >= 1 && stage_.rank >= 0 && stage_.rank < stage_.size &&
             stage_.first_layer >= 0 && stage_.num_layers >= 1 &&
             stage_.first_layer + stage_.num_layers <= cfg.n_layer,
         "bad pipeline stage");
-  check(stage.size == 1 || stage.comm != nullptr, "pipeline parallelism needs a communicator");
+  check(stage_.size == 1 || stage_.comm != nullptr, "pipeline parallelism needs a communicator");
   check(activation_slots >= 1, "at least one activation slot");
   // The layout's own checks (parallel/mesh.h) are the source of truth; these only guard
   // direct users of the class.
   check(cfg.n_head % tp.size == 0, "model.n_head must be divisible by parallel.tp");
-  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab_size, L = stage_.num_layers;
-  const float std_resid = 0.02f / std::sqrt(2.0f * (float)cfg.n_layer);
+}
+
+// Only this stage's parameters (this tp rank's slices), under their logical names; the
+// last stage's wte is the LM head's copy of the first stage's (same name, same initial
+// values).
+void GPT2::lay_out_parameters() {
+  const int64_t C = config_.n_embd, Vp = config_.padded_vocab_size, L = stage_.num_layers;
+  const float std_resid = 0.02f / std::sqrt(2.0f * (float)config_.n_layer);
   const bool decay = true, no_decay = false;
-  const ShardSpec rows{0, 1, tp.rank, tp.size}, cols{1, 1, tp.rank, tp.size};
-  const ShardSpec qkv_rows{0, 3, tp.rank, tp.size};
-  local_vocab_ = (int)((Vp + tp.size - 1) / tp.size);
-  // Only this stage's parameters, under their logical names; the last stage's wte is the
-  // LM head's copy of the first stage's (same name, same initial values).
+  const ShardSpec rows{0, 1, tp_.rank, tp_.size}, cols{1, 1, tp_.rank, tp_.size};
+  const ShardSpec qkv_rows{0, 3, tp_.rank, tp_.size};
   if (stage_.is_first() || stage_.is_last()) {
     wte_index_ = table_.add("wte.weight", {Vp, C}, Init::Normal, 0.02f, no_decay, rows);
     table_.set_tied_copy(wte_index_, !stage_.is_first());
   }
   if (stage_.is_first())
-    wpe_index_ = table_.add("wpe.weight", {cfg.seq_len, C}, Init::Normal, 0.02f, no_decay);
+    wpe_index_ = table_.add("wpe.weight", {config_.seq_len, C}, Init::Normal, 0.02f, no_decay);
   block0_index_ = (int)table_.params().size();
   for (int l = stage_.first_layer; l < stage_.first_layer + L; l++) {
     const std::string h = "h." + std::to_string(l) + ".";
@@ -138,10 +130,15 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
     lnf_index_ = table_.add("ln_f.weight", {C}, Init::Ones, 0, no_decay);
     table_.add("ln_f.bias", {C}, Init::Zeros, 0, no_decay);
   }
-  // LoRA adapters, A then B, split as linear.h says: A along the input of row-parallel
-  // layers, B along the output of column-parallel ones (q|k|v blocks for qkv).
-  const int r = options.lora.rank;
-  const ShardSpec replicated{};
+}
+
+// LoRA adapters, A then B, split as linear.h says: A along the input of row-parallel
+// layers, B along the output of column-parallel ones (q|k|v blocks for qkv).
+void GPT2::lay_out_lora() {
+  const int64_t C = config_.n_embd, L = stage_.num_layers;
+  const int r = options_.lora.rank;
+  const ShardSpec rows{0, 1, tp_.rank, tp_.size}, cols{1, 1, tp_.rank, tp_.size};
+  const ShardSpec qkv_rows{0, 3, tp_.rank, tp_.size}, replicated{};
   struct AdapterShape {
     LoraTarget target;
     const char* name;
@@ -153,39 +150,53 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
       {LoraTarget::attn_out, "attn.proj", C, C, cols, replicated},
       {LoraTarget::mlp_up, "mlp.up", C, 4 * C, replicated, rows},
       {LoraTarget::mlp_down, "mlp.down", 4 * C, C, cols, replicated}};
+  const bool decay = true;
   lora_index_.assign(L, {-1, -1, -1, -1});
   for (int l = 0; l < (lora_ ? L : 0); l++)
     for (const AdapterShape& ad : adapters) {
-      if (!options.lora.on(ad.target)) continue;
+      if (!options_.lora.on(ad.target)) continue;
       const std::string h = "h." + std::to_string(stage_.first_layer + l) + "." + ad.name;
       lora_index_[l][(int)ad.target] =
           lora_table_.add(h + ".lora_a", {r, ad.in}, Init::Normal,
                           1.0f / std::sqrt((float)ad.in), decay, ad.a_split);
       lora_table_.add(h + ".lora_b", {ad.out, r}, Init::Zeros, 0, decay, ad.b_split);
     }
+}
+
+void GPT2::allocate_buffers(int flat_multiple) {
   check(flat_multiple >= 1, "bad flat-buffer multiple");
   const int64_t unit = 16 * (int64_t)flat_multiple;
   flat_size_ = (table().total_numel() + unit - 1) / unit * unit;
   // The gradients: in options.grad_storage's memory if it gives some, else our own.
-  float* given = options.grad_storage ? options.grad_storage(flat_size_) : nullptr;
+  float* given = options_.grad_storage ? options_.grad_storage(flat_size_) : nullptr;
   auto& grads = lora_ ? lora_grads_ : grads_;  // the base has no gradients under LoRA
-  grads = given ? std::unique_ptr<float[], FreeDeleter>(given, FreeDeleter(false))
-                : std::unique_ptr<float[], FreeDeleter>(alloc_floats(flat_size_));
+  grads = given ? kernels::Buffer<float>::wrap(given, flat_size_)
+                : kernels::Buffer<float>::allocate(flat_size_);
   if (lora_) {  // the trained buffers are the adapters'
-    params_.reset(alloc_floats(table_.total_numel()));
-    lora_params_.reset(alloc_floats(flat_size_));
+    params_ = kernels::Buffer<float>::allocate(table_.total_numel());
+    lora_params_ = kernels::Buffer<float>::allocate(flat_size_);
   } else {
-    params_.reset(alloc_floats(flat_size_));
+    params_ = kernels::Buffer<float>::allocate(flat_size_);
   }
   if (mixed_)
-    params16_.reset(static_cast<uint16_t*>(
-        alloc_zeroed(sizeof(uint16_t) * (lora_ ? table_.total_numel() : flat_size_))));
+    params16_ = kernels::Buffer<uint16_t>::allocate(lora_ ? table_.total_numel() : flat_size_);
+}
 
-  // Carve the arena: first count, then allocate once, then hand out pointers.
+// The activation arena's arrays and their sizes (elements), per slot and shared by the
+// slots (the backward scratch); 16-bit arrays apart.
+struct GPT2::ArenaPlan {
+  using Member = float* Activations::*;
+  using Member16 = uint16_t* Activations::*;
+  std::vector<std::pair<Member, int64_t>> per_slot, shared;
+  std::vector<std::pair<Member16, int64_t>> per_slot16, shared16;
+};
+
+GPT2::ArenaPlan GPT2::activation_plan(int max_batch) const {
   // Per-rank widths: Ct = C / tp channels of attention (NH / tp heads), Ft = 4C / tp
   // MLP columns, Vl = ceil(Vp / tp) vocabulary columns.
-  const int64_t N = (int64_t)max_batch * cfg.seq_len, NH = cfg.n_head / tp.size, T = cfg.seq_len;
-  const int64_t Ct = C / tp.size, Ft = 4 * C / tp.size, Vl = local_vocab_;
+  const int64_t C = config_.n_embd, L = stage_.num_layers, T = config_.seq_len;
+  const int64_t N = (int64_t)max_batch * T, NH = config_.n_head / tp_.size;
+  const int64_t Ct = C / tp_.size, Ft = 4 * C / tp_.size, Vl = local_vocab_;
   const int64_t head = stage_.is_last() ? 1 : 0;  // the final LayerNorm and logits
   // The linear layers' fp32 inputs are kept per layer in fp32 runs, for one layer at a
   // time in mixed precision (which keeps them in 16 bits: h16 layers).
@@ -193,84 +204,86 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   // Widest output gradient of a block layer (the LM head's is rounded in chunks of rows)
   // and widest input of an adapted layer.
   const int64_t widest_out = std::max({3 * Ct, Ft, C}), widest_in = std::max(C, Ft);
-  const int64_t lora_rank = lora_ ? r : 0;
-  using Member = float* Activations::*;
-  using Member16 = uint16_t* Activations::*;
-  const std::vector<std::pair<Member, int64_t>> per_slot = {
-      {&Activations::encoded, N * C},       {&Activations::ln1, h32 * N * C},
-      {&Activations::ln1_mean, L * N},      {&Activations::ln1_rstd, L * N},
-      {&Activations::qkv, h32 * N * 3 * Ct}, {&Activations::atty, h32 * N * Ct},
-      {&Activations::att, L * max_batch * NH * T * T},
-      {&Activations::residual2, L * N * C}, {&Activations::ln2, h32 * N * C},
-      {&Activations::ln2_mean, L * N},      {&Activations::ln2_rstd, L * N},
-      {&Activations::fch, h32 * N * Ft},    {&Activations::fch_gelu, h32 * N * Ft},
-      {&Activations::residual3, L * N * C}, {&Activations::lnf, head * N * C},
-      {&Activations::lnf_mean, head * N},   {&Activations::lnf_rstd, head * N},
-      {&Activations::logits, head * N * Vl}, {&Activations::losses, head * N},
-      {&Activations::lora_h, L * kLoraTargets * N * lora_rank}};
-  const std::vector<std::pair<Member16, int64_t>> per_slot16 = {
-      {&Activations::ln1_16, h16 * N * C},      {&Activations::qkv_16, h16 * N * 3 * Ct},
-      {&Activations::atty_16, h16 * N * Ct},    {&Activations::ln2_16, h16 * N * C},
-      {&Activations::fch_16, h16 * N * Ft},     {&Activations::fch_gelu_16, h16 * N * Ft},
-      {&Activations::lnf_16, m16 * head * N * C}};
-  const std::vector<std::pair<Member, int64_t>> shared = {
-      {&Activations::branch, N * C},       {&Activations::dresidual, N * C},
-      {&Activations::dln, N * C},          {&Activations::dqkv, N * 3 * Ct},
-      {&Activations::datty, N * Ct},       {&Activations::datt, max_batch * NH * T * T},
-      {&Activations::dfch, N * Ft},        {&Activations::dfch_gelu, N * Ft},
-      {&Activations::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest_in},
-      {&Activations::scratch2, (lora_ && options.lora.dropout > 0 ? 1 : 0) * N * widest_in},
-      {&Activations::lora_dh, N * lora_rank}};
-  const std::vector<std::pair<Member16, int64_t>> shared16 = {
-      {&Activations::scratch16, m16 * N * widest_out}};
+  const int64_t lora_rank = lora_ ? options_.lora.rank : 0;
+  using A = Activations;
+  ArenaPlan p;
+  p.per_slot = {{&A::encoded, N * C},       {&A::ln1, h32 * N * C},
+                {&A::ln1_mean, L * N},      {&A::ln1_rstd, L * N},
+                {&A::qkv, h32 * N * 3 * Ct}, {&A::atty, h32 * N * Ct},
+                {&A::att, L * max_batch * NH * T * T},
+                {&A::residual2, L * N * C}, {&A::ln2, h32 * N * C},
+                {&A::ln2_mean, L * N},      {&A::ln2_rstd, L * N},
+                {&A::fch, h32 * N * Ft},    {&A::fch_gelu, h32 * N * Ft},
+                {&A::residual3, L * N * C}, {&A::lnf, head * N * C},
+                {&A::lnf_mean, head * N},   {&A::lnf_rstd, head * N},
+                {&A::logits, head * N * Vl}, {&A::losses, head * N},
+                {&A::lora_h, L * kLoraTargets * N * lora_rank}};
+  p.per_slot16 = {{&A::ln1_16, h16 * N * C},      {&A::qkv_16, h16 * N * 3 * Ct},
+                  {&A::atty_16, h16 * N * Ct},    {&A::ln2_16, h16 * N * C},
+                  {&A::fch_16, h16 * N * Ft},     {&A::fch_gelu_16, h16 * N * Ft},
+                  {&A::lnf_16, m16 * head * N * C}};
+  p.shared = {{&A::branch, N * C},       {&A::dresidual, N * C},
+              {&A::dln, N * C},          {&A::dqkv, N * 3 * Ct},
+              {&A::datty, N * Ct},       {&A::datt, max_batch * NH * T * T},
+              {&A::dfch, N * Ft},        {&A::dfch_gelu, N * Ft},
+              {&A::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest_in},
+              {&A::scratch2, (lora_ && options_.lora.dropout > 0 ? 1 : 0) * N * widest_in},
+              {&A::lora_dh, N * lora_rank}};
+  p.shared16 = {{&A::scratch16, m16 * N * widest_out}};
+  return p;
+}
+
+// Carve the arena: first count, then allocate once, then hand out pointers.
+void GPT2::carve_activation_arena(int max_batch, int activation_slots) {
+  const ArenaPlan plan = activation_plan(max_batch);
   // Sizes in floats, each array on a 64-byte boundary; 16-bit arrays take half.
   auto aligned = [](int64_t n) { return (n + 15) / 16 * 16; };
   auto aligned16 = [&](int64_t n) { return aligned((n + 1) / 2); };
   int64_t per_slot_total = 0, shared_total = 0;
-  for (const auto& [member, n] : per_slot) per_slot_total += aligned(n);
-  for (const auto& [member, n] : per_slot16) per_slot_total += aligned16(n);
-  for (const auto& [member, n] : shared) shared_total += aligned(n);
-  for (const auto& [member, n] : shared16) shared_total += aligned16(n);
-  arena_.reset(alloc_floats(shared_total + activation_slots * per_slot_total));
-  float* next = arena_.get();
+  for (const auto& [member, n] : plan.per_slot) per_slot_total += aligned(n);
+  for (const auto& [member, n] : plan.per_slot16) per_slot_total += aligned16(n);
+  for (const auto& [member, n] : plan.shared) shared_total += aligned(n);
+  for (const auto& [member, n] : plan.shared16) shared_total += aligned16(n);
+  arena_ = kernels::Buffer<float>::allocate(shared_total + activation_slots * per_slot_total);
+  float* next = arena_.data();
   auto carve16 = [&](int64_t n) {
     uint16_t* p = reinterpret_cast<uint16_t*>(next);
     next += aligned16(n);
     return p;
   };
   Activations scratch{};
-  scratch.maxN = N;
-  for (const auto& [member, n] : shared) scratch.*member = next, next += aligned(n);
-  for (const auto& [member, n] : shared16) scratch.*member = carve16(n);
+  scratch.maxN = (int64_t)max_batch * config_.seq_len;
+  for (const auto& [member, n] : plan.shared) scratch.*member = next, next += aligned(n);
+  for (const auto& [member, n] : plan.shared16) scratch.*member = carve16(n);
   slots_.assign(activation_slots, scratch);
   for (Activations& a : slots_) {
-    for (const auto& [member, n] : per_slot) a.*member = next, next += aligned(n);
-    for (const auto& [member, n] : per_slot16) a.*member = carve16(n);
+    for (const auto& [member, n] : plan.per_slot) a.*member = next, next += aligned(n);
+    for (const auto& [member, n] : plan.per_slot16) a.*member = carve16(n);
   }
 }
 
 float* GPT2::params() {
-  if (lora_) return lora_params_.get();
+  if (lora_) return lora_params_.data();
   weights16_stale_ = true;
-  return params_.get();
+  return params_.data();
 }
 
 float* GPT2::base_params() {
   weights16_stale_ = true;
-  return params_.get();
+  return params_.data();
 }
 
 uint16_t* GPT2::weights16_for_full_update() {
   if (!mixed_ || lora_ || options_.stochastic_rounding) return nullptr;
   weights16_stale_ = false;
-  return params16_.get();
+  return params16_.data();
 }
 
 void GPT2::refresh_weights16() {
   if (!mixed_ || !weights16_stale_) return;
   const int64_t n = table_.total_numel();
   if (!options_.stochastic_rounding) {
-    kernels::round_to_16bit(options_.precision, params16_.get(), params_.get(), n);
+    kernels::round_to_16bit(options_.precision, params16_.data(), params_.data(), n);
   } else {
     // Each tensor from its own stream, keyed by its logical element index, so a tp slice
     // rounds exactly as the whole tensor would (a stream per refresh).
@@ -286,7 +299,7 @@ void GPT2::refresh_weights16() {
         for (int64_t i = 0; i < rows; i++) {
           const int64_t local = p.offset + box.local_begin + i * run;
           const int64_t logical_row = p.shape.size() == 2 ? box.offset[0] + i : 0;
-          kernels::round_to_bf16_stochastic(params16_.get() + local, params_.get() + local, run,
+          kernels::round_to_bf16_stochastic(params16_.data() + local, params_.data() + local, run,
                                             seed, (uint64_t)(logical_row * cols + col0));
         }
       }
@@ -307,7 +320,7 @@ int64_t GPT2::num_parameters() const {
 
 double GPT2::grad_norm() const {
   double sharded = 0, replicated = 0;
-  const float* g = lora_ ? lora_grads_.get() : grads_.get();
+  const float* g = lora_ ? lora_grads_.data() : grads_.data();
   for (const auto& p : table().params()) {
     if (p.tied_copy) continue;  // counted on the stage that owns it
     const double ss = k::sum_squares(g + p.offset, p.numel);  // local padding: 0
@@ -341,8 +354,8 @@ std::vector<float> GPT2::gather_logical(int index, const float* base) const {
 }
 
 void GPT2::init_weights(uint64_t seed) {
-  init_params(table_, seed, params_.get());
-  if (lora_) init_params(lora_table_, seed, lora_params_.get());
+  init_params(table_, seed, params_.data());
+  if (lora_) init_params(lora_table_, seed, lora_params_.data());
   weights16_stale_ = true;
 }
 
@@ -374,7 +387,7 @@ GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
 // this rank's and B is whole: either way the local product is the local slice of B @ A).
 void GPT2::merge_lora() {
   check(lora_, "merge_lora: the model has no LoRA adapters");
-  const ParamPtrs p = param_ptrs(params_.get()), none = param_ptrs(nullptr);
+  const ParamPtrs p = param_ptrs(params_.data()), none = param_ptrs(nullptr);
   for (int l = 0; l < stage_.num_layers; l++)
     for (int t = 0; t < kLoraTargets; t++) {
       const LinearLayer L = block_linear(l, (LoraTarget)t, p, none);

@@ -28,16 +28,6 @@ float clip_factor(double norm, double max_norm) {
   return (float)std::min(1.0, max_norm / (norm + 1e-6));
 }
 
-void AdamW::FreeDeleter::operator()(float* p) const { std::free(p); }
-
-static float* zeroed_floats(int64_t n) {
-  const size_t bytes = ((size_t)n * sizeof(float) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, bytes > 0 ? bytes : 64);
-  if (!p) throw Error("out of memory allocating optimizer state");
-  std::memset(p, 0, bytes);
-  return static_cast<float*>(p);
-}
-
 FlatRange shard_range(int64_t n, int parts, int rank) {
   check(parts >= 1 && rank >= 0 && rank < parts, "shard_range: bad rank/parts");
   check(n % parts == 0, "shard_range: flat size " + std::to_string(n) +
@@ -74,7 +64,8 @@ AdamW::AdamW(const ParamTable& table, const OptimConfig& optim)
 
 AdamW::AdamW(const ParamTable& table, const OptimConfig& optim, FlatRange range)
     : table_(table), optim_(optim), range_(range),
-      m_(zeroed_floats(range.size())), v_(zeroed_floats(range.size())) {
+      m_(kernels::Buffer<float>::allocate(range.size(), kernels::Device::cpu, kernels::Pages::normal)),
+      v_(kernels::Buffer<float>::allocate(range.size(), kernels::Device::cpu, kernels::Pages::normal)) {
   check(range.lo >= 0 && range.hi >= range.lo, "AdamW: bad range");
 }
 
@@ -85,8 +76,8 @@ void AdamW::step(float* params, const float* grads, double lr, int64_t t, float 
   for (const auto& p : table_.params()) {
     const auto [a, b] = overlap(p, range_);
     if (a >= b) continue;
-    float* m = m_.get() + (a - range_.lo);
-    float* v = v_.get() + (a - range_.lo);
+    float* m = m_.data() + (a - range_.lo);
+    float* v = v_.data() + (a - range_.lo);
     const float decay = decays(p, optim_) ? (float)optim_.weight_decay : 0.0f;
     if (copy16)
       kernels::adamw_update_with_copy(params + a, grads + a, m, v, b - a, (float)lr,

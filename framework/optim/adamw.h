@@ -5,6 +5,7 @@
 
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
+#include "kernels/buffer.h"
 #include "kernels/cpu/mixed_precision.h"
 
 namespace tessera {
@@ -64,18 +65,16 @@ class AdamW {
   // to the 16-bit type dt, in the same pass (mixed precision's compute copy).
   void step(float* params, const float* grads, double lr, int64_t t, float grad_scale = 1.0f,
             uint16_t* copy16 = nullptr, kernels::Dtype dt = kernels::Dtype::fp32);
-  float* m() { return m_.get(); }
-  float* v() { return v_.get(); }
+  float* m() { return m_.data(); }
+  float* v() { return v_.data(); }
   const FlatRange& range() const { return range_; }
 
  private:
   const ParamTable& table_;
   OptimConfig optim_;
   FlatRange range_;
-  struct FreeDeleter {
-    void operator()(float* p) const;
-  };
-  std::unique_ptr<float[], FreeDeleter> m_, v_;
+  // 64-byte aligned on ordinary pages, first touched by the zeroing on this thread.
+  kernels::Buffer<float> m_, v_;
 };
 
 }  // namespace tessera

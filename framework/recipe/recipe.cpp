@@ -21,6 +21,34 @@
 #include "parallel/pipeline_schedule.h"
 
 namespace tessera {
+
+const char* to_string(Precision p) { return kernels::dtype_name(p); }
+
+const char* to_string(GradReduce g) { return g == GradReduce::bf16 ? "bf16" : "fp32"; }
+
+const char* to_string(PipelineSchedule s) {
+  return s == PipelineSchedule::GPipe ? "gpipe" : "1f1b";
+}
+
+namespace {
+template <class E>
+bool enum_from_string(const std::string& word, E& out, std::initializer_list<E> values) {
+  for (E e : values)
+    if (word == to_string(e)) return out = e, true;
+  return false;
+}
+}  // namespace
+
+bool from_string(const std::string& word, Precision& out) {
+  return enum_from_string(word, out, {Precision::fp32, Precision::bf16, Precision::fp16});
+}
+bool from_string(const std::string& word, GradReduce& out) {
+  return enum_from_string(word, out, {GradReduce::fp32, GradReduce::bf16});
+}
+bool from_string(const std::string& word, PipelineSchedule& out) {
+  return enum_from_string(word, out, {PipelineSchedule::GPipe, PipelineSchedule::OneFOneB});
+}
+
 namespace {
 
 using namespace recipe_detail;
@@ -264,10 +292,10 @@ void validate_recipe(const Recipe& recipe) {
                   " is larger than train.steps " + shown(r, "train", "steps"));
 
   if (!r.parallel.stage_layers.empty()) pipeline_stage_layers(r);
-  fail_unless(r.parallel.zero == 0 || r.parallel.grad_reduce == "fp32",
+  fail_unless(r.parallel.zero == 0 || r.parallel.grad_reduce == GradReduce::fp32,
               "parallel.grad_reduce bf16 is not supported with parallel.zero 1 (ZeRO-1 "
               "reduce-scatters in fp32): set parallel.grad_reduce=fp32 or parallel.zero=0");
-  fail_unless(!r.train.stochastic_rounding || r.train.precision == "bf16",
+  fail_unless(!r.train.stochastic_rounding || r.train.precision == Precision::bf16,
               "train.stochastic_rounding is for train.precision bf16, not " +
                   shown(r, "train", "precision"));
   fail_unless(!r.log.tensorboard,

@@ -6,7 +6,22 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/mixed_precision.h"
+#include "parallel/pipeline_schedule.h"
+
 namespace tessera {
+
+// The recipe's words for these keys are parsed once, into enums; to_string gives the
+// word back (YAML, the run log, messages) and from_string is its inverse (false for any
+// other word).
+using Precision = kernels::Dtype;          // train.precision: the kernels' compute type
+enum class GradReduce { fp32, bf16 };       // parallel.grad_reduce: data-parallel wire type
+const char* to_string(Precision p);
+const char* to_string(GradReduce g);
+const char* to_string(PipelineSchedule s);  // "gpipe" | "1f1b" (parallel.schedule)
+bool from_string(const std::string& word, Precision& out);
+bool from_string(const std::string& word, GradReduce& out);
+bool from_string(const std::string& word, PipelineSchedule& out);
 
 struct ModelConfig {
   std::string family = "gpt2";  // only the GPT-2 family for now
@@ -28,7 +43,7 @@ struct TrainConfig {
   int64_t exit_after_step = 0; // stop (with a checkpoint) after this step; 0 = run all
   int global_batch = 8;        // sequences per optimizer step, over all dp ranks
   int micro_batch = 4;         // sequences per forward/backward on one rank
-  std::string precision = "fp32";  // fp32 | bf16 | fp16 (docs/precision.md)
+  Precision precision = Precision::fp32;  // fp32 | bf16 | fp16 (docs/precision.md)
   bool stochastic_rounding = false;  // bf16: round the weights' compute copy stochastically
   double loss_scale = 65536;   // fp16: the initial dynamic loss scale
   int64_t loss_scale_window = 1000;  // fp16: good steps in a row that double the scale
@@ -53,10 +68,10 @@ struct OptimConfig {
 struct ParallelConfig {
   int dp = 1, tp = 1, pp = 1;  // world = dp * tp * pp
   int zero = 0;                // 0 | 1
-  std::string schedule = "1f1b";  // gpipe | 1f1b
+  PipelineSchedule schedule = PipelineSchedule::OneFOneB;  // gpipe | 1f1b
   std::string stage_layers;    // "" = balanced, else layers per stage: "3,1"
   double bucket_mb = 25.0;     // gradient all-reduce bucket size
-  std::string grad_reduce = "fp32";  // fp32 | bf16: data-parallel gradients on the wire
+  GradReduce grad_reduce = GradReduce::fp32;  // fp32 | bf16: data-parallel gradients on the wire
   bool shared_memory = true;   // dp ranks on one node sum gradients in shared memory
 };
 

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 namespace tessera::recipe_detail {
 namespace {
@@ -351,7 +352,8 @@ Kind kind_of(const Field& f) {
                                [](const uint64_t*) { return Kind::UInt; },
                                [](const double*) { return Kind::Double; },
                                [](const bool*) { return Kind::Bool; },
-                               [](const std::string*) { return Kind::String; }},
+                               [](const std::string*) { return Kind::String; },
+                               [](const auto*) { return Kind::String; }},  // enums
                     f.const_slot(kDefaults));
 }
 
@@ -506,6 +508,12 @@ std::string set_field(const Field& field, Recipe& recipe, const std::string& tex
             if (std::string e = check_string(field, s); !e.empty()) return e;
             *p = s;
             return "";
+          },
+          [&](auto* p) -> std::string {  // enums: the Rule's choices are their words
+            const std::string s = is_null ? "" : text;
+            if (std::string e = check_string(field, s); !e.empty()) return e;
+            if (!from_string(s, *p)) return expected(field, "'" + s + "'");
+            return "";
           }},
       field.slot(recipe));
 }
@@ -514,8 +522,11 @@ std::string check_field(const Field& field, const Recipe& recipe) {
   return std::visit(Overloaded{[&](const bool*) { return std::string(); },
                                [&](const std::string* p) { return check_string(field, *p); },
                                [&](const auto* p) {
-                                 return check_number(field, static_cast<double>(*p),
-                                                     value_text(field, recipe));
+                                 if constexpr (std::is_enum_v<std::remove_cvref_t<decltype(*p)>>)
+                                   return std::string();  // an enum holds a valid word
+                                 else
+                                   return check_number(field, static_cast<double>(*p),
+                                                       value_text(field, recipe));
                                }},
                     field.const_slot(recipe));
 }
@@ -535,7 +546,12 @@ std::string value_text(const Field& field, const Recipe& recipe) {
                    if (s.find_first_not_of("-0123456789") == std::string::npos) s += ".0";
                    return s;
                  },
-                 [](const auto* p) { return std::to_string(*p); }},
+                 [](const auto* p) {
+                   if constexpr (std::is_enum_v<std::remove_cvref_t<decltype(*p)>>)
+                     return std::string(to_string(*p));
+                   else
+                     return std::to_string(*p);
+                 }},
       field.const_slot(recipe));
 }
 
