@@ -7,16 +7,6 @@
 
 namespace tessera {
 
-size_t scalar_bytes(ScalarType type) {
-  switch (type) {
-    case ScalarType::f32: return 4;
-    case ScalarType::f64: return 8;
-    case ScalarType::i32: return 4;
-    case ScalarType::i64: return 8;
-  }
-  return 0;
-}
-
 double all_reduce_mean(Communicator& comm, double x) {
   return all_reduce_value(comm, x, ReduceOp::sum) / comm.size();
 }

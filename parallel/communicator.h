@@ -45,7 +45,9 @@ struct CommError : Error {
 // Element types and reductions of the typed all_reduce (NCCL has the same ones).
 enum class ScalarType { f32, f64, i32, i64 };
 enum class ReduceOp { sum, max, min };
-size_t scalar_bytes(ScalarType type);
+inline size_t scalar_bytes(ScalarType type) {
+  return type == ScalarType::f32 || type == ScalarType::i32 ? 4 : 8;
+}
 
 // Completion state of one async operation; implemented by each backend.
 class CommRequestImpl {

@@ -11,7 +11,6 @@
 
 #include "framework/model/gpt2.h"
 #include "base/error.h"
-#include "base/huge_pages.h"
 #include "base/rng.h"
 #include "framework/model/gpt2_internal.h"
 #include "kernels/cpu/gemm.h"

@@ -21,7 +21,6 @@
 
 namespace tessera {
 
-
 namespace {
 
 // The global gradient norm under ZeRO-1, where this rank holds the dp-summed gradient of
@@ -128,7 +127,8 @@ TrainSummary TrainingRun::run() {
   const StopSignals stop_signals;
   try {
     flops_per_token_ = model_->config().training_flops_per_token(T_);
-    peak_ = all_reduce_value(*world_, measure_fp32_peak_flops(0.1), ReduceOp::sum);  // of all ranks' cores
+    // The peak of all ranks' cores together.
+    peak_ = all_reduce_value(*world_, measure_fp32_peak_flops(0.1), ReduceOp::sum);
     tokens_per_step_ = (double)r_.train.global_batch * T_;
     print_header();
     summary_.steps = start_step_;
