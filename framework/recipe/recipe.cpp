@@ -42,6 +42,9 @@ bool enum_from_string(const std::string& word, E& out, std::initializer_list<E> 
 bool from_string(const std::string& word, Precision& out) {
   return enum_from_string(word, out, {Precision::fp32, Precision::bf16, Precision::fp16});
 }
+bool from_string(const std::string& word, Device& out) {
+  return enum_from_string(word, out, {Device::cpu, Device::cuda});
+}
 bool from_string(const std::string& word, GradReduce& out) {
   return enum_from_string(word, out, {GradReduce::fp32, GradReduce::bf16});
 }

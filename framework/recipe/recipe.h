@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/buffer.h"
 #include "kernels/cpu/mixed_precision.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -15,11 +16,14 @@ namespace tessera {
 // word back (YAML, the run log, messages) and from_string is its inverse (false for any
 // other word).
 using Precision = kernels::Dtype;          // train.precision: the kernels' compute type
+using Device = kernels::Device;            // train.device: cpu | cuda
 enum class GradReduce { fp32, bf16 };       // parallel.grad_reduce: data-parallel wire type
 const char* to_string(Precision p);
+using kernels::to_string;  // to_string(Device): "cpu" | "cuda"
 const char* to_string(GradReduce g);
 const char* to_string(PipelineSchedule s);  // "gpipe" | "1f1b" (parallel.schedule)
 bool from_string(const std::string& word, Precision& out);
+bool from_string(const std::string& word, Device& out);
 bool from_string(const std::string& word, GradReduce& out);
 bool from_string(const std::string& word, PipelineSchedule& out);
 
@@ -43,6 +47,7 @@ struct TrainConfig {
   int64_t exit_after_step = 0; // stop (with a checkpoint) after this step; 0 = run all
   int global_batch = 8;        // sequences per optimizer step, over all dp ranks
   int micro_batch = 4;         // sequences per forward/backward on one rank
+  Device device = Device::cpu;  // where the model trains: cpu | cuda (docs/cuda.md)
   Precision precision = Precision::fp32;  // fp32 | bf16 | fp16 (docs/precision.md)
   bool stochastic_rounding = false;  // bf16: round the weights' compute copy stochastically
   double loss_scale = 65536;   // fp16: the initial dynamic loss scale

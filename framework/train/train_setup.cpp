@@ -10,6 +10,9 @@
 
 #include "framework/data/sha256.h"
 #include "framework/train/training_run.h"
+#ifdef TESSERA_HAVE_CUDA
+#include "kernels/cuda/device.h"
+#endif
 #include "base/error.h"
 
 namespace tessera {
@@ -37,6 +40,21 @@ std::unique_ptr<DataLoader> open_data(const LoaderOptions& options, const std::s
   }
 }
 
+// train.device: cuda is refused before any work, saying why: a build without the CUDA
+// backend, no usable GPU, or the trainer itself, which does not run on the GPU yet.
+void check_device_usable(Device device) {
+  if (device == Device::cpu) return;
+#ifndef TESSERA_HAVE_CUDA
+  throw Error("train.device: cuda: this tessera was built without the CUDA backend (nvcc was "
+              "not found when the build was configured; docs/cuda.md says how to build it)");
+#else
+  const cuda::CudaStatus status = cuda::cuda_status();
+  if (!status.available) throw Error("train.device: cuda: no usable GPU: " + status.reason);
+  throw Error("train.device: cuda: the trainer does not run on the GPU yet (the GPU kernels are "
+              "built and tested on their own, docs/cuda.md); use train.device: cpu");
+#endif
+}
+
 }  // namespace
 
 TrainingRun::TrainingRun(const Recipe& recipe, const TrainOptions& options)
@@ -54,6 +72,7 @@ TrainingRun::~TrainingRun() = default;
 
 void TrainingRun::set_up_layout() {
   validate_recipe(r_);
+  check_device_usable(r_.train.device);
   dp_ = r_.parallel.dp;
   // Validates the layout against the job (the same message on every rank, before any
   // communicator exists) and splits the world into dp, tp and pp groups.

@@ -269,8 +269,10 @@ std::string blas_config() {
 std::string cuda_runtime_string(int v) {
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
 }
-// 130100 -> "13.1.0" (cuBLASLt's 10000 * major + 100 * minor + patch).
-std::string cublaslt_string(int v) {
+// 130100 -> "13.1.0" (cuBLASLt's, cuDNN 9's and NCCL's 10000 * major + 100 * minor +
+// patch); 0 -> "not found".
+std::string library_version_string(int v) {
+  if (v == 0) return "not found";
   return std::to_string(v / 10000) + "." + std::to_string((v % 10000) / 100) + "." +
          std::to_string(v % 100);
 }
@@ -291,7 +293,10 @@ nlohmann::json software_versions() {
 #ifdef TESSERA_HAVE_CUDA
   const auto cuda = cuda::cuda_status();
   v["cuda_runtime"] = cuda_runtime_string(cuda.runtime_version);
-  v["cublaslt"] = cublaslt_string(cuda.cublaslt_version);
+  v["cublaslt"] = library_version_string(cuda.cublaslt_version);
+  v["cudnn"] = library_version_string(cuda.cudnn_version);
+  v["nccl"] = library_version_string(cuda.nccl_version);
+  v["cuda_driver"] = cuda.driver_version ? cuda_runtime_string(cuda.driver_version) : "none";
 #endif
   return v;
 }
@@ -445,7 +450,10 @@ std::string format_report(const SystemInfo& info) {
     row("backend", info.cuda_reason);
   } else {
     row("backend", "built with CUDA runtime " + cuda_runtime_string(info.cuda_runtime_version) +
-                       ", cuBLASLt " + cublaslt_string(info.cublaslt_version));
+                       ", cuBLASLt " + library_version_string(info.cublaslt_version) + ", cuDNN " +
+                       info.versions.value("cudnn", "?") + ", NCCL " +
+                       info.versions.value("nccl", "?"));
+    row("driver", info.versions.value("cuda_driver", "?"));
     if (!info.cuda_available) row("GPUs", info.cuda_reason);
     for (const auto& g : info.gpus) {
       char mem[32];

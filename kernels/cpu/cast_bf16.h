@@ -17,6 +17,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/host_device.h"
+
 namespace tessera::kernels {
 
 // A bfloat16 value, stored as its 16 bits (trivially copyable, no arithmetic).
@@ -24,29 +26,20 @@ struct bf16 {
   uint16_t bits;
 };
 
-inline uint32_t fp32_bits(float x) {
-  uint32_t u;
-  __builtin_memcpy(&u, &x, 4);
-  return u;
-}
+TESSERA_HD inline uint32_t fp32_bits(float x) { return float_to_bits(x); }
 
 // bf16 -> fp32, exact.
-inline float bf16_to_fp32(bf16 h) {
-  const uint32_t u = (uint32_t)h.bits << 16;
-  float x;
-  __builtin_memcpy(&x, &u, 4);
-  return x;
-}
+TESSERA_HD inline float bf16_to_fp32(bf16 h) { return bits_to_float((uint32_t)h.bits << 16); }
 
 // fp32 -> bf16, round to nearest even; NaN -> quiet NaN.
-inline bf16 fp32_to_bf16(float x) {
+TESSERA_HD inline bf16 fp32_to_bf16(float x) {
   const uint32_t u = fp32_bits(x);
   if ((u & 0x7FFFFFFFu) > 0x7F800000u) return bf16{(uint16_t)((u >> 16) | 0x0040u)};
   return bf16{(uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16)};
 }
 
 // fp32 -> bf16, stochastic rounding with the low 16 bits of `random` (uniform bits).
-inline bf16 fp32_to_bf16_stochastic(float x, uint32_t random) {
+TESSERA_HD inline bf16 fp32_to_bf16_stochastic(float x, uint32_t random) {
   const uint32_t u = fp32_bits(x);
   if ((u & 0x7FFFFFFFu) >= 0x7F800000u)  // inf as is, NaN quiet
     return bf16{(uint16_t)((u >> 16) | ((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x0040u : 0u))};
@@ -55,7 +48,7 @@ inline bf16 fp32_to_bf16_stochastic(float x, uint32_t random) {
 
 // 32 uniform random bits for element `index` of the stream `seed` (a counter-based hash:
 // any slice of an array gets the same bits as the whole, whatever the threads).
-inline uint32_t bf16_random_bits(uint64_t seed, uint64_t index) {
+TESSERA_HD inline uint32_t bf16_random_bits(uint64_t seed, uint64_t index) {
   uint64_t z = seed * 0x9E3779B97F4A7C15ull + index;  // splitmix64's finalizer
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;

@@ -22,6 +22,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/host_device.h"
+
 namespace tessera::kernels {
 
 // A half-precision value, stored as its 16 bits (trivially copyable, no arithmetic).
@@ -29,37 +31,25 @@ struct fp16 {
   uint16_t bits;
 };
 
-namespace fp16_detail {
-inline uint32_t bits_of(float x) {
-  uint32_t u;
-  __builtin_memcpy(&u, &x, 4);
-  return u;
-}
-inline float float_of(uint32_t u) {
-  float x;
-  __builtin_memcpy(&x, &u, 4);
-  return x;
-}
-}  // namespace fp16_detail
 
 // fp16 -> fp32, exact (denormals too); inf stays inf; NaN -> quiet NaN, sign and payload kept.
-inline float fp16_to_fp32(fp16 h) {
+TESSERA_HD inline float fp16_to_fp32(fp16 h) {
   const uint32_t sign = (uint32_t)(h.bits & 0x8000u) << 16;
   const uint32_t e = (h.bits >> 10) & 0x1Fu, m = h.bits & 0x3FFu;
   if (e == 0x1F)  // inf, NaN (quieted, as VCVTPH2PS does)
-    return fp16_detail::float_of(sign | 0x7F800000u | (m << 13) | (m ? 0x00400000u : 0u));
+    return bits_to_float(sign | 0x7F800000u | (m << 13) | (m ? 0x00400000u : 0u));
   if (e == 0) {  // zero, denormal m * 2^-24: normalise m so that its leading 1 is bit 10
-    if (m == 0) return fp16_detail::float_of(sign);
-    const int shift = __builtin_clz(m) - 21;  // 1..10
+    if (m == 0) return bits_to_float(sign);
+    const int shift = count_leading_zeros(m) - 21;  // 1..10
     const uint32_t exp = (uint32_t)(113 - shift);  // 2^-14 is fp32 exponent 113
-    return fp16_detail::float_of(sign | (exp << 23) | (((m << shift) & 0x3FFu) << 13));
+    return bits_to_float(sign | (exp << 23) | (((m << shift) & 0x3FFu) << 13));
   }
-  return fp16_detail::float_of(sign | ((e + 112u) << 23) | (m << 13));  // rebias 15 -> 127
+  return bits_to_float(sign | ((e + 112u) << 23) | (m << 13));  // rebias 15 -> 127
 }
 
 // fp32 -> fp16, round to nearest even; |x| >= 65520 -> inf; NaN -> quiet NaN.
-inline fp16 fp32_to_fp16(float x) {
-  const uint32_t u = fp16_detail::bits_of(x);
+TESSERA_HD inline fp16 fp32_to_fp16(float x) {
+  const uint32_t u = float_to_bits(x);
   const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
   const uint32_t a = u & 0x7FFFFFFFu;
   if (a > 0x7F800000u) return fp16{(uint16_t)(sign | 0x7E00u | ((a >> 13) & 0x3FFu))};

@@ -22,7 +22,7 @@ bool has_nonfinite(const float* x, int64_t n) {
     uint32_t any = 0;
 #pragma omp simd reduction(| : any)
     for (int64_t i = i0; i < end; i++)
-      any |= (uint32_t)((fp16_detail::bits_of(x[i]) & 0x7F800000u) == 0x7F800000u);
+      any |= (uint32_t)((float_to_bits(x[i]) & 0x7F800000u) == 0x7F800000u);
     if (any) return true;
   }
   return false;

@@ -1,10 +1,16 @@
-// cuda_status(): the CUDA runtime's view of the machine. Host code only, no kernels.
-// Kept C++17 and free of Eigen (nvcc does not take C++20 from
-// CMake 3.25, and Eigen floods nvcc with warnings).
+// cuda_status(): the CUDA runtime's view of the machine. Host code only, no kernels; its
+// own library (tessera_cuda_device), so that the kernels and their test binaries do not
+// link cuDNN and NCCL just to print their versions.
 #include "kernels/cuda/device.h"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#ifdef TESSERA_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+#ifdef TESSERA_HAVE_NCCL
+#include <nccl.h>
+#endif
 
 namespace tessera::cuda {
 
@@ -16,6 +22,15 @@ CudaStatus cuda_status() {
   int runtime = 0;
   if (cudaRuntimeGetVersion(&runtime) == cudaSuccess) status.runtime_version = runtime;
   status.cublaslt_version = static_cast<int>(cublasLtGetVersion());
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) == cudaSuccess) status.driver_version = driver;
+#ifdef TESSERA_HAVE_CUDNN
+  status.cudnn_version = static_cast<int>(cudnnGetVersion());
+#endif
+#ifdef TESSERA_HAVE_NCCL
+  int nccl = 0;
+  if (ncclGetVersion(&nccl) == ncclSuccess) status.nccl_version = nccl;
+#endif
 
   // On a machine without a GPU this fails (cudaErrorInsufficientDriver, or
   // cudaErrorNoDevice / a stub-library error): any error means "no GPU", and its text is

@@ -1,5 +1,6 @@
 // What the CUDA runtime can see: the GPUs, their compute capability and memory, and the
-// versions of the CUDA runtime and cuBLASLt this binary was built against.
+// versions of the driver and of the CUDA runtime, cuBLASLt, cuDNN and NCCL this binary
+// was built against.
 //
 // A plain C++ header with no CUDA types, so that host code compiled by the ordinary C++
 // compiler can include it. The definition (device.cu) exists only in CUDA builds: call
@@ -31,6 +32,12 @@ struct CudaStatus {
   int runtime_version = 0;
   // cublasLtGetVersion, e.g. 130001; works without a GPU.
   int cublaslt_version = 0;
+  // cudaDriverGetVersion, same encoding as runtime_version; 0 when no driver is installed.
+  int driver_version = 0;
+  // cudnnGetVersion (e.g. 91900 for 9.19.0) and ncclGetVersion (e.g. 22809 for 2.28.9),
+  // both work without a GPU; 0 when the build did not find the library.
+  int cudnn_version = 0;
+  int nccl_version = 0;
 };
 
 // Asks the CUDA runtime. Never throws for "no GPU" or "no driver": that is reported as

@@ -188,6 +188,14 @@ TEST_P(CliSetFault, OneLineNamingTheRecipe) {
   EXPECT_TRUE(clean_error(w.train(fault.sets), needles));
 }
 
+// train.device: cuda on this machine (no GPU, or a build without CUDA): one line saying
+// which, before any step.
+TEST(CliErrors, CudaDeviceRefusedBeforeAnyWork) {
+  const Workspace w("cuda_device");
+  EXPECT_TRUE(clean_error(w.train({"train.device=cuda"}), {"train.device: cuda"}));
+  w.expect_no_steps();
+}
+
 INSTANTIATE_TEST_SUITE_P(CliErrors, CliSetFault, ::testing::ValuesIn(kSetFaults),
                          [](const auto& info) { return info.param.name; });
 

@@ -147,7 +147,7 @@ TEST(RecipeErrors, MalformedYamlNamesLine) {
 TEST(RecipeErrors, UnknownKeySuggestsClosest) {
   EXPECT_EQ(key_error("train", "stepz: 10"),
             "recipes/tiny.yaml:4:3: unknown key 'train.stepz' (known keys in train: steps, exit_after_step, "
-            "global_batch, micro_batch, precision, stochastic_rounding, loss_scale, "
+            "global_batch, micro_batch, device, precision, stochastic_rounding, loss_scale, "
             "loss_scale_window, seed, eval_every, eval_batches, "
             "sample_tokens); did you mean 'steps'?");
   // A key of another section points there.

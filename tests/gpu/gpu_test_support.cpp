@@ -1,0 +1,63 @@
+#include "tests/gpu/gpu_test_support.h"
+
+#include <cmath>
+
+namespace tessera::gpu_test {
+
+std::string why_no_gpu() {
+#ifdef TESSERA_CUDA_EMULATOR
+  return "";
+#else
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear it, so that no later check reports it
+    return cudaGetErrorString(err);
+  }
+  return count > 0 ? "" : "the CUDA runtime found no device";
+#endif
+}
+
+bool emulated() {
+#ifdef TESSERA_CUDA_EMULATOR
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::vector<float> random_floats(int64_t n, uint64_t seed, float lo, float hi) {
+  const CounterRng rng(seed, "gpu_test");
+  std::vector<float> out((size_t)n);
+  for (int64_t i = 0; i < n; i++) out[(size_t)i] = lo + (hi - lo) * rng.uniform((uint64_t)i);
+  return out;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, uint64_t seed, int vocab) {
+  const CounterRng rng(seed, "gpu_test_tokens");
+  std::vector<int32_t> out((size_t)n);
+  for (int64_t i = 0; i < n; i++)
+    out[(size_t)i] = std::min(vocab - 1, (int32_t)(rng.uniform((uint64_t)i) * (float)vocab));
+  return out;
+}
+
+Mismatch compare(const std::vector<float>& got, const std::vector<float>& want, double floor) {
+  Mismatch m;
+  if (got.size() != want.size()) {
+    m.max_error = INFINITY;
+    return m;
+  }
+  for (size_t i = 0; i < got.size(); i++) {
+    const double err = std::fabs((double)got[i] - (double)want[i]) / (std::fabs((double)want[i]) + floor);
+    if (!(err <= m.max_error)) {  // also catches NaN
+      m.max_error = std::isnan(err) ? INFINITY : err;
+      m.worst_index = (int64_t)i;
+      m.got = got[i];
+      m.want = want[i];
+      if (std::isnan(err)) return m;
+    }
+  }
+  return m;
+}
+
+}  // namespace tessera::gpu_test
