@@ -33,9 +33,10 @@ std::string why_no_gpu();
     if (!why.empty()) GTEST_SKIP() << "no GPU: " << why;                \
   } while (0)
 
-// True in gpu_emulated_tests: tests shrink their largest shapes there (the emulator runs
-// one CPU thread per CUDA thread in turn).
-bool emulated();
+// True in gpu_emulated_tests (the emulator runs the CUDA threads one after another on one
+// CPU core) and under TESSERA_GPU_TEST_SMALL=1 (compute-sanitizer, which slows a GPU down
+// as much): tests then use small shapes instead of GPT-2's.
+bool small_shapes();
 
 // n values uniform in [lo, hi), from a fixed seed.
 std::vector<float> random_floats(int64_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);

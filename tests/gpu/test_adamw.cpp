@@ -49,7 +49,7 @@ State cpu_steps(State s, const std::vector<float>& grads) {
   return s;
 }
 
-int64_t test_size() { return emulated() ? 1003 : 10'000'003; }
+int64_t test_size() { return small_shapes() ? 1003 : 10'000'003; }
 
 void expect_state_close(const State& got, const State& want) {
   EXPECT_CLOSE(got.params, want.params, kTol);

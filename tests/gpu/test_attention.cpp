@@ -121,17 +121,17 @@ TEST(CudaAttention, MatchesCpuAtOddT) {
 TEST(CudaAttention, MatchesCpuAtT64) {
   REQUIRE_GPU();
   check({2, 64, 64, 4});
-  if (!emulated()) check({4, 64, 768, 12});  // GPT-2 small's heads (HS 64)
+  if (!small_shapes()) check({4, 64, 768, 12});  // GPT-2 small's heads (HS 64)
 }
 
 TEST(CudaAttention, MatchesCpuAtT1024) {
   REQUIRE_GPU();
-  check(emulated() ? Shape{2, 1024, 32, 2} : Shape{2, 1024, 256, 4});
+  check(small_shapes() ? Shape{2, 1024, 32, 2} : Shape{2, 1024, 256, 4});
 }
 
 TEST(CudaAttention, BackwardIsBitIdenticalAcrossRuns) {
   REQUIRE_GPU();
-  const Shape s = emulated() ? Shape{2, 40, 32, 2} : Shape{4, 1024, 768, 12};
+  const Shape s = small_shapes() ? Shape{2, 40, 32, 2} : Shape{4, 1024, 768, 12};
   const auto qkv = random_floats(3 * s.btc(), 1000, -2.0f, 2.0f);
   const auto dout = random_floats(s.btc(), 1001);
   const Forward f = gpu_forward(s, qkv);

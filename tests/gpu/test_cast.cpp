@@ -83,7 +83,7 @@ std::vector<uint16_t> cpu_round(const std::vector<float>& src, int offset, Dtype
 
 TEST(CudaCast, RoundMatchesCpuToTheBit) {
   REQUIRE_GPU();
-  const int64_t n = emulated() ? 20'003 : 10'000'003;
+  const int64_t n = small_shapes() ? 20'003 : 10'000'003;
   const auto x = cast_inputs(n);
   for (Dtype dt : {Dtype::bf16, Dtype::fp16}) {
     for (int offset : {0, 1, 2}) {  // aligned (4 per thread), then one element per thread
@@ -96,7 +96,7 @@ TEST(CudaCast, RoundMatchesCpuToTheBit) {
 
 TEST(CudaCast, StochasticRoundMatchesCpuToTheBit) {
   REQUIRE_GPU();
-  const int64_t n = emulated() ? 20'003 : 10'000'003;
+  const int64_t n = small_shapes() ? 20'003 : 10'000'003;
   const auto x = cast_inputs(n);
   for (int offset : {0, 1}) {
     SCOPED_TRACE(offset);

@@ -2,6 +2,7 @@
 // the faults it must turn into failed launches instead of hangs. Only in the emulated
 // build: these kernels are defined here, in a file the C++ compiler compiles.
 #ifdef TESSERA_CUDA_EMULATOR
+#include <cmath>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -134,6 +135,26 @@ TEST(CudaEmulator, DynamicSharedMemoryAndEarlyExits) {
   const auto out = d_out.download();
   for (int i = 0; i < 64; i++) EXPECT_EQ(out[i], 63 - i);
   for (int i = 64; i < n; i++) EXPECT_EQ(out[i], 64 + (n - 1 - i));
+}
+
+// Each thread reads its left neighbour's shared-memory value without a barrier between
+// the write and the read: a race the emulator must expose (the value read is the 0xFF
+// garbage, a NaN) in at least one of the blocks, whichever order the threads run in.
+__global__ void missing_barrier_kernel(float* out) {
+  float* tile = dynamic_shared_memory<float>();
+  tile[threadIdx.x] = (float)threadIdx.x;
+  // a __syncthreads() belongs here
+  out[blockIdx.x * blockDim.x + threadIdx.x] = tile[(threadIdx.x + blockDim.x - 1) % blockDim.x];
+}
+
+TEST(CudaEmulator, MissingBarrierIsExposed) {
+  const int threads = 64;
+  DeviceArray<float> out(2 * threads);
+  launch("missing_barrier_kernel", {}, missing_barrier_kernel, dim3(2), dim3(threads),
+         threads * sizeof(float), nullptr, out.data());
+  int garbage = 0;
+  for (float v : out.download()) garbage += std::isnan(v);
+  EXPECT_GT(garbage, 0) << "the race read only values that were already written";
 }
 
 }  // namespace

@@ -124,12 +124,12 @@ TEST(CudaLayernorm, ForwardMatchesCpu) {
   check_forward(37, 96);  // rows not a multiple of the 8 per block
   check_forward(5, 130);  // C not a multiple of 32
   check_forward(3, 7);    // C below a warp
-  if (!emulated()) check_forward(8192, 768);
+  if (!small_shapes()) check_forward(8192, 768);
 }
 
 TEST(CudaLayernorm, ResidualForwardAddsThenNormalizes) {
   REQUIRE_GPU();
-  const int N = emulated() ? 21 : 8192, C = emulated() ? 100 : 768;
+  const int N = small_shapes() ? 21 : 8192, C = small_shapes() ? 100 : 768;
   const auto a = layernorm_input(N, C, 11), bb = random_floats((int64_t)N * C, 12);
   const auto w = random_floats(C, 13, 0.5f, 1.5f), bias = random_floats(C, 14);
   auto d_a = DeviceArray<float>::from_host(a), d_b = DeviceArray<float>::from_host(bb),
@@ -154,7 +154,7 @@ TEST(CudaLayernorm, BackwardMatchesCpu) {
   check_backward(70, 300, false);  // three row groups; C past one block of columns
   check_backward(3, 7, false);
   check_backward(300, 40, false);  // 10 row groups: more than the reduce kernel's 8 adders
-  if (!emulated()) check_backward(8192, 768, false);
+  if (!small_shapes()) check_backward(8192, 768, false);
 }
 
 TEST(CudaLayernorm, FrozenBackwardComputesOnlyDinp) {
@@ -164,7 +164,7 @@ TEST(CudaLayernorm, FrozenBackwardComputesOnlyDinp) {
 
 TEST(CudaLayernorm, BackwardIsBitIdenticalAcrossRuns) {
   REQUIRE_GPU();
-  const int N = emulated() ? 70 : 8192, C = emulated() ? 64 : 768;
+  const int N = small_shapes() ? 70 : 8192, C = small_shapes() ? 64 : 768;
   const auto inp = layernorm_input(N, C, 15);
   const auto w = random_floats(C, 16, 0.5f, 1.5f), b = random_floats(C, 17);
   const auto dout = random_floats((int64_t)N * C, 18);

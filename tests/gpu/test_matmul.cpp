@@ -115,7 +115,7 @@ void check_forward(Dtype dt, int N, int C, int OC, bool with_bias, bool with_gel
   const Outputs want = cpu_forward(dt, l, with_bias, with_gelu);
   const double tol = dt == Dtype::fp32 ? kTol : kTol16;
   EXPECT_GEMM_CLOSE(got.out, want.out, tol);
-  if (with_gelu) EXPECT_GEMM_CLOSE(got.gelu_out, want.gelu_out, emulated() ? tol : kTol16);
+  if (with_gelu) EXPECT_GEMM_CLOSE(got.gelu_out, want.gelu_out, small_shapes() ? tol : kTol16);
 }
 
 struct Grads {
@@ -199,7 +199,7 @@ TEST(CudaMatmul, ForwardMatchesCpu) {
     check_forward(Dtype::fp32, 37, 96, 80, bias, false);
     check_forward(Dtype::fp32, 5, 7, 3, bias, false);  // nothing a multiple of anything
   }
-  if (!emulated()) check_forward(Dtype::fp32, 1024, 768, 2304, true, false);
+  if (!small_shapes()) check_forward(Dtype::fp32, 1024, 768, 2304, true, false);
 }
 
 TEST(CudaMatmul, GeluEpilogueWritesPreactivationAndGelu) {
@@ -208,7 +208,7 @@ TEST(CudaMatmul, GeluEpilogueWritesPreactivationAndGelu) {
     check_forward(Dtype::fp32, 37, 64, 80, bias, true);  // OC % 8 == 0: the fused epilogue
     check_forward(Dtype::fp32, 37, 64, 20, bias, true);  // OC % 8 != 0: GEMM, then our GELU
   }
-  if (!emulated()) check_forward(Dtype::fp32, 1024, 768, 3072, true, true);
+  if (!small_shapes()) check_forward(Dtype::fp32, 1024, 768, 3072, true, true);
 }
 
 TEST(CudaMatmul, Forward16bitMatchesCpu) {
@@ -217,7 +217,7 @@ TEST(CudaMatmul, Forward16bitMatchesCpu) {
     check_forward(dt, 37, 96, 80, true, false);
     check_forward(dt, 37, 64, 40, true, true);
     check_forward(dt, 9, 24, 20, false, true);
-    if (!emulated()) check_forward(dt, 1024, 768, 3072, true, true);
+    if (!small_shapes()) check_forward(dt, 1024, 768, 3072, true, true);
   }
 }
 
@@ -226,7 +226,7 @@ TEST(CudaMatmul, BackwardMatchesCpu) {
   check_backward(Dtype::fp32, 300, 96, 40);  // two bias row blocks, the last one short
   check_backward(Dtype::fp32, 37, 64, 80);
   check_backward(Dtype::fp32, 5, 7, 3);
-  if (!emulated()) check_backward(Dtype::fp32, 4096, 768, 3072);
+  if (!small_shapes()) check_backward(Dtype::fp32, 4096, 768, 3072);
 }
 
 TEST(CudaMatmul, BackwardSkipsNullGradients) {
@@ -241,13 +241,13 @@ TEST(CudaMatmul, Backward16bitMatchesCpu) {
   REQUIRE_GPU();
   for (Dtype dt : {Dtype::bf16, Dtype::fp16}) {
     check_backward(dt, 300, 64, 40);
-    if (!emulated()) check_backward(dt, 4096, 768, 3072);
+    if (!small_shapes()) check_backward(dt, 4096, 768, 3072);
   }
 }
 
 TEST(CudaMatmul, BackwardIsBitIdenticalAcrossRuns) {
   REQUIRE_GPU();
-  const int N = emulated() ? 600 : 8192, C = emulated() ? 32 : 768, OC = emulated() ? 72 : 2304;
+  const int N = small_shapes() ? 600 : 8192, C = small_shapes() ? 32 : 768, OC = small_shapes() ? 72 : 2304;
   const Linear l(N, C, OC, 400);
   const auto dout = random_floats((int64_t)N * OC, 401);
   const Grads zero{std::vector<float>((size_t)N * C), std::vector<float>((size_t)OC * C),
@@ -316,7 +316,7 @@ TEST(CudaGemm, AllTransposesWithPaddedLeadingDimensions) {
       check_gemm(GemmCase(ta, tb, 13, 21, 17, 1), 0.5f, 0.75f);
       check_gemm(GemmCase(ta, tb, 13, 21, 17, 1), 1.0f, 0.0f);
       check_gemm(GemmCase(ta, tb, 1, 9, 1, 1), 2.0f, 1.0f);
-      if (!emulated()) check_gemm(GemmCase(ta, tb, 512, 768, 384, 1), 1.0f, 1.0f);
+      if (!small_shapes()) check_gemm(GemmCase(ta, tb, 512, 768, 384, 1), 1.0f, 1.0f);
     }
 }
 
@@ -326,7 +326,7 @@ TEST(CudaGemm, BatchedMatchesSgemmPerMatrix) {
     for (bool tb : {false, true}) {
       check_gemm(GemmCase(ta, tb, 11, 6, 9, 3), 1.0f, 0.0f);
       check_gemm(GemmCase(ta, tb, 11, 6, 9, 3), -0.25f, 1.0f);
-      if (!emulated()) check_gemm(GemmCase(ta, tb, 256, 64, 256, 24), 1.0f, 0.5f);
+      if (!small_shapes()) check_gemm(GemmCase(ta, tb, 256, 64, 256, 24), 1.0f, 0.5f);
     }
 }
 
@@ -397,7 +397,7 @@ TEST(CudaCublasLt, ColumnMajorMeaningOfARawCall) {
             CUBLAS_STATUS_SUCCESS);
   cuda::check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   EXPECT_GEMM_CLOSE(d_D.download(), want, kTol);
-  if (emulated()) {  // the emulator refuses what it does not compute: TF32 here
+  if (small_shapes()) {  // the emulator refuses what it does not compute: TF32 here
     cublasLtMatmulDesc_t tf32;
     ASSERT_EQ(cublasLtMatmulDescCreate(&tf32, CUBLAS_COMPUTE_32F_FAST_TF32, CUDA_R_32F),
               CUBLAS_STATUS_SUCCESS);

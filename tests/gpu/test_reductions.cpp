@@ -28,7 +28,7 @@ TEST(CudaSumSquares, MatchesCpu) {
   // One block; a partial block; 274 partials (the final kernel's threads loop); more
   // elements than the 1024 x 256 threads of the largest grid (each thread loops); none.
   std::vector<int64_t> sizes = {1, 200, 70001, 0};
-  sizes.push_back(emulated() ? 300'001 : 4'000'037);
+  sizes.push_back(small_shapes() ? 300'001 : 4'000'037);
   for (int64_t n : sizes) {
     SCOPED_TRACE(n);
     const auto x = random_floats(std::max<int64_t>(n, 1), 1, -3.0f, 3.0f);  // no empty array
@@ -40,7 +40,7 @@ TEST(CudaSumSquares, MatchesCpu) {
 
 TEST(CudaSumSquares, BitIdenticalAcrossRuns) {
   REQUIRE_GPU();
-  const int64_t n = emulated() ? 300'001 : 50'000'017;
+  const int64_t n = small_shapes() ? 300'001 : 50'000'017;
   const auto d_x = DeviceArray<float>::from_host(random_floats(n, 2, -100.0f, 100.0f));
   const double first = gpu_sum_squares(d_x, n), second = gpu_sum_squares(d_x, n);
   EXPECT_EQ(0, std::memcmp(&first, &second, sizeof(double)));
@@ -60,7 +60,7 @@ bool gpu_has_nonfinite(int64_t n, int64_t index, float bad) {
 
 TEST(CudaHasNonfinite, FindsInfAndNanAnywhere) {
   REQUIRE_GPU();
-  const int64_t n = emulated() ? 300'001 : 10'000'019;
+  const int64_t n = small_shapes() ? 300'001 : 10'000'019;
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (float bad : {inf, -inf, nan, -nan}) {
@@ -74,7 +74,7 @@ TEST(CudaHasNonfinite, FindsInfAndNanAnywhere) {
 
 TEST(CudaHasNonfinite, LeavesResultAloneWhenAllFinite) {
   REQUIRE_GPU();
-  const int64_t n = emulated() ? 300'001 : 10'000'019;
+  const int64_t n = small_shapes() ? 300'001 : 10'000'019;
   EXPECT_FALSE(gpu_has_nonfinite(n, -1, 0.0f));
   // The largest finite float and a denormal are finite.
   EXPECT_FALSE(gpu_has_nonfinite(n, n - 1, std::numeric_limits<float>::max()));

@@ -193,14 +193,20 @@ bool run_block(Block& block) {
     start_context(f.context, g_stacks + (size_t)i * kStackBytes, kStackBytes, fiber_entry);
   }
   int remaining = n;
+  // The threads of one pass run in turn, each until it waits; the direction alternates
+  // between passes and blocks, so that a missing barrier shows whichever way round the
+  // writer and the reader are (thread 0 first would hide a read of thread 5's write).
+  bool reverse = (block.block_idx.x + block.block_idx.y + block.block_idx.z) % 2 == 1;
   while (remaining > 0) {
     const uint64_t progress_before = block.progress;
-    for (int i = 0; i < n; i++) {
+    for (int k = 0; k < n; k++) {
+      const int i = reverse ? n - 1 - k : k;
       if (block.fibers[(size_t)i].done) continue;
       block.current = i;
       switch_context(block.scheduler, block.fibers[(size_t)i].context);
       if (block.fibers[(size_t)i].done) remaining--;
     }
+    reverse = !reverse;
     if (remaining > 0 && block.progress == progress_before) {
       set_error(cudaErrorLaunchFailure,
                 "emulator: deadlock in block " + block_name(block.block_idx) +

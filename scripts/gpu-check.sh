@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Every GPU check in one run, for a machine with a GPU (docs/cuda.md): the kernel tests
+# against their CPU twins, compute-sanitizer's memcheck and racecheck on them, and the
+# kernel benchmark. Prints one table; keeps every log and JSON under $OUT.
+#
+#   scripts/gpu-check.sh [BUILD_DIR]     (default build-gpu, made by `make gpu-binaries`)
+#
+# Environment: OUT (default gpu-check-out), CHECK_TIMEOUT (seconds per step, default 240).
+set -u
+BUILD=${1:-build-gpu}
+OUT=${OUT:-gpu-check-out}
+STEP_TIMEOUT=${CHECK_TIMEOUT:-240}
+mkdir -p "$OUT"
+BIN=$BUILD/bin
+CUDA_LIB=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/../lib64
+export LD_LIBRARY_PATH="$BUILD/lib:$CUDA_LIB:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+
+for b in gpu_tests gpu_bench; do
+  [[ -x $BIN/$b ]] || { echo "gpu-check: $BIN/$b is missing: run make gpu-binaries" >&2; exit 2; }
+done
+
+declare -a ROWS
+row() { ROWS+=("$(printf '%-34s %s' "$1" "$2")"); }
+
+# The machine.
+{
+  date -u +"date: %Y-%m-%d %H:%M UTC"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
+    | sed 's/^/gpu: /'
+  nvcc --version | tail -1 | sed 's/^/nvcc: /'
+  command -v compute-sanitizer > /dev/null && compute-sanitizer --version | head -2 | tail -1 \
+    | sed 's/^/sanitizer: /'
+} | tee "$OUT/machine.txt"
+
+# gtest's summary line of a log: "N passed, M failed, K skipped".
+summary() {
+  local log=$1 passed failed skipped
+  passed=$(grep -c '^\[       OK \]' "$log")
+  failed=$(grep -c '^\[  FAILED  \].*(' "$log")
+  skipped=$(grep -c '^\[  SKIPPED \].*(' "$log")
+  echo "$passed passed, $failed failed, $skipped skipped"
+}
+
+run_step() {  # name, log, command...
+  local name=$1 log=$2; shift 2
+  local t0=$SECONDS
+  timeout "$STEP_TIMEOUT" "$@" > "$OUT/$log" 2>&1
+  local rc=$?
+  local verdict="rc $rc"
+  [[ $rc -eq 124 ]] && verdict="TIMED OUT after ${STEP_TIMEOUT}s"
+  echo "$name: $verdict, $((SECONDS - t0)) s" >&2
+  return $rc
+}
+
+# 1. The kernels against their CPU twins, at GPT-2's shapes.
+run_step "tests" gpu_tests.log "$BIN/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
+row "kernel tests (GPT-2 shapes)" "$(summary "$OUT/gpu_tests.log")"
+
+# 2. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x).
+if command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck; do
+    TESSERA_GPU_TEST_SMALL=1 run_step "$tool" "$tool.log" compute-sanitizer --tool "$tool" \
+      --error-exitcode 99 "$BIN/gpu_tests" --gtest_filter='-*Deterministic*:*BitIdentical*'
+    rc=$?
+    errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$OUT/$tool.log" | tail -1)
+    row "compute-sanitizer $tool" "${errors:-no summary (rc $rc)}; tests: $(summary "$OUT/$tool.log")"
+  done
+else
+  row "compute-sanitizer" "not installed here"
+fi
+
+# 3. The kernels' speed against the machine's measured copy bandwidth and GEMM peak.
+run_step "bench" gpu_bench.txt "$BIN/gpu_bench" --json "$OUT/gpu_bench.json"
+row "kernel benchmark" "see below ($OUT/gpu_bench.txt)"
+
+echo
+echo "=== gpu-check: $(sed -n 's/^gpu: //p' "$OUT/machine.txt" | head -1)"
+printf '%s\n' "${ROWS[@]}" | tee "$OUT/summary.txt"
+echo
+cat "$OUT/gpu_bench.txt"
+grep -h '^\[  FAILED  \].*(' "$OUT"/gpu_tests.log "$OUT"/memcheck.log "$OUT"/racecheck.log 2>/dev/null \
+  | sort -u | head -40
