@@ -148,6 +148,28 @@ __device__ __forceinline__ void convert_tile(uint16_t* dst, const float* staging
 // rows D + kPad apart): S = Q K^T with a = Q, b = K. B^T in the MMA's "col" layout is
 // B's rows read straight, so both operands are plain ldmatrix; each B load serves two
 // 8-column n-tiles.
+// The K/V pipeline of the forward and dQ kernels (double buffering through `staging`):
+// makes key tile j, whose copy the previous call (or the prologue) started, the current
+// bf16 tile in Ks and Vs, then starts the copy of tile j + 1, which overlaps this tile's
+// MMAs. q points at this (b, h)'s query row 0; its K and V are C and 2C further on.
+template <int KT, int D>
+__device__ __forceinline__ void next_key_tile(uint16_t* Ks, uint16_t* Vs, float* staging,
+                                              const float* q, int64_t stride, int j,
+                                              int key_tiles, int T) {
+  const int C = (int)(stride / 3);
+  __syncthreads();  // every warp is done with the previous K and V tiles
+  cp_async_wait_all();
+  convert_tile<KT, D>(Ks, staging);
+  convert_tile<KT, D>(Vs, staging + KT * D);
+  __syncthreads();
+  if (j + 1 < key_tiles) {
+    const int next = (j + 1) * KT;
+    stage_tile<KT, D>(staging, q + C, stride, next, T);
+    stage_tile<KT, D>(staging + KT * D, q + 2 * C, stride, next, T);
+    cp_async_commit();
+  }
+}
+
 template <int N, int K, int D>
 __device__ __forceinline__ void warp_mma_abt(float (&acc)[N / 8][4], const uint16_t* a,
                                              const uint16_t* b) {
@@ -248,16 +270,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
   const int key_tiles = (min(q0 + kBlockRows, T) - 1) / kKeyTile + 1;
   for (int j = 0; j < key_tiles; j++) {
     const int k0 = j * kKeyTile;
-    __syncthreads();  // every warp is done with the previous K and V tiles
-    cp_async_wait_all();
-    convert_tile<kKeyTile, D>(Ks, staging);
-    convert_tile<kKeyTile, D>(Vs, staging + kKeyTile * D);
-    __syncthreads();
-    if (j + 1 < key_tiles) {  // the next tile's copy overlaps this tile's MMAs
-      stage_tile<kKeyTile, D>(staging, q + C, stride, k0 + kKeyTile, T);
-      stage_tile<kKeyTile, D>(staging + kKeyTile * D, q + 2 * C, stride, k0 + kKeyTile, T);
-      cp_async_commit();
-    }
+    next_key_tile<kKeyTile, D>(Ks, Vs, staging, q, stride, j, key_tiles, T);
     if (k0 > wq0 + 15) continue;  // warp-uniform: every key is after every row of the warp
     float s[kKeyTile / 8][4] = {};
     warp_mma_abt<kKeyTile, D, D>(s, Qs + warp * 16 * kStride, Ks);
@@ -462,16 +475,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
   const int key_tiles = (min(q0 + kBlockRows, T) - 1) / KT + 1;
   for (int j = 0; j < key_tiles; j++) {
     const int k0 = j * KT;
-    __syncthreads();  // every warp is done with the previous K and V tiles
-    cp_async_wait_all();
-    convert_tile<KT, D>(Ks, staging);
-    convert_tile<KT, D>(Vs, staging + KT * D);
-    __syncthreads();
-    if (j + 1 < key_tiles) {  // the next tile's copy overlaps this tile's MMAs
-      stage_tile<KT, D>(staging, q + C, stride, k0 + KT, T);
-      stage_tile<KT, D>(staging + KT * D, q + 2 * C, stride, k0 + KT, T);
-      cp_async_commit();
-    }
+    next_key_tile<KT, D>(Ks, Vs, staging, q, stride, j, key_tiles, T);
     if (k0 > wq0 + 15) continue;  // warp-uniform: every key is after every row of the warp
     float s[KT / 8][4] = {};  // S, then P, then dS
     warp_mma_abt<KT, D, D>(s, Qs + warp * 16 * kStride, Ks);

@@ -43,6 +43,12 @@ std::vector<int32_t> random_tokens(int64_t n, uint64_t seed, int vocab) {
   return out;
 }
 
+double rms(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += (double)x * x;
+  return v.empty() ? 1.0 : std::sqrt(s / (double)v.size()) + 1e-30;
+}
+
 Mismatch compare(const std::vector<float>& got, const std::vector<float>& want, double floor) {
   Mismatch m;
   if (got.size() != want.size()) {

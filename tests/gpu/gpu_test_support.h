@@ -62,6 +62,20 @@ Mismatch compare(const std::vector<float>& got, const std::vector<float>& want,
                                     << m_.worst_index << ": " << m_.got << " vs " << m_.want; \
   } while (0)
 
+// sqrt(mean(v^2)) (1 for an empty array): the scale of an array's values.
+double rms(const std::vector<float>& v);
+
+// EXPECT got close to want relative to max(|want|, rms(want)): for results that are sums
+// of many terms which may cancel, where a different summation order moves a near-zero
+// result by ulps of its terms, not of itself.
+#define EXPECT_CLOSE_TO_SCALE(got_, want_, tol_)                                                 \
+  do {                                                                                          \
+    const auto m_ = ::tessera::gpu_test::compare((got_), (want_),                               \
+                                                 ::tessera::gpu_test::rms(want_));              \
+    EXPECT_LE(m_.max_error, (tol_)) << #got_ " vs " #want_ ": worst at index "                 \
+                                    << m_.worst_index << ": " << m_.got << " vs " << m_.want;   \
+  } while (0)
+
 // EXPECT two arrays identical to the bit (determinism checks).
 #define EXPECT_BITWISE_EQUAL(a, b)                                                    \
   do {                                                                                \

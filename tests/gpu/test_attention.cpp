@@ -20,19 +20,6 @@ namespace {
 namespace cuda = kernels::cuda;
 constexpr double kTol = 1e-5;
 
-double rms(const std::vector<float>& v) {
-  double s = 0;
-  for (float x : v) s += (double)x * x;
-  return v.empty() ? 1.0 : std::sqrt(s / (double)v.size()) + 1e-30;
-}
-
-#define EXPECT_SCALED_CLOSE(got_, want_, tol_)                                                   \
-  do {                                                                                        \
-    const auto m_ = ::tessera::gpu_test::compare((got_), (want_), rms(want_));                \
-    EXPECT_LE(m_.max_error, (tol_)) << #got_ " vs " #want_ ": worst at index "               \
-                                    << m_.worst_index << ": " << m_.got << " vs " << m_.want; \
-  } while (0)
-
 struct Shape {
   int B, T, C, NH;
   int64_t btc() const { return (int64_t)B * T * C; }
@@ -79,7 +66,7 @@ void check(const Shape& s) {
   SCOPED_TRACE(testing::Message() << "B=" << s.B << " T=" << s.T << " C=" << s.C << " NH=" << s.NH);
   const auto qkv = random_floats(3 * s.btc(), 700 + s.T, -2.0f, 2.0f);
   const Forward got = gpu_forward(s, qkv), want = cpu_forward(s, qkv);
-  EXPECT_SCALED_CLOSE(got.out, want.out, kTol);
+  EXPECT_CLOSE_TO_SCALE(got.out, want.out, kTol);
   EXPECT_CLOSE(got.att, want.att, kTol);
   for (int64_t bh = 0; bh < (int64_t)s.B * s.NH; bh++)  // the causal mask: exact zeros
     for (int i = 0; i < s.T; i++)
@@ -103,7 +90,7 @@ void check(const Shape& s) {
         g.push_back(got_dqkv[i]);
         w.push_back(want_dqkv[i]);
       }
-    EXPECT_SCALED_CLOSE(g, w, kTol);
+    EXPECT_CLOSE_TO_SCALE(g, w, kTol);
   }
 }
 

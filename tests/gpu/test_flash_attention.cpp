@@ -71,12 +71,6 @@ std::vector<float> bf16_rounded(const std::vector<float>& x) {
   return y;
 }
 
-double rms(const std::vector<float>& x) {
-  double sum = 0;
-  for (float v : x) sum += (double)v * v;
-  return x.empty() ? 0.0 : std::sqrt(sum / (double)x.size());
-}
-
 // Third `which` (0: q, 1: k, 2: v) of a [B, T, 3C] array, as [B, T, C].
 std::vector<float> third(const std::vector<float>& x, const Shape& s, int which) {
   std::vector<float> out((size_t)s.B * s.T * s.C);

@@ -32,20 +32,6 @@ namespace cuda = kernels::cuda;
 using kernels::Dtype;
 constexpr double kTol = 1e-5, kTol16 = 1e-4;
 
-double rms(const std::vector<float>& v) {
-  double s = 0;
-  for (float x : v) s += (double)x * x;
-  return v.empty() ? 1.0 : std::sqrt(s / (double)v.size()) + 1e-30;
-}
-
-// got vs want to relative tolerance tol, |want| below rms(want) counting as rms(want).
-#define EXPECT_GEMM_CLOSE(got_, want_, tol_)                                                   \
-  do {                                                                                        \
-    const auto m_ = ::tessera::gpu_test::compare((got_), (want_), rms(want_));                \
-    EXPECT_LE(m_.max_error, (tol_)) << #got_ " vs " #want_ ": worst at index "               \
-                                    << m_.worst_index << ": " << m_.got << " vs " << m_.want; \
-  } while (0)
-
 std::vector<uint16_t> to_16bit(Dtype dt, const std::vector<float>& x) {
   std::vector<uint16_t> out(x.size());
   kernels::round_to_16bit(dt, out.data(), x.data(), (int64_t)x.size());
@@ -114,8 +100,8 @@ void check_forward(Dtype dt, int N, int C, int OC, bool with_bias, bool with_gel
   const Outputs got = gpu_forward(dt, l, with_bias, with_gelu);
   const Outputs want = cpu_forward(dt, l, with_bias, with_gelu);
   const double tol = dt == Dtype::fp32 ? kTol : kTol16;
-  EXPECT_GEMM_CLOSE(got.out, want.out, tol);
-  if (with_gelu) EXPECT_GEMM_CLOSE(got.gelu_out, want.gelu_out, small_shapes() ? tol : kTol16);
+  EXPECT_CLOSE_TO_SCALE(got.out, want.out, tol);
+  if (with_gelu) EXPECT_CLOSE_TO_SCALE(got.gelu_out, want.gelu_out, small_shapes() ? tol : kTol16);
 }
 
 struct Grads {
@@ -188,9 +174,9 @@ void check_backward(Dtype dt, int N, int C, int OC, bool want_dinp = true, bool 
   const Grads got = gpu_backward(dt, want, dout, l);
   cpu_backward(dt, want, dout, l);
   const double tol = dt == Dtype::fp32 ? kTol : kTol16;
-  EXPECT_GEMM_CLOSE(got.dinp, want.dinp, tol);
-  EXPECT_GEMM_CLOSE(got.dweight, want.dweight, tol);
-  EXPECT_GEMM_CLOSE(got.dbias, want.dbias, kTol);  // the bias sums exact fp32 dout
+  EXPECT_CLOSE_TO_SCALE(got.dinp, want.dinp, tol);
+  EXPECT_CLOSE_TO_SCALE(got.dweight, want.dweight, tol);
+  EXPECT_CLOSE_TO_SCALE(got.dbias, want.dbias, kTol);  // the bias sums exact fp32 dout
 }
 
 TEST(CudaMatmul, ForwardMatchesCpu) {
@@ -304,7 +290,7 @@ void check_gemm(const GemmCase& g, float alpha, float beta) {
     (inside ? got_c : got_pad).push_back(got[(size_t)i]);
     (inside ? want_c : want_pad).push_back(C[(size_t)i]);
   }
-  EXPECT_GEMM_CLOSE(got_c, want_c, kTol);
+  EXPECT_CLOSE_TO_SCALE(got_c, want_c, kTol);
   EXPECT_EQ(0, std::memcmp(got_pad.data(), want_pad.data(), got_pad.size() * sizeof(float)))
       << "the GEMM wrote outside its M x N matrix";
 }
@@ -396,7 +382,7 @@ TEST(CudaCublasLt, ColumnMajorMeaningOfARawCall) {
                            ld, d_D.data(), ld, nullptr, nullptr, 0, nullptr),
             CUBLAS_STATUS_SUCCESS);
   cuda::check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  EXPECT_GEMM_CLOSE(d_D.download(), want, kTol);
+  EXPECT_CLOSE_TO_SCALE(d_D.download(), want, kTol);
   if (small_shapes()) {  // the emulator refuses what it does not compute: TF32 here
     cublasLtMatmulDesc_t tf32;
     ASSERT_EQ(cublasLtMatmulDescCreate(&tf32, CUBLAS_COMPUTE_32F_FAST_TF32, CUDA_R_32F),
