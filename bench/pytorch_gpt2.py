@@ -6,8 +6,15 @@ precision: bf16 matmuls through oneDNN, fp32 weights, gradients and AdamW).
 
 Usage: pytorch_gpt2.py --model gpt2-124m|small|tiny --batch B --seq T [--steps N]
                        [--threads 2] [--accum M] [--precision fp32|bf16]
+                       [--device cpu|cuda] [--compile] [--find-batch] [--peak-tflops P]
 Prints one JSON line. Run it in PyTorch's tuned setting (see bench/compare.sh):
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, OMP_WAIT_POLICY=PASSIVE.
+
+On a GPU (--device cuda) it runs as PyTorch's experts would: attention through
+F.scaled_dot_product_attention (flash / cuDNN kernels), bf16 autocast, the fused AdamW,
+optionally torch.compile; --find-batch takes the largest micro-batch (of 64, 48, 32, 24,
+16, 12, 8, 4, 2, 1) that fits; --peak-tflops (the bf16 GEMM peak gpu_bench measured)
+adds the model FLOPs utilisation, counted as Tessera counts it.
 """
 import argparse
 import json
@@ -26,9 +33,9 @@ SHAPES = {  # must match bench_model() in framework/tools/bench.cpp
 
 
 class Block(nn.Module):
-    def __init__(self, C, H):
+    def __init__(self, C, H, sdpa):
         super().__init__()
-        self.H = H
+        self.H, self.sdpa = H, sdpa
         self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
         self.qkv, self.proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
         self.up, self.down = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
@@ -37,25 +44,28 @@ class Block(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(self.ln_1(x)).split(C, dim=2)
         q, k, v = (t.view(B, T, self.H, C // self.H).transpose(1, 2) for t in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // self.H))
-        mask = torch.ones(T, T, dtype=torch.bool).tril()
-        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        x = x + self.proj((att @ v).transpose(1, 2).reshape(B, T, C))
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // self.H))
+            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            y = att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
         return x + self.down(F.gelu(self.up(self.ln_2(x)), approximate="tanh"))
 
 
 class GPT(nn.Module):
-    def __init__(self, s, T):
+    def __init__(self, s, T, sdpa=False):
         super().__init__()
         self.vocab = s["vocab"]
         self.wte = nn.Embedding(s["padded"], s["n_embd"])
         self.wpe = nn.Embedding(T, s["n_embd"])  # the context is T, as in tessera bench
-        self.h = nn.ModuleList(Block(s["n_embd"], s["n_head"]) for _ in range(s["n_layer"]))
+        self.h = nn.ModuleList(Block(s["n_embd"], s["n_head"], sdpa) for _ in range(s["n_layer"]))
         self.ln_f = nn.LayerNorm(s["n_embd"])
 
     def forward(self, idx, targets):
         T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T))
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
         for block in self.h:
             x = block(x)
         logits = self.ln_f(x) @ self.wte.weight.t()
@@ -65,6 +75,66 @@ class GPT(nn.Module):
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2]
+
+
+def training_flops_per_token(s, T):
+    """GPTConfig::training_flops_per_token (framework/model/gpt2_setup.cpp)."""
+    L, C, Vp = s["n_layer"], s["n_embd"], s["padded"]
+    return 3.0 * (2.0 * (L * 12.0 * C * C + C * Vp) + L * 4.0 * T * C)
+
+
+def run(a, s, batch):
+    """Times a.steps steps after a.warmup; returns the JSON record."""
+    torch.manual_seed(0)
+    cuda = a.device == "cuda"
+    model = GPT(s, a.seq, sdpa=cuda).to(a.device)
+    decay = [q for n, q in model.named_parameters() if q.dim() == 2 and "wte" not in n and "wpe" not in n]
+    rest = [q for n, q in model.named_parameters() if not (q.dim() == 2 and "wte" not in n and "wpe" not in n)]
+    # CPU: foreach=True, the multi-tensor AdamW, PyTorch's fastest on CPU in this version;
+    # GPU: fused=True, one kernel for all parameters.
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=1e-4, betas=(0.9, 0.95), **({"fused": True} if cuda else {"foreach": True}))
+    step_model = torch.compile(model) if a.compile else model
+    x = torch.randint(0, s["vocab"], (batch, a.seq), device=a.device)
+    y = torch.randint(0, s["vocab"], (batch, a.seq), device=a.device)
+
+    def now():
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    fwd, bwd, optm, total = [], [], [], []
+    for step in range(a.warmup + a.steps):
+        t0 = now()
+        opt.zero_grad(set_to_none=True)
+        forward_s = backward_s = 0.0
+        for _ in range(a.accum):
+            ta = now()
+            with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                loss = step_model(x, y) / a.accum
+            tb = now()
+            loss.backward()
+            forward_s, backward_s = forward_s + tb - ta, backward_s + now() - tb
+        t2 = now()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        t3 = now()
+        if step >= a.warmup:
+            fwd.append(forward_s * 1e3)
+            bwd.append(backward_s * 1e3)
+            optm.append((t3 - t2) * 1e3)
+            total.append((t3 - t0) * 1e3)
+    step_ms = median(total)
+    tokens_per_s = a.accum * batch * a.seq / (step_ms / 1e3)
+    record = {"engine": "pytorch " + torch.__version__ + (" compile" if a.compile else ""),
+              "device": torch.cuda.get_device_name() if cuda else "cpu", "model": a.model,
+              "batch": batch, "seq_len": a.seq, "threads": torch.get_num_threads(),
+              "precision": a.precision, "micro_batches": a.accum, "tokens_per_s": tokens_per_s,
+              "step_ms": step_ms, "forward_ms": median(fwd), "backward_ms": median(bwd),
+              "optimizer_ms": median(optm)}
+    if a.peak_tflops:
+        record["mfu"] = tokens_per_s * training_flops_per_token(s, a.seq) / (a.peak_tflops * 1e12)
+    return record
 
 
 def main():
@@ -77,45 +147,22 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--accum", type=int, default=1, help="micro-batches per step")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--find-batch", action="store_true", help="the largest micro-batch that fits")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="for the MFU")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
     s = SHAPES[a.model]
-    model = GPT(s, a.seq)
-    decay = [q for n, q in model.named_parameters() if q.dim() == 2 and "wte" not in n and "wpe" not in n]
-    rest = [q for n, q in model.named_parameters() if not (q.dim() == 2 and "wte" not in n and "wpe" not in n)]
-    # foreach=True: the multi-tensor AdamW, PyTorch's fastest on CPU in this version.
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=1e-4, betas=(0.9, 0.95), foreach=True)
-    x = torch.randint(0, s["vocab"], (a.batch, a.seq))
-    y = torch.randint(0, s["vocab"], (a.batch, a.seq))
-    fwd, bwd, optm, total = [], [], [], []
-    for step in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        forward_s = backward_s = 0.0
-        for _ in range(a.accum):
-            ta = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
-                loss = model(x, y) / a.accum
-            tb = time.perf_counter()
-            loss.backward()
-            forward_s, backward_s = forward_s + tb - ta, backward_s + time.perf_counter() - tb
-        t1, t2 = t0 + forward_s, time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        t3 = time.perf_counter()
-        if step >= a.warmup:
-            fwd.append(forward_s * 1e3)
-            bwd.append(backward_s * 1e3)
-            optm.append((t3 - t2) * 1e3)
-            total.append((t3 - t0) * 1e3)
-    step_ms = median(total)
-    print(json.dumps({"engine": "pytorch " + torch.__version__, "model": a.model, "batch": a.batch,
-                      "seq_len": a.seq, "threads": torch.get_num_threads(),
-                      "precision": a.precision, "micro_batches": a.accum,
-                      "tokens_per_s": a.accum * a.batch * a.seq / (step_ms / 1e3), "step_ms": step_ms,
-                      "forward_ms": median(fwd), "backward_ms": median(bwd), "optimizer_ms": median(optm)}))
+    for batch in ((64, 48, 32, 24, 16, 12, 8, 4, 2, 1) if a.find_batch else (a.batch,)):
+        try:
+            record = run(a, s, batch)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            continue
+        print(json.dumps(record))
+        return
+    raise SystemExit("pytorch_gpt2.py: not even a micro-batch of 1 fits")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@
 #
 #   scripts/gpu-check.sh [BUILD_DIR]     (default build-gpu, made by `make gpu-binaries`)
 #
-# Environment: OUT (default gpu-check-out), CHECK_TIMEOUT (seconds per step, default 240).
+# Environment: OUT (default gpu-check-out), CHECK_TIMEOUT (seconds per step, default 240),
+# PYTORCH_PEER=1 to also time PyTorch's GPT-2 124M (T=1024, bf16, eager and torch.compile,
+# the largest micro-batch that fits) on the same GPU, with its MFU against the bf16 GEMM
+# peak gpu_bench measured.
 set -u
 BUILD=${1:-build-gpu}
 OUT=${OUT:-gpu-check-out}
@@ -72,6 +75,18 @@ fi
 # 3. The kernels' speed against the machine's measured copy bandwidth and GEMM peak.
 run_step "bench" gpu_bench.txt "$BIN/gpu_bench" --json "$OUT/gpu_bench.json"
 row "kernel benchmark" "see below ($OUT/gpu_bench.txt)"
+
+# 4. The PyTorch peer, if asked for.
+if [[ ${PYTORCH_PEER:-0} == 1 ]]; then
+  peak=$(python3 -c "import json; print(json.load(open('$OUT/gpu_bench.json'))['bf16_peak_tflops'])" 2>/dev/null || echo 0)
+  for mode in eager compile; do
+    flag=""; [[ $mode == compile ]] && flag="--compile"
+    run_step "pytorch $mode" "pytorch_$mode.json" python3 bench/pytorch_gpt2.py --device cuda \
+      --model gpt2-124m --seq 1024 --precision bf16 --find-batch --steps 10 --warmup 3 \
+      --peak-tflops "$peak" $flag
+    row "PyTorch GPT-2 124M bf16 ($mode)" "$(python3 -c "import json; r = json.loads(open('$OUT/pytorch_$mode.json').read().splitlines()[-1]); print(f\"B={r['batch']} {r['tokens_per_s']:.0f} tokens/s, MFU {100 * r.get('mfu', 0):.1f}%\")" 2>/dev/null || echo failed)"
+  done
+fi
 
 echo
 echo "=== gpu-check: $(sed -n 's/^gpu: //p' "$OUT/machine.txt" | head -1)"
