@@ -1,7 +1,8 @@
 // Memory that knows its device: the buffers the model and optimizer hold (parameters,
-// gradients, 16-bit copies, activation arenas, optimizer moments). Only CPU memory is
-// built so far; the device is part of the type's state so that a CUDA backend adds an
-// allocation path, not a second model.
+// gradients, 16-bit copies, activation arenas, optimizer moments). CPU memory is built
+// here; device memory comes from the backend that owns the device (kernels/cuda), which
+// installs its allocator (install_device_memory) before it allocates its first buffer,
+// so that this library needs no CUDA.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -16,11 +17,19 @@ const char* to_string(Device device);
 // misses in the passes and a faster gradient all-reduce.
 enum class Pages { huge_when_large, normal };
 
+// How a device's backend allocates zeroed memory there and frees it.
+struct DeviceMemory {
+  void* (*allocate_zeroed)(std::size_t bytes) = nullptr;
+  void (*release)(void* p) = nullptr;
+};
+// Makes Buffer<T>::allocate(n, device) use `memory` (device must not be cpu).
+void install_device_memory(Device device, DeviceMemory memory);
+
 namespace buffer_detail {
 // Zeroed bytes on `device`, 64-byte aligned; with huge_when_large, buffers of 4 MiB or
 // more are 2 MiB aligned and advised onto huge pages before their first touch (the
 // memset), so they are backed by huge pages from the start. Sets *alignment. Throws
-// tessera::Error when out of memory, or for a device not built.
+// tessera::Error when out of memory, or for a device whose backend installed no allocator.
 void* allocate_zeroed(std::size_t bytes, Device device, Pages pages, std::size_t* alignment);
 void release(void* p, Device device);
 }  // namespace buffer_detail

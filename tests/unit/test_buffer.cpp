@@ -1,9 +1,11 @@
 #include "kernels/buffer.h"
 
-#include <gtest/gtest.h>
-
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <utility>
+
+#include <gtest/gtest.h>
 
 #include "base/error.h"
 
@@ -46,13 +48,35 @@ TEST(Buffer, MovesOwnershipAndWrapsForeignMemory) {
   EXPECT_EQ(foreign[0], 1.0f);
 }
 
-TEST(Buffer, CudaIsNotBuiltYet) {
+// Device memory comes from the allocator its backend installs; before that, a clear error.
+int g_device_allocations = 0, g_device_releases = 0;
+void* fake_device_allocate(std::size_t bytes) {
+  g_device_allocations++;
+  return std::calloc(1, bytes);
+}
+void fake_device_release(void* p) {
+  g_device_releases++;
+  std::free(p);
+}
+
+TEST(Buffer, DeviceMemoryComesFromTheInstalledAllocator) {
   try {
     (void)Buffer<float>::allocate(4, Device::cuda);
-    FAIL() << "no error";
+    FAIL() << "a CUDA buffer without a CUDA backend";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "CUDA buffers are not built yet");
+    EXPECT_NE(std::string(e.what()).find("before the CUDA backend was set up"), std::string::npos)
+        << e.what();
   }
+  install_device_memory(Device::cuda, {fake_device_allocate, fake_device_release});
+  {
+    auto b = Buffer<float>::allocate(4, Device::cuda);
+    EXPECT_EQ(b.device(), Device::cuda);
+    EXPECT_EQ(g_device_allocations, 1);
+    EXPECT_EQ(g_device_releases, 0);
+  }
+  EXPECT_EQ(g_device_releases, 1);
+  install_device_memory(Device::cuda, {});  // as before, for the tests after this one
+  EXPECT_THROW(install_device_memory(Device::cpu, {}), Error);
   EXPECT_STREQ(to_string(Device::cuda), "cuda");
 }
 
