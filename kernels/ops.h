@@ -16,12 +16,14 @@
 //
 // The CPU implementation of each op is in kernels/cpu/ under the op's name (encoder.cpp,
 // layernorm.cpp, matmul.cpp, attention.cpp, gelu.cpp, residual.cpp, crossentropy.cpp,
-// adamw.cpp, reductions.cpp); the GEMMs they call in gemm*.{h,cpp}, the fp32 <-> bf16 /
-// fp16 casts in cast_bf16.* and cast_fp16.*, the 16-bit dispatch in mixed_precision.*.
+// adamw.cpp, reductions.cpp, dropout.cpp); the GEMMs they call in gemm*.{h,cpp}, the
+// fp32 <-> bf16 / fp16 casts in cast_bf16.* and cast_fp16.*, the 16-bit dispatch in
+// mixed_precision.*. kernels/backend.h puts this list behind the device seam.
 #pragma once
 #include <cstdint>
 
 #include "kernels/cpu/mixed_precision.h"
+#include "kernels/dropout.h"
 
 namespace tessera::kernels {
 
@@ -86,6 +88,11 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t N);
 // model accumulates the residual stream's gradient in one buffer instead of calling a kernel.
 template <typename T>
 void residual_forward(T* out, const T* a, const T* b, int64_t N);
+
+// out[N,C] = inp with each element dropped (0) or kept and scaled by 1 / (1 - p), as the
+// counter-based mask says (kernels/dropout.h); the backward adds dout masked the same way.
+void dropout_forward(float* out, const float* inp, int N, int C, const DropoutMask& mask);
+void dropout_backward(float* dinp, const float* dout, int N, int C, const DropoutMask& mask);
 
 // Fused softmax + cross-entropy over the first V of Vp logit columns (the padded columns
 // V..Vp-1 are masked out: probability 0, gradient 0).

@@ -12,19 +12,15 @@
 
 #include "framework/model/gpt2_internal.h"
 #include "base/error.h"
-#include "kernels/cpu/gemm.h"
-#include "kernels/ops.h"
 #include "base/rng.h"
 #include "parallel/collectives.h"
 
 namespace tessera {
 
-namespace k = kernels;
-
 LinearContext GPT2::linear_context() const {
   const Activations& shared = slots_[0];  // the scratch is the same in every slot
   const int64_t widest_out = std::max({3 * config_.n_embd, 4 * config_.n_embd}) / tp_.size;
-  return LinearContext{options_.precision, tp_.size, tp_.comm, shared.scratch16,
+  return LinearContext{backend_, options_.precision, tp_.size, tp_.comm, shared.scratch16,
                        mixed_ ? shared.maxN * widest_out : 0, shared.scratch, shared.scratch2,
                        shared.lora_dh};
 }
@@ -82,8 +78,8 @@ LinearLayer GPT2::lm_head(const ParamPtrs& p, const ParamPtrs& g) const {
 
 // x = its 16-bit rounding, which x16 keeps for the backward pass.
 void GPT2::keep_16bit(float* x, uint16_t* x16, int64_t n) const {
-  kernels::round_to_16bit(options_.precision, x16, x, n);
-  kernels::widen_16bit(options_.precision, x, x16, n);
+  backend_.round_to_16bit(options_.precision, x16, x, n);
+  backend_.widen_16bit(options_.precision, x, x16, n);
 }
 
 // Layer l's copy of an activation saved per layer: x32's own (fp32), or x16's widened into
@@ -92,7 +88,7 @@ const float* GPT2::saved_fp32(float* x32, const uint16_t* x16, int l, int64_t N,
                               int64_t width) const {
   const int64_t maxN = slots_[0].maxN;
   if (!mixed_) return x32 + l * maxN * width;
-  kernels::widen_16bit(options_.precision, x32, x16 + l * maxN * width, N * width);
+  backend_.widen_16bit(options_.precision, x32, x16 + l * maxN * width, N * width);
   return x32;
 }
 
@@ -106,8 +102,9 @@ void GPT2::allreduce_tp(float* x, int64_t n) const {
 
 int32_t GPT2::argmax_token(int64_t row) const {
   check(stage_.is_last(), "argmax_token: only the last pipeline stage has logits");
-  const float* x = slots_[0].logits + row * local_vocab_;
   const int n = std::max(0, std::min(local_vocab_, config_.vocab_size - vocab_start()));
+  std::vector<float> host;
+  const float* x = backend_.host_view(slots_[0].logits + row * local_vocab_, n, host);
   float best = -std::numeric_limits<float>::infinity();
   int32_t index = INT32_MAX;
   for (int i = 0; i < n; i++)
@@ -122,7 +119,8 @@ int32_t GPT2::argmax_token(int64_t row) const {
 // logits of columns vocab_start() .. + Vl; columns >= V (padding) are masked out. Three
 // all-reduces over [N]: the row max, then the sum of exp and the target logit (only the
 // rank owning the target contributes it). With `backward`, the logits become their
-// gradient dloss * (softmax - onehot) in place.
+// gradient dloss * (softmax - onehot) in place. Host loops: tensor parallelism runs on
+// the CPU only (docs/architecture.md, the device seam).
 void GPT2::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
                                        bool backward) {
   const int Vl = local_vocab_, start = vocab_start();
@@ -210,12 +208,13 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
 
   if (stage_.is_first()) check_tokens(inputs, N, config_.vocab_size, "input");
   if (!stage_.is_first()) {
-    std::memcpy(a.encoded, x_in, sizeof(float) * N * C);
+    backend_.to_device(a.encoded, x_in, N * C);
   } else if (!tp) {
-    k::encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
+    backend_.encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
   } else {
     // Vocabulary-parallel embedding: rows of other ranks' tokens are 0 here; the
     // all-reduce assembles the lookup (one non-zero term per position: exact), then wpe.
+    // Host loops: tensor parallelism runs on the CPU only.
     const int start = vocab_start();
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -252,24 +251,24 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
     auto linear = [&](LoraTarget t, float* out, const float* x, uint16_t* x16) {
       linear_forward(block_linear(l, t, p, g, &a, T), ctx, out, x, x16, lora_h(a, l, t), (int)N);
     };
-    k::layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual,
-                         p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
+    backend_.layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual,
+                               p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
     linear(LoraTarget::qkv, qkv, ln1, in16(a.ln1_16, l, C));
     if (mixed_) keep_16bit(qkv, in16(a.qkv_16, l, 3 * Ct), N * 3 * Ct);
-    k::attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
+    backend_.attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
     linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, l, Ct));
-    k::residual_forward(residual2, residual, a.branch, N * C);
-    k::layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2,
-                         p.blocks[l].ln2_w, p.blocks[l].ln2_b, (int)N, C);
+    backend_.residual_forward(residual2, residual, a.branch, N * C);
+    backend_.layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2,
+                               p.blocks[l].ln2_w, p.blocks[l].ln2_b, (int)N, C);
     linear(LoraTarget::mlp_up, fch, ln2, in16(a.ln2_16, l, C));
     if (mixed_) keep_16bit(fch, in16(a.fch_16, l, Ft), N * Ft);
-    k::gelu_forward(fch_gelu, fch, N * Ft);
+    backend_.gelu_forward(fch_gelu, fch, N * Ft);
     linear(LoraTarget::mlp_down, a.branch, fch_gelu, in16(a.fch_gelu_16, l, Ft));
-    k::residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
+    backend_.residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
   }
   if (!stage_.is_last()) return;
-  k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, stage_output_of(a), p.lnf_w, p.lnf_b,
-                       (int)N, C);
+  backend_.layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, stage_output_of(a), p.lnf_w,
+                             p.lnf_b, (int)N, C);
   linear_forward(lm_head(p, g), ctx, a.logits, a.lnf, in16(a.lnf_16, 0, C), nullptr, (int)N);
 }
 
@@ -295,12 +294,13 @@ float GPT2::stage_loss(int slot, const int32_t* targets, int B, int T, float gra
   // The fused kernel turns the logits into their gradient in place.
   const float dloss = backward ? grad_scale / (float)N : 0.0f;
   if (tp_.size == 1)
-    k::crossentropy_forward_backward(a.losses, backward ? a.logits : (float*)nullptr, a.logits,
-                                     targets, dloss, (int)N, config_.vocab_size,
-                                     config_.padded_vocab_size);
+    backend_.crossentropy_forward_backward(a.losses, backward ? a.logits : (float*)nullptr,
+                                           a.logits, targets, dloss, (int)N,
+                                           config_.vocab_size, config_.padded_vocab_size);
   else
     vocab_parallel_crossentropy(a, targets, (int)N, dloss, backward);
-  return (float)mean_of(a.losses, N);
+  std::vector<float> host;
+  return (float)mean_of(backend_.host_view(a.losses, N, host), N);
 }
 
 float GPT2::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
@@ -350,10 +350,10 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
   if (stage_.is_last())
     head_backward(a, p, g, N);
   else
-    std::memcpy(a.dresidual, dx_out, sizeof(float) * N * C);
+    backend_.to_device(a.dresidual, dx_out, N * C);
   for (int l = stage_.num_layers - 1; l >= 0; l--) block_backward(a, l, p, g, B, T);
   if (!stage_.is_first()) {
-    std::memcpy(dx_in, a.dresidual, sizeof(float) * N * C);
+    backend_.to_host(dx_in, a.dresidual, N * C);
     if (wte_index() >= 0) announce_ready(wte_index(), 1);  // the LM head's copy of wte
     return;
   }
@@ -365,13 +365,13 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
 // The LM head (tied to wte) and the final LayerNorm, from the dlogits stage_loss left.
 void GPT2::head_backward(Activations& a, const ParamPtrs& p, const ParamPtrs& g, int64_t N) {
   const int C = config_.n_embd;
-  std::memset(a.dln, 0, sizeof(float) * N * C);
+  backend_.zero(a.dln, N * C);
   linear_backward(lm_head(p, g), linear_context(), a.dln, a.logits,
                   saved_input(a, a.lnf, a.lnf_16, 0, C), nullptr, (int)N);
   allreduce_tp(a.dln, N * C);  // the LM head is column-parallel over the vocabulary
-  std::memset(a.dresidual, 0, sizeof(float) * N * C);
-  k::layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, stage_output_of(a), p.lnf_w,
-                        a.lnf_mean, a.lnf_rstd, (int)N, C);
+  backend_.zero(a.dresidual, N * C);
+  backend_.layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, stage_output_of(a), p.lnf_w,
+                              a.lnf_mean, a.lnf_rstd, (int)N, C);
   if (!lora_) announce_ready(lnf_index_, 2);
 }
 
@@ -383,7 +383,7 @@ void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const Param
   const int64_t N = (int64_t)B * T, maxN = a.maxN;
   const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
   const LinearContext ctx = linear_context();
-  auto zero = [](float* x, int64_t n) { std::memset(x, 0, sizeof(float) * n); };
+  auto zero = [this](float* x, int64_t n) { backend_.zero(x, n); };
   const auto& w = p.blocks[l];
   const auto& gw = g.blocks[l];
   const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
@@ -399,23 +399,23 @@ void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const Param
   zero(a.dfch_gelu, N * Ft);
   linear(LoraTarget::mlp_down, a.dfch_gelu, a.dresidual, saved_input(a, a.fch_gelu, a.fch_gelu_16, l, Ft));
   zero(a.dfch, N * Ft);
-  k::gelu_backward(a.dfch, fch, a.dfch_gelu, N * Ft);
+  backend_.gelu_backward(a.dfch, fch, a.dfch_gelu, N * Ft);
   zero(a.dln, N * C);
   linear(LoraTarget::mlp_up, a.dln, a.dfch, saved_input(a, a.ln2, a.ln2_16, l, C));
   allreduce_tp(a.dln, N * C);  // column-parallel up: sum the input's gradient
-  k::layernorm_backward(a.dresidual, gw.ln2_w, gw.ln2_b, a.dln, residual2, w.ln2_w,
-                        a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, (int)N, C);
+  backend_.layernorm_backward(a.dresidual, gw.ln2_w, gw.ln2_b, a.dln, residual2, w.ln2_w,
+                              a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, (int)N, C);
 
   // Attention branch: dresidual is now d(residual2).
   zero(a.datty, N * Ct);
   linear(LoraTarget::attn_out, a.datty, a.dresidual, saved_input(a, a.atty, a.atty_16, l, Ct));
   zero(a.dqkv, N * 3 * Ct);
-  k::attention_backward(a.dqkv, a.datt, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
+  backend_.attention_backward(a.dqkv, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
   zero(a.dln, N * C);
   linear(LoraTarget::qkv, a.dln, a.dqkv, saved_input(a, a.ln1, a.ln1_16, l, C));
   allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient
-  k::layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
-                        a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
+  backend_.layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
+                              a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
   if (!lora_) {
     const int kPerBlock = 12;
     announce_ready(block0_index_ + kPerBlock * l, kPerBlock);
@@ -433,10 +433,11 @@ void GPT2::embedding_backward(Activations& a, const ParamPtrs& g, const int32_t*
   const int C = config_.n_embd, Vl = local_vocab_;
   const int64_t N = (int64_t)B * T;
   if (tp_.size == 1) {
-    k::encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
+    backend_.encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
     return;
   }
-  // Vocabulary-parallel embedding: this rank's rows only; wpe (replicated) as usual.
+  // Vocabulary-parallel embedding: this rank's rows only; wpe (replicated) as usual. A
+  // host loop: tensor parallelism runs on the CPU only.
   const int start = vocab_start();
   for (int64_t n = 0; n < N; n++) {
     const float* d = a.dresidual + n * C;

@@ -1,7 +1,8 @@
 // GPT-2: token + learned position embeddings, n_layer pre-LayerNorm blocks (causal
 // multi-head attention with QKV bias and an output projection, MLP 4C with GELU-tanh),
 // a final LayerNorm, and an LM head tied to the token embedding. Forward and backward
-// are written out by hand on top of kernels/ops.h; there is no autograd.
+// are written out by hand on top of the op list behind kernels/backend.h; there is no
+// autograd.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include "framework/model/linear.h"
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
+#include "kernels/backend.h"
 #include "kernels/buffer.h"
 #include "kernels/cpu/mixed_precision.h"
 #include "parallel/communicator.h"
@@ -71,9 +73,13 @@ struct LoraSpec {
   bool on(LoraTarget t) const { return rank > 0 && targets[(int)t]; }
 };
 
-// How the module computes, beyond its shape and layout (recipe keys train.precision,
-// train.stochastic_rounding, lora.*).
+// How the module computes, beyond its shape and layout (recipe keys train.device,
+// train.precision, train.stochastic_rounding, lora.*).
 struct ModelOptions {
+  // Where it computes (kernels/backend.h): every op and every parameter, gradient and
+  // activation buffer goes through it. Null: kernels::cpu_backend(). Not set by
+  // from_recipe: the trainer picks it from train.device (framework/train/train_setup.cpp).
+  kernels::Backend* backend = nullptr;
   kernels::Dtype precision = kernels::Dtype::fp32;
   bool stochastic_rounding = false;  // bf16 weight copies rounded stochastically
   uint64_t seed = 0;                 // of the stochastic rounding
@@ -126,7 +132,8 @@ class GPT2 {
   // Parameters from the counter-based RNG: N(0, 0.02) for matrices and embeddings,
   // N(0, 0.02 / sqrt(2 n_layer)) for the two projections into the residual stream
   // (GPT-2's scaled init), LayerNorm weights 1, biases 0; LoRA's A N(0, 1 / in) and B 0
-  // (so a fresh adapter changes nothing).
+  // (so a fresh adapter changes nothing). Writes the parameters on the host (a backend
+  // that computes on the host only, so far: docs/architecture.md, the device seam).
   void init_weights(uint64_t seed);
 
   // The whole model in one call (a single pipeline stage), on activation slot 0.
@@ -157,9 +164,12 @@ class GPT2 {
   // One pipeline stage's part of a micro-batch, on activation slot `slot` (which keeps
   // what the backward pass needs until stage_backward on the same slot). x is the
   // residual stream [B, T, C] between stages. Collective over the tp group.
+  // Token ids (inputs, targets) and the messages between stages (x_in, dx_out, dx_in)
+  // are host memory: they come from the data loader and the pp communicator.
   //   stage_forward: the first stage embeds `inputs`, the others start from x_in; then
   //     this stage's blocks; the last stage also computes the logits.
-  //   stage_output: the residual stream after this stage's last block (not last stage).
+  //   stage_output: the residual stream after this stage's last block (not last stage),
+  //     in the backend's memory.
   //   stage_loss (last stage): mean cross-entropy against targets; with backward, the
   //     logits become d(grad_scale * mean loss)/d(logits) in place, ready for
   //     stage_backward.
@@ -183,6 +193,9 @@ class GPT2 {
 
   const GPTConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
+  // Where the model computes; params(), grads(), logits() and stage_output() point into
+  // its device's memory.
+  kernels::Backend& backend() const { return backend_; }
   // The trained parameters: all of the model's, or under LoRA the adapters only.
   // Writing through params() (or base_params()) is noticed: the 16-bit copy of mixed
   // precision is refreshed before the next forward pass.
@@ -225,7 +238,7 @@ class GPT2 {
   double grad_norm() const;
   // The full logical tensor of parameter `index` of table() from the flat buffer `base`
   // (params(), grads() or an optimizer moment laid out like them), gathered over the tp
-  // group (collective).
+  // group (collective). Reads `base` on the host, as init_weights writes.
   std::vector<float> gather_logical(int index, const float* base) const;
   // LoRA: adds scale * B @ A into every adapted base weight and zeroes B, so that the
   // base weights alone compute what base plus adapters computed (tessera lora merge).
@@ -271,6 +284,7 @@ class GPT2 {
 
   GPTConfig config_;
   ModelOptions options_;
+  kernels::Backend& backend_;
   bool mixed_ = false, lora_ = false;
   int max_batch_;
   TensorParallel tp_;

@@ -17,10 +17,11 @@ struct GPT2::ParamPtrs {
   std::vector<Block> blocks;
 };
 
-// The activation arena of one micro-batch in flight (a slot). Per-layer tensors are
-// stored [L][max N * width] (L = this stage's layers) so that the backward pass finds
-// every layer's inputs; the backward scratch exists once, for one layer, and all slots
-// point to the same scratch.
+// The activation arena of one micro-batch in flight (a slot), in the backend's memory.
+// Per-layer tensors are stored [L][max N * width] (L = this stage's layers) so that the
+// backward pass finds every layer's inputs; the backward scratch exists once, for one
+// layer, and all slots point to the same scratch. (A kernel's own scratch, such as the
+// attention backward's, is the backend's.)
 struct GPT2::Activations {
   int64_t maxN;  // max_batch * seq_len
   float* encoded;                       // [N, C]   the stage's input: embedding output or x_in
@@ -48,7 +49,6 @@ struct GPT2::Activations {
   float* dln;                           // [N, C]
   float* dqkv;                          // [N, 3C]
   float* datty;                         // [N, C]
-  float* datt;                          // [B, NH, T, T]
   float* dfch;                          // [N, 4C] (gradient of fch and of fch_gelu in turn)
   float* dfch_gelu;                     // [N, 4C]
   uint16_t* scratch16;                  // [N, widest]  mixed precision: dout rounded

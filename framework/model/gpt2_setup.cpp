@@ -6,20 +6,16 @@
 #include <climits>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "framework/model/gpt2.h"
 #include "base/error.h"
 #include "base/rng.h"
 #include "framework/model/gpt2_internal.h"
-#include "kernels/cpu/gemm.h"
-#include "kernels/ops.h"
 #include "parallel/collectives.h"
 
 namespace tessera {
 
-namespace k = kernels;
 GPTConfig GPTConfig::from_recipe(const ModelConfig& m) {
   GPTConfig c;
   c.n_layer = m.n_layer;
@@ -60,6 +56,7 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
            PipelineStage stage, int activation_slots, ModelOptions options)
     : config_(cfg),
       options_(options),
+      backend_(options.backend ? *options.backend : kernels::cpu_backend()),
       mixed_(options.precision != kernels::Dtype::fp32),
       lora_(options.lora.rank > 0),
       max_batch_(max_batch),
@@ -167,18 +164,20 @@ void GPT2::allocate_buffers(int flat_multiple) {
   const int64_t unit = 16 * (int64_t)flat_multiple;
   flat_size_ = (table().total_numel() + unit - 1) / unit * unit;
   // The gradients: in options.grad_storage's memory if it gives some, else our own.
+  check(!options_.grad_storage || backend_.computes_on_host(),
+        "gradients in host memory given to a model that computes on the GPU");
   float* given = options_.grad_storage ? options_.grad_storage(flat_size_) : nullptr;
   auto& grads = lora_ ? lora_grads_ : grads_;  // the base has no gradients under LoRA
   grads = given ? kernels::Buffer<float>::wrap(given, flat_size_)
-                : kernels::Buffer<float>::allocate(flat_size_);
+                : backend_.allocate<float>(flat_size_);
   if (lora_) {  // the trained buffers are the adapters'
-    params_ = kernels::Buffer<float>::allocate(table_.total_numel());
-    lora_params_ = kernels::Buffer<float>::allocate(flat_size_);
+    params_ = backend_.allocate<float>(table_.total_numel());
+    lora_params_ = backend_.allocate<float>(flat_size_);
   } else {
-    params_ = kernels::Buffer<float>::allocate(flat_size_);
+    params_ = backend_.allocate<float>(flat_size_);
   }
   if (mixed_)
-    params16_ = kernels::Buffer<uint16_t>::allocate(lora_ ? table_.total_numel() : flat_size_);
+    params16_ = backend_.allocate<uint16_t>(lora_ ? table_.total_numel() : flat_size_);
 }
 
 // The activation arena's arrays and their sizes (elements), per slot and shared by the
@@ -223,8 +222,8 @@ GPT2::ArenaPlan GPT2::activation_plan(int max_batch) const {
                   {&A::lnf_16, m16 * head * N * C}};
   p.shared = {{&A::branch, N * C},       {&A::dresidual, N * C},
               {&A::dln, N * C},          {&A::dqkv, N * 3 * Ct},
-              {&A::datty, N * Ct},       {&A::datt, max_batch * NH * T * T},
-              {&A::dfch, N * Ft},        {&A::dfch_gelu, N * Ft},
+              {&A::datty, N * Ct},       {&A::dfch, N * Ft},
+              {&A::dfch_gelu, N * Ft},
               {&A::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest_in},
               {&A::scratch2, (lora_ && options_.lora.dropout > 0 ? 1 : 0) * N * widest_in},
               {&A::lora_dh, N * lora_rank}};
@@ -243,7 +242,7 @@ void GPT2::carve_activation_arena(int max_batch, int activation_slots) {
   for (const auto& [member, n] : plan.per_slot16) per_slot_total += aligned16(n);
   for (const auto& [member, n] : plan.shared) shared_total += aligned(n);
   for (const auto& [member, n] : plan.shared16) shared_total += aligned16(n);
-  arena_ = kernels::Buffer<float>::allocate(shared_total + activation_slots * per_slot_total);
+  arena_ = backend_.allocate<float>(shared_total + activation_slots * per_slot_total);
   float* next = arena_.data();
   auto carve16 = [&](int64_t n) {
     uint16_t* p = reinterpret_cast<uint16_t*>(next);
@@ -278,31 +277,43 @@ uint16_t* GPT2::weights16_for_full_update() {
   return params16_.data();
 }
 
+namespace {
+// Parameter p's 16-bit copy, rounded stochastically with the bits of the stream `seed` at
+// each element's index in the logical tensor, so that a tp slice rounds exactly as the
+// whole tensor would. A box of whole rows is contiguous both here and in the logical
+// tensor: one call.
+void round_stochastic(kernels::Backend& backend, uint16_t* params16, const float* params,
+                      const ParamInfo& p, uint64_t seed) {
+  const bool matrix = p.shape.size() == 2;
+  const int64_t cols = matrix ? p.shape[1] : p.shape[0];
+  for (const LogicalBox& box : logical_boxes(p, 0, p.numel)) {
+    const int64_t run = matrix ? box.count[1] : box.count[0];
+    const int64_t col0 = matrix ? box.offset[1] : box.offset[0];
+    const int64_t rows = matrix ? box.count[0] : 1, row0 = matrix ? box.offset[0] : 0;
+    const int64_t begin = p.offset + box.local_begin;
+    if (run == cols) {
+      backend.round_to_bf16_stochastic(params16 + begin, params + begin, rows * cols, seed,
+                                       (uint64_t)(row0 * cols));
+      continue;
+    }
+    for (int64_t i = 0; i < rows; i++)
+      backend.round_to_bf16_stochastic(params16 + begin + i * run, params + begin + i * run, run,
+                                       seed, (uint64_t)((row0 + i) * cols + col0));
+  }
+}
+}  // namespace
+
 void GPT2::refresh_weights16() {
   if (!mixed_ || !weights16_stale_) return;
-  const int64_t n = table_.total_numel();
   if (!options_.stochastic_rounding) {
-    kernels::round_to_16bit(options_.precision, params16_.data(), params_.data(), n);
+    backend_.round_to_16bit(options_.precision, params16_.data(), params_.data(),
+                            table_.total_numel());
   } else {
-    // Each tensor from its own stream, keyed by its logical element index, so a tp slice
-    // rounds exactly as the whole tensor would (a stream per refresh).
+    // Each tensor from its own stream (a stream per refresh).
     const uint64_t refresh = weights16_refreshes_;
-    for (const ParamInfo& p : table_.params()) {
-      const uint64_t seed = fnv1a64(p.name) ^ (options_.seed * 0x9E3779B97F4A7C15ull) ^
-                            (refresh << 40);
-      for (const LogicalBox& box : logical_boxes(p, 0, p.numel)) {
-        const int64_t cols = p.shape.size() == 2 ? p.shape[1] : p.shape[0];
-        const int64_t run = p.shape.size() == 2 ? box.count[1] : box.count[0];
-        const int64_t col0 = p.shape.size() == 2 ? box.offset[1] : box.offset[0];
-        const int64_t rows = p.shape.size() == 2 ? box.count[0] : 1;
-        for (int64_t i = 0; i < rows; i++) {
-          const int64_t local = p.offset + box.local_begin + i * run;
-          const int64_t logical_row = p.shape.size() == 2 ? box.offset[0] + i : 0;
-          kernels::round_to_bf16_stochastic(params16_.data() + local, params_.data() + local, run,
-                                            seed, (uint64_t)(logical_row * cols + col0));
-        }
-      }
-    }
+    for (const ParamInfo& p : table_.params())
+      round_stochastic(backend_, params16_.data(), params_.data(), p,
+                       fnv1a64(p.name) ^ (options_.seed * 0x9E3779B97F4A7C15ull) ^ (refresh << 40));
   }
   weights16_refreshes_++;
   weights16_stale_ = false;
@@ -322,7 +333,7 @@ double GPT2::grad_norm() const {
   const float* g = lora_ ? lora_grads_.data() : grads_.data();
   for (const auto& p : table().params()) {
     if (p.tied_copy) continue;  // counted on the stage that owns it
-    const double ss = k::sum_squares(g + p.offset, p.numel);  // local padding: 0
+    const double ss = backend_.sum_squares(g + p.offset, p.numel);  // local padding: 0
     (p.shard.sharded() ? sharded : replicated) += ss;
   }
   if (tp_.size > 1) sharded = all_reduce_value(*tp_.comm, sharded, ReduceOp::sum);
@@ -332,6 +343,7 @@ double GPT2::grad_norm() const {
 }
 
 std::vector<float> GPT2::gather_logical(int index, const float* base) const {
+  check(backend_.computes_on_host(), "gather_logical: the parameters are not in host memory");
   const ParamInfo& p = table().params().at(index);
   std::vector<float> out((size_t)p.logical_numel());
   const float* local = base + p.offset;
@@ -353,12 +365,13 @@ std::vector<float> GPT2::gather_logical(int index, const float* base) const {
 }
 
 void GPT2::init_weights(uint64_t seed) {
+  check(backend_.computes_on_host(), "init_weights: the parameters are not in host memory");
   init_params(table_, seed, params_.data());
   if (lora_) init_params(lora_table_, seed, lora_params_.data());
   weights16_stale_ = true;
 }
 
-void GPT2::zero_grad() { std::memset(grads(), 0, sizeof(float) * flat_size_); }
+void GPT2::zero_grad() { backend_.zero(grads(), flat_size_); }
 
 // base: params_ or grads_ (null under LoRA: every pointer is then null, i.e. frozen).
 GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
@@ -391,9 +404,9 @@ void GPT2::merge_lora() {
     for (int t = 0; t < kLoraTargets; t++) {
       const LinearLayer L = block_linear(l, (LoraTarget)t, p, none);
       if (!L.lora.a) continue;
-      k::sgemm(false, false, L.out, L.in, L.lora.rank, L.lora.scale, L.lora.b, L.lora.rank,
-               L.lora.a, L.in, 1.0f, const_cast<float*>(L.weight), L.in);
-      std::memset(const_cast<float*>(L.lora.b), 0, sizeof(float) * L.out * L.lora.rank);
+      backend_.sgemm(false, false, L.out, L.in, L.lora.rank, L.lora.scale, L.lora.b, L.lora.rank,
+                     L.lora.a, L.in, 1.0f, const_cast<float*>(L.weight), L.in);
+      backend_.zero(const_cast<float*>(L.lora.b), (int64_t)L.out * L.lora.rank);
     }
   weights16_stale_ = true;
 }

@@ -2,7 +2,7 @@
 // split over the tensor-parallel group or not, trained or frozen, with or without a LoRA
 // adapter. The four linear layers of every block and the LM head all go through the two
 // functions below, so each of those choices is made in one place (gpt2.cpp only says
-// which layer is which).
+// which layer is which). Every op goes through the context's kernels::Backend.
 //
 // Tensor-parallel splits (Megatron-LM):
 //   column: the weight's rows (output features) are split; the input is replicated, the
@@ -27,25 +27,13 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/cpu/mixed_precision.h"
 #include "parallel/communicator.h"
 
 namespace tessera {
 
 enum class TpSplit { column, row };
-
-// LoRA dropout on the adapter's input, in a training pass: element (n, c) of x is kept
-// and scaled by 1 / (1 - p), or dropped, by a uniform number hashed from (seed, its
-// logical position): row n is position n % T of sample first_sample + n / T, column c is
-// logical column col0 + c of cols. So a tp slice, a pipeline stage and any split of the
-// global batch draw exactly the numbers the single process draws. p = 0: no dropout.
-struct LoraDropout {
-  float p = 0;
-  uint64_t seed = 0;  // of this layer, target and step
-  int64_t first_sample = 0;
-  int T = 1;
-  int64_t col0 = 0, cols = 0;
-};
 
 struct LoraAdapter {
   const float* a = nullptr;  // [r, in]; null: no adapter
@@ -54,7 +42,9 @@ struct LoraAdapter {
   float* db = nullptr;
   int rank = 0;
   float scale = 0;           // alpha / r
-  LoraDropout dropout;
+  // Dropout on the adapter's input in a training pass (p = 0: none), its mask keyed by
+  // logical positions (kernels/dropout.h), so every layout drops the same elements.
+  kernels::DropoutMask dropout;
 };
 
 struct LinearLayer {
@@ -70,6 +60,7 @@ struct LinearLayer {
 
 // What every layer of a pass shares.
 struct LinearContext {
+  kernels::Backend& backend;  // computes every op, on its device's memory
   kernels::Dtype dtype = kernels::Dtype::fp32;
   int tp_size = 1;
   Communicator* tp = nullptr;  // the tensor-parallel group (null at tp_size 1)

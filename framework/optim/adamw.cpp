@@ -8,7 +8,6 @@
 #include <algorithm>
 
 #include "base/error.h"
-#include "kernels/ops.h"
 
 namespace tessera {
 
@@ -21,7 +20,9 @@ double learning_rate(const OptimConfig& optim, int64_t step, int64_t total_steps
                             (optim.lr - optim.min_lr);
 }
 
-double grad_norm(const float* grads, int64_t n) { return std::sqrt(kernels::sum_squares(grads, n)); }
+double grad_norm(const float* grads, int64_t n, kernels::Backend& backend) {
+  return std::sqrt(backend.sum_squares(grads, n));
+}
 
 float clip_factor(double norm, double max_norm) {
   if (max_norm <= 0) return 1.0f;
@@ -48,24 +49,26 @@ std::pair<int64_t, int64_t> overlap(const ParamInfo& p, FlatRange r) {
 }
 }  // namespace
 
-SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRange range) {
+SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRange range,
+                             kernels::Backend& backend) {
   SquareSums s;
   for (const auto& p : table.params()) {
     const auto [a, b] = overlap(p, range);
     if (a >= b || p.tied_copy) continue;  // a tied copy counts on the stage that owns it
-    const double ss = kernels::sum_squares(grads + a, b - a);  // local tp padding: 0
+    const double ss = backend.sum_squares(grads + a, b - a);  // local tp padding: 0
     (p.shard.sharded() ? s.sharded : s.replicated) += ss;
   }
   return s;
 }
 
-AdamW::AdamW(const ParamTable& table, const OptimConfig& optim)
-    : AdamW(table, optim, FlatRange{0, table.total_numel()}) {}
+AdamW::AdamW(const ParamTable& table, const OptimConfig& optim, kernels::Backend& backend)
+    : AdamW(table, optim, FlatRange{0, table.total_numel()}, backend) {}
 
-AdamW::AdamW(const ParamTable& table, const OptimConfig& optim, FlatRange range)
-    : table_(table), optim_(optim), range_(range),
-      m_(kernels::Buffer<float>::allocate(range.size(), kernels::Device::cpu, kernels::Pages::normal)),
-      v_(kernels::Buffer<float>::allocate(range.size(), kernels::Device::cpu, kernels::Pages::normal)) {
+AdamW::AdamW(const ParamTable& table, const OptimConfig& optim, FlatRange range,
+             kernels::Backend& backend)
+    : table_(table), optim_(optim), range_(range), backend_(backend),
+      m_(backend.allocate<float>(range.size(), kernels::Pages::normal)),
+      v_(backend.allocate<float>(range.size(), kernels::Pages::normal)) {
   check(range.lo >= 0 && range.hi >= range.lo, "AdamW: bad range");
 }
 
@@ -80,11 +83,11 @@ void AdamW::step(float* params, const float* grads, double lr, int64_t t, float 
     float* v = v_.data() + (a - range_.lo);
     const float decay = decays(p, optim_) ? (float)optim_.weight_decay : 0.0f;
     if (copy16)
-      kernels::adamw_update_with_copy(params + a, grads + a, m, v, b - a, (float)lr,
+      backend_.adamw_update_with_copy(params + a, grads + a, m, v, b - a, (float)lr,
                                       (float)optim_.beta1, (float)optim_.beta2,
                                       (float)optim_.eps, decay, t, grad_scale, copy16 + a, dt);
     else
-      kernels::adamw_update(params + a, grads + a, m, v, b - a, (float)lr, (float)optim_.beta1,
+      backend_.adamw_update(params + a, grads + a, m, v, b - a, (float)lr, (float)optim_.beta1,
                             (float)optim_.beta2, (float)optim_.eps, decay, t, grad_scale);
   }
 }

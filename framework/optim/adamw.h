@@ -5,6 +5,7 @@
 
 #include "framework/model/params.h"
 #include "framework/recipe/recipe.h"
+#include "kernels/backend.h"
 #include "kernels/buffer.h"
 #include "kernels/cpu/mixed_precision.h"
 
@@ -16,8 +17,9 @@ namespace tessera {
 // progress = (step - warmup) / (total_steps - warmup).
 double learning_rate(const OptimConfig& optim, int64_t step, int64_t total_steps);
 
-// The global L2 norm of grads[n].
-double grad_norm(const float* grads, int64_t n);
+// The global L2 norm of grads[n] (memory of `backend`).
+double grad_norm(const float* grads, int64_t n,
+                 kernels::Backend& backend = kernels::cpu_backend());
 
 // The factor that clips a gradient of norm `norm` to at most max_norm, as
 // torch.nn.utils.clip_grad_norm_ computes it: min(1, max_norm / (norm + 1e-6)); 1 when
@@ -40,14 +42,17 @@ bool decays(const ParamInfo& p, const OptimConfig& optim);
 
 // Sums of squares of grads over the elements of `range` that belong to a parameter,
 // split into tensor-parallel sharded and replicated parameters, tied copies left out
-// (GPT2::grad_norm's rule).
+// (GPT2::grad_norm's rule). grads: memory of `backend`.
 struct SquareSums {
   double sharded = 0, replicated = 0;
 };
-SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRange range);
+SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRange range,
+                             kernels::Backend& backend = kernels::cpu_backend());
 
 // AdamW over the tensors of a ParamTable, with fp32 moments in flat buffers laid out
-// like the parameters. Weight decay as decays() says.
+// like the parameters. Weight decay as decays() says. It computes on `backend`, where the
+// moments live and where the parameters and gradients it is given must be (the model's:
+// GPT2::backend()); the default is the CPU, as train.device's.
 //
 // With a range (ZeRO-1), only the elements of [range.lo, range.hi) are updated and the
 // moments exist only for them: m()[i] and v()[i] belong to flat element range.lo + i.
@@ -55,8 +60,10 @@ SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRa
 // tensor is. Without one, the range is the whole table.
 class AdamW {
  public:
-  AdamW(const ParamTable& table, const OptimConfig& optim);
-  AdamW(const ParamTable& table, const OptimConfig& optim, FlatRange range);
+  AdamW(const ParamTable& table, const OptimConfig& optim,
+        kernels::Backend& backend = kernels::cpu_backend());
+  AdamW(const ParamTable& table, const OptimConfig& optim, FlatRange range,
+        kernels::Backend& backend = kernels::cpu_backend());
   ~AdamW();
   // One update with learning rate lr on the gradient grad_scale * grads; t counts
   // updates from 1 (bias correction). params and grads are the full flat buffers;
@@ -73,6 +80,7 @@ class AdamW {
   const ParamTable& table_;
   OptimConfig optim_;
   FlatRange range_;
+  kernels::Backend& backend_;
   // 64-byte aligned on ordinary pages, first touched by the zeroing on this thread.
   kernels::Buffer<float> m_, v_;
 };

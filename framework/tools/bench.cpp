@@ -50,7 +50,7 @@ BenchResult bench_training_step(const BenchOptions& o) {
   GPT2 model(shape, o.batch, TensorParallel{}, 1, PipelineStage{}, 1, o.options);
   model.init_weights(1);
   OptimConfig optim;
-  AdamW adamw(model.table(), optim);
+  AdamW adamw(model.table(), optim, model.backend());
   const CounterRng rng(2, "bench tokens");
   std::vector<int32_t> x((size_t)o.batch * o.seq_len), y(x.size());
   for (size_t i = 0; i < x.size(); i++) {
@@ -68,7 +68,7 @@ BenchResult bench_training_step(const BenchOptions& o) {
       backward_ms += model.last_times().backward_ms;
     }
     const auto t1 = std::chrono::steady_clock::now();
-    const double norm = grad_norm(model.grads(), model.flat_size());
+    const double norm = grad_norm(model.grads(), model.flat_size(), model.backend());
     float* params = model.params();  // as the trainer: the 16-bit copy made by AdamW
     adamw.step(params, model.grads(), 1e-4, s + 1, clip_factor(norm, 1.0),
                model.weights16_for_full_update(), model.options().precision);

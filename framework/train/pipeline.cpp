@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 
 #include "base/error.h"
 
@@ -81,7 +80,7 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
       model_.stage_forward(slot, inputs + i * BT, first ? nullptr : recv_x_.data() + i * NC, B_, T);
       if (last && targets)
         loss_sum += model_.stage_loss(slot, targets + i * BT, B_, T, grad_scale, backward);
-      if (!last) std::memcpy(send_x_.data() + i * NC, model_.stage_output(slot), sizeof(float) * NC);
+      if (!last) model_.backend().to_host(send_x_.data() + i * NC, model_.stage_output(slot), NC);
       compute_ms += ms_between(c0, Clock::now());
       if (!last) sends.push_back(pp_->send_async(send_x_.data() + i * NC, NC, stage_ + 1, x_tag(i)));
     } else {
@@ -157,7 +156,8 @@ void PipelineEngine::sum_tied_embedding_grads() {
   CommRequest sent = pp_->send_async(mine, wte.numel, peer, tag);
   received.wait();
   sent.wait();
-  // a + b == b + a exactly: both copies get bit-identical sums.
+  // a + b == b + a exactly: both copies get bit-identical sums. A host loop on the
+  // gradients: pipeline parallelism runs on the CPU only (docs/architecture.md).
   for (int64_t j = 0; j < wte.numel; j++) mine[j] += theirs[j];
 }
 

@@ -73,6 +73,7 @@ TrainingRun::~TrainingRun() = default;
 void TrainingRun::set_up_layout() {
   validate_recipe(r_);
   check_device_usable(r_.train.device);
+  backend_ = &kernels::backend_for(r_.train.device);
   dp_ = r_.parallel.dp;
   // Validates the layout against the job (the same message on every rank, before any
   // communicator exists) and splits the world into dp, tp and pp groups.
@@ -131,6 +132,7 @@ void TrainingRun::build_model() {
   // all-gather saves; docs/parallel.md.)
   grad_sync_ = dp_ == 1 ? "none" : "ring";
   ModelOptions model_options = ModelOptions::from_recipe(r_);
+  model_options.backend = backend_;
   if (dp_ > 1 && r_.parallel.grad_reduce == GradReduce::bf16) {
     grad_sync_ = "ring, bf16 on the wire";
   } else if (dp_ > 1 && r_.parallel.shared_memory) {
@@ -156,7 +158,7 @@ void TrainingRun::build_model() {
   engine_ = std::make_unique<PipelineEngine>(model, schedule_, accum_, B_, T_);
   shard_ = zero_ ? shard_range(model.flat_size(), dp_, mesh.dp_rank())
                  : FlatRange{0, model.table().total_numel()};
-  adamw_ = std::make_unique<AdamW>(model.table(), r_.optim, shard_);
+  adamw_ = std::make_unique<AdamW>(model.table(), r_.optim, shard_, *backend_);
   // A step's micro-batches (every stage of a replica reads the same).
   x_.resize((size_t)accum_ * B_ * T_);
   y_.resize((size_t)accum_ * B_ * T_);

@@ -28,7 +28,7 @@ namespace {
 // buffer), then — as GPT2::grad_norm() does — the tp-sharded parameters' sums over tp,
 // while the replicated ones (the same on every tp rank) count once.
 double zero_grad_norm(GPT2& model, FlatRange shard, Communicator& dp_comm) {
-  const SquareSums s = range_sum_squares(model.table(), model.grads(), shard);
+  const SquareSums s = range_sum_squares(model.table(), model.grads(), shard, model.backend());
   double sums[2] = {s.sharded, s.replicated};
   dp_comm.all_reduce(sums, 2, ScalarType::f64, ReduceOp::sum);
   if (model.tp().size > 1) sums[0] = all_reduce_value(*model.tp().comm, sums[0], ReduceOp::sum);
@@ -182,6 +182,7 @@ StepOutcome TrainingRun::train_step(int64_t step) {
   s.applied = scaler_->update(finite);
   s.lr = learning_rate(r_.optim, step, r_.train.steps);
   if (s.applied) optimizer_step(step, s.lr, s.grad_norm, s.loss_scale);
+  backend_->synchronize();  // the step's time includes what a device still has queued
   s.seconds = seconds_since(t0);
   if (!std::isfinite(s.loss))
     throw Error("training diverged: loss is " + std::to_string(s.loss) + " at step " +

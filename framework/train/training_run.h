@@ -78,6 +78,8 @@ class TrainingRun {
   const Recipe& r_;
   const TrainOptions& options_;
   Communicator* world_ = nullptr;  // the mesh's: every rank of the job
+  // Where the model and optimizer compute (train.device; kernels/backend.h).
+  kernels::Backend* backend_ = nullptr;
   bool lead_ = false;
   int dp_ = 1, B_ = 0, T_ = 0, accum_ = 1;
   bool zero_ = false;  // ZeRO-1: parallel.zero = 1 at dp > 1

@@ -51,6 +51,12 @@ void round_to_16bit(Dtype dt, uint16_t* dst, const float* src, int64_t n) {
     throw std::invalid_argument("round_to_16bit: fp32 is not a 16-bit type");
 }
 
+void round_to_16bit_rows(Dtype dt, uint16_t* dst, const float* src, int64_t rows, int64_t cols,
+                         int64_t src_stride) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) round_to_16bit(dt, dst + r * cols, src + r * src_stride, cols);
+}
+
 void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n) {
   if (dt == Dtype::bf16)
     blocked(n, [&](int64_t lo, int64_t hi) {

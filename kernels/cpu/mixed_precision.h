@@ -23,6 +23,11 @@ Dtype dtype_from_name(const std::string& name);
 // OpenMP threads split long arrays. dt must be bf16 or fp16.
 void round_to_16bit(Dtype dt, uint16_t* dst, const float* src, int64_t n);
 
+// The same on a [rows, cols] block of a wider matrix (row stride src_stride) into a
+// contiguous dst [rows, cols]; the rows are split over the OpenMP threads.
+void round_to_16bit_rows(Dtype dt, uint16_t* dst, const float* src, int64_t rows, int64_t cols,
+                         int64_t src_stride);
+
 // dst[i] = src[i] widened from the 16-bit type dt to fp32 (exact), i < n.
 void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n);
 

@@ -1,0 +1,154 @@
+// The device seam: the op list of kernels/ops.h (for float) and the memory operations
+// behind one abstract class, so that the model, the optimizer and the trainer are written
+// once and a backend decides where they compute. cpu_backend() forwards to the CPU kernels
+// of ops.h; a CUDA backend implements the same methods on device pointers
+// (kernels/cuda/ops.h) without a second model.
+//
+// Conventions are those of kernels/ops.h (row-major, explicit shapes, backward functions
+// ADD into the gradients they write, null gradients are not computed), plus:
+// - Every float / uint16_t pointer is memory of this backend's device(): parameters,
+//   gradients, activations, optimizer moments, all in Buffers the backend allocated.
+// - Token ids (inp, targets) are HOST memory. They come from the data loader on the host,
+//   the model checks them there, and a GPU's deterministic embedding backward builds its
+//   per-token buckets from them on the host (kernels/cuda/ops.h, build_token_buckets); a
+//   device backend uploads what its kernels read into its own scratch. So the CPU pays no
+//   copy and the GPU one upload of B*T ids per call.
+// - Scratch a kernel needs (the attention backward's [B, NH, T, T], a GPU's partial sums)
+//   is the backend's own, not the caller's; so the interface reads like ops.h. The CPU
+//   backend keeps its scratch per calling thread (models train side by side on threads in
+//   the tests).
+// - Calls may be asynchronous on a device (a stream); results read on the host
+//   (sum_squares, has_nonfinite, to_host, host_view) are complete when they return.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/buffer.h"
+#include "kernels/cpu/mixed_precision.h"
+#include "kernels/dropout.h"
+
+namespace tessera::kernels {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  // True where the kernels compute in host memory (the CPU): device pointers are then
+  // host pointers, and host_view needs no copy.
+  bool computes_on_host() const { return device() == Device::cpu; }
+
+  // ---- memory ---------------------------------------------------------------------------
+  // A zeroed buffer of count T on device() (released with the buffer).
+  template <class T>
+  Buffer<T> allocate(int64_t count, Pages pages = Pages::huge_when_large) {
+    return Buffer<T>::allocate(count, device(), pages);
+  }
+  template <class T>
+  void zero(T* x, int64_t n) { zero_bytes(x, sizeof(T) * (std::size_t)n); }
+  template <class T>
+  void copy(T* dst, const T* src, int64_t n) { copy_bytes(dst, src, sizeof(T) * (std::size_t)n); }
+  template <class T>
+  void to_device(T* dst, const T* host_src, int64_t n) {
+    to_device_bytes(dst, host_src, sizeof(T) * (std::size_t)n);
+  }
+  template <class T>
+  void to_host(T* host_dst, const T* src, int64_t n) {
+    to_host_bytes(host_dst, src, sizeof(T) * (std::size_t)n);
+  }
+  // The n values at src for reading on the host: src itself where the backend computes on
+  // the host (no copy), else a copy in `host` (resized). For the few values the host reads
+  // back in a step: the micro-batch losses, a row of logits.
+  template <class T>
+  const T* host_view(const T* src, int64_t n, std::vector<T>& host) {
+    if (computes_on_host()) return src;
+    host.resize((std::size_t)n);
+    to_host(host.data(), src, n);
+    return host.data();
+  }
+  // Waits until every call made so far has finished (a no-op on the CPU).
+  virtual void synchronize() = 0;
+
+  // ---- the op list (kernels/ops.h) ------------------------------------------------------
+  virtual void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe,
+                               int B, int T, int C) = 0;
+  virtual void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp,
+                                int B, int T, int C) = 0;
+
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                                 const float* weight, const float* bias, int N, int C) = 0;
+  virtual void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                  const float* inp, const float* weight, const float* mean,
+                                  const float* rstd, int N, int C) = 0;
+
+  virtual void matmul_forward(float* out, const float* inp, const float* weight,
+                              const float* bias, int N, int C, int OC) = 0;
+  virtual void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                               const float* inp, const float* weight, int N, int C, int OC) = 0;
+  virtual void matmul_forward_16bit(Dtype dt, float* out, const uint16_t* inp16,
+                                    const uint16_t* weight16, const float* bias, int N, int C,
+                                    int OC) = 0;
+  virtual void matmul_backward_16bit(Dtype dt, float* dinp, float* dweight, float* dbias,
+                                     const float* dout, const uint16_t* dout16,
+                                     const uint16_t* inp16, const uint16_t* weight16, int N,
+                                     int C, int OC) = 0;
+  // C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major (kernels/cpu/gemm.h's sgemm): the
+  // small fp32 GEMMs of LoRA adapters.
+  virtual void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                     int lda, const float* B, int ldb, float beta, float* C, int ldc) = 0;
+
+  virtual void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
+                                 int NH) = 0;
+  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv,
+                                  const float* att, int B, int T, int C, int NH) = 0;
+
+  virtual void gelu_forward(float* out, const float* inp, int64_t N) = 0;
+  virtual void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N) = 0;
+  virtual void residual_forward(float* out, const float* a, const float* b, int64_t N) = 0;
+
+  // out[N, C] = inp with the mask's elements dropped (0) or kept (scaled by 1 / (1 - p));
+  // dinp += dout masked and scaled the same way (kernels/dropout.h).
+  virtual void dropout_forward(float* out, const float* inp, int N, int C,
+                               const DropoutMask& mask) = 0;
+  virtual void dropout_backward(float* dinp, const float* dout, int N, int C,
+                                const DropoutMask& mask) = 0;
+
+  virtual void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                             const int32_t* targets, float dloss, int N, int V,
+                                             int Vp) = 0;
+
+  virtual void adamw_update(float* params, const float* grads, float* m, float* v, int64_t n,
+                            float lr, float beta1, float beta2, float eps, float weight_decay,
+                            int64_t t, float grad_scale) = 0;
+  virtual void adamw_update_with_copy(float* params, const float* grads, float* m, float* v,
+                                      int64_t n, float lr, float beta1, float beta2, float eps,
+                                      float weight_decay, int64_t t, float grad_scale,
+                                      uint16_t* copy16, Dtype dt) = 0;
+
+  virtual double sum_squares(const float* x, int64_t n) = 0;
+  virtual bool has_nonfinite(const float* x, int64_t n) = 0;
+
+  // The casts of kernels/cpu/mixed_precision.h. round_to_16bit_rows rounds a [rows, cols]
+  // block of a wider matrix (row stride src_stride) into a contiguous dst [rows, cols].
+  virtual void round_to_16bit(Dtype dt, uint16_t* dst, const float* src, int64_t n) = 0;
+  virtual void round_to_16bit_rows(Dtype dt, uint16_t* dst, const float* src, int64_t rows,
+                                   int64_t cols, int64_t src_stride) = 0;
+  virtual void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n) = 0;
+  virtual void round_to_bf16_stochastic(uint16_t* dst, const float* src, int64_t n,
+                                        uint64_t seed, uint64_t offset) = 0;
+
+ protected:
+  virtual void zero_bytes(void* dst, std::size_t bytes) = 0;
+  virtual void copy_bytes(void* dst, const void* src, std::size_t bytes) = 0;  // device to device
+  virtual void to_device_bytes(void* dst, const void* host_src, std::size_t bytes) = 0;
+  virtual void to_host_bytes(void* host_dst, const void* src, std::size_t bytes) = 0;
+};
+
+// The CPU implementation: the kernels of kernels/ops.h, on host memory.
+Backend& cpu_backend();
+
+// The backend of recipe key train.device. Throws tessera::Error for a device without a
+// backend in this build (cuda, so far).
+Backend& backend_for(Device device);
+
+}  // namespace tessera::kernels
