@@ -1,5 +1,5 @@
-// fp32 <-> bf16 / fp16 on the GPU (kernels/cuda/ops.h: round_to_16bit, widen_16bit,
-// round_to_bf16_stochastic), with the CPU's scalar conversions themselves
+// fp32 <-> bf16 / fp16 on the GPU (kernels/cuda/ops.h: round_to_16bit, round_to_16bit_rows,
+// widen_16bit, round_to_bf16_stochastic), with the CPU's scalar conversions themselves
 // (kernels/cpu/cast_bf16.h, cast_fp16.h are host-and-device code): the same bits as
 // kernels/cpu/mixed_precision.h for every input, NaN, inf and denormals included.
 //
@@ -8,6 +8,8 @@
 // threads (the scalar tail); one thread per element otherwise.
 //   round_kernel<Round, Vec4>, widen_kernel<Fp16, Vec4>: grid ceil(n/4 / 256) (Vec4) or
 //   ceil(n / 256), block 256, no smem.
+//   round_rows_kernel<Fp16> (a strided block of rows): one thread per element, grid
+//   ceil(rows*cols / 256), block 256, no smem.
 #include <algorithm>
 #include <stdexcept>
 
@@ -82,6 +84,16 @@ __global__ void widen_kernel(float* dst, const uint16_t* src, int64_t n) {
   }
 }
 
+// dst[r, c] = round(src[r * src_stride + c]) for a [rows, cols] block of a wider matrix.
+template <bool Fp16>
+__global__ void round_rows_kernel(uint16_t* dst, const float* src, int64_t rows, int64_t cols,
+                                  int64_t src_stride) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= rows * cols) return;
+  const float x = src[(i / cols) * src_stride + i % cols];
+  dst[i] = Fp16 ? float_to_fp16(x) : float_to_bf16(x);
+}
+
 namespace {
 template <typename Round>
 void launch_round(const char* name, uint16_t* dst, const float* src, int64_t n, Round round,
@@ -108,6 +120,17 @@ void round_to_16bit(Dtype dt, uint16_t* dst, const float* src, int64_t n, cudaSt
     launch_round("round_to_fp16", dst, src, n, RoundFp16{}, stream);
   else
     throw std::invalid_argument("round_to_16bit: fp32 is not a 16-bit type");
+}
+
+void round_to_16bit_rows(Dtype dt, uint16_t* dst, const float* src, int64_t rows, int64_t cols,
+                         int64_t src_stride, cudaStream_t stream) {
+  if (dt != Dtype::bf16 && dt != Dtype::fp16)
+    throw std::invalid_argument("round_to_16bit_rows: fp32 is not a 16-bit type");
+  if (rows * cols == 0) return;
+  launch("round_to_16bit_rows", {{"rows", rows}, {"cols", cols}, {"src_stride", src_stride}},
+         dt == Dtype::fp16 ? round_rows_kernel<true> : round_rows_kernel<false>,
+         dim3((unsigned)ceil_div(rows * cols, kThreads)), dim3(kThreads), 0, stream, dst, src,
+         rows, cols, src_stride);
 }
 
 void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n, cudaStream_t stream) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/mixed_precision.h"
+#include "kernels/dropout.h"
 #include "kernels/cuda/runtime.h"
 
 namespace tessera::kernels::cuda {
@@ -118,6 +119,14 @@ void flash_attention_backward(float* dqkv, float* scratch, const float* dout, co
                               const float* out, const float* lse, int B, int T, int C, int NH,
                               cudaStream_t stream);
 
+// ---- dropout (dropout.cu) -------------------------------------------------------------
+// out[N,C] = inp * dropout_factor(mask, n, c); dinp += dout * the same factor: the mask of
+// kernels/dropout.h, the CPU's elements kept and dropped.
+void dropout_forward(float* out, const float* inp, int N, int C, const DropoutMask& mask,
+                     cudaStream_t stream);
+void dropout_backward(float* dinp, const float* dout, int N, int C, const DropoutMask& mask,
+                      cudaStream_t stream);
+
 // ---- classifier (crossentropy.cu) ----------------------------------------------------
 // As kernels/ops.h's crossentropy_forward_backward, one pass per row (block): the softmax
 // is never stored; dlogits (may alias logits, may be null) gets dloss * (p - onehot).
@@ -146,6 +155,10 @@ void has_nonfinite(int32_t* result, const float* x, int64_t n, cudaStream_t stre
 // dst[n] = src rounded to dt (nearest even); dst[n] = src widened from dt; bf16 stochastic.
 void round_to_16bit(Dtype dt, uint16_t* dst, const float* src, int64_t n, cudaStream_t stream);
 void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n, cudaStream_t stream);
+// dst[rows, cols] (contiguous) = the [rows, cols] block of src (row stride src_stride)
+// rounded to dt (nearest even): the LM head's output gradient in column blocks.
+void round_to_16bit_rows(Dtype dt, uint16_t* dst, const float* src, int64_t rows, int64_t cols,
+                         int64_t src_stride, cudaStream_t stream);
 void round_to_bf16_stochastic(uint16_t* dst, const float* src, int64_t n, uint64_t seed,
                               uint64_t offset, cudaStream_t stream);
 

@@ -127,6 +127,22 @@ TEST(CudaCast, WidenEveryBitPatternMatchesCpu) {
   }
 }
 
+// A [rows, cols] block out of a wider matrix (the LM head's gradient in column blocks).
+TEST(CudaCast, RoundRowsOfAStridedBlockMatchesCpu) {
+  REQUIRE_GPU();
+  const int64_t rows = small_shapes() ? 37 : 4096, cols = 301, stride = 517;
+  const auto x = cast_inputs(rows * stride);
+  auto d_src = DeviceArray<float>::from_host(x);
+  for (Dtype dt : {Dtype::bf16, Dtype::fp16}) {
+    SCOPED_TRACE(kernels::dtype_name(dt));
+    std::vector<uint16_t> want((size_t)(rows * cols));
+    kernels::round_to_16bit_rows(dt, want.data(), x.data() + 5, rows, cols, stride);
+    DeviceArray<uint16_t> d_dst(rows * cols);
+    cuda::round_to_16bit_rows(dt, d_dst.data(), d_src.data() + 5, rows, cols, stride, nullptr);
+    EXPECT_BITWISE_EQUAL(d_dst.download(), want);
+  }
+}
+
 TEST(CudaCast, RejectsFp32) {
   REQUIRE_GPU();
   DeviceArray<float> f(4);
@@ -134,6 +150,8 @@ TEST(CudaCast, RejectsFp32) {
   EXPECT_THROW(cuda::round_to_16bit(Dtype::fp32, h.data(), f.data(), 4, nullptr),
                std::invalid_argument);
   EXPECT_THROW(cuda::widen_16bit(Dtype::fp32, f.data(), h.data(), 4, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(cuda::round_to_16bit_rows(Dtype::fp32, h.data(), f.data(), 2, 2, 2, nullptr),
                std::invalid_argument);
 }
 
