@@ -147,8 +147,14 @@ class Backend {
 // The CPU implementation: the kernels of kernels/ops.h, on host memory.
 Backend& cpu_backend();
 
-// The backend of recipe key train.device. Throws tessera::Error for a device without a
-// backend in this build (cuda, so far).
+// The CUDA implementation (kernels/cuda/cuda_backend.cpp): the GPU op list of
+// kernels/cuda/ops.h on the current device, made on first use. Defined by the backend
+// library the executable links (kernels/CMakeLists.txt): the GPU, the CUDA emulator, or,
+// in a build without CUDA, a function that throws tessera::Error saying so. Throws too
+// when the runtime sees no device.
+Backend& cuda_backend();
+
+// The backend of recipe key train.device: cpu_backend() or cuda_backend().
 Backend& backend_for(Device device);
 
 }  // namespace tessera::kernels

@@ -1,0 +1,252 @@
+// The CUDA backend: kernels/backend.h's Backend over the GPU op list (kernels/cuda/ops.h),
+// on one stream of the current device. Host code only (the kernels are in the .cu files);
+// compiled twice, against the CUDA runtime (the real GPU) and against the CUDA emulator
+// (the same kernels on the CPU, so that a whole training run on this backend is tested on
+// machines without a GPU).
+//
+// What this file adds to the kernels is bookkeeping:
+// - scratch: the partial sums of the deterministic reductions (LayerNorm, bias gradient,
+//   norm) and the attention's scratch, in device arrays that only grow, so a run
+//   allocates them in its first step;
+// - token ids arrive in host memory (the Backend's convention): they are uploaded per
+//   call, and the embedding backward's per-token buckets are built from them on the host;
+// - device memory for kernels::Buffer (install_device_memory), so that the model's
+//   parameters, gradients and activations come from cudaMalloc.
+// Everything runs on the legacy default stream: every call is ordered after the previous
+// one, and the synchronous copies to and from the host wait for the kernels before them.
+#include <string>
+
+#include "base/error.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/runtime.h"
+
+namespace tessera::kernels {
+
+namespace {
+
+namespace gpu = ::tessera::kernels::cuda;
+
+void* allocate_zeroed(std::size_t bytes) {
+  void* p = gpu::device_malloc(bytes, "a training buffer");
+  gpu::check_cuda(cudaMemset(p, 0, bytes), "cudaMemset (a new buffer)");
+  return p;
+}
+
+// A device array of T that grows to the largest size asked of it (its old contents are
+// not kept). The stream is ordered, so one call's use ends before the next call's begins;
+// cudaFree waits for the device, so growing never frees memory a kernel still reads.
+template <typename T>
+class Scratch {
+ public:
+  explicit Scratch(const char* what) : what_(what) {}
+  T* get(int64_t count) {
+    if (array_.size() < count) {
+      array_ = gpu::DeviceArray<T>();
+      array_ = gpu::DeviceArray<T>(count, what_);
+    }
+    return array_.data();
+  }
+  // count values of host memory, copied into the scratch.
+  T* upload(const T* host, int64_t count) {
+    T* d = get(count);
+    gpu::check_cuda(cudaMemcpy(d, host, sizeof(T) * (size_t)count, cudaMemcpyHostToDevice),
+                    what_);
+    return d;
+  }
+
+ private:
+  const char* what_;
+  gpu::DeviceArray<T> array_;
+};
+
+constexpr cudaStream_t kStream = nullptr;  // the legacy default stream
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0)
+      throw Error(std::string("train.device: cuda: no usable CUDA device (") +
+                  (err != cudaSuccess ? cudaGetErrorString(err) : "the runtime sees 0 devices") +
+                  "); run on a GPU node, or set train.device: cpu");
+    install_device_memory(Device::cuda, DeviceMemory{allocate_zeroed, gpu::device_free});
+  }
+
+  Device device() const override { return Device::cuda; }
+  void synchronize() override {
+    gpu::check_cuda(cudaStreamSynchronize(kStream), "cudaStreamSynchronize");
+  }
+
+  void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
+                       int T, int C) override {
+    gpu::encoder_forward(out, tokens_.upload(inp, (int64_t)B * T), wte, wpe, B, T, C, kStream);
+  }
+  void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, int B,
+                        int T, int C) override {
+    const gpu::TokenBuckets b = gpu::build_token_buckets(inp, B, T);
+    const int U = (int)b.bucket_tokens.size();
+    gpu::encoder_backward(dwte, dwpe, dout, bucket_tokens_.upload(b.bucket_tokens.data(), U),
+                          bucket_start_.upload(b.bucket_start.data(), U + 1),
+                          positions_.upload(b.positions.data(), (int64_t)b.positions.size()), U,
+                          B, T, C, kStream);
+  }
+
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                         const float* weight, const float* bias, int N, int C) override {
+    gpu::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, kStream);
+  }
+  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                          const float* inp, const float* weight, const float* mean,
+                          const float* rstd, int N, int C) override {
+    gpu::layernorm_backward(dinp, dweight, dbias,
+                            partials_.get(gpu::layernorm_backward_scratch(N, C)), dout, inp,
+                            weight, mean, rstd, N, C, kStream);
+  }
+
+  void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
+                      int C, int OC) override {
+    gpu::matmul_forward(out, nullptr, inp, weight, bias, N, C, OC, kStream);
+  }
+  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                       const float* inp, const float* weight, int N, int C, int OC) override {
+    gpu::matmul_backward(dinp, dweight, dbias, partials_.get(gpu::matmul_backward_scratch(N, OC)),
+                         dout, inp, weight, N, C, OC, kStream);
+  }
+  void matmul_forward_16bit(Dtype dt, float* out, const uint16_t* inp16, const uint16_t* weight16,
+                            const float* bias, int N, int C, int OC) override {
+    gpu::matmul_forward_16bit(dt, out, nullptr, inp16, weight16, bias, N, C, OC, kStream);
+  }
+  void matmul_backward_16bit(Dtype dt, float* dinp, float* dweight, float* dbias,
+                             const float* dout, const uint16_t* dout16, const uint16_t* inp16,
+                             const uint16_t* weight16, int N, int C, int OC) override {
+    gpu::matmul_backward_16bit(dt, dinp, dweight, dbias,
+                               partials_.get(gpu::matmul_backward_scratch(N, OC)), dout, dout16,
+                               inp16, weight16, N, C, OC, kStream);
+  }
+  void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+             const float* B, int ldb, float beta, float* C, int ldc) override {
+    gpu::gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, kStream);
+  }
+
+  void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
+                         int NH) override {
+    gpu::attention_forward(out, att, attention_.get(gpu::attention_scratch(B, T, C, NH)), qkv, B,
+                           T, C, NH, kStream);
+  }
+  void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                          int B, int T, int C, int NH) override {
+    gpu::attention_backward(dqkv, attention_.get(gpu::attention_scratch(B, T, C, NH)), dout, qkv,
+                            att, B, T, C, NH, kStream);
+  }
+
+  void gelu_forward(float* out, const float* inp, int64_t N) override {
+    gpu::gelu_forward(out, inp, N, kStream);
+  }
+  void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N) override {
+    gpu::gelu_backward(dinp, inp, dout, N, kStream);
+  }
+  void residual_forward(float* out, const float* a, const float* b, int64_t N) override {
+    gpu::residual_forward(out, a, b, N, kStream);
+  }
+
+  void dropout_forward(float* out, const float* inp, int N, int C,
+                       const DropoutMask& mask) override {
+    gpu::dropout_forward(out, inp, N, C, mask, kStream);
+  }
+  void dropout_backward(float* dinp, const float* dout, int N, int C,
+                        const DropoutMask& mask) override {
+    gpu::dropout_backward(dinp, dout, N, C, mask, kStream);
+  }
+
+  void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                     const int32_t* targets, float dloss, int N, int V,
+                                     int Vp) override {
+    gpu::crossentropy_forward_backward(losses, dlogits, logits, targets_.upload(targets, N), dloss,
+                                       N, V, Vp, kStream);
+  }
+
+  void adamw_update(float* params, const float* grads, float* m, float* v, int64_t n, float lr,
+                    float beta1, float beta2, float eps, float weight_decay, int64_t t,
+                    float grad_scale) override {
+    gpu::adamw_update(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, t, grad_scale,
+                      nullptr, Dtype::fp32, 0, 0, kStream);
+  }
+  void adamw_update_with_copy(float* params, const float* grads, float* m, float* v, int64_t n,
+                              float lr, float beta1, float beta2, float eps, float weight_decay,
+                              int64_t t, float grad_scale, uint16_t* copy16, Dtype dt) override {
+    gpu::adamw_update(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, t, grad_scale,
+                      copy16, dt, 0, 0, kStream);
+  }
+
+  double sum_squares(const float* x, int64_t n) override {
+    double* result = norm_result_.get(1);
+    gpu::sum_squares(result, norm_partials_.get(gpu::sum_squares_scratch(n)), x, n, kStream);
+    double host = 0;
+    to_host(&host, result, 1);
+    return host;
+  }
+  bool has_nonfinite(const float* x, int64_t n) override {
+    int32_t* flag = flag_.get(1);
+    zero(flag, 1);
+    gpu::has_nonfinite(flag, x, n, kStream);
+    int32_t host = 0;
+    to_host(&host, flag, 1);
+    return host != 0;
+  }
+
+  void round_to_16bit(Dtype dt, uint16_t* dst, const float* src, int64_t n) override {
+    gpu::round_to_16bit(dt, dst, src, n, kStream);
+  }
+  void round_to_16bit_rows(Dtype dt, uint16_t* dst, const float* src, int64_t rows, int64_t cols,
+                           int64_t src_stride) override {
+    gpu::round_to_16bit_rows(dt, dst, src, rows, cols, src_stride, kStream);
+  }
+  void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n) override {
+    gpu::widen_16bit(dt, dst, src, n, kStream);
+  }
+  void round_to_bf16_stochastic(uint16_t* dst, const float* src, int64_t n, uint64_t seed,
+                                uint64_t offset) override {
+    gpu::round_to_bf16_stochastic(dst, src, n, seed, offset, kStream);
+  }
+
+ protected:
+  void zero_bytes(void* dst, std::size_t bytes) override {
+    if (bytes) gpu::check_cuda(cudaMemsetAsync(dst, 0, bytes, kStream), "cudaMemsetAsync");
+  }
+  void copy_bytes(void* dst, const void* src, std::size_t bytes) override {
+    if (bytes)
+      gpu::check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, kStream),
+                      "cudaMemcpyAsync (device to device)");
+  }
+  void to_device_bytes(void* dst, const void* host_src, std::size_t bytes) override {
+    if (bytes)
+      gpu::check_cuda(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice),
+                      "cudaMemcpy (host to device)");
+  }
+  void to_host_bytes(void* host_dst, const void* src, std::size_t bytes) override {
+    if (bytes)
+      gpu::check_cuda(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost),
+                      "cudaMemcpy (device to host)");
+  }
+
+ private:
+  Scratch<int32_t> tokens_{"the batch's token ids"}, targets_{"the batch's targets"};
+  Scratch<int32_t> bucket_tokens_{"embedding backward buckets"},
+      bucket_start_{"embedding backward buckets"}, positions_{"embedding backward buckets"};
+  Scratch<float> partials_{"partial sums of a backward reduction"};
+  Scratch<float> attention_{"attention scratch"};
+  Scratch<double> norm_result_{"a norm"}, norm_partials_{"a norm's partial sums"};
+  Scratch<int32_t> flag_{"the non-finite flag"};
+};
+
+}  // namespace
+
+Backend& cuda_backend() {
+  // Made on first use, on the device current then (the trainer picks it per local rank).
+  static CudaBackend backend;
+  return backend;
+}
+
+}  // namespace tessera::kernels
