@@ -343,10 +343,10 @@ double GPT2::grad_norm() const {
 }
 
 std::vector<float> GPT2::gather_logical(int index, const float* base) const {
-  check(backend_.computes_on_host(), "gather_logical: the parameters are not in host memory");
   const ParamInfo& p = table().params().at(index);
   std::vector<float> out((size_t)p.logical_numel());
-  const float* local = base + p.offset;
+  std::vector<float> local_copy;
+  const float* local = backend_.host_view(base + p.offset, p.numel, local_copy);
   if (!p.shard.sharded()) {
     std::copy(local, local + p.numel, out.begin());
     return out;
@@ -365,9 +365,15 @@ std::vector<float> GPT2::gather_logical(int index, const float* base) const {
 }
 
 void GPT2::init_weights(uint64_t seed) {
-  check(backend_.computes_on_host(), "init_weights: the parameters are not in host memory");
-  init_params(table_, seed, params_.data());
-  if (lora_) init_params(lora_table_, seed, lora_params_.data());
+  // The counter-based initialisation runs on the host; a GPU gets a copy of its values.
+  auto init = [&](const ParamTable& table, kernels::Buffer<float>& params) {
+    if (backend_.computes_on_host()) return init_params(table, seed, params.data());
+    std::vector<float> host((size_t)params.size(), 0.0f);
+    init_params(table, seed, host.data());
+    backend_.to_device(params.data(), host.data(), params.size());
+  };
+  init(table_, params_);
+  if (lora_) init(lora_table_, lora_params_);
   weights16_stale_ = true;
 }
 

@@ -27,24 +27,51 @@ std::pair<int64_t, int64_t> local_part(const ParamInfo& p, const FlatRange& rang
 // each tensor of this rank's training state: parameters whole, moments over the
 // optimizer's range (the whole table without ZeRO-1).
 template <class F>
-void for_each_state_tensor(GPT2& model, AdamW& adamw, F&& f) {
+void for_each_state_tensor(GPT2& model, AdamW& adamw, HostTrainingState& host, F&& f) {
   const FlatRange range = adamw.range();
   for (const ParamInfo& p : model.table().params()) {
-    f(p, std::string(), (int64_t)0, p.numel, model.params(), (int64_t)0);
+    f(p, std::string(), (int64_t)0, p.numel, host.params.get(), (int64_t)0);
     const auto [a, b] = local_part(p, range);
-    f(p, std::string(".adam_m"), a, b, adamw.m(), range.lo);
-    f(p, std::string(".adam_v"), a, b, adamw.v(), range.lo);
+    f(p, std::string(".adam_m"), a, b, host.m.get(), range.lo);
+    f(p, std::string(".adam_v"), a, b, host.v.get(), range.lo);
   }
 }
 
 }  // namespace
 
-std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw, int dp_rank) {
+HostMirror::HostMirror(kernels::Backend& backend, float* data, int64_t n)
+    : backend_(backend), data_(data), n_(n) {
+  if (mirrored()) copy_.resize((size_t)n);
+}
+
+void HostMirror::download() {
+  if (mirrored()) backend_.to_host(copy_.data(), data_, n_);
+}
+
+void HostMirror::upload() {
+  if (mirrored()) backend_.to_device(data_, copy_.data(), n_);
+}
+
+HostTrainingState::HostTrainingState(GPT2& model, AdamW& adamw)
+    : params(model.backend(), model.params(), model.flat_size()),
+      m(model.backend(), adamw.m(), adamw.range().size()),
+      v(model.backend(), adamw.v(), adamw.range().size()) {}
+
+void HostTrainingState::download() {
+  params.download(), m.download(), v.download();
+}
+
+void HostTrainingState::upload() {
+  params.upload(), m.upload(), v.upload();
+}
+
+std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw,
+                                               HostTrainingState& host, int dp_rank) {
   const bool zero = adamw.range().size() < model.table().total_numel();
   const int tp_rank = model.tp().rank;
   std::vector<TensorPiece> pieces;
-  for_each_state_tensor(model, adamw, [&](const ParamInfo& p, const std::string& suffix,
-                                          int64_t a, int64_t b, float* base, int64_t lo) {
+  for_each_state_tensor(model, adamw, host, [&](const ParamInfo& p, const std::string& suffix,
+                                                int64_t a, int64_t b, float* base, int64_t lo) {
     if (p.tied_copy) return;                         // the first stage writes wte
     if (!p.shard.sharded() && tp_rank != 0) return;  // replicated over tp: tp rank 0
     const bool sharded_over_dp = zero && !suffix.empty();  // ZeRO-1 moments
@@ -82,17 +109,18 @@ std::string checkpoint_fingerprint(const LoadedCheckpoint& checkpoint) {
   return checksum_string(xxhash64(sums.data(), sums.size()));
 }
 
-std::vector<TensorDest> base_parameter_dests(GPT2& model) {
+std::vector<TensorDest> base_parameter_dests(GPT2& model, float* base) {
   std::vector<TensorDest> dests;
+  if (!base) base = model.base_params();
   for (const ParamInfo& p : model.base_table().params())
-    append_dests(dests, p, "", 0, p.numel, model.base_params(), 0);
+    append_dests(dests, p, "", 0, p.numel, base, 0);
   return dests;
 }
 
-std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw) {
+std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw, HostTrainingState& host) {
   std::vector<TensorDest> dests;
-  for_each_state_tensor(model, adamw, [&](const ParamInfo& p, const std::string& suffix,
-                                          int64_t a, int64_t b, float* base, int64_t lo) {
+  for_each_state_tensor(model, adamw, host, [&](const ParamInfo& p, const std::string& suffix,
+                                                int64_t a, int64_t b, float* base, int64_t lo) {
     append_dests(dests, p, suffix, a, b, base, lo);
   });
   return dests;
@@ -122,8 +150,11 @@ void TrainingCheckpoints::save(int64_t step, GPT2& model, AdamW& adamw, const Da
   meta.rng = {{"seed", r.train.seed}};
   meta.library_version = kTesseraVersion;
   meta.extra = extra;
+  // A GPU's state is copied to the host first; the save copies what it writes later.
+  HostTrainingState host(model, adamw);
+  host.download();
   in_flight_ = std::make_unique<CheckpointSave>(r.checkpoint.dir, meta,
-                                                training_state_pieces(model, adamw, dp_rank),
+                                                training_state_pieces(model, adamw, host, dp_rank),
                                                 r.checkpoint.keep_last, r.checkpoint.async,
                                                 &world_);
   stall_seconds_ = in_flight_->begin_seconds();
@@ -229,7 +260,11 @@ ResumeInfo load_and_verify(const std::string& path, const std::vector<TensorDest
 
 ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw,
                                  Communicator& world) {
-  return load_and_verify(path, training_state_dests(model, adamw), "cannot resume", world);
+  HostTrainingState host(model, adamw);
+  const ResumeInfo info =
+      load_and_verify(path, training_state_dests(model, adamw, host), "cannot resume", world);
+  host.upload();
+  return info;
 }
 
 ResumeInfo load_base_model(const std::string& path, GPT2& model, Communicator& world) {
@@ -239,8 +274,11 @@ ResumeInfo load_base_model(const std::string& path, GPT2& model, Communicator& w
   } catch (const Error& e) {
     throw Error("lora.base: " + std::string(e.what()));
   }
-  return load_and_verify(dir, base_parameter_dests(model), "lora.base: cannot load the base model",
-                         world);
+  HostMirror base(model.backend(), model.base_params(), model.base_table().total_numel());
+  const ResumeInfo info = load_and_verify(dir, base_parameter_dests(model, base.get()),
+                                          "lora.base: cannot load the base model", world);
+  base.upload();
+  return info;
 }
 
 }  // namespace tessera

@@ -21,11 +21,40 @@
 
 namespace tessera {
 
-// This rank's pieces: parameters and moments ("<name>.adam_m", "<name>.adam_v").
-std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw, int dp_rank);
+// n floats of a backend's memory as host memory, for checkpoint I/O: the memory itself
+// where the backend computes on the host (no copy), else a host copy that download()
+// fills before a save and upload() writes back after a load.
+class HostMirror {
+ public:
+  HostMirror(kernels::Backend& backend, float* data, int64_t n);
+  float* get() { return mirrored() ? copy_.data() : data_; }
+  void download();
+  void upload();
+
+ private:
+  bool mirrored() const { return !backend_.computes_on_host(); }
+  kernels::Backend& backend_;
+  float* data_;
+  int64_t n_;
+  std::vector<float> copy_;
+};
+
+// The training state (parameters, AdamW moments) as host memory, mirrored on a GPU.
+struct HostTrainingState {
+  HostTrainingState(GPT2& model, AdamW& adamw);
+  void download();
+  void upload();
+  HostMirror params, m, v;
+};
+
+// This rank's pieces: parameters and moments ("<name>.adam_m", "<name>.adam_v"), pointing
+// into `host` (downloaded).
+std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw,
+                                               HostTrainingState& host, int dp_rank);
 
 // Where this rank's parameters (not the moments) come from in a checkpoint: every local
-// slice, a tied copy from the tensor it copies. For inference (tessera generate).
+// slice, a tied copy from the tensor it copies. For inference (tessera generate), on a
+// model that computes on the host.
 std::vector<TensorDest> parameter_dests(GPT2& model);
 
 // A checkpoint's identity: XXH64 over its shards' checksums ("xxh64:<16 hex>"). A LoRA
@@ -33,12 +62,14 @@ std::vector<TensorDest> parameter_dests(GPT2& model);
 std::string checkpoint_fingerprint(const LoadedCheckpoint& checkpoint);
 
 // Where this rank's base-model weights come from: under LoRA the frozen base (the
-// adapters are parameter_dests), otherwise the same as parameter_dests.
-std::vector<TensorDest> base_parameter_dests(GPT2& model);
+// adapters are parameter_dests), otherwise the same as parameter_dests. Into `base` where
+// given (a host mirror of base_params()), else into base_params() itself.
+std::vector<TensorDest> base_parameter_dests(GPT2& model, float* base = nullptr);
 
 // Where this rank's parameters and moments come from in a checkpoint: every local slice
 // (a tied copy from the tensor it copies), the moments of its range under ZeRO-1.
-std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw);
+// Into `host`, which the caller uploads after the load.
+std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw, HostTrainingState& host);
 
 // The trainer's checkpoints: synchronous, or with checkpoint.async written by a background
 // thread while training goes on (at most one in flight: the next save waits for it).

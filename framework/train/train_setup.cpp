@@ -10,9 +10,6 @@
 
 #include "framework/data/sha256.h"
 #include "framework/train/training_run.h"
-#ifdef TESSERA_HAVE_CUDA
-#include "kernels/cuda/device.h"
-#endif
 #include "base/error.h"
 
 namespace tessera {
@@ -40,19 +37,16 @@ std::unique_ptr<DataLoader> open_data(const LoaderOptions& options, const std::s
   }
 }
 
-// train.device: cuda is refused before any work, saying why: a build without the CUDA
-// backend, no usable GPU, or the trainer itself, which does not run on the GPU yet.
-void check_device_usable(Device device) {
-  if (device == Device::cpu) return;
-#ifndef TESSERA_HAVE_CUDA
-  throw Error("train.device: cuda: this tessera was built without the CUDA backend (nvcc was "
-              "not found when the build was configured; docs/cuda.md says how to build it)");
-#else
-  const cuda::CudaStatus status = cuda::cuda_status();
-  if (!status.available) throw Error("train.device: cuda: no usable GPU: " + status.reason);
-  throw Error("train.device: cuda: the trainer does not run on the GPU yet (the GPU kernels are "
-              "built and tested on their own, docs/cuda.md); use train.device: cpu");
-#endif
+// train.device: cuda trains one process on one GPU: the collectives on model memory
+// (tensor parallel, data-parallel gradients, pipeline sends) are MPI on host pointers
+// until the NCCL communicator exists. Refused before any work, on every rank alike.
+void check_device_layout(const Recipe& r) {
+  if (r.train.device == Device::cpu) return;
+  const ParallelConfig& p = r.parallel;
+  check(p.dp == 1 && p.tp == 1 && p.pp == 1,
+        "train.device: cuda runs one process on one GPU (parallel.dp, tp and pp all 1); this "
+        "recipe asks for dp=" + std::to_string(p.dp) + ", tp=" + std::to_string(p.tp) +
+            ", pp=" + std::to_string(p.pp) + ". Use train.device: cpu for parallel layouts");
 }
 
 }  // namespace
@@ -72,7 +66,8 @@ TrainingRun::~TrainingRun() = default;
 
 void TrainingRun::set_up_layout() {
   validate_recipe(r_);
-  check_device_usable(r_.train.device);
+  check_device_layout(r_);
+  // Says why a GPU cannot be used (a build without CUDA, no device) before any work.
   backend_ = &kernels::backend_for(r_.train.device);
   dp_ = r_.parallel.dp;
   // Validates the layout against the job (the same message on every rank, before any

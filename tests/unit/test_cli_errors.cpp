@@ -196,6 +196,14 @@ TEST(CliErrors, CudaDeviceRefusedBeforeAnyWork) {
   w.expect_no_steps();
 }
 
+// The GPU trains one process: a parallel layout on it is refused, naming the layout.
+TEST(CliErrors, CudaDeviceWithAParallelLayoutRefused) {
+  const Workspace w("cuda_layout");
+  EXPECT_TRUE(clean_error(w.train({"train.device=cuda", "parallel.dp=2", "train.global_batch=4"}),
+                          {"train.device: cuda", "one process on one GPU", "dp=2"}));
+  w.expect_no_steps();
+}
+
 INSTANTIATE_TEST_SUITE_P(CliErrors, CliSetFault, ::testing::ValuesIn(kSetFaults),
                          [](const auto& info) { return info.param.name; });
 
