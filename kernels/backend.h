@@ -102,6 +102,19 @@ class Backend {
   virtual void attention_backward(float* dqkv, const float* dout, const float* qkv,
                                   const float* att, int B, int T, int C, int NH) = 0;
 
+  // Flash attention, where a backend has it (a GPU's): out as attention_forward, but no
+  // T x T matrix is kept: lse[B, NH, T] holds each row's log-sum-exp of the scaled scores,
+  // and the backward recomputes the probabilities from it (out is the forward's output).
+  // q, k, v and the probabilities are rounded to bf16 inside (fp32 accumulation), so a
+  // model uses it only when it trains in bf16. Supported where flash_attention_supported
+  // says (head sizes); the defaults say no and throw.
+  virtual bool flash_attention_supported(int C, int NH) const;
+  virtual void flash_attention_forward(float* out, float* lse, const float* qkv, int B, int T,
+                                       int C, int NH);
+  virtual void flash_attention_backward(float* dqkv, const float* dout, const float* qkv,
+                                        const float* out, const float* lse, int B, int T, int C,
+                                        int NH);
+
   virtual void gelu_forward(float* out, const float* inp, int64_t N) = 0;
   virtual void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N) = 0;
   virtual void residual_forward(float* out, const float* a, const float* b, int64_t N) = 0;

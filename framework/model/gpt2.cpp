@@ -202,7 +202,7 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
   const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
   const bool tp = tp_.size > 1;
   const int64_t N = (int64_t)B * T, maxN = slots_[slot].maxN;
-  const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
+  const int64_t att_stride = attention_saved_stride();
   Activations& a = slots_[slot];
   const ParamPtrs p = param_ptrs(params_.get());
 
@@ -255,7 +255,10 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
                                p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
     linear(LoraTarget::qkv, qkv, ln1, in16(a.ln1_16, l, C));
     if (mixed_) keep_16bit(qkv, in16(a.qkv_16, l, 3 * Ct), N * 3 * Ct);
-    backend_.attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
+    if (flash_)
+      backend_.flash_attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
+    else
+      backend_.attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
     linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, l, Ct));
     backend_.residual_forward(residual2, residual, a.branch, N * C);
     backend_.layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2,
@@ -381,7 +384,7 @@ void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const Param
   const int C = config_.n_embd, NH = config_.n_head / tp_.size;
   const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
   const int64_t N = (int64_t)B * T, maxN = a.maxN;
-  const int64_t att_stride = (int64_t)max_batch_ * NH * config_.seq_len * config_.seq_len;
+  const int64_t att_stride = attention_saved_stride();
   const LinearContext ctx = linear_context();
   auto zero = [this](float* x, int64_t n) { backend_.zero(x, n); };
   const auto& w = p.blocks[l];
@@ -410,7 +413,11 @@ void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const Param
   zero(a.datty, N * Ct);
   linear(LoraTarget::attn_out, a.datty, a.dresidual, saved_input(a, a.atty, a.atty_16, l, Ct));
   zero(a.dqkv, N * 3 * Ct);
-  backend_.attention_backward(a.dqkv, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
+  if (flash_)  // needs the forward's output: in mixed precision widened from its 16-bit copy
+    backend_.flash_attention_backward(a.dqkv, a.datty, qkv, saved_fp32(a.atty, a.atty_16, l, N, Ct),
+                                      a.att + l * att_stride, B, T, Ct, NH);
+  else
+    backend_.attention_backward(a.dqkv, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
   zero(a.dln, N * C);
   linear(LoraTarget::qkv, a.dln, a.dqkv, saved_input(a, a.ln1, a.ln1_16, l, C));
   allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient

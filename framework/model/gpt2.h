@@ -196,6 +196,8 @@ class GPT2 {
   // Where the model computes; params(), grads(), logits() and stage_output() point into
   // its device's memory.
   kernels::Backend& backend() const { return backend_; }
+  // "flash" (the backend's flash attention) or "full" (T x T probabilities kept).
+  const char* attention_kind() const { return flash_ ? "flash" : "full"; }
   // The trained parameters: all of the model's, or under LoRA the adapters only.
   // Writing through params() (or base_params()) is noticed: the 16-bit copy of mixed
   // precision is refreshed before the next forward pass.
@@ -277,6 +279,9 @@ class GPT2 {
   struct ArenaPlan;
   ArenaPlan activation_plan(int max_batch) const;
   void carve_activation_arena(int max_batch, int activation_slots);
+  // Floats the attention of one layer keeps for its backward: [max_batch, NH, T, T]
+  // probabilities, or under flash attention [max_batch, NH, T] log-sum-exps.
+  int64_t attention_saved_stride() const;
 
   void allreduce_tp(float* x, int64_t n) const;  // sum over the tp group (no-op at tp 1)
   void vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
@@ -286,6 +291,9 @@ class GPT2 {
   ModelOptions options_;
   kernels::Backend& backend_;
   bool mixed_ = false, lora_ = false;
+  // The attention computes as flash attention (the backend's: a GPU's, in bf16, head size
+  // 64 or 128), saving each row's log-sum-exp instead of the T x T probabilities.
+  bool flash_ = false;
   int max_batch_;
   TensorParallel tp_;
   PipelineStage stage_;

@@ -59,6 +59,8 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
       backend_(options.backend ? *options.backend : kernels::cpu_backend()),
       mixed_(options.precision != kernels::Dtype::fp32),
       lora_(options.lora.rank > 0),
+      flash_(options.precision == kernels::Dtype::bf16 &&
+             backend_.flash_attention_supported(cfg.n_embd / tp.size, cfg.n_head / tp.size)),
       max_batch_(max_batch),
       tp_(tp),
       stage_(stage) {
@@ -208,7 +210,7 @@ GPT2::ArenaPlan GPT2::activation_plan(int max_batch) const {
   p.per_slot = {{&A::encoded, N * C},       {&A::ln1, h32 * N * C},
                 {&A::ln1_mean, L * N},      {&A::ln1_rstd, L * N},
                 {&A::qkv, h32 * N * 3 * Ct}, {&A::atty, h32 * N * Ct},
-                {&A::att, L * max_batch * NH * T * T},
+                {&A::att, L * attention_saved_stride()},
                 {&A::residual2, L * N * C}, {&A::ln2, h32 * N * C},
                 {&A::ln2_mean, L * N},      {&A::ln2_rstd, L * N},
                 {&A::fch, h32 * N * Ft},    {&A::fch_gelu, h32 * N * Ft},
@@ -229,6 +231,11 @@ GPT2::ArenaPlan GPT2::activation_plan(int max_batch) const {
               {&A::lora_dh, N * lora_rank}};
   p.shared16 = {{&A::scratch16, m16 * N * widest_out}};
   return p;
+}
+
+int64_t GPT2::attention_saved_stride() const {
+  const int64_t NH = config_.n_head / tp_.size, T = config_.seq_len;
+  return (int64_t)max_batch_ * NH * T * (flash_ ? 1 : T);
 }
 
 // Carve the arena: first count, then allocate once, then hand out pointers.

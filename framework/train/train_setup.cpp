@@ -261,7 +261,9 @@ nlohmann::json TrainingRun::run_start_record() const {
                           {"model", {{"parameters", parameters_},
                                      {"trainable_parameters", trainable_},
                                      {"padded_vocab_size", model_->config().padded_vocab_size},
-                                     {"precision", to_string(r_.train.precision)}}}};
+                                     {"precision", to_string(r_.train.precision)},
+                                     {"device", to_string(r_.train.device)},
+                                     {"attention", model_->attention_kind()}}}};
   if (model_->has_lora())
     start["lora_base"] = {{"path", base_.path}, {"fingerprint", base_.fingerprint},
                           {"verify_seconds", base_.verify_seconds},

@@ -141,6 +141,19 @@ class CudaBackend final : public Backend {
                             att, B, T, C, NH, kStream);
   }
 
+  bool flash_attention_supported(int C, int NH) const override {
+    return gpu::flash_attention_supported(C, NH);
+  }
+  void flash_attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C,
+                               int NH) override {
+    gpu::flash_attention_forward(out, lse, qkv, B, T, C, NH, kStream);
+  }
+  void flash_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                const float* lse, int B, int T, int C, int NH) override {
+    gpu::flash_attention_backward(dqkv, attention_.get(gpu::flash_attention_scratch(B, T, C, NH)),
+                                  dout, qkv, out, lse, B, T, C, NH, kStream);
+  }
+
   void gelu_forward(float* out, const float* inp, int64_t N) override {
     gpu::gelu_forward(out, inp, N, kStream);
   }

@@ -20,7 +20,9 @@ bundled text, one process each:
            each give the losses of the uninterrupted CPU run (1e-4), so the checkpoint
            format is one for both devices.
   bf16     200 steps in bf16 on the GPU track the CPU's fp32 run: the final validation loss
-           and the mean training loss of the last 10 steps within 2 %.
+           and the mean training loss of the last 10 steps within 2 %. One head of 64
+           here, so that the GPU computes the attention as flash attention (run_start
+           says which), where fp32 keeps the T x T probabilities.
 
 Standard library (and the helpers of tests/mpi). Exit code 0 = pass.
 """
@@ -51,10 +53,10 @@ def train(binary, opt, work, name, steps, extra):
     if p.returncode != 0:
         fail("%s run failed\n%s" % (name, show(p)))
     events = read_log(work, name)
-    device = events[0].get("recipe", "")
+    model = events[0].get("model", {})
     want = "cuda" if "train.device=cuda" in extra else "cpu"
-    if 'device: "%s"' % want not in device:
-        fail("%s: the resolved recipe in run_start does not say device: %s" % (name, want))
+    if model.get("device") != want:
+        fail("%s: run_start says model.device %r, expected %r" % (name, model.get("device"), want))
     return events
 
 
@@ -97,10 +99,14 @@ def resume(opt, work, cpu):
 
 
 def bf16(opt, work):
-    steps = 200
-    ref = train(opt.tessera, opt, work, "cpu_fp32_long", steps, [])
+    steps, one_head = 200, ["model.n_head=1"]
+    ref = train(opt.tessera, opt, work, "cpu_fp32_long", steps, one_head)
     got = train(opt.tessera_gpu, opt, work, "gpu_bf16_long", steps,
-                ["train.device=cuda", "train.precision=bf16"])
+                one_head + ["train.device=cuda", "train.precision=bf16"])
+    kinds = (ref[0]["model"].get("attention"), got[0]["model"].get("attention"))
+    if kinds != ("full", "flash"):
+        fail("bf16: run_start model.attention is %s on the CPU and %s on the GPU, expected "
+             "full and flash" % kinds)
 
     def tail_mean(events):
         losses = [v for _, v in series(events, "metric", "loss")][-10:]
