@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "framework/model/linear.h"
@@ -279,6 +281,10 @@ class GPT2 {
   struct ArenaPlan;
   ArenaPlan activation_plan(int max_batch) const;
   void carve_activation_arena(int max_batch, int activation_slots);
+  static std::pair<int64_t, int64_t> arena_floats(const ArenaPlan& plan);  // shared, per slot
+  // What the model's buffers take, for an out-of-memory message: "the model's memory on
+  // cuda: weights and gradients ..., activations ... A smaller train.micro_batch ...".
+  std::string memory_plan(int max_batch, int activation_slots) const;
   // Floats the attention of one layer keeps for its backward: [max_batch, NH, T, T]
   // probabilities, or under flash attention [max_batch, NH, T] log-sum-exps.
   int64_t attention_saved_stride() const;

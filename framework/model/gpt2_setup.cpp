@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "framework/model/gpt2.h"
 #include "base/error.h"
@@ -69,8 +71,12 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   local_vocab_ = (int)((cfg.padded_vocab_size + tp.size - 1) / tp.size);
   lay_out_parameters();
   lay_out_lora();
-  allocate_buffers(flat_multiple);
-  carve_activation_arena(max_batch, activation_slots);
+  try {
+    allocate_buffers(flat_multiple);
+    carve_activation_arena(max_batch, activation_slots);
+  } catch (const Error& e) {  // out of memory, most likely: say what the model asked for
+    throw Error(std::string(e.what()) + "\n" + memory_plan(max_batch, activation_slots));
+  }
 }
 
 void GPT2::check_layout(int activation_slots) const {
@@ -238,17 +244,46 @@ int64_t GPT2::attention_saved_stride() const {
   return (int64_t)max_batch_ * NH * T * (flash_ ? 1 : T);
 }
 
-// Carve the arena: first count, then allocate once, then hand out pointers.
-void GPT2::carve_activation_arena(int max_batch, int activation_slots) {
-  const ArenaPlan plan = activation_plan(max_batch);
-  // Sizes in floats, each array on a 64-byte boundary; 16-bit arrays take half.
-  auto aligned = [](int64_t n) { return (n + 15) / 16 * 16; };
-  auto aligned16 = [&](int64_t n) { return aligned((n + 1) / 2); };
+namespace {
+// Arena sizes in floats, each array on a 64-byte boundary; 16-bit arrays take half.
+int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }
+int64_t aligned16(int64_t n) { return aligned((n + 1) / 2); }
+
+std::string mib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", bytes / (1024.0 * 1024.0));
+  return text;
+}
+}  // namespace
+
+// The shared arrays once, the per-slot arrays once per slot.
+std::pair<int64_t, int64_t> GPT2::arena_floats(const ArenaPlan& plan) {
   int64_t per_slot_total = 0, shared_total = 0;
   for (const auto& [member, n] : plan.per_slot) per_slot_total += aligned(n);
   for (const auto& [member, n] : plan.per_slot16) per_slot_total += aligned16(n);
   for (const auto& [member, n] : plan.shared) shared_total += aligned(n);
   for (const auto& [member, n] : plan.shared16) shared_total += aligned16(n);
+  return {shared_total, per_slot_total};
+}
+
+std::string GPT2::memory_plan(int max_batch, int activation_slots) const {
+  const auto [shared, per_slot] = arena_floats(activation_plan(max_batch));
+  const int64_t weights = table_.total_numel(), trained = table().total_numel();
+  // fp32 weights, gradients (and adapters under LoRA), the 16-bit copy in mixed precision
+  const double model_bytes = 4.0 * (weights + (lora_ ? 2 : 1) * trained) + (mixed_ ? 2.0 * weights : 0);
+  return std::string("the model's memory on ") + kernels::to_string(backend_.device()) +
+         ": weights and gradients " + mib(model_bytes) + ", activations " +
+         mib(4.0 * (shared + activation_slots * per_slot)) + " (micro_batch " +
+         std::to_string(max_batch) + " x seq_len " + std::to_string(config_.seq_len) + ", " +
+         std::to_string(activation_slots) + " slot(s), " + attention_kind() +
+         " attention); AdamW's moments add " + mib(8.0 * trained) +
+         ". A smaller train.micro_batch shrinks the activations";
+}
+
+// Carve the arena: first count, then allocate once, then hand out pointers.
+void GPT2::carve_activation_arena(int max_batch, int activation_slots) {
+  const ArenaPlan plan = activation_plan(max_batch);
+  const auto [shared_total, per_slot_total] = arena_floats(plan);
   arena_ = backend_.allocate<float>(shared_total + activation_slots * per_slot_total);
   float* next = arena_.data();
   auto carve16 = [&](int64_t n) {
