@@ -9,11 +9,13 @@
 //   norm) and the attention's scratch, in device arrays that only grow, so a run
 //   allocates them in its first step;
 // - token ids arrive in host memory (the Backend's convention): they are uploaded per
-//   call, and the embedding backward's per-token buckets are built from them on the host;
+//   call from pinned memory, asynchronously, and the embedding backward's per-token
+//   buckets are built from them on the host;
 // - device memory for kernels::Buffer (install_device_memory), so that the model's
 //   parameters, gradients and activations come from cudaMalloc.
 // Everything runs on the legacy default stream: every call is ordered after the previous
 // one, and the synchronous copies to and from the host wait for the kernels before them.
+#include <cstring>
 #include <string>
 
 #include "base/error.h"
@@ -33,6 +35,8 @@ void* allocate_zeroed(std::size_t bytes) {
   return p;
 }
 
+constexpr cudaStream_t kStream = nullptr;  // the legacy default stream
+
 // A device array of T that grows to the largest size asked of it (its old contents are
 // not kept). The stream is ordered, so one call's use ends before the next call's begins;
 // cudaFree waits for the device, so growing never frees memory a kernel still reads.
@@ -47,20 +51,53 @@ class Scratch {
     }
     return array_.data();
   }
-  // count values of host memory, copied into the scratch.
-  T* upload(const T* host, int64_t count) {
-    T* d = get(count);
-    gpu::check_cuda(cudaMemcpy(d, host, sizeof(T) * (size_t)count, cudaMemcpyHostToDevice),
-                    what_);
-    return d;
-  }
 
  private:
   const char* what_;
   gpu::DeviceArray<T> array_;
 };
 
-constexpr cudaStream_t kStream = nullptr;  // the legacy default stream
+// Host values (token ids) to the device without waiting for them: copied into pinned
+// memory, then an asynchronous copy on the stream, ordered before the kernels that read
+// them. Before the pinned buffer is written again, the copy that read it has finished
+// (an event; long done by then, a micro-batch later).
+template <typename T>
+class PinnedUpload {
+ public:
+  explicit PinnedUpload(const char* what) : device_(what), what_(what) {}
+  PinnedUpload(const PinnedUpload&) = delete;
+  PinnedUpload& operator=(const PinnedUpload&) = delete;
+  ~PinnedUpload() {
+    if (copied_) cudaEventDestroy(copied_);
+    if (pinned_) cudaFreeHost(pinned_);
+  }
+  const T* upload(const T* host, int64_t count) {
+    if (!copied_) gpu::check_cuda(cudaEventCreate(&copied_), "cudaEventCreate");
+    gpu::check_cuda(cudaEventSynchronize(copied_), what_);
+    if (capacity_ < count) {
+      if (pinned_) cudaFreeHost(pinned_);
+      pinned_ = nullptr;
+      gpu::check_cuda(cudaMallocHost(reinterpret_cast<void**>(&pinned_), sizeof(T) * (size_t)count),
+                      what_);
+      capacity_ = count;
+    }
+    std::memcpy(pinned_, host, sizeof(T) * (size_t)count);
+    T* d = device_.get(count);
+    gpu::check_cuda(
+        cudaMemcpyAsync(d, pinned_, sizeof(T) * (size_t)count, cudaMemcpyHostToDevice, kStream),
+        what_);
+    gpu::check_cuda(cudaEventRecord(copied_, kStream), what_);
+    return d;
+  }
+
+ private:
+  Scratch<T> device_;
+  const char* what_;
+  T* pinned_ = nullptr;
+  int64_t capacity_ = 0;
+  cudaEvent_t copied_ = nullptr;
+};
+
 
 class CudaBackend final : public Backend {
  public:
@@ -245,8 +282,8 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  Scratch<int32_t> tokens_{"the batch's token ids"}, targets_{"the batch's targets"};
-  Scratch<int32_t> bucket_tokens_{"embedding backward buckets"},
+  PinnedUpload<int32_t> tokens_{"the batch's token ids"}, targets_{"the batch's targets"};
+  PinnedUpload<int32_t> bucket_tokens_{"embedding backward buckets"},
       bucket_start_{"embedding backward buckets"}, positions_{"embedding backward buckets"};
   Scratch<float> partials_{"partial sums of a backward reduction"};
   Scratch<float> attention_{"attention scratch"};
