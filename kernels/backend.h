@@ -161,13 +161,14 @@ class Backend {
 Backend& cpu_backend();
 
 // The CUDA implementation (kernels/cuda/cuda_backend.cpp): the GPU op list of
-// kernels/cuda/ops.h on the current device, made on first use. Defined by the backend
-// library the executable links (kernels/CMakeLists.txt): the GPU, the CUDA emulator, or,
-// in a build without CUDA, a function that throws tessera::Error saying so. Throws too
-// when the runtime sees no device.
-Backend& cuda_backend();
+// kernels/cuda/ops.h on GPU local_rank % (GPUs this process sees), one GPU per process
+// of a node, made on the first call (which picks the GPU; later calls return it).
+// Defined by the backend library the executable links (kernels/CMakeLists.txt): the GPU,
+// the CUDA emulator, or, in a build without CUDA, a function that throws tessera::Error
+// saying so. Throws too when the runtime sees no device.
+Backend& cuda_backend(int local_rank = 0);
 
-// The backend of recipe key train.device: cpu_backend() or cuda_backend().
-Backend& backend_for(Device device);
+// The backend of recipe key train.device: cpu_backend() or cuda_backend(local_rank).
+Backend& backend_for(Device device, int local_rank = 0);
 
 }  // namespace tessera::kernels

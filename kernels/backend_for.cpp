@@ -4,8 +4,8 @@
 
 namespace tessera::kernels {
 
-Backend& backend_for(Device device) {
-  if (device == Device::cuda) return cuda_backend();
+Backend& backend_for(Device device, int local_rank) {
+  if (device == Device::cuda) return cuda_backend(local_rank);
   return cpu_backend();
 }
 

@@ -67,8 +67,9 @@ TrainingRun::~TrainingRun() = default;
 void TrainingRun::set_up_layout() {
   validate_recipe(r_);
   check_device_layout(r_);
-  // Says why a GPU cannot be used (a build without CUDA, no device) before any work.
-  backend_ = &kernels::backend_for(r_.train.device);
+  // Says why a GPU cannot be used (a build without CUDA, no device) before any work; one
+  // GPU per process of a node.
+  backend_ = &kernels::backend_for(r_.train.device, discover_local_rank().rank);
   dp_ = r_.parallel.dp;
   // Validates the layout against the job (the same message on every rank, before any
   // communicator exists) and splits the world into dp, tp and pp groups.

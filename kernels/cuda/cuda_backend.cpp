@@ -101,13 +101,14 @@ class PinnedUpload {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend() {
+  explicit CudaBackend(int local_rank) {
     int count = 0;
     const cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess || count == 0)
       throw Error(std::string("train.device: cuda: no usable CUDA device (") +
                   (err != cudaSuccess ? cudaGetErrorString(err) : "the runtime sees 0 devices") +
                   "); run on a GPU node, or set train.device: cpu");
+    gpu::check_cuda(cudaSetDevice(local_rank % count), "cudaSetDevice (the process's GPU)");
     install_device_memory(Device::cuda, DeviceMemory{allocate_zeroed, gpu::device_free});
   }
 
@@ -293,9 +294,8 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-Backend& cuda_backend() {
-  // Made on first use, on the device current then (the trainer picks it per local rank).
-  static CudaBackend backend;
+Backend& cuda_backend(int local_rank) {
+  static CudaBackend backend(local_rank);
   return backend;
 }
 

@@ -5,7 +5,7 @@
 
 namespace tessera::kernels {
 
-Backend& cuda_backend() {
+Backend& cuda_backend(int) {
   throw Error(
       "train.device: cuda: this build of tessera has no CUDA backend (it was configured without "
       "nvcc, or with TESSERA_CUDA=OFF); rebuild where the CUDA toolkit is on PATH, or set "
