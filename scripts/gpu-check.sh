@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, for a machine with a GPU (docs/cuda.md): the kernel tests
-# against their CPU twins, compute-sanitizer's memcheck and racecheck on them, and the
-# kernel benchmark. Prints one table; keeps every log and JSON under $OUT.
+# against their CPU twins, a small GPT-2 trained on the GPU against the CPU
+# (gpu_training_check), compute-sanitizer's memcheck and racecheck on the kernel tests, and
+# the kernel benchmark. Prints one table; keeps every log and JSON under $OUT.
 #
 #   scripts/gpu-check.sh [BUILD_DIR]     (default build-gpu, made by `make gpu-binaries`)
 #
@@ -18,7 +19,7 @@ BIN=$BUILD/bin
 CUDA_LIB=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/../lib64
 export LD_LIBRARY_PATH="$BUILD/lib:$CUDA_LIB:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 
-for b in gpu_tests gpu_bench; do
+for b in gpu_tests gpu_training_check gpu_bench; do
   [[ -x $BIN/$b ]] || { echo "gpu-check: $BIN/$b is missing: run make gpu-binaries" >&2; exit 2; }
 done
 
@@ -59,7 +60,14 @@ run_step() {  # name, log, command...
 run_step "tests" gpu_tests.log "$BIN/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
 row "kernel tests (GPT-2 shapes)" "$(summary "$OUT/gpu_tests.log")"
 
-# 2. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x).
+# 2. Training on the GPU against the CPU in one process: fp32 losses step by step, bf16 with
+# flash attention against fp32, the GPU's parameters continuing on the CPU (exit 77: no GPU).
+run_step "training" gpu_training_check.txt "$BIN/gpu_training_check"
+rc=$?
+verdict=$(sed -n 's/^gpu_training_check: //p' "$OUT/gpu_training_check.txt" | tail -1)
+row "small GPT-2 trained, GPU vs CPU" "${verdict:-no verdict} (rc $rc)"
+
+# 3. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x).
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
     TESSERA_GPU_TEST_SMALL=1 run_step "$tool" "$tool.log" compute-sanitizer --tool "$tool" \
@@ -72,11 +80,11 @@ else
   row "compute-sanitizer" "not installed here"
 fi
 
-# 3. The kernels' speed against the machine's measured copy bandwidth and GEMM peak.
+# 4. The kernels' speed against the machine's measured copy bandwidth and GEMM peak.
 run_step "bench" gpu_bench.txt "$BIN/gpu_bench" --json "$OUT/gpu_bench.json"
 row "kernel benchmark" "see below ($OUT/gpu_bench.txt)"
 
-# 4. The PyTorch peer, if asked for.
+# 5. The PyTorch peer, if asked for.
 if [[ ${PYTORCH_PEER:-0} == 1 ]]; then
   peak=$(python3 -c "import json; print(json.load(open('$OUT/gpu_bench.json'))['bf16_peak_tflops'])" 2>/dev/null || echo 0)
   for mode in eager compile; do
@@ -91,6 +99,8 @@ fi
 echo
 echo "=== gpu-check: $(sed -n 's/^gpu: //p' "$OUT/machine.txt" | head -1)"
 printf '%s\n' "${ROWS[@]}" | tee "$OUT/summary.txt"
+echo
+sed -n '/^check /,/^gpu_training_check: /p' "$OUT/gpu_training_check.txt"
 echo
 cat "$OUT/gpu_bench.txt"
 grep -h '^\[  FAILED  \].*(' "$OUT"/gpu_tests.log "$OUT"/memcheck.log "$OUT"/racecheck.log 2>/dev/null \

@@ -134,8 +134,8 @@ class GPT2 {
   // Parameters from the counter-based RNG: N(0, 0.02) for matrices and embeddings,
   // N(0, 0.02 / sqrt(2 n_layer)) for the two projections into the residual stream
   // (GPT-2's scaled init), LayerNorm weights 1, biases 0; LoRA's A N(0, 1 / in) and B 0
-  // (so a fresh adapter changes nothing). Writes the parameters on the host (a backend
-  // that computes on the host only, so far: docs/architecture.md, the device seam).
+  // (so a fresh adapter changes nothing). Computed on the host, then copied to a device
+  // backend's memory.
   void init_weights(uint64_t seed);
 
   // The whole model in one call (a single pipeline stage), on activation slot 0.

@@ -9,14 +9,16 @@
 
 namespace tessera {
 
-CheckpointModel load_checkpoint_model(const std::string& path) {
+CheckpointModel load_checkpoint_model(const std::string& path, kernels::Device device) {
   CheckpointModel out;
   const std::string dir = resolve_checkpoint_dir(path);
   verify_checkpoint(dir);
   const LoadedCheckpoint index = load_checkpoint(dir, {});
   out.recipe = parse_recipe(index.meta.recipe_yaml, dir + "/index.h5 (/meta/recipe_yaml)");
-  // Inference computes in fp32, whatever precision trained the model.
+  // Inference computes in fp32, whatever precision trained the model, on the device asked
+  // for (not the recipe's train.device: a checkpoint reads the same on either).
   ModelOptions options = ModelOptions::from_recipe(out.recipe);
+  options.backend = &kernels::backend_for(device);
   options.precision = kernels::Dtype::fp32;
   options.stochastic_rounding = false;
   out.model = std::make_unique<GPT2>(GPTConfig::from_recipe(out.recipe.model), 1,
@@ -36,12 +38,18 @@ CheckpointModel load_checkpoint_model(const std::string& path) {
       throw Error(dir + ": its LoRA base model is gone: " + e.what());
     }
     verify_checkpoint(base_dir);
-    const LoadedCheckpoint loaded = load_checkpoint(base_dir, base_parameter_dests(*out.model));
+    GPT2& model = *out.model;
+    HostMirror host_base(model.backend(), model.base_params(), model.base_table().total_numel());
+    const LoadedCheckpoint loaded =
+        load_checkpoint(base_dir, base_parameter_dests(model, host_base.get()));
     check(checkpoint_fingerprint(loaded) == base.value("fingerprint", ""),
           dir + ": its LoRA base model " + base_dir + " has changed since (fingerprint " +
               checkpoint_fingerprint(loaded) + ", recorded " + base.value("fingerprint", "") + ")");
+    host_base.upload();
   }
-  out.checkpoint = load_checkpoint(dir, parameter_dests(*out.model));
+  HostMirror host_params(out.model->backend(), out.model->params(), out.model->flat_size());
+  out.checkpoint = load_checkpoint(dir, parameter_dests(*out.model, host_params.get()));
+  host_params.upload();
   return out;
 }
 
@@ -76,13 +84,17 @@ std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> tokens,
                                           std::to_string(c.vocab_size));
   check(o.temperature >= 0 && std::isfinite(o.temperature), "temperature must be >= 0");
   const CounterRng rng(o.seed, "generate");
+  std::vector<float> row;  // the last position's logits, where they are device memory
   for (int i = 0; i < o.tokens; i++) {
     const int T = std::min<int>((int)tokens.size(), c.seq_len);
     model.forward(tokens.data() + tokens.size() - T, nullptr, 1, T);
-    tokens.push_back(o.temperature == 0
-                         ? model.argmax_token(T - 1)
-                         : sample_token(model.logits() + (int64_t)(T - 1) * model.local_vocab(),
-                                        c.vocab_size, o.temperature, rng.uniform(i)));
+    if (o.temperature == 0) {
+      tokens.push_back(model.argmax_token(T - 1));  // reads its row through host_view
+      continue;
+    }
+    const float* logits = model.backend().host_view(
+        model.logits() + (int64_t)(T - 1) * model.local_vocab(), c.vocab_size, row);
+    tokens.push_back(sample_token(logits, c.vocab_size, o.temperature, rng.uniform(i)));
   }
   return tokens;
 }

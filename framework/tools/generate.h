@@ -20,11 +20,14 @@ struct CheckpointModel {
 };
 
 // Verifies every shard's checksums (verify_checkpoint), then builds the model of the
-// checkpoint's recipe at (dp, tp, pp) = (1, 1, 1) and reads its parameters (not the
-// AdamW moments) through the index, whatever layout wrote them. `path` is a step
+// checkpoint's recipe at (dp, tp, pp) = (1, 1, 1) on `device`'s backend
+// (kernels::backend_for: the CPU, or the process's GPU) and reads its parameters (not the
+// AdamW moments) through the index, whatever layout or device wrote them: into a host
+// mirror of the model's memory, then uploaded (no copy on the CPU). `path` is a step
 // directory or a directory holding `latest`. Throws tessera::Error naming the file and
-// the fault. Not collective.
-CheckpointModel load_checkpoint_model(const std::string& path);
+// the fault, or the reason `device` cannot be used. Not collective.
+CheckpointModel load_checkpoint_model(const std::string& path,
+                                      kernels::Device device = kernels::Device::cpu);
 
 struct SamplingOptions {
   int tokens = 64;           // how many tokens to add
@@ -36,7 +39,8 @@ struct SamplingOptions {
 // argmax over the real vocabulary of the logits after the last position (lowest id on
 // ties), or a sample from softmax(logits / temperature) over the real vocabulary drawn
 // with the counter-based RNG keyed by the seed. The model sees the last seq_len tokens.
-// A single-process model (tp = pp = 1).
+// A single-process model (tp = pp = 1), on any backend: the logits are read through
+// backend().host_view (one row per token).
 std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> prompt,
                                      const SamplingOptions& o);
 

@@ -96,10 +96,11 @@ void append_dests(std::vector<TensorDest>& dests, const ParamInfo& p, const std:
 
 }  // namespace
 
-std::vector<TensorDest> parameter_dests(GPT2& model) {
+std::vector<TensorDest> parameter_dests(GPT2& model, float* params) {
   std::vector<TensorDest> dests;
+  if (!params) params = model.params();
   for (const ParamInfo& p : model.table().params())
-    append_dests(dests, p, "", 0, p.numel, model.params(), 0);
+    append_dests(dests, p, "", 0, p.numel, params, 0);
   return dests;
 }
 

@@ -53,9 +53,10 @@ std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw,
                                                HostTrainingState& host, int dp_rank);
 
 // Where this rank's parameters (not the moments) come from in a checkpoint: every local
-// slice, a tied copy from the tensor it copies. For inference (tessera generate), on a
-// model that computes on the host.
-std::vector<TensorDest> parameter_dests(GPT2& model);
+// slice, a tied copy from the tensor it copies. For inference (tessera generate). Into
+// `params` where given (a host mirror of params(), which the caller uploads after the
+// load), else into params() itself (a model that computes on the host).
+std::vector<TensorDest> parameter_dests(GPT2& model, float* params = nullptr);
 
 // A checkpoint's identity: XXH64 over its shards' checksums ("xxh64:<16 hex>"). A LoRA
 // checkpoint records its base model's, and refuses a base that no longer matches.

@@ -127,8 +127,11 @@ TrainSummary TrainingRun::run() {
   const StopSignals stop_signals;
   try {
     flops_per_token_ = model_->config().training_flops_per_token(T_);
-    // The peak of all ranks' cores together.
-    peak_ = all_reduce_value(*world_, measure_fp32_peak_flops(0.1), ReduceOp::sum);
+    // The peak of all ranks' cores together; none on a GPU (its peak is not measured
+    // here), so no MFU there (0 in the summary, null in the run log).
+    peak_ = backend_->computes_on_host()
+                ? all_reduce_value(*world_, measure_fp32_peak_flops(0.1), ReduceOp::sum)
+                : 0;
     tokens_per_step_ = (double)r_.train.global_batch * T_;
     print_header();
     summary_.steps = start_step_;
@@ -239,7 +242,8 @@ void TrainingRun::optimizer_step(int64_t step, double lr, double norm, double lo
 
 void TrainingRun::record(int64_t step, const StepOutcome& s) {
   summary_.losses.push_back(s.loss);
-  const double tps = tokens_per_step_ / s.seconds, mfu = tps * flops_per_token_ / peak_;
+  const double tps = tokens_per_step_ / s.seconds;
+  const double mfu = peak_ > 0 ? tps * flops_per_token_ / peak_ : 0;
   if (step > start_step_ || last_step_ == start_step_ + 1) step_rates_.push_back(tps);
   if ((step + 1) % r_.log.every == 0 || step + 1 == r_.train.steps)
     report_metrics(step, s, tps, mfu);
@@ -251,7 +255,9 @@ void TrainingRun::record(int64_t step, const StepOutcome& s) {
 void TrainingRun::report_metrics(int64_t step, const StepOutcome& s, double tps, double mfu) {
   const double peak_rss = all_reduce_value(*world_, peak_rss_mib(), ReduceOp::max);  // the job's worst rank
   nlohmann::json metrics = {{"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
-                            {"tokens_per_s", tps}, {"mfu", mfu}, {"step_ms", s.seconds * 1e3},
+                            {"tokens_per_s", tps},
+                            {"mfu", peak_ > 0 ? nlohmann::json(mfu) : nlohmann::json()},
+                            {"step_ms", s.seconds * 1e3},
                             {"tokens_seen", (step + 1) * (int64_t)r_.train.global_batch * T_},
                             {"peak_rss_mb", peak_rss}};
   if (r_.train.precision == Precision::fp16) {
@@ -263,11 +269,13 @@ void TrainingRun::report_metrics(int64_t step, const StepOutcome& s, double tps,
     metrics["pipeline_bubble"] =
         all_reduce_mean(mesh_->pp(), engine_->last_times().bubble_fraction());
   log_->metric(step + 1, metrics);
+  char mfu_text[16] = "n/a";
+  if (peak_ > 0) std::snprintf(mfu_text, sizeof mfu_text, "%.1f%%", 100 * mfu);
   if (lead_ && options_.print)
-    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% "
+    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %s "
                 "| %.0f ms%s\n",
                 (long long)(step + 1), (long long)r_.train.steps, s.loss, s.lr, s.grad_norm, tps,
-                100 * mfu, s.seconds * 1e3,
+                mfu_text, s.seconds * 1e3,
                 scale_note(r_.train.precision, s.loss_scale, s.applied).c_str());
 }
 
@@ -334,7 +342,7 @@ void TrainingRun::finish(TrainingCheckpoints& checkpoints) {
     std::nth_element(step_rates_.begin(), step_rates_.begin() + step_rates_.size() / 2,
                      step_rates_.end());
     summary_.tokens_per_s = step_rates_[step_rates_.size() / 2];
-    summary_.mfu = summary_.tokens_per_s * flops_per_token_ / peak_;
+    summary_.mfu = peak_ > 0 ? summary_.tokens_per_s * flops_per_token_ / peak_ : 0;
   }
   final_sample();
 }

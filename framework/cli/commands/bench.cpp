@@ -1,4 +1,5 @@
-// tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N] [--json]
+// tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N]
+//               [--device cpu|cuda] [--json]
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -11,12 +12,15 @@ namespace tessera::cli {
 
 static const char* kBenchUsage =
     "usage: tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N]\n"
-    "                     [--accum M] [--precision fp32|bf16|fp16] [--lora-rank R] [--json]\n"
+    "                     [--accum M] [--precision fp32|bf16|fp16] [--lora-rank R]\n"
+    "                     [--device cpu|cuda] [--json]\n"
     "\n"
     "Times full training steps (M micro-batches of forward + backward, then AdamW) of a\n"
-    "GPT-2 shape on synthetic tokens with this process's OpenMP threads, and prints the\n"
-    "median tokens/s, the split of a step, MFU against an fp32 peak measured on the spot,\n"
-    "the optimizer state and the peak memory. --precision sets the matmuls' precision\n"
+    "GPT-2 shape on synthetic tokens, and prints the median tokens/s, the split of a step,\n"
+    "MFU, the optimizer state and the peak memory. --device cpu (the default) computes on\n"
+    "this process's OpenMP threads, and MFU is against an fp32 peak measured on the spot;\n"
+    "--device cuda on the process's GPU (times taken after the GPU has finished; no MFU,\n"
+    "as no peak is known for the GPU). --precision sets the matmuls' precision\n"
     "(docs/precision.md); --lora-rank R > 0 trains LoRA adapters of rank R on all four\n"
     "targets of a frozen base instead of every weight (docs/lora.md).\n";
 
@@ -61,6 +65,8 @@ int cmd_bench(const Args& args) {
     } else if (a == "--lora-rank") {
       o.options.lora.rank = parse_int(a, value());
       for (bool& t : o.options.lora.targets) t = true;
+    } else if (a == "--device") {
+      o.device = parse_device("bench", value());
     } else if (a == "--json") {
       json = true;
     } else {
@@ -68,15 +74,20 @@ int cmd_bench(const Args& args) {
     }
   }
   o.model = bench_model(model);
+  device_backend("bench", o.device);
   const BenchResult r = bench_training_step(o);
+  const char* device = kernels::to_string(r.device);
   if (json) {
-    nlohmann::json j = {{"engine", "tessera"}, {"model", model}, {"batch", o.batch},
-                        {"seq_len", o.seq_len}, {"threads", r.threads},
+    // On cuda no peak is known: peak_gflops and mfu are null.
+    const nlohmann::json peak = r.has_mfu() ? nlohmann::json(r.peak_flops / 1e9) : nlohmann::json();
+    const nlohmann::json mfu = r.has_mfu() ? nlohmann::json(r.mfu) : nlohmann::json();
+    nlohmann::json j = {{"engine", "tessera"}, {"device", device}, {"model", model},
+                        {"batch", o.batch}, {"seq_len", o.seq_len}, {"threads", r.threads},
                         {"tokens_per_s", r.tokens_per_s}, {"step_ms", r.step_ms},
                         {"forward_ms", r.forward_ms}, {"backward_ms", r.backward_ms},
                         {"optimizer_ms", r.optimizer_ms}, {"flops_per_token", r.flops_per_token},
                         {"achieved_gflops", r.achieved_flops / 1e9},
-                        {"peak_gflops", r.peak_flops / 1e9}, {"mfu", r.mfu},
+                        {"peak_gflops", peak}, {"mfu", mfu},
                         {"precision", kernels::dtype_name(o.options.precision)},
                         {"micro_batches", o.micro_batches},
                         {"lora_rank", o.options.lora.rank},
@@ -87,15 +98,24 @@ int cmd_bench(const Args& args) {
   } else {
     const std::string lora =
         o.options.lora.rank > 0 ? ", LoRA rank " + std::to_string(o.options.lora.rank) : "";
-    std::printf("tessera bench: %s, %d x B=%d T=%d, %d thread(s), %s%s\n", model.c_str(),
-                o.micro_batches, o.batch, o.seq_len, r.threads,
-                kernels::dtype_name(o.options.precision), lora.c_str());
-    std::printf("  %.1f tokens/s | step %.1f ms = forward %.1f + backward %.1f + optimizer %.1f\n",
-                r.tokens_per_s, r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms);
-    std::printf("  %.1f GFLOP/s of a measured %.1f GFLOP/s peak: MFU %.1f%%\n",
-                r.achieved_flops / 1e9, r.peak_flops / 1e9, 100 * r.mfu);
-    std::printf("  %lld trainable parameters, optimizer state %.1f MiB, peak memory %.0f MiB\n",
-                (long long)r.trainable_parameters, r.optimizer_state_mb, r.peak_rss_mb);
+    const std::string where = r.device == kernels::Device::cpu
+                                  ? "cpu, " + std::to_string(r.threads) + " thread(s)"
+                                  : std::string(device);
+    std::printf("tessera bench: %s on %s, %d x B=%d T=%d, %s%s\n", model.c_str(), where.c_str(),
+                o.micro_batches, o.batch, o.seq_len, kernels::dtype_name(o.options.precision),
+                lora.c_str());
+    std::printf("  %.1f tokens/s on %s | step %.1f ms = forward %.1f + backward %.1f + "
+                "optimizer %.1f\n",
+                r.tokens_per_s, device, r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms);
+    if (r.has_mfu())
+      std::printf("  %.1f GFLOP/s of a measured %.1f GFLOP/s %s peak: MFU %.1f%%\n",
+                  r.achieved_flops / 1e9, r.peak_flops / 1e9, device, 100 * r.mfu);
+    else
+      std::printf("  %.1f GFLOP/s on %s (MFU not reported: no peak known for the device)\n",
+                  r.achieved_flops / 1e9, device);
+    std::printf("  %lld trainable parameters, optimizer state %.1f MiB (%s), peak host memory "
+                "%.0f MiB\n",
+                (long long)r.trainable_parameters, r.optimizer_state_mb, device, r.peak_rss_mb);
   }
   return 0;
 }

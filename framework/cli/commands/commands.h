@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/backend.h"
+
 namespace tessera::cli {
 
 using Args = std::vector<std::string>;
@@ -36,6 +38,14 @@ int64_t parse_integer(const std::string& command, const std::string& flag,
                       const std::string& value, int64_t min);
 double parse_number(const std::string& command, const std::string& flag, const std::string& value,
                     double min);
+
+// --device's value: cpu or cuda, or an Error naming the command, the flag and both.
+kernels::Device parse_device(const std::string& command, const std::string& value);
+
+// The backend of `--device` (kernels::backend_for), made now so that a device that cannot
+// be used (a build without CUDA, a machine without a GPU) fails before any work, with the
+// backend's reason as an Error naming the command and --device.
+kernels::Backend& device_backend(const std::string& command, kernels::Device device);
 
 // Throws tessera::Error when run under mpirun with more than one rank.
 void require_one_process(const std::string& command);

@@ -28,6 +28,8 @@ options:
   --temperature T     0 (default): greedy, the most likely token each time; T > 0: sample
                       from softmax(logits / T)
   --seed S            seed of the sampling (default 1337): the same seed, the same text
+  --device D          cpu (default) or cuda: where the model computes (one GPU; the
+                      checkpoint reads the same whichever device trained it)
   --help              print this text
 )";
 
@@ -45,6 +47,7 @@ int cmd_generate(const Args& args) {
   std::string ckpt, prompt;
   bool have_prompt = false;
   SamplingOptions o;
+  kernels::Device device = kernels::Device::cpu;
   for (const auto& [flag, value] : p.options) {
     if (flag == "--ckpt") {
       ckpt = value;
@@ -56,6 +59,8 @@ int cmd_generate(const Args& args) {
       o.temperature = parse_number("generate", flag, value, 0);
     } else if (flag == "--seed") {
       o.seed = (uint64_t)parse_integer("generate", flag, value, 0);
+    } else if (flag == "--device") {
+      device = parse_device("generate", value);
     } else {
       throw Error("tessera generate: unknown option " + flag + " (see tessera generate --help)");
     }
@@ -64,8 +69,9 @@ int cmd_generate(const Args& args) {
   check(have_prompt && !prompt.empty(), "tessera generate: --prompt TEXT is required, not empty");
   check(o.tokens <= 1'000'000, "tessera generate: --tokens is at most 1000000");
   require_one_process("generate");
+  device_backend("generate", device);
 
-  CheckpointModel m = load_checkpoint_model(ckpt);
+  CheckpointModel m = load_checkpoint_model(ckpt, device);
   const auto tokenizer = data_tokenizer(expand_shard_pattern(m.recipe.data.train).front());
   const std::vector<int> ids = tokenizer->encode(prompt);
   const std::vector<int32_t> out =

@@ -53,6 +53,27 @@ double parse_number(const std::string& command, const std::string& flag, const s
   return v;
 }
 
+kernels::Device parse_device(const std::string& command, const std::string& value) {
+  if (value == "cpu") return kernels::Device::cpu;
+  if (value == "cuda") return kernels::Device::cuda;
+  throw Error("tessera " + command + ": --device expects cpu or cuda, got '" + value + "'");
+}
+
+kernels::Backend& device_backend(const std::string& command, kernels::Device device) {
+  try {
+    return kernels::backend_for(device);
+  } catch (const Error& e) {
+    // The backends word their refusal for the recipe key (train.device: cuda: ...); here
+    // the choice was --device.
+    std::string reason = e.what();
+    const std::string key = std::string("train.device: ") + kernels::to_string(device) + ": ";
+    if (reason.rfind(key, 0) == 0) reason.erase(0, key.size());
+    for (size_t at; (at = reason.find("train.device: cpu")) != std::string::npos;)
+      reason.replace(at, 17, "--device cpu");
+    throw Error("tessera " + command + ": --device " + kernels::to_string(device) + ": " + reason);
+  }
+}
+
 void require_one_process(const std::string& command) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);

@@ -1,0 +1,327 @@
+// gpu_training_check: a small GPT-2 trained on the CPU backend and on the CUDA backend from
+// the same counter-based initialisation on the same token batches, step by step, with the
+// model, AdamW and the training step of the single-process trainer (dp = tp = pp = 1:
+// framework/train/trainer.cpp's train_step without the data loader, the run log or MPI).
+//
+//   gpu_training_check [--steps-scale F] [--verbose]
+//
+// Checks (docs/cuda.md, "Training on the GPU"; tests/gpu/training_runs.py does the same
+// through the `tessera` command line):
+//   (a) fp32, 50 steps: every step's loss agrees to 1e-4 relative, and the gradient norm
+//       of step 1 (the whole backward pass on the same weights) to 1e-6;
+//   (b) bf16 on the GPU (one head of 64, so flash attention) against fp32 on the CPU,
+//       200 steps: the mean loss of the last 10 steps within 2 %;
+//   (c) the GPU's parameters after (a), copied to the host and loaded into a fresh CPU
+//       model, give the GPU model's next-step loss (1e-4): a state that crosses devices.
+// The model: 2 layers, 64 wide, 4 heads ((b): 1 head), 32 tokens, micro-batches of 4, two
+// per step, AdamW (lr 1e-3, 5 warm-up steps, cosine to 1e-4, betas 0.9 / 0.95), gradient
+// clipping at 1.0. The tokens are the bytes of a text embedded below: no files.
+//
+// Which "GPU" is decided at link time (tests/CMakeLists.txt): gpu_training_check links the
+// real CUDA backend and exits with kSkip (ctest SKIP_RETURN_CODE) when there is no usable
+// GPU; gpu_training_check_emulated links the CUDA emulator's, where that is a failure.
+// Links no MPI, HDF5 or yaml-cpp at run time, so it runs on a machine that has only the
+// CUDA toolkit (make gpu-binaries, scripts/gpu-check.sh).
+//
+// --steps-scale F multiplies the step counts (for a quick look; the checks are then only
+// as strong as the steps run). Exit code: 0 pass, 1 a check failed or an error, 77 skip.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "base/rng.h"
+#include "framework/model/gpt2.h"
+#include "framework/optim/adamw.h"
+#include "kernels/backend.h"
+
+namespace {
+
+using tessera::AdamW;
+using tessera::GPT2;
+using tessera::GPTConfig;
+using tessera::ModelOptions;
+using tessera::OptimConfig;
+namespace kernels = tessera::kernels;
+
+constexpr int kSkip = 77;
+constexpr int kB = 4, kT = 32, kMicroBatches = 2;
+constexpr uint64_t kInitSeed = 1234;
+
+// The training text: learnable structure (words, repeated phrases, punctuation) in bytes.
+constexpr const char* kText =
+    "The quick brown fox jumps over the lazy dog. The lazy dog sleeps in the sun, and the "
+    "quick brown fox runs into the green wood. In the green wood there is a small house, and "
+    "in the small house there lives an old man who makes clocks. Every morning the old man "
+    "winds his clocks, one after another, and every evening he listens to them tick. "
+    "One day the quick brown fox comes to the small house and asks the old man for a clock. "
+    "The old man says: a clock is not for a fox, a fox has the sun and the moon. The fox "
+    "says: the sun sleeps at night and the moon hides in the clouds, but a clock keeps the "
+    "time all day and all night. So the old man gives the fox a small clock, and the fox "
+    "runs back into the green wood with the clock under his arm. Now the lazy dog hears the "
+    "clock tick, and the lazy dog wakes up, and the lazy dog asks the fox for the time. "
+    "It is time to sleep, says the fox, and the lazy dog sleeps again in the sun. "
+    "Counting is easy: one, two, three, four, five, six, seven, eight, nine, ten. "
+    "Counting again: one, two, three, four, five, six, seven, eight, nine, ten. "
+    "Letters in order: a b c d e f g h i j k l m n o p q r s t u v w x y z. "
+    "Letters again: a b c d e f g h i j k l m n o p q r s t u v w x y z. "
+    "The end of the story is the beginning of the next one: the quick brown fox jumps over "
+    "the lazy dog, and the old man winds his clocks, one after another, every morning.\n";
+
+struct Options {
+  double steps_scale = 1.0;
+  bool verbose = false;
+  int steps(int n) const { return std::max(2, (int)std::lround(n * steps_scale)); }
+};
+
+// The token ids of one optimizer step: kMicroBatches micro-batches of [kB, kT], inputs and
+// next-token targets, windows of the text at offsets drawn from the counter-based RNG by
+// (step, row): the same batches on every backend and in every run.
+struct StepBatch {
+  std::vector<int32_t> x, y;
+  const int32_t* inputs(int m) const { return x.data() + (size_t)m * kB * kT; }
+  const int32_t* targets(int m) const { return y.data() + (size_t)m * kB * kT; }
+};
+
+StepBatch batch_of_step(int step) {
+  static const tessera::CounterRng rng(7, "gpu_training_check batches");
+  const int64_t len = (int64_t)std::strlen(kText);
+  StepBatch b;
+  b.x.resize((size_t)kMicroBatches * kB * kT);
+  b.y.resize(b.x.size());
+  for (int row = 0; row < kMicroBatches * kB; row++) {
+    const uint64_t counter = (uint64_t)step * kMicroBatches * kB + (uint64_t)row;
+    const int64_t start = std::min<int64_t>((int64_t)(rng.uniform(counter) * (len - kT - 1)),
+                                            len - kT - 1);
+    for (int t = 0; t < kT; t++) {
+      b.x[(size_t)row * kT + t] = (unsigned char)kText[start + t];
+      b.y[(size_t)row * kT + t] = (unsigned char)kText[start + t + 1];
+    }
+  }
+  return b;
+}
+
+GPTConfig model_config(int n_head) {
+  GPTConfig c;
+  c.n_layer = 2, c.n_head = n_head, c.n_embd = 64;
+  c.vocab_size = 256, c.padded_vocab_size = 256, c.seq_len = kT;
+  return c;
+}
+
+OptimConfig optim_config() {
+  OptimConfig o;
+  o.lr = 1e-3, o.min_lr = 1e-4, o.warmup_steps = 5;
+  o.beta1 = 0.9, o.beta2 = 0.95, o.eps = 1e-8, o.weight_decay = 0.1, o.grad_clip = 1.0;
+  return o;
+}
+
+std::unique_ptr<GPT2> make_model(int n_head, kernels::Backend& backend, kernels::Dtype precision) {
+  ModelOptions options;
+  options.backend = &backend;
+  options.precision = precision;
+  return std::make_unique<GPT2>(model_config(n_head), kB, tessera::TensorParallel{}, 1,
+                                tessera::PipelineStage{}, 1, options);
+}
+
+struct RunResult {
+  std::vector<double> losses, norms;  // per step
+  double seconds = 0;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// `steps` optimizer steps of the single-process trainer on `model` (initialised here).
+RunResult train(GPT2& model, int steps, const char* name, const Options& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  model.init_weights(kInitSeed);
+  const OptimConfig optim = optim_config();
+  AdamW adamw(model.table(), optim, model.backend());
+  RunResult r;
+  for (int step = 0; step < steps; step++) {
+    const StepBatch b = batch_of_step(step);
+    model.zero_grad();
+    double loss = 0;
+    for (int m = 0; m < kMicroBatches; m++)
+      loss += model.forward_backward(b.inputs(m), b.targets(m), kB, kT, 1.0f / kMicroBatches);
+    loss /= kMicroBatches;
+    const double norm = model.grad_norm();
+    if (!std::isfinite(loss) || !std::isfinite(norm))
+      throw std::runtime_error(std::string(name) + ": loss " + std::to_string(loss) +
+                               ", gradient norm " + std::to_string(norm) + " at step " +
+                               std::to_string(step + 1));
+    float* params = model.params();  // as the trainer: params() first (the 16-bit copy
+    uint16_t* copy16 = model.weights16_for_full_update();  // goes stale), then AdamW's copy
+    adamw.step(params, model.grads(), tessera::learning_rate(optim, step, steps), step + 1,
+               tessera::clip_factor(norm, optim.grad_clip), copy16, model.options().precision);
+    r.losses.push_back(loss);
+    r.norms.push_back(norm);
+    if (opt.verbose)
+      std::printf("  %-10s step %4d  loss %.6f  norm %.6f\n", name, step + 1, loss, norm);
+  }
+  model.backend().synchronize();
+  r.seconds = seconds_since(t0);
+  std::printf("  %-10s %4d steps in %6.1f s: loss %.4f -> %.4f\n", name, steps, r.seconds,
+              r.losses.front(), r.losses.back());
+  std::fflush(stdout);
+  return r;
+}
+
+// The loss of step `step`'s batch on the model's current parameters (no update).
+double next_step_loss(GPT2& model, int step) {
+  const StepBatch b = batch_of_step(step);
+  double loss = 0;
+  for (int m = 0; m < kMicroBatches; m++) loss += model.forward(b.inputs(m), b.targets(m), kB, kT);
+  return loss / kMicroBatches;
+}
+
+double relative(double a, double b) {
+  return std::fabs(a - b) / std::max({std::fabs(a), std::fabs(b), 1e-30});
+}
+
+double mean_of_last(const std::vector<double>& v, int n) {
+  n = std::min<int>(n, (int)v.size());
+  double s = 0;
+  for (int i = (int)v.size() - n; i < (int)v.size(); i++) s += v[i];
+  return s / n;
+}
+
+struct Row {
+  std::string check, measured, tolerance;
+  bool ok;
+};
+
+std::string fmt(const char* f, double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, x);
+  return buf;
+}
+
+// (a) and (c): fp32 on both backends, then the GPU's parameters on a fresh CPU model.
+void fp32_checks(kernels::Backend& gpu, const Options& opt, std::vector<Row>& rows) {
+  const int steps = opt.steps(50);
+  auto cpu_model = make_model(4, kernels::cpu_backend(), kernels::Dtype::fp32);
+  auto gpu_model = make_model(4, gpu, kernels::Dtype::fp32);
+  const RunResult cpu = train(*cpu_model, steps, "cpu fp32", opt);
+  const RunResult dev = train(*gpu_model, steps, "gpu fp32", opt);
+
+  double worst = 0;
+  int worst_step = 0;
+  for (int s = 0; s < steps; s++) {
+    const double rel = relative(cpu.losses[s], dev.losses[s]);
+    if (rel > worst) worst = rel, worst_step = s + 1;
+  }
+  rows.push_back({"(a) fp32 loss, " + std::to_string(steps) + " steps, worst rel. (step " +
+                      std::to_string(worst_step) + ")",
+                  fmt("%.2e", worst), "1e-4", worst <= 1e-4});
+  const double norm1 = relative(cpu.norms[0], dev.norms[0]);
+  rows.push_back({"(a) step-1 gradient norm, rel.", fmt("%.2e", norm1), "1e-6", norm1 <= 1e-6});
+  double worst_norm = 0;
+  for (int s = 0; s < steps; s++) worst_norm = std::max(worst_norm, relative(cpu.norms[s], dev.norms[s]));
+  rows.push_back({"(a) gradient norms, worst rel. (info)", fmt("%.2e", worst_norm), "-", true});
+
+  // (c): the GPU's trained parameters, through host memory, into a CPU model.
+  std::vector<float> host((size_t)gpu_model->flat_size());
+  gpu.to_host(host.data(), gpu_model->base_params(), gpu_model->flat_size());
+  auto crossed = make_model(4, kernels::cpu_backend(), kernels::Dtype::fp32);
+  if (crossed->flat_size() != gpu_model->flat_size())
+    throw std::runtime_error("(c): the CPU model's flat size differs from the GPU model's");
+  kernels::cpu_backend().to_device(crossed->params(), host.data(), crossed->flat_size());
+  const double on_gpu = next_step_loss(*gpu_model, steps);
+  const double on_cpu = next_step_loss(*crossed, steps);
+  const double rel_c = relative(on_gpu, on_cpu);
+  rows.push_back({"(c) GPU state on the CPU: step-" + std::to_string(steps + 1) + " loss rel.",
+                  fmt("%.2e", rel_c), "1e-4", rel_c <= 1e-4});
+  std::printf("  (c) step %d loss: GPU model %.7f, its parameters on the CPU %.7f, "
+              "CPU-trained model %.7f\n",
+              steps + 1, on_gpu, on_cpu, next_step_loss(*cpu_model, steps));
+}
+
+// (b): bf16 with flash attention on the GPU against fp32 on the CPU.
+void bf16_check(kernels::Backend& gpu, const Options& opt, std::vector<Row>& rows) {
+  const int steps = opt.steps(200);
+  auto cpu_model = make_model(1, kernels::cpu_backend(), kernels::Dtype::fp32);
+  auto gpu_model = make_model(1, gpu, kernels::Dtype::bf16);
+  const std::string kind = gpu_model->attention_kind();
+  rows.push_back({"(b) GPU bf16 attention kind", kind, "flash", kind == "flash"});
+  const RunResult cpu = train(*cpu_model, steps, "cpu fp32", opt);
+  const RunResult dev = train(*gpu_model, steps, "gpu bf16", opt);
+  const double a = mean_of_last(cpu.losses, 10), b = mean_of_last(dev.losses, 10);
+  const double rel = relative(a, b);
+  std::printf("  (b) mean loss of the last 10 steps: CPU fp32 %.5f, GPU bf16 %.5f\n", a, b);
+  double worst = 0;
+  for (int s = 0; s < steps; s++) worst = std::max(worst, relative(cpu.losses[s], dev.losses[s]));
+  rows.push_back({"(b) bf16 vs fp32, worst step's loss rel. (info)", fmt("%.3g %%", 100 * worst),
+                  "-", true});
+  rows.push_back({"(b) bf16 vs fp32, last-10 mean loss, rel.", fmt("%.3g %%", 100 * rel), "2 %",
+                  rel <= 0.02});
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; i++) {
+    const std::string a = argv[i];
+    if (a == "--steps-scale" && i + 1 < argc) {
+      o.steps_scale = std::atof(argv[++i]);
+      if (!(o.steps_scale > 0)) throw std::runtime_error("--steps-scale: expected a number > 0");
+    } else if (a == "--verbose") {
+      o.verbose = true;
+    } else {
+      throw std::runtime_error("unknown argument '" + a +
+                               "' (usage: gpu_training_check [--steps-scale F] [--verbose])");
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#ifdef TESSERA_TRAINING_CHECK_EMULATED
+  const char* name = "gpu_training_check (CUDA emulator)";
+#else
+  const char* name = "gpu_training_check";
+#endif
+  try {
+    const Options opt = parse(argc, argv);
+    kernels::Backend* gpu = nullptr;
+    try {
+      gpu = &kernels::cuda_backend(0);
+    } catch (const std::exception& e) {
+#ifdef TESSERA_TRAINING_CHECK_EMULATED
+      std::printf("%s: FAIL: the emulated CUDA backend refused: %s\n", name, e.what());
+      return 1;
+#else
+      std::printf("%s: SKIP: %s\n", name, e.what());
+      return kSkip;
+#endif
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<Row> rows;
+    std::printf("%s: GPT-2 2 layers, 64 wide, T=%d, %d x %d sequences per step\n", name, kT,
+                kMicroBatches, kB);
+    fp32_checks(*gpu, opt, rows);
+    bf16_check(*gpu, opt, rows);
+
+    bool ok = true;
+    std::printf("\n%-48s %-12s %-9s %s\n", "check", "measured", "tolerance", "result");
+    for (const Row& r : rows) {
+      std::printf("%-48s %-12s %-9s %s\n", r.check.c_str(), r.measured.c_str(),
+                  r.tolerance.c_str(), r.ok ? "ok" : "FAIL");
+      ok = ok && r.ok;
+    }
+    std::printf("%s: %s in %.1f s\n", name, ok ? "PASS" : "FAIL", seconds_since(t0));
+    return ok ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::printf("%s: FAIL: %s\n", name, e.what());
+    return 1;
+  }
+}
