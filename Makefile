@@ -65,20 +65,21 @@ test: build
 bench: build
 	bench/compare.sh $(BUILD)
 
-# gpu_tests, gpu_training_check and gpu_bench for a GPU machine that has the CUDA toolkit
+# gpu_tests, gpu_training_check, gpu_bench and gpu_train_bench for a GPU machine that has the CUDA toolkit
 # and nothing else: portable x86-64 code, CUDA required, and their C++ and OpenMP runtimes
 # copied beside them (build-gpu/lib) in case that machine's are older.
-# gpu_training_check links the framework (--as-needed): it must not need MPI, HDF5 or
-# yaml-cpp at run time, which the check after the build makes sure of.
+# gpu_training_check and gpu_train_bench link the framework (--as-needed): they must not
+# need MPI, HDF5 or yaml-cpp at run time, which the check after the build makes sure of.
 GPU_BUILD ?= build-gpu
 gpu-binaries: deps
 	@mkdir -p $(GPU_BUILD) && cmake -S . -B $(GPU_BUILD) -DCMAKE_BUILD_TYPE=Release \
 	  -DTESSERA_NATIVE=OFF -DTESSERA_CUDA=ON > $(GPU_BUILD)/configure.log 2>&1 \
 	  || { cat $(GPU_BUILD)/configure.log; exit 1; }
-	cmake --build $(GPU_BUILD) -j$(JOBS) --target gpu_tests gpu_training_check gpu_bench
-	@if readelf -d $(GPU_BUILD)/bin/gpu_training_check | grep -E 'NEEDED.*(libmpi|libhdf5|libyaml-cpp)'; \
-	  then echo "gpu_training_check needs the libraries above: it would not run on the GPU machine"; \
-	  exit 1; fi
+	cmake --build $(GPU_BUILD) -j$(JOBS) --target gpu_tests gpu_training_check gpu_bench gpu_train_bench
+	@for b in gpu_training_check gpu_train_bench; do \
+	  if readelf -d $(GPU_BUILD)/bin/$$b | grep -E 'NEEDED.*(libmpi|libhdf5|libyaml-cpp)'; \
+	  then echo "$$b needs the libraries above: it would not run on the GPU machine"; \
+	  exit 1; fi; done
 	@mkdir -p $(GPU_BUILD)/lib && for lib in libstdc++.so.6 libgomp.so.1 libgcc_s.so.1; do \
 	  cp -L "$$(ldd $(GPU_BUILD)/bin/gpu_tests | awk -v l=$$lib '$$1 == l {print $$3}')" $(GPU_BUILD)/lib/; done
 	@echo "carry $(GPU_BUILD)/bin and $(GPU_BUILD)/lib; run: scripts/gpu-check.sh $(GPU_BUILD)"

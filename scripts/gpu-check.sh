@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, for a machine with a GPU (docs/cuda.md): the kernel tests
 # against their CPU twins, a small GPT-2 trained on the GPU against the CPU
-# (gpu_training_check), compute-sanitizer's memcheck and racecheck on the kernel tests, and
-# the kernel benchmark. Prints one table; keeps every log and JSON under $OUT.
+# (gpu_training_check), compute-sanitizer's memcheck and racecheck on the kernel tests, the
+# kernel benchmark and GPT-2 124M training steps (gpu_train_bench). Prints one table; keeps every log and JSON under $OUT.
 #
 #   scripts/gpu-check.sh [BUILD_DIR]     (default build-gpu, made by `make gpu-binaries`)
 #
@@ -19,7 +19,7 @@ BIN=$BUILD/bin
 CUDA_LIB=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/../lib64
 export LD_LIBRARY_PATH="$BUILD/lib:$CUDA_LIB:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 
-for b in gpu_tests gpu_training_check gpu_bench; do
+for b in gpu_tests gpu_training_check gpu_bench gpu_train_bench; do
   [[ -x $BIN/$b ]] || { echo "gpu-check: $BIN/$b is missing: run make gpu-binaries" >&2; exit 2; }
 done
 
@@ -84,9 +84,15 @@ fi
 run_step "bench" gpu_bench.txt "$BIN/gpu_bench" --json "$OUT/gpu_bench.json"
 row "kernel benchmark" "see below ($OUT/gpu_bench.txt)"
 
-# 5. The PyTorch peer, if asked for.
+# 5. GPT-2 124M training steps on the GPU (T=1024, bf16, the largest micro-batch that
+# fits), MFU against the bf16 GEMM peak gpu_bench measured.
+peak=$(python3 -c "import json; print(json.load(open('$OUT/gpu_bench.json'))['bf16_peak_tflops'])" 2>/dev/null || echo 0)
+run_step "train bench" gpu_train_bench.txt "$BIN/gpu_train_bench" --model gpt2-124m --seq 1024 \
+  --precision bf16 --steps 10 --peak-tflops "$peak" --json "$OUT/gpu_train_bench.json"
+row "Tessera GPT-2 124M bf16" "$(sed -n 's/^gpu_train_bench: //p' "$OUT/gpu_train_bench.txt" | tail -1)"
+
+# 6. The PyTorch peer, if asked for.
 if [[ ${PYTORCH_PEER:-0} == 1 ]]; then
-  peak=$(python3 -c "import json; print(json.load(open('$OUT/gpu_bench.json'))['bf16_peak_tflops'])" 2>/dev/null || echo 0)
   for mode in eager compile; do
     flag=""; [[ $mode == compile ]] && flag="--compile"
     run_step "pytorch $mode" "pytorch_$mode.json" python3 bench/pytorch_gpt2.py --device cuda \
