@@ -149,6 +149,17 @@ inline ProcessResult run_tessera(const std::vector<std::string>& args,
   return run_process(argv, workdir, timeout_s);
 }
 
+// Byte shards in <dir>/data (`tessera data prepare`) of one sentence repeated 200 times:
+// text the tests' tiny model learns in 150 steps well enough that a greedy continuation
+// is not one byte repeated (the tool tests generate from such a model).
+inline ProcessResult prepare_sentence_data(const std::string& dir) {
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "a stitch in time saves nine, said the tailor. ";
+  std::ofstream(dir + "/corpus.txt", std::ios::binary) << text;
+  return run_tessera({"data", "prepare", "--input", dir + "/corpus.txt", "--out", dir + "/data",
+                      "--tokenizer", "bytes"});
+}
+
 // `tessera train RECIPE --set S1 --set S2 ...`, without the program name.
 inline std::vector<std::string> train_args(const std::string& recipe,
                                            const std::vector<std::string>& sets = {}) {

@@ -27,11 +27,7 @@ class CkptTools : public ::testing::Test {
   static void SetUpTestSuite() {
     work_ = std::make_unique<ScratchDir>("ckpt_tools");
     const std::string& dir = work_->dir;
-    std::string text;
-    for (int i = 0; i < 200; ++i) text += "a stitch in time saves nine, said the tailor. ";
-    write_text(dir + "/corpus.txt", text);
-    const ProcessResult prep = run_tessera({"data", "prepare", "--input", dir + "/corpus.txt",
-                                            "--out", dir + "/data", "--tokenizer", "bytes"});
+    const ProcessResult prep = prepare_sentence_data(dir);
     ASSERT_TRUE(prep.exited && prep.exit_code == 0) << prep.describe();
     write_text(dir + "/recipe.yaml",
                tiny_model_yaml() + "data:\n  train: " + dir + "/data/train_*.bin\n" +
