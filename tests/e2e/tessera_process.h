@@ -149,17 +149,6 @@ inline ProcessResult run_tessera(const std::vector<std::string>& args,
   return run_process(argv, workdir, timeout_s);
 }
 
-// Byte shards in <dir>/data (`tessera data prepare`) of one sentence repeated 200 times:
-// text the tests' tiny model learns in 150 steps well enough that a greedy continuation
-// is not one byte repeated (the tool tests generate from such a model).
-inline ProcessResult prepare_sentence_data(const std::string& dir) {
-  std::string text;
-  for (int i = 0; i < 200; ++i) text += "a stitch in time saves nine, said the tailor. ";
-  std::ofstream(dir + "/corpus.txt", std::ios::binary) << text;
-  return run_tessera({"data", "prepare", "--input", dir + "/corpus.txt", "--out", dir + "/data",
-                      "--tokenizer", "bytes"});
-}
-
 // `tessera train RECIPE --set S1 --set S2 ...`, without the program name.
 inline std::vector<std::string> train_args(const std::string& recipe,
                                            const std::vector<std::string>& sets = {}) {
@@ -177,6 +166,27 @@ inline std::string tiny_model_yaml() {
          "  n_embd: 32\n"
          "  vocab_size: 256\n"
          "  seq_len: 32\n";
+}
+
+// A model for the tool tests to read: byte shards in <dir>/data of one sentence repeated
+// 200 times, and the tiny model trained on them for 150 steps (enough for a greedy
+// continuation that is not one byte repeated) into <dir>/ckpt, logging to <dir>/runs,
+// with a final greedy sample of sample_tokens. The result of `data prepare` if that
+// failed, else of `train`.
+inline ProcessResult train_sentence_model(const std::string& dir, int sample_tokens = 0) {
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "a stitch in time saves nine, said the tailor. ";
+  std::ofstream(dir + "/corpus.txt", std::ios::binary) << text;
+  const ProcessResult prep = run_tessera({"data", "prepare", "--input", dir + "/corpus.txt",
+                                          "--out", dir + "/data", "--tokenizer", "bytes"});
+  if (!prep.exited || prep.exit_code != 0) return prep;
+  std::ofstream(dir + "/recipe.yaml", std::ios::binary)
+      << tiny_model_yaml() << "data:\n  train: " << dir << "/data/train_*.bin\n"
+      << "train:\n  steps: 150\n  global_batch: 4\n  micro_batch: 2\n"
+      << "  sample_tokens: " << sample_tokens << "\n"
+      << "optim:\n  lr: 3.0e-2\n  warmup_steps: 0\n"
+      << "checkpoint:\n  dir: " << dir << "/ckpt\n" << "log:\n  dir: " << dir << "/runs\n";
+  return run_tessera(train_args(dir + "/recipe.yaml"), dir, 120);
 }
 
 // How `tessera` refuses bad input: exit code 2 and exactly one non-empty stderr line,

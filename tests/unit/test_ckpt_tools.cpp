@@ -26,16 +26,7 @@ class CkptTools : public ::testing::Test {
   // a checkpoint at the end in <dir>/ckpt and a greedy sample of 8 tokens.
   static void SetUpTestSuite() {
     work_ = std::make_unique<ScratchDir>("ckpt_tools");
-    const std::string& dir = work_->dir;
-    const ProcessResult prep = prepare_sentence_data(dir);
-    ASSERT_TRUE(prep.exited && prep.exit_code == 0) << prep.describe();
-    write_text(dir + "/recipe.yaml",
-               tiny_model_yaml() + "data:\n  train: " + dir + "/data/train_*.bin\n" +
-                   "train:\n  steps: 150\n  global_batch: 4\n  micro_batch: 2\n" +
-                   "  sample_tokens: " + std::to_string(kSampleTokens) + "\n" +
-                   "optim:\n  lr: 3.0e-2\n  warmup_steps: 0\n" +
-                   "checkpoint:\n  dir: " + dir + "/ckpt\n" + "log:\n  dir: " + dir + "/runs\n");
-    train_ = run_tessera(train_args(dir + "/recipe.yaml"), dir, 120);
+    train_ = train_sentence_model(work_->dir, kSampleTokens);
     ASSERT_TRUE(train_.exited && train_.exit_code == 0) << train_.describe();
   }
   static void TearDownTestSuite() { work_.reset(); }

@@ -42,15 +42,7 @@ class DeviceTools : public ::testing::Test {
   // are not one byte repeated), a checkpoint at the end.
   static void SetUpTestSuite() {
     work_ = std::make_unique<ScratchDir>("device_tools");
-    const std::string& dir = work_->dir;
-    const ProcessResult prep = prepare_sentence_data(dir);
-    ASSERT_TRUE(prep.exited && prep.exit_code == 0) << prep.describe();
-    write_text(dir + "/recipe.yaml",
-               tiny_model_yaml() + "data:\n  train: " + dir + "/data/train_*.bin\n" +
-                   "train:\n  steps: 150\n  global_batch: 4\n  micro_batch: 2\n" +
-                   "optim:\n  lr: 3.0e-2\n  warmup_steps: 0\n" +
-                   "checkpoint:\n  dir: " + dir + "/ckpt\n" + "log:\n  dir: " + dir + "/runs\n");
-    const ProcessResult train = run_tessera(train_args(dir + "/recipe.yaml"), dir, 120);
+    const ProcessResult train = train_sentence_model(work_->dir);
     ASSERT_TRUE(train.exited && train.exit_code == 0) << train.describe();
   }
   static void TearDownTestSuite() { work_.reset(); }
