@@ -53,9 +53,21 @@ void check_mpi(int rc, const char* what) {
   if (rc != MPI_SUCCESS) throw Error(std::string("MPI call failed while building the mesh: ") + what);
 }
 
+// How to start a job of `ranks` ranks: in a Slurm job, srun's and sbatch's options.
+std::string launch_hint(long long ranks, bool under_slurm) {
+  const std::string n = std::to_string(ranks);
+  return under_slurm ? "start it with srun -n " + n + " or sbatch --ntasks=" + n + ","
+                     : "start it with mpirun -n " + n;
+}
+
 }  // namespace
 
-std::optional<std::string> layout_problem(const LayoutSpec& l, int world_size) {
+bool running_under_slurm() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  return job != nullptr && *job != '\0';
+}
+
+std::optional<std::string> layout_problem(const LayoutSpec& l, int world_size, bool under_slurm) {
   const std::string layout = "parallel layout dp=" + s(l.dp) + " x tp=" + s(l.tp) + " x pp=" + s(l.pp);
   if (l.dp < 1 || l.tp < 1 || l.pp < 1)
     return layout + ": every parallel degree must be at least 1";
@@ -64,8 +76,7 @@ std::optional<std::string> layout_problem(const LayoutSpec& l, int world_size) {
     return layout + " = " + std::to_string(ranks) + (ranks == 1 ? " rank" : " ranks") +
            ", but the job has " + s(world_size) +
            " MPI rank" + (world_size == 1 ? "" : "s") +
-           " (start it with mpirun -n " + std::to_string(ranks) +
-           " or change parallel.dp/tp/pp)";
+           " (" + launch_hint(ranks, under_slurm) + " or change parallel.dp/tp/pp)";
   if (l.n_head % l.tp != 0)
     return layout + ": model.n_head = " + s(l.n_head) + " is not divisible by parallel.tp = " +
            s(l.tp) + " (attention heads are split across tensor-parallel ranks)";
@@ -90,7 +101,8 @@ std::optional<std::string> layout_problem(const LayoutSpec& l, int world_size) {
 }
 
 void validate_layout(const LayoutSpec& spec, int world_size) {
-  if (auto problem = layout_problem(spec, world_size)) throw Error(*problem);
+  if (auto problem = layout_problem(spec, world_size, running_under_slurm()))
+    throw ConfigError(*problem);
 }
 
 int mesh_world_rank(const MeshCoords& c, int dp, int tp, int /*pp*/) {

@@ -8,8 +8,9 @@
 // one node, and a pipeline stage is a contiguous block of dp * tp ranks.
 //
 // A layout is checked before any communicator is split. Every rank evaluates the same
-// inputs (the recipe and the world size), so every rank throws the same tessera::Error
-// with the same message, and no rank waits in a collective the others never reach.
+// inputs (the recipe, the world size and whether the job runs under Slurm), so every
+// rank throws the same tessera::ConfigError with the same message, and no rank waits in a
+// collective the others never reach; the command line prints it once.
 // validate_layout() is the same check without MPI, for tests and for tools that want
 // to check a recipe before submitting a job.
 #pragma once
@@ -40,10 +41,16 @@ struct LayoutSpec {
 // The first problem with running `spec` on `world_size` ranks, as one line, or nullopt
 // when the layout is possible. Pure: no MPI. The checks, in order: degrees >= 1; world
 // size == dp*tp*pp; n_head % tp; (4*n_embd) % tp; n_embd % tp; n_layer >= pp;
-// global_batch % (dp*micro_batch).
-std::optional<std::string> layout_problem(const LayoutSpec& spec, int world_size);
+// global_batch % (dp*micro_batch). A wrong world size suggests how to start the job:
+// `mpirun -n N`, or under Slurm (`under_slurm`) `srun -n N` / `sbatch --ntasks=N`.
+std::optional<std::string> layout_problem(const LayoutSpec& spec, int world_size,
+                                          bool under_slurm = false);
 
-// Throws tessera::Error(layout_problem(...)) if there is a problem.
+// Whether this process runs in a Slurm job (SLURM_JOB_ID is set).
+bool running_under_slurm();
+
+// Throws tessera::ConfigError(layout_problem(..., running_under_slurm())) if there is a
+// problem.
 void validate_layout(const LayoutSpec& spec, int world_size);
 
 // A rank's place in the mesh.

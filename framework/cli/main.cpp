@@ -82,12 +82,20 @@ int main(int argc, char** argv) {
   // A failed MPI call returns its error (thrown as tessera::CommError, printed as one line
   // with exit code 2) instead of aborting the job with MPI's own message.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  int world = 1;
+  int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   int code = 0;
+  bool same_on_every_rank = false;
   try {
     tessera::check_cpu_supports_build();  // a message instead of SIGILL on an older CPU
     code = dispatch(argc, argv);
+  } catch (const tessera::ConfigError& e) {
+    // Every rank raised this one before any communication (base/error.h): print it once,
+    // and every rank ends normally, so no MPI_Abort and no abort banner.
+    if (rank == 0) std::fprintf(stderr, "tessera: error: %s\n", one_line(e.what()).c_str());
+    code = 2;
+    same_on_every_rank = true;
   } catch (const tessera::Error& e) {
     std::fprintf(stderr, "tessera: error: %s\n", one_line(e.what()).c_str());
     code = 2;
@@ -96,7 +104,7 @@ int main(int argc, char** argv) {
     code = 3;
   }
   // A preempted run (tessera train) stopped cleanly on every rank: no abort.
-  if (code != 0 && code != tessera::kPreemptedExitCode && world > 1) {
+  if (code != 0 && code != tessera::kPreemptedExitCode && !same_on_every_rank && world > 1) {
     // One failing rank ends the job on every rank instead of leaving the others
     // blocked in a collective.
     std::fflush(stderr);

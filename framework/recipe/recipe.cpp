@@ -230,14 +230,22 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
   Recipe recipe;
   recipe.source = source;
+  // Every fault found here is a function of the text and the overrides, which every rank
+  // of a job shares: a ConfigError, printed once (base/error.h).
   try {
-    apply_document(YAML::Load(yaml_text), recipe);
-  } catch (const YAML::Exception& e) {
-    // Malformed YAML (and anything else yaml-cpp objects to): name the file and position.
-    throw Error(where(source, e.mark) + "malformed YAML: " + e.msg);
+    try {
+      apply_document(YAML::Load(yaml_text), recipe);
+    } catch (const YAML::Exception& e) {
+      // Malformed YAML (and anything else yaml-cpp objects to): name the file and position.
+      throw Error(where(source, e.mark) + "malformed YAML: " + e.msg);
+    }
+    for (const std::string& assignment : overrides) apply_override(assignment, recipe);
+    validate_recipe(recipe);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    throw ConfigError(e.what());
   }
-  for (const std::string& assignment : overrides) apply_override(assignment, recipe);
-  validate_recipe(recipe);
   return recipe;
 }
 
@@ -263,7 +271,7 @@ std::string recipe_to_yaml(const Recipe& recipe) {
 
 void validate_recipe(const Recipe& recipe) {
   auto fail_unless = [&](bool ok, const std::string& message) {
-    if (!ok) throw Error(recipe.source + ": " + message);
+    if (!ok) throw ConfigError(recipe.source + ": " + message);
   };
 
   // Each key on its own again: a Recipe built in code never went through the parser.
@@ -321,7 +329,7 @@ std::vector<int> pipeline_stage_layers(const Recipe& r) {
     int value = 0;
     const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
     if (item.empty() || ec != std::errc() || end != item.data() + item.size())
-      throw Error(r.source + ": parallel.stage_layers: expected layer counts separated by "
+      throw ConfigError(r.source + ": parallel.stage_layers: expected layer counts separated by "
                   "commas, such as '3,1', got '" + text + "'");
     listed.push_back(value);
     pos = comma + 1;
@@ -329,7 +337,7 @@ std::vector<int> pipeline_stage_layers(const Recipe& r) {
   try {
     return stage_layer_counts(r.model.n_layer, r.parallel.pp, listed);
   } catch (const Error& e) {
-    throw Error(r.source + ": " + e.what());
+    throw ConfigError(r.source + ": " + e.what());
   }
 }
 

@@ -43,10 +43,11 @@ std::unique_ptr<DataLoader> open_data(const LoaderOptions& options, const std::s
 void check_device_layout(const Recipe& r) {
   if (r.train.device == Device::cpu) return;
   const ParallelConfig& p = r.parallel;
-  check(p.dp == 1 && p.tp == 1 && p.pp == 1,
+  if (p.dp != 1 || p.tp != 1 || p.pp != 1)  // the same on every rank: printed once
+    throw ConfigError(
         "train.device: cuda runs one process on one GPU (parallel.dp, tp and pp all 1); this "
         "recipe asks for dp=" + std::to_string(p.dp) + ", tp=" + std::to_string(p.tp) +
-            ", pp=" + std::to_string(p.pp) + ". Use train.device: cpu for parallel layouts");
+        ", pp=" + std::to_string(p.pp) + ". Use train.device: cpu for parallel layouts");
 }
 
 }  // namespace

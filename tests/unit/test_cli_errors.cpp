@@ -9,6 +9,7 @@
 // second each, mostly MPI start-up).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <ostream>
 #include <string>
@@ -285,8 +286,25 @@ INSTANTIATE_TEST_SUITE_P(CliErrors, CliRecipeFileFault, ::testing::ValuesIn(kRec
 TEST(CliErrors, LayoutDoesNotMatchWorldSize) {
   const Workspace w("layout");
   write_raw_shard(w.shard(), pattern_tokens(1000));
-  EXPECT_TRUE(clean_error(w.train({"parallel.dp=2", "train.global_batch=4"}),
-                          {"parallel layout dp=2 x tp=1 x pp=1 = 2 ranks", "but the job has 1 MPI rank"}));
+  std::vector<std::string> needles = {"parallel layout dp=2 x tp=1 x pp=1 = 2 ranks",
+                                      "but the job has 1 MPI rank"};
+  // Outside a Slurm job it says how to start the job with mpirun.
+  if (std::getenv("SLURM_JOB_ID") == nullptr) needles.push_back("(start it with mpirun -n 2 or");
+  EXPECT_TRUE(clean_error(w.train({"parallel.dp=2", "train.global_batch=4"}), needles));
+}
+
+// In a Slurm job (SLURM_JOB_ID set) the same mismatch suggests srun and sbatch, not mpirun.
+TEST(CliErrors, LayoutDoesNotMatchWorldSizeUnderSlurm) {
+  const Workspace w("layout_slurm");
+  write_raw_shard(w.shard(), pattern_tokens(1000));
+  std::vector<std::string> argv = {TESSERA_BINARY};
+  for (const std::string& a : train_args(w.recipe, {"parallel.dp=2", "train.global_batch=4"}))
+    argv.push_back(a);
+  const ProcessResult r = run_process(argv, w.dir, 60, {"SLURM_JOB_ID=4242"});
+  EXPECT_TRUE(clean_error(r, {"= 2 ranks, but the job has 1 MPI rank",
+                              "(start it with srun -n 2 or sbatch --ntasks=2, or change "
+                              "parallel.dp/tp/pp)"}));
+  EXPECT_EQ(r.err.find("mpirun"), std::string::npos) << r.describe();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -44,13 +44,29 @@ TEST(Layout, ValidLayoutsPass) {
   EXPECT_NO_THROW(validate_layout(tiny(2, 2, 1), 4));
 }
 
+// layout_problem itself: validate_layout's hint depends on SLURM_JOB_ID, and these tests
+// may run inside a Slurm job.
 TEST(Layout, WorldSizeMismatch) {
-  EXPECT_EQ(message(tiny(2, 2, 1), 2),
+  EXPECT_EQ(layout_problem(tiny(2, 2, 1), 2).value_or(""),
             "parallel layout dp=2 x tp=2 x pp=1 = 4 ranks, but the job has 2 MPI ranks "
             "(start it with mpirun -n 4 or change parallel.dp/tp/pp)");
-  EXPECT_EQ(message(tiny(2, 1, 1), 1),
+  EXPECT_EQ(layout_problem(tiny(2, 1, 1), 1).value_or(""),
             "parallel layout dp=2 x tp=1 x pp=1 = 2 ranks, but the job has 1 MPI rank "
             "(start it with mpirun -n 2 or change parallel.dp/tp/pp)");
+}
+
+// In a Slurm job the hint is srun's and sbatch's option, not mpirun.
+TEST(Layout, WorldSizeMismatchUnderSlurm) {
+  EXPECT_EQ(layout_problem(tiny(2, 2, 1), 2, /*under_slurm=*/true).value_or(""),
+            "parallel layout dp=2 x tp=2 x pp=1 = 4 ranks, but the job has 2 MPI ranks "
+            "(start it with srun -n 4 or sbatch --ntasks=4, or change parallel.dp/tp/pp)");
+}
+
+// Every rank raises a layout problem identically: a ConfigError, which the command line
+// prints once and ends without MPI_Abort.
+TEST(Layout, ProblemsAreConfigErrors) {
+  EXPECT_THROW(validate_layout(tiny(2, 2, 1), 2), ConfigError);
+  EXPECT_THROW(validate_layout(tiny(1, 3, 1), 3), ConfigError);
 }
 
 TEST(Layout, DegreeBelowOne) {
