@@ -18,7 +18,8 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 
 APT_PACKAGES := cmake g++ make git pkg-config openmpi-bin libopenmpi-dev libhdf5-dev \
   libeigen3-dev libyaml-cpp-dev libopenblas-dev nlohmann-json3-dev libgtest-dev \
-  python3-torch python3-h5py python3-numpy python3-xxhash
+  python3-torch python3-h5py python3-numpy python3-xxhash \
+  slurmctld slurmd slurm-client munge libslurm-dev libpmix-dev
 
 .PHONY: demo lora-demo test bench deps build clean gpu-binaries
 .DEFAULT_GOAL := demo
