@@ -24,6 +24,7 @@ const char* kUsage =
     "  generate --ckpt DIR --prompt TEXT    continue a prompt with a checkpoint's model\n"
     "  lora merge --ckpt DIR --out DIR      fold a LoRA run's adapters into its base model\n"
     "  bench [--help]                       time a training step, report tokens/s and MFU\n"
+    "  sweep run|status|report|cancel SWEEP  hyperparameter sweep: trials as local runs or Slurm jobs\n"
     "  doctor                               show CPU features, BLAS, MPI, CUDA and GPUs\n"
     "\n"
     "Run `tessera <command> --help` for a command's options. Under mpirun every rank runs\n"
@@ -49,6 +50,7 @@ int dispatch(int argc, char** argv) {
   if (command == "lora") return cmd_lora(rest);
   if (command == "bench") return cmd_bench(rest);
   if (command == "doctor") return cmd_doctor(rest);
+  if (command == "sweep") return cmd_sweep(rest);
   throw tessera::Error("unknown command '" + command + "' (see tessera --help)");
 }
 
@@ -78,13 +80,18 @@ int main(int argc, char** argv) {
   // Plain MPI_Init: the trainer's gradient buckets use non-blocking MPI calls, not the
   // communicator's helper thread (which would need MPI_THREAD_MULTIPLE; trainer.cpp says
   // why it is off).
-  MPI_Init(&argc, &argv);
-  // A failed MPI call returns its error (thrown as tessera::CommError, printed as one line
-  // with exit code 2) instead of aborting the job with MPI's own message.
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  // `tessera sweep` starts trials with mpirun or sbatch: it must not be an MPI process
+  // itself (a singleton's environment would leak into the mpirun it starts).
+  const bool mpi = !(argc >= 2 && !std::strcmp(argv[1], "sweep"));
   int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (mpi) {
+    MPI_Init(&argc, &argv);
+    // A failed MPI call returns its error (thrown as tessera::CommError, printed as one
+    // line with exit code 2) instead of aborting the job with MPI's own message.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  }
   int code = 0;
   bool same_on_every_rank = false;
   try {
@@ -110,6 +117,6 @@ int main(int argc, char** argv) {
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, code);
   }
-  MPI_Finalize();
+  if (mpi) MPI_Finalize();
   return code;
 }

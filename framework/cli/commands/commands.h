@@ -20,6 +20,7 @@ int cmd_doctor(const Args& args);        // tessera doctor
 int cmd_ckpt(const Args& args);          // tessera ckpt inspect|verify DIR
 int cmd_generate(const Args& args);      // tessera generate --ckpt DIR --prompt TEXT ...
 int cmd_lora(const Args& args);          // tessera lora merge --ckpt DIR --out DIR
+int cmd_sweep(const Args& args);         // tessera sweep run|status|report|cancel SWEEP (tuning/)
 
 // Arguments split into positional ones and options, in order: "--flag value" and
 // "--flag=value", or just "--flag" for the flags listed in `switches`; --help / -h sets

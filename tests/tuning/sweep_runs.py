@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `tessera sweep`, run by ctest (tests/CMakeLists.txt).
+
+  sweep_runs.py asha --backend local|slurm|slurm-cli --tessera BIN
+      Eight trials of the tiny recipe, one learning rate each (a grid in shuffled order),
+      ASHA with rungs at 5, 10, 20 steps (factor 2) on val_loss. Checks: every rung
+      decision recomputed from the journal alone (the value from the trial's run logs at
+      the first step >= the rung, the competing values of the trials that reached the
+      rung before it, Optuna's rule) equals the journaled one; the pruned trials' jobs
+      stopped before the end; the best trial is the learning rate that is best by
+      construction (the largest: 60 steps are too few for smaller ones to catch up); the
+      report names it and states the compute spent against running every trial to the end.
+      Writes decisions.json into --out (for `same-decisions`).
+
+  sweep_runs.py same-decisions A.json B.json ...
+      The backends took the same decisions (trial, rung, step, value, promoted).
+
+  sweep_runs.py crash --backend local|slurm|slurm-cli --tessera BIN
+      The same sweep, its sweeper killed with SIGKILL at fixed points (after creating a
+      trial, before and after submitting, after a rung decision, after asking a job to
+      stop: TESSERA_TEST_SWEEP_CRASH) and at random moments, and started again each time
+      until it ends. Then: exactly one trial_end per trial, no trial's job submitted twice
+      for the same attempt (one run_start per attempt in its run logs), the decisions of
+      an uninterrupted sweep.
+
+  sweep_runs.py tpe --tessera BIN
+      TPE against random search on objective.py (a synthetic objective run as the trial
+      command, through the same sweeper and journal) over several seeds.
+
+  sweep_runs.py grid-restart --tessera BIN
+      A grid sweep killed and restarted covers its grid exactly once.
+
+The slurm backends use the test suite's own cluster (tests/slurm/cluster.sh, --cluster);
+when it is not running the test exits 77 (skipped). Standard library only. Exit code 0 = pass.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
+LRS = [1e-4, 3e-3, 1e-5, 5e-4, 2e-5, 1e-3, 5e-5, 2e-4]  # the best by construction: 3e-3
+BEST_LR = 3e-3
+STEPS = 60
+
+
+def fail(message):
+    print("FAIL: " + message, file=sys.stderr)
+    sys.exit(1)
+
+
+def env():
+    e = dict(os.environ)
+    e["OMP_NUM_THREADS"] = "1"
+    e.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    e.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return e
+
+
+def run(cmd, cwd, timeout, extra_env=None):
+    e = env()
+    e.update(extra_env or {})
+    print("$ " + " ".join(cmd), flush=True)
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as ex:
+        fail("timed out after %d s: %s\nstdout:\n%s\nstderr:\n%s" % (timeout, " ".join(cmd), ex.stdout, ex.stderr))
+
+
+def show(p):
+    return "exit %d\n--- stdout ---\n%s--- stderr ---\n%s" % (p.returncode, p.stdout, p.stderr)
+
+
+def prepare_data(tessera, work):
+    with open(os.path.join(SOURCE, "data", "corpus", "kjv-genesis-exodus.txt")) as f:
+        corpus = write_file(os.path.join(work, "corpus.txt"), f.read(60000))
+    p = run([tessera, "data", "prepare", "--input", corpus, "--out", os.path.join(work, "data"),
+             "--tokenizer", "bytes"], work, 60)
+    if p.returncode != 0:
+        fail("data prepare failed\n" + show(p))
+
+
+def write_file(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def backend_lines(backend):
+    if backend == "local":
+        return "backend: local\n"
+    return "backend: slurm\nslurm: {interface: %s}\n" % ("cli" if backend == "slurm-cli" else "api")
+
+
+def write_asha_sweep(work, name, backend):
+    sets = ["model.n_layer=2", "model.n_head=4", "model.n_embd=64", "model.seq_len=64",
+            "data.train=data/train_*.bin", "data.val=data/val_*.bin", "train.steps=%d" % STEPS,
+            "train.global_batch=8", "train.micro_batch=8", "train.eval_every=5", "train.eval_batches=1",
+            "train.sample_tokens=0", "optim.warmup_steps=0", "optim.min_lr=1e-6", "log.every=1", "checkpoint.every=10"]
+    text = ("recipe: %s\n" % os.path.join(SOURCE, "recipes", "tiny.yaml") +
+            "set: [%s]\n" % ", ".join(sets) +
+            "space:\n  optim.lr: {choice: [%s]}\n" % ", ".join(repr(x) for x in LRS) +
+            "objective: {metric: val_loss, mode: min}\n"
+            "sampler: {kind: grid}\n"
+            "scheduler: {kind: asha, min_resource: 5, reduction_factor: 2}\n"
+            "max_trials: 8\nmax_concurrent: 1\npoll_seconds: 0.2\n"
+            "trial: {ntasks: 1, cpus_per_task: 1, time_limit_minutes: 10}\n" + backend_lines(backend) +
+            "dir: sweeps/%s\n" % name)
+    return write_file(os.path.join(work, name + ".yaml"), text)
+
+
+def read_jsonl(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            if line.endswith("\n") and line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def trial_series(trial_dir, metric):
+    """The trial's metric by step over all its runs, later runs winning (as the sweeper reads it)."""
+    series = {}
+    runs = os.path.join(trial_dir, "runs")
+    for run_id in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        for e in read_jsonl(os.path.join(runs, run_id, "run.jsonl")):
+            if e.get("event") in ("metric", "eval") and metric in e:
+                series[e["step"]] = e[metric]
+    return series
+
+
+def promotable(value, competing, factor):
+    values = sorted(competing + [value])
+    index = len(values) // factor - 1
+    if index == -1:
+        index = 0
+    return value <= values[index]
+
+
+def check_decisions(sweep_dir):
+    """Recomputes every rung decision from the journal and the run logs; returns them."""
+    events = read_jsonl(os.path.join(sweep_dir, "journal.jsonl"))
+    at_rung = {}  # rung -> values recorded so far, in journal order
+    decisions = []
+    for e in events:
+        if e["event"] != "rung":
+            continue
+        series = trial_series(os.path.join(sweep_dir, "trials", str(e["trial"])), "val_loss")
+        resource = 5 * 2 ** e["rung"]
+        step = min(s for s in series if s >= resource)
+        if e["resource"] != resource or e["step"] != step or e["value"] != series[step]:
+            fail("rung event %s: expected resource %d, step %d, value %r" % (e, resource, step, series[step]))
+        earlier = at_rung.setdefault(e["rung"], [])
+        if sorted(e["competing"]) != sorted(earlier):
+            fail("rung event %s: competing values should be %r" % (e, earlier))
+        if e["promoted"] != promotable(e["value"], earlier, 2):
+            fail("rung event %s: Optuna's rule says promoted=%s" % (e, not e["promoted"]))
+        earlier.append(e["value"])
+        decisions.append([e["trial"], e["rung"], e["step"], e["value"], e["promoted"]])
+    return decisions, events
+
+
+def check_sweep_result(sweep_dir, stopped_early=True):
+    decisions, events = check_decisions(sweep_dir)
+    ends = [e for e in events if e["event"] == "trial_end"]
+    created = [e for e in events if e["event"] == "trial_created"]
+    if len(created) != 8 or sorted(e["trial"] for e in ends) != list(range(8)):
+        fail("expected 8 trials with one trial_end each, got %d created and ends %r" % (len(created), [e["trial"] for e in ends]))
+    pruned = [e for e in ends if e["state"] == "pruned"]
+    completed = [e for e in ends if e["state"] == "completed"]
+    if not pruned or not completed:
+        fail("expected some trials pruned and some completed: %r" % [(e["trial"], e["state"]) for e in ends])
+    best = min(completed, key=lambda e: e["objective"])
+    best_lr = created[best["trial"]]["params"]["optim.lr"]
+    if best_lr != BEST_LR:
+        fail("the best trial has lr %r, expected %r" % (best_lr, BEST_LR))
+    if not any(d[4] is False for d in decisions):
+        fail("no trial was stopped at a rung")
+    steps_run = sum(e["steps"] for e in ends)
+    # Stopped trials end a few steps after their rung (the job finishes its step and
+    # checkpoints), unless the sweeper was dead while they ran on.
+    if stopped_early and steps_run > 0.75 * 8 * STEPS:
+        fail("ASHA saved too little: %d steps run of %d" % (steps_run, 8 * STEPS))
+    report = open(os.path.join(sweep_dir, "report.md")).read()
+    if ("trial %d" % best["trial"]) not in report.lower() or "report.svg" not in report:
+        fail("report.md does not name the best trial %d or link the picture:\n%s" % (best["trial"], report))
+    print("best trial %d (lr %g), %s; %d steps run of %d for every trial to the end (%.0f%%)" % (
+        best["trial"], best_lr, best["objective"], steps_run, 8 * STEPS, 100.0 * steps_run / (8 * STEPS)))
+    return decisions, events
+
+
+def start_sweep(opt, work, sweep_file, extra_env=None):
+    e = env()
+    e.update(extra_env or {})
+    return subprocess.Popen([opt.tessera, "sweep", "run", sweep_file], cwd=work, env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def asha(opt):
+    if opt.out and os.path.exists(opt.out):
+        os.remove(opt.out)  # only this run's decisions may be compared
+    work = tempfile.mkdtemp(prefix="sweep_asha_")
+    prepare_data(opt.tessera, work)
+    sweep = write_asha_sweep(work, "asha", opt.backend)
+    p = run([opt.tessera, "sweep", "run", sweep], work, 900)
+    if p.returncode != 0:
+        fail("sweep failed\n" + show(p))
+    print(p.stdout)
+    decisions, _ = check_sweep_result(os.path.join(work, "sweeps", "asha"))
+    status = run([opt.tessera, "sweep", "status", os.path.join(work, "sweeps", "asha")], work, 60)
+    if status.returncode != 0 or status.stdout.count("\n") < 9:
+        fail("sweep status\n" + show(status))
+    print(status.stdout)
+    if opt.out:
+        with open(opt.out, "w") as f:
+            json.dump(decisions, f)
+    shutil.rmtree(work)
+
+
+def same_decisions(files):
+    """Every decisions file that exists (a backend whose test was skipped wrote none) is equal."""
+    present = [f for f in files if os.path.exists(f)]
+    if len(present) < 2:
+        print("SKIP: fewer than two backends wrote their decisions: %s" % present)
+        sys.exit(77)
+    first = json.load(open(present[0]))
+    for f in present[1:]:
+        if json.load(open(f)) != first:
+            fail("%s and %s hold different decisions:\n%s\n%s" % (present[0], f, first, json.load(open(f))))
+    print("%d identical decisions from %s" % (len(first), ", ".join(present)))
+
+
+def run_until_done(opt, work, sweep_file, crash_points, random_kills, rng):
+    """Runs the sweeper to its end, killing it at each crash point and at random moments."""
+    restarts = 0
+    for point in crash_points:
+        p = run([opt.tessera, "sweep", "run", sweep_file], work, 900, {"TESSERA_TEST_SWEEP_CRASH": point})
+        if p.returncode != -signal.SIGKILL:
+            fail("the sweeper did not reach crash point %s\n%s" % (point, show(p)))
+        restarts += 1
+    for _ in range(random_kills):
+        proc = start_sweep(opt, work, sweep_file)
+        time.sleep(rng.uniform(0.2, 4.0))
+        if proc.poll() is None:
+            proc.kill()
+            restarts += 1
+        proc.communicate()
+    p = run([opt.tessera, "sweep", "run", sweep_file], work, 900)
+    if p.returncode != 0:
+        fail("the last restart failed\n" + show(p))
+    return restarts
+
+
+def crash(opt):
+    work = tempfile.mkdtemp(prefix="sweep_crash_")
+    prepare_data(opt.tessera, work)
+    reference = write_asha_sweep(work, "reference", opt.backend)
+    p = run([opt.tessera, "sweep", "run", reference], work, 900)
+    if p.returncode != 0:
+        fail("reference sweep failed\n" + show(p))
+    expected, _ = check_sweep_result(os.path.join(work, "sweeps", "reference"))
+    sweep = write_asha_sweep(work, "crashed", opt.backend)
+    rng = random.Random(opt.seed)
+    points = ["after_created:2", "before_submit:3", "after_submit:1", "after_rung:2", "after_stopping:1"]
+    restarts = run_until_done(opt, work, sweep, points, 4, rng)
+    sweep_dir = os.path.join(work, "sweeps", "crashed")
+    decisions, events = check_sweep_result(sweep_dir, stopped_early=False)
+    for trial in range(8):
+        attempts = {e["attempt"] for e in events if e["event"] == "trial_submitted" and e["trial"] == trial}
+        runs_dir = os.path.join(sweep_dir, "trials", str(trial), "runs")
+        starts = sum(1 for r in os.listdir(runs_dir)
+                     for e in read_jsonl(os.path.join(runs_dir, r, "run.jsonl")) if e["event"] == "run_start")
+        if starts != len(attempts):
+            fail("trial %d: %d runs started for %d attempts (a trial ran twice)" % (trial, starts, len(attempts)))
+    if decisions != expected:
+        fail("decisions after %d restarts differ from the uninterrupted sweep:\n%s\n%s" % (restarts, decisions, expected))
+    print("%d restarts; one result per trial; decisions identical to the uninterrupted sweep" % restarts)
+    shutil.rmtree(work)
+
+
+def synthetic_sweep(work, name, sampler, seed, trials):
+    text = ("recipe: %s\n" % os.path.join(SOURCE, "recipes", "tiny.yaml") +
+            "set: [optim.min_lr=0]\n"
+            "space:\n  optim.lr: {loguniform: [1.0e-5, 1.0e-1]}\n  optim.weight_decay: {uniform: [0.0, 0.2]}\n"
+            "objective: {metric: val_loss, mode: min}\n"
+            "sampler: {kind: %s, seed: %d}\n" % (sampler, seed) +
+            "max_trials: %d\nmax_concurrent: 1\npoll_seconds: 0.02\n" % trials +
+            "trial: {command: [/usr/bin/python3, %s]}\n" % os.path.join(HERE, "objective.py") +
+            "dir: sweeps/%s\n" % name)
+    return write_file(os.path.join(work, name + ".yaml"), text)
+
+
+def best_objective(sweep_dir):
+    ends = [e for e in read_jsonl(os.path.join(sweep_dir, "journal.jsonl")) if e["event"] == "trial_end"]
+    return min(e["objective"] for e in ends if e["state"] == "completed")
+
+
+def tpe(opt):
+    work = tempfile.mkdtemp(prefix="sweep_tpe_")
+    seeds, trials = range(1, 6), 30
+    results = {"tpe": [], "random": []}
+    for seed in seeds:
+        for sampler in results:
+            name = "%s-%d" % (sampler, seed)
+            p = run([opt.tessera, "sweep", "run", synthetic_sweep(work, name, sampler, seed, trials)], work, 600)
+            if p.returncode != 0:
+                fail("sweep %s failed\n%s" % (name, show(p)))
+            results[sampler].append(best_objective(os.path.join(work, "sweeps", name)))
+    mean = {k: sum(v) / len(v) for k, v in results.items()}
+    wins = sum(t < r for t, r in zip(results["tpe"], results["random"]))
+    print("best objective after %d trials, per seed: tpe %s, random %s" % (
+        trials, ["%.4f" % x for x in results["tpe"]], ["%.4f" % x for x in results["random"]]))
+    print("mean: tpe %.4f, random %.4f; tpe better on %d of %d seeds" % (mean["tpe"], mean["random"], wins, len(seeds)))
+    # Stated margin: TPE's mean best is at most half of random's, and it wins on most seeds.
+    if not (mean["tpe"] <= 0.5 * mean["random"] and wins >= 4):
+        fail("TPE does not beat random search by the stated margin")
+    shutil.rmtree(work)
+
+
+def grid_restart(opt):
+    work = tempfile.mkdtemp(prefix="sweep_grid_")
+    text = ("recipe: %s\n" % os.path.join(SOURCE, "recipes", "tiny.yaml") +
+            "set: [optim.min_lr=0]\n"
+            "space:\n  optim.lr: {choice: [0.001, 0.003, 0.01]}\n  optim.weight_decay: {choice: [0.0, 0.05, 0.1]}\n"
+            "sampler: {kind: grid}\nmax_trials: 100\nmax_concurrent: 2\npoll_seconds: 0.02\n"
+            "trial: {command: [/usr/bin/python3, %s]}\n" % os.path.join(HERE, "objective.py"))
+    sweep = write_file(os.path.join(work, "grid.yaml"), text)
+    run_until_done(opt, work, sweep, ["after_created:4", "after_submit:3", "before_submit:1"], 0, random.Random(1))
+    events = read_jsonl(os.path.join(work, "sweeps", "grid", "journal.jsonl"))
+    points = sorted((e["params"]["optim.lr"], e["params"]["optim.weight_decay"]) for e in events if e["event"] == "trial_created")
+    expected = sorted((a, b) for a in (0.001, 0.003, 0.01) for b in (0.0, 0.05, 0.1))
+    if points != expected:
+        fail("the grid was not covered exactly once: %r" % points)
+    ends = sorted(e["trial"] for e in events if e["event"] == "trial_end")
+    if ends != list(range(9)):
+        fail("expected one trial_end per grid point: %r" % ends)
+    print("9 grid points, each once, after 3 crashes")
+    shutil.rmtree(work)
+
+
+def use_test_cluster(cluster):
+    """Points the Slurm clients at the test cluster; exit 77 (skip) when it is not running."""
+    status = subprocess.run(["bash", cluster, "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        print("SKIP: the test Slurm cluster is not running (the test slurm_cluster_start says why)\n"
+              + status.stdout + status.stderr)
+        sys.exit(77)
+    env_line = subprocess.run(["bash", cluster, "env"], capture_output=True, text=True).stdout
+    os.environ["SLURM_CONF"] = env_line.strip().split("=", 1)[1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("test", choices=["asha", "same-decisions", "crash", "tpe", "grid-restart"])
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--tessera")
+    ap.add_argument("--backend", default="local", choices=["local", "slurm", "slurm-cli"])
+    ap.add_argument("--out")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cluster", default=os.path.join(SOURCE, "tests", "slurm", "cluster.sh"),
+                    help="the test Slurm cluster's script, for the slurm backends")
+    opt = ap.parse_args()
+    if opt.backend != "local":
+        use_test_cluster(opt.cluster)
+    if opt.tessera:
+        opt.tessera = os.path.abspath(opt.tessera)
+    {"asha": lambda: asha(opt), "crash": lambda: crash(opt), "tpe": lambda: tpe(opt),
+     "grid-restart": lambda: grid_restart(opt),
+     "same-decisions": lambda: same_decisions(opt.files)}[opt.test]()
+
+
+if __name__ == "__main__":
+    main()

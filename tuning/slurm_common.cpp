@@ -1,0 +1,74 @@
+// The batch script of a trial and Slurm's state words (tuning/slurm_common.h).
+#include "tuning/slurm_common.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "base/error.h"
+
+namespace tessera::tuning {
+
+std::string train_sbatch_path() {
+  if (const char* path = std::getenv("TESSERA_TRAIN_SBATCH")) return path;
+  return std::string(TESSERA_SOURCE_DIR) + "/launchers/slurm/train.sbatch";
+}
+
+// 'text' for bash, with embedded single quotes closed and escaped.
+static std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+SlurmJobScript slurm_job_script(const TrialLaunch& launch) {
+  SlurmJobScript job;
+  if (launch.tessera_train) {
+    job.script_path = train_sbatch_path();
+    job.script_args.push_back(launch.recipe);
+    for (const auto& o : launch.overrides) {
+      job.script_args.push_back("--set");
+      job.script_args.push_back(o);
+    }
+    job.environment = {"TESSERA=" + launch.command.at(0), "TESSERA_LOG_DIR=" + launch.trial_dir};
+  } else {
+    job.script_path = launch.trial_dir + "/" + launch.job_name + ".sh";
+    std::string text = "#!/bin/bash\n# trial " + launch.job_name + " of a Tessera sweep\nexec";
+    for (const auto& a : launch.argv()) text += " " + shell_quote(a);
+    std::ofstream(job.script_path) << text << "\n";
+    chmod(job.script_path.c_str(), 0755);
+  }
+  job.export_list = "ALL";
+  for (const auto& kv : job.environment) {
+    check(kv.find(',') == std::string::npos,
+          "slurm backend: '" + kv + "' holds a comma, which sbatch --export cannot pass; use a path without commas");
+    job.export_list += "," + kv;
+  }
+  return job;
+}
+
+void check_slurm_config(const char* backend) {
+  const char* env = std::getenv("SLURM_CONF");
+  const std::string conf = env && *env ? env : "/etc/slurm/slurm.conf";
+  struct stat st {};
+  if (stat(conf.c_str(), &st) != 0)
+    throw Error(std::string("slurm backend (") + backend + "): no Slurm configuration at " + conf +
+                (env && *env ? " (SLURM_CONF)" : " (set SLURM_CONF to your cluster's slurm.conf)") +
+                "; nothing was submitted");
+}
+
+JobState job_state_from_slurm(const std::string& word) {
+  if (word == "PENDING" || word == "CONFIGURING" || word == "REQUEUED" || word == "REQUEUE_HOLD" ||
+      word == "REQUEUE_FED" || word == "RESV_DEL_HOLD" || word == "SUSPENDED")
+    return JobState::pending;
+  if (word == "RUNNING" || word == "COMPLETING" || word == "STAGE_OUT" || word == "SIGNALING" ||
+      word == "RESIZING")
+    return JobState::running;
+  if (word == "COMPLETED") return JobState::completed;
+  if (word == "CANCELLED") return JobState::cancelled;
+  if (word.empty()) return JobState::unknown;
+  return JobState::failed;  // FAILED, TIMEOUT, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE, OUT_OF_MEMORY
+}
+
+}  // namespace tessera::tuning

@@ -1,0 +1,31 @@
+// What both Slurm backends (C API and command line) submit for a trial, and how they read
+// Slurm's job states.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "tuning/trial_backend.h"
+
+namespace tessera::tuning {
+
+struct SlurmJobScript {
+  std::string script_path;               // the batch script
+  std::vector<std::string> script_args;  // its arguments
+  std::vector<std::string> environment;  // KEY=VALUE added to the submitter's environment
+  std::string export_list;               // the same for sbatch --export: "ALL,K=V,..."
+};
+
+// A training trial runs launchers/slurm/train.sbatch RECIPE --set ... with TESSERA (the
+// binary) and TESSERA_LOG_DIR (the trial directory, for the job's training log) set; a
+// command trial runs a two-line script written into its trial directory.
+SlurmJobScript slurm_job_script(const TrialLaunch& launch);
+
+// Throws tessera::Error unless a Slurm configuration file is there to be read: SLURM_CONF
+// when it is set, else /etc/slurm/slurm.conf. Without one, libslurm and the Slurm tools
+// retry for a minute and then end the process (fatal), which must not happen to a sweeper.
+void check_slurm_config(const char* backend);
+
+// PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ... as a JobState.
+JobState job_state_from_slurm(const std::string& word);
+
+}  // namespace tessera::tuning
