@@ -30,6 +30,13 @@
   sweep_runs.py grid-restart --tessera BIN
       A grid sweep killed and restarted covers its grid exactly once.
 
+  sweep_runs.py faults --tessera BIN
+      Bad sweep files (empty space, a key the recipe lacks, a bad distribution, no Slurm):
+      one line, exit 2, no sweep directory. A failing trial: retried once, then recorded
+      failed with its exit code and the last lines of its output, and the sweep goes on. A
+      second sweeper on a running sweep is refused; `sweep cancel` stops the sweeper and
+      its running trial.
+
 The slurm backends use the test suite's own cluster (tests/slurm/cluster.sh, --cluster);
 when it is not running the test exits 77 (skipped). Standard library only. Exit code 0 = pass.
 """
@@ -177,6 +184,15 @@ def check_sweep_result(sweep_dir, stopped_early=True):
     completed = [e for e in ends if e["state"] == "completed"]
     if not pruned or not completed:
         fail("expected some trials pruned and some completed: %r" % [(e["trial"], e["state"]) for e in ends])
+    # A stopped trial keeps its run log and its last checkpoint (the job checkpoints when
+    # it is cancelled): `latest` names a complete checkpoint at its last logged step.
+    for e in pruned:
+        ckpt = os.path.join(sweep_dir, "trials", str(e["trial"]), "ckpt")
+        latest = open(os.path.join(ckpt, "latest")).read().strip() if os.path.exists(os.path.join(ckpt, "latest")) else ""
+        if not latest or not os.path.exists(os.path.join(ckpt, latest, "index.h5")):
+            fail("pruned trial %d has no complete checkpoint (latest %r)" % (e["trial"], latest))
+        if stopped_early and int(latest.split("_")[-1]) != e["steps"]:
+            fail("pruned trial %d: its last checkpoint %s is not at its last step %d" % (e["trial"], latest, e["steps"]))
     best = min(completed, key=lambda e: e["objective"])
     best_lr = created[best["trial"]]["params"]["optim.lr"]
     if best_lr != BEST_LR:
@@ -356,9 +372,101 @@ def use_test_cluster(cluster):
     os.environ["SLURM_CONF"] = env_line.strip().split("=", 1)[1]
 
 
+def objective_sweep(work, name, space, extra=""):
+    """A sweep of objective.py (the synthetic objective) with the given space lines."""
+    return write_file(os.path.join(work, name + ".yaml"),
+                      "recipe: %s\n" % os.path.join(SOURCE, "recipes", "tiny.yaml") +
+                      "set: [optim.min_lr=0]\nspace:\n" + space +
+                      "sampler: {kind: grid}\nmax_trials: 10\nmax_concurrent: 1\npoll_seconds: 0.05\n"
+                      "trial: {command: [/usr/bin/python3, %s]}\n" % os.path.join(HERE, "objective.py") +
+                      extra + "dir: sweeps/%s\n" % name)
+
+
+def expect_one_line_error(p, words, work, name):
+    errors = [l for l in p.stderr.splitlines() if l.strip()]
+    if p.returncode != 2 or len(errors) != 1 or not errors[0].startswith("tessera: error:") or words not in errors[0]:
+        fail("expected exit 2 and one line with %r\n%s" % (words, show(p)))
+    if os.path.exists(os.path.join(work, "sweeps", name)):
+        fail("a refused sweep %s left a sweep directory" % name)
+    print("refused in one line: " + errors[0])
+
+
+def bad_input(opt, work):
+    cases = [
+        ("empty", "  {}\n", "", "space: expected a mapping of recipe keys"),
+        ("unknown_key", "  optim.learning_rate: {choice: [0.1, 0.2]}\n", "", "unknown key"),
+        ("bad_distribution", "  optim.lr: {gaussian: [0.1, 0.2]}\n", "", "unknown key 'space.optim.lr.gaussian'"),
+        ("no_slurm", "  optim.lr: {choice: [0.1]}\n", "backend: slurm\n", "no Slurm configuration"),
+    ]
+    for name, space, extra, words in cases:
+        sweep = objective_sweep(work, name, space, extra)
+        if name == "empty":  # a mapping with nothing in it
+            write_file(sweep, open(sweep).read().replace("space:\n  {}\n", "space: {}\n"))
+        p = run([opt.tessera, "sweep", "run", sweep], work, 120, {"SLURM_CONF": "/nonexistent/slurm.conf"})
+        expect_one_line_error(p, words, work, name)
+
+
+def failing_trial(opt, work):
+    sweep = objective_sweep(work, "failing", "  train.seed: {choice: [1, 666]}\n",
+                            "trial: {command: [/usr/bin/python3, %s], retries: 1}\n" % os.path.join(HERE, "objective.py"))
+    write_file(sweep, open(sweep).read().replace("trial: {command: [/usr/bin/python3, %s]}\n" % os.path.join(HERE, "objective.py"), "", 1))
+    p = run([opt.tessera, "sweep", "run", sweep], work, 120)
+    if p.returncode != 0:
+        fail("a sweep with one failing trial should end with exit 0 (another completed)\n" + show(p))
+    events = read_jsonl(os.path.join(work, "sweeps", "failing", "journal.jsonl"))
+    retries = [e for e in events if e["event"] == "trial_retry"]
+    ends = {e["trial"]: e for e in events if e["event"] == "trial_end"}
+    if len(retries) != 1 or retries[0]["trial"] != 1:
+        fail("expected one retry of trial 1: %r" % retries)
+    if ends[0]["state"] != "completed" or ends[1]["state"] != "failed" or ends[1]["exit_code"] != 3 \
+            or "refusing train.seed 666" not in ends[1]["log_tail"]:
+        fail("expected trial 0 completed and trial 1 failed with exit code 3 and its message: %r" % ends)
+    status = run([opt.tessera, "sweep", "status", sweep], work, 60)
+    if "failed" not in status.stdout or "exit code 3" not in status.stdout:
+        fail("status does not show the failure\n" + show(status))
+    print("failing trial retried once, then recorded failed with exit code 3 and its log; the sweep went on")
+
+
+def second_sweeper_and_cancel(opt, work):
+    sweep = objective_sweep(work, "slow", "  optim.lr: {choice: [0.001, 0.01, 0.1]}\n")
+    sweep_dir = os.path.join(work, "sweeps", "slow")
+    first = start_sweep(opt, work, sweep, {"OBJECTIVE_SLEEP_S": "0.5"})
+    journal = os.path.join(sweep_dir, "journal.jsonl")
+    for _ in range(200):
+        if os.path.exists(journal) and any(e["event"] == "trial_submitted" for e in read_jsonl(journal)):
+            break
+        time.sleep(0.05)
+    second = run([opt.tessera, "sweep", "run", sweep], work, 60)
+    if second.returncode != 2 or "another sweeper is running this sweep" not in second.stderr:
+        fail("a second sweeper was not refused\n" + show(second))
+    cancel = run([opt.tessera, "sweep", "cancel", sweep_dir], work, 120)
+    if cancel.returncode != 0:
+        fail("cancel failed\n" + show(cancel))
+    out, _ = first.communicate(timeout=60)
+    events = read_jsonl(journal)
+    ends = [e for e in events if e["event"] == "trial_end"]
+    if not ends or any(e["state"] != "cancelled" for e in ends) or events[-1]["event"] != "sweep_end" \
+            or not events[-1]["cancelled"]:
+        fail("expected the running trial cancelled and sweep_end cancelled: %r\n%s" % (events[-3:], out))
+    pid = int(open(os.path.join(sweep_dir, "jobs", "slow-t0-a0.pid")).read())
+    time.sleep(0.5)
+    if os.path.exists("/proc/%d" % pid) and open("/proc/%d/stat" % pid).read().split(")")[1].split()[0] != "Z":
+        fail("the cancelled trial's process %d still runs" % pid)
+    print("second sweeper refused: " + second.stderr.strip())
+    print("cancel stopped the sweeper and its trial")
+
+
+def faults(opt):
+    work = tempfile.mkdtemp(prefix="sweep_faults_")
+    bad_input(opt, work)
+    failing_trial(opt, work)
+    second_sweeper_and_cancel(opt, work)
+    shutil.rmtree(work)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("test", choices=["asha", "same-decisions", "crash", "tpe", "grid-restart"])
+    ap.add_argument("test", choices=["asha", "same-decisions", "crash", "tpe", "grid-restart", "faults"])
     ap.add_argument("files", nargs="*")
     ap.add_argument("--tessera")
     ap.add_argument("--backend", default="local", choices=["local", "slurm", "slurm-cli"])
@@ -372,7 +480,7 @@ def main():
     if opt.tessera:
         opt.tessera = os.path.abspath(opt.tessera)
     {"asha": lambda: asha(opt), "crash": lambda: crash(opt), "tpe": lambda: tpe(opt),
-     "grid-restart": lambda: grid_restart(opt),
+     "grid-restart": lambda: grid_restart(opt), "faults": lambda: faults(opt),
      "same-decisions": lambda: same_decisions(opt.files)}[opt.test]()
 
 
