@@ -208,7 +208,9 @@ void loss_panel(std::ostringstream& s, const SweepState& state, const std::map<i
   }
 }
 
-// One parameter's panel: the objective of each completed trial against its value.
+// One parameter's panel: the objective of each completed trial against its value (filled),
+// and of each pruned trial when it was stopped (hollow: an earlier, worse-trained value,
+// but where the sampler went and what ASHA cut is what a person wants to see).
 void param_panel(std::ostringstream& s, const SweepSpec& spec, const Param& p, const SweepState& state,
                  const TrialRecord* best, double left, double top, double width, double height) {
   struct Point {
@@ -218,7 +220,8 @@ void param_panel(std::ostringstream& s, const SweepSpec& spec, const Param& p, c
   std::vector<Point> pts;
   double y_lo = INFINITY, y_hi = -INFINITY;
   for (const TrialRecord& t : state.trials) {
-    if (t.state != TrialState::completed || !t.objective || !std::isfinite(*t.objective)) continue;
+    const bool shown = t.state == TrialState::completed || t.state == TrialState::pruned;
+    if (!shown || !t.objective || !std::isfinite(*t.objective)) continue;
     if (!t.params.contains(p.key)) continue;
     double xv;
     try {
@@ -238,17 +241,20 @@ void param_panel(std::ostringstream& s, const SweepSpec& spec, const Param& p, c
   if (pts.empty()) {
     Axis y{0, 1, false, top + height - 50, top + 40};
     draw_axes(s, x, y, title, p.key, spec.objective.metric, !choice);
-    message(s, (x.p0 + x.p1) / 2, (y.p0 + y.p1) / 2, "no completed trial yet");
+    message(s, (x.p0 + x.p1) / 2, (y.p0 + y.p1) / 2, "no finished trial yet");
   } else {
     pad_range(y_lo, y_hi, false);
     Axis y{y_lo, y_hi, false, top + height - 50, top + 40};
-    draw_axes(s, x, y, title, p.key + (p.log_scale() ? " (log scale)" : ""), spec.objective.metric, !choice);
+    draw_axes(s, x, y, title, p.key + (p.log_scale() ? " (log scale)" : "") + "   (hollow: pruned, value when stopped)",
+              spec.objective.metric, !choice);
     for (const Point& pt : pts) {
       const bool is_best = pt.t == best;
-      s << "<circle cx='" << px(x.map(pt.x)) << "' cy='" << px(y.map(pt.y)) << "' r='" << (is_best ? 6 : 4)
-        << "' fill='" << colour(pt.t->id) << "' fill-opacity='0.8'"
-        << (is_best ? " stroke='#000' stroke-width='2'" : "") << "><title>trial " << pt.t->id << ": "
-        << esc(num(pt.y, 5)) << "</title></circle>\n";
+      const bool pruned = pt.t->state == TrialState::pruned;
+      s << "<circle cx='" << px(x.map(pt.x)) << "' cy='" << px(y.map(pt.y)) << "' r='" << (is_best ? 6 : 4) << "'";
+      if (pruned) s << " fill='none' stroke='" << colour(pt.t->id) << "' stroke-width='1.5'";
+      else s << " fill='" << colour(pt.t->id) << "' fill-opacity='0.8'";
+      s << (is_best ? " stroke='#000' stroke-width='2'" : "") << "><title>trial " << pt.t->id
+        << (pruned ? " (pruned, value when stopped): " : ": ") << esc(num(pt.y, 5)) << "</title></circle>\n";
     }
   }
   if (choice) {  // one labelled column per choice
