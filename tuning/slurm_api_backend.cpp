@@ -161,15 +161,15 @@ class SlurmApiBackend : public TrialBackend {
   // Like scancel: SIGTERM to the job now, SIGKILL after the cluster's KillWait.
   void cancel(const std::string& job_id) override { slurm_kill_job((uint32_t)std::stoul(job_id), SIGKILL, 0); }
 
-  std::optional<std::string> find(const std::string& job_name, const std::string&) override {
+  std::optional<std::string> find(const std::string& job_name, const std::string& trial_dir) override {
     job_info_msg_t* info = nullptr;
-    if (slurm_load_jobs(0, &info, SHOW_ALL) != SLURM_SUCCESS) return std::nullopt;
+    if (slurm_load_jobs(0, &info, SHOW_ALL) != SLURM_SUCCESS) return job_id_from_output(trial_dir, job_name);
     std::optional<std::string> found;
     for (uint32_t i = 0; i < info->record_count; i++)
       if (info->job_array[i].name && job_name == info->job_array[i].name)
         found = std::to_string(info->job_array[i].job_id);
     slurm_free_job_info_msg(info);
-    return found;
+    return found ? found : job_id_from_output(trial_dir, job_name);
   }
 
  private:

@@ -119,7 +119,7 @@ class SlurmCliBackend : public TrialBackend {
 
   void cancel(const std::string& job_id) override { run_program({"scancel", job_id}); }
 
-  std::optional<std::string> find(const std::string& job_name, const std::string&) override {
+  std::optional<std::string> find(const std::string& job_name, const std::string& trial_dir) override {
     const CommandResult r = run_program({"squeue", "-h", "--name=" + job_name, "-o", "%i"});
     const std::string id = trim(r.out);
     if (r.exit_code == 0 && !id.empty() && id.find('\n') == std::string::npos) return id;
@@ -128,7 +128,7 @@ class SlurmCliBackend : public TrialBackend {
     std::istringstream lines(all.out);
     for (std::string line; std::getline(lines, line);)
       if (field(line, "JobName") == job_name) return field(line, "JobId");
-    return std::nullopt;
+    return job_id_from_output(trial_dir, job_name);
   }
 
  private:

@@ -34,8 +34,13 @@ SlurmJobScript slurm_job_script(const TrialLaunch& launch) {
     job.environment = {"TESSERA=" + launch.command.at(0), "TESSERA_LOG_DIR=" + launch.trial_dir};
   } else {
     job.script_path = launch.trial_dir + "/" + launch.job_name + ".sh";
-    std::string text = "#!/bin/bash\n# trial " + launch.job_name + " of a Tessera sweep\nexec";
-    for (const auto& a : launch.argv()) text += " " + shell_quote(a);
+    // The first line names the job (job_id_from_output reads it back).
+    std::string text = "#!/bin/bash\n# trial " + launch.job_name + " of a Tessera sweep\n"
+                       "echo \"trial job ${SLURM_JOB_ID}\"\nexec";
+    for (const auto& a : launch.argv()) {
+      text += ' ';
+      text += shell_quote(a);
+    }
     std::ofstream(job.script_path) << text << "\n";
     chmod(job.script_path.c_str(), 0755);
   }
@@ -56,6 +61,17 @@ void check_slurm_config(const char* backend) {
     throw Error(std::string("slurm backend (") + backend + "): no Slurm configuration at " + conf +
                 (env && *env ? " (SLURM_CONF)" : " (set SLURM_CONF to your cluster's slurm.conf)") +
                 "; nothing was submitted");
+}
+
+std::optional<std::string> job_id_from_output(const std::string& trial_dir, const std::string& job_name) {
+  std::ifstream in(trial_dir + "/" + job_name + ".out");
+  for (std::string line; std::getline(in, line);) {
+    const size_t at = line.find("job ");
+    if (line.rfind("train.sbatch: job ", 0) != 0 && line.rfind("trial job ", 0) != 0) continue;
+    const size_t start = at + 4, end = line.find_first_not_of("0123456789", start);
+    if (end != start) return line.substr(start, end - start);
+  }
+  return std::nullopt;
 }
 
 JobState job_state_from_slurm(const std::string& word) {

@@ -111,15 +111,9 @@ SweepHandle open_sweep(const std::string& file_or_dir) {
         break;
       }
     check(!h.work_dir.empty(), h.dir + "/journal.jsonl: no sweeper_start event says where the sweep started");
-    const std::string cwd = fs::current_path().string();
-    fs::current_path(h.work_dir);
-    try {
-      h.spec = parse_sweep(read_text(copy), copy);
-    } catch (...) {
-      fs::current_path(cwd);
-      throw;
-    }
-    fs::current_path(cwd);
+    h.spec = parse_sweep(read_text(copy), copy);
+    // Relative paths of the sweep file resolve against where the sweep was started.
+    h.spec.recipe = (fs::path(h.work_dir) / h.spec.recipe).lexically_normal().string();
     h.spec.dir = h.dir;
     return h;
   }
