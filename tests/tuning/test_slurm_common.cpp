@@ -50,6 +50,7 @@ TEST(SlurmCommon, ACommandTrialGetsAScriptThatNamesItsJobAndQuotesArguments) {
 
 TEST(SlurmCommon, AJobSlurmForgotIsFoundByTheIdInItsOutput) {
   const std::string dir = testing::TempDir() + "slurm_output";
+  fs::remove_all(dir);
   fs::create_directories(dir);
   EXPECT_FALSE(job_id_from_output(dir, "s-t0-a0"));
   std::ofstream(dir + "/s-t0-a0.out") << "train.sbatch: job 4711 (restart 0) on node1: 2 tasks x 1 threads\nmore\n";
