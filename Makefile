@@ -4,6 +4,8 @@
 #   make lora-demo  fine-tune that model with LoRA on a second corpus, merge, generate
 #   make test    build and run every test (ctest)
 #   make bench   Tessera against PyTorch, side by side; then data-parallel speed and memory
+#   make bench-sweep  the sweeper's overhead against bare sbatch, on a private test Slurm cluster
+#                (bench/sweep_overhead.py: submission to start, rung decisions, stops)
 #   make gpu-binaries  the GPU test, training check and bench binaries to carry to a GPU
 #                machine (then run scripts/gpu-check.sh there; docs/cuda.md)
 SHELL := /bin/bash
@@ -21,7 +23,7 @@ APT_PACKAGES := cmake g++ make git pkg-config openmpi-bin libopenmpi-dev libhdf5
   python3-torch python3-h5py python3-numpy python3-xxhash \
   slurmctld slurmd slurm-client munge libslurm-dev libpmix-dev
 
-.PHONY: demo lora-demo test bench deps build clean gpu-binaries
+.PHONY: demo lora-demo test bench bench-sweep deps build clean gpu-binaries
 .DEFAULT_GOAL := demo
 
 deps:
@@ -65,6 +67,9 @@ test: build
 
 bench: build
 	bench/compare.sh $(BUILD)
+
+bench-sweep: build
+	/usr/bin/python3 bench/sweep_overhead.py --tessera $(TESSERA)
 
 # gpu_tests, gpu_training_check, gpu_bench and gpu_train_bench for a GPU machine that has the CUDA toolkit
 # and nothing else: portable x86-64 code, CUDA required, and their C++ and OpenMP runtimes
