@@ -23,6 +23,11 @@
       for the same attempt (one run_start per attempt in its run logs), the decisions of
       an uninterrupted sweep.
 
+  sweep_runs.py requeue --backend slurm|slurm-cli --tessera BIN
+      A trial job preempted mid-run (SIGUSR1 to its batch shell) checkpoints, is requeued
+      and resumes; the sweeper waits through the requeue and records the trial completed,
+      without a retry, with the objective of an uninterrupted run, bit for bit.
+
   sweep_runs.py tpe --tessera BIN
       TPE against random search on objective.py (a synthetic objective run as the trial
       command, through the same sweeper and journal) over several seeds.
@@ -372,6 +377,64 @@ def use_test_cluster(cluster):
     os.environ["SLURM_CONF"] = env_line.strip().split("=", 1)[1]
 
 
+def one_trial_sweep(work, name, backend, steps):
+    """One training trial (no scheduler) with a checkpoint every 10 steps."""
+    sets = ["model.n_layer=2", "model.n_head=4", "model.n_embd=64", "model.seq_len=64",
+            "data.train=data/train_*.bin", "data.val=data/val_*.bin", "train.steps=%d" % steps,
+            "train.global_batch=8", "train.micro_batch=8", "train.eval_every=10", "train.eval_batches=1",
+            "train.sample_tokens=0", "log.every=1", "checkpoint.every=10"]
+    return write_file(os.path.join(work, name + ".yaml"),
+                      "recipe: %s\n" % os.path.join(SOURCE, "recipes", "tiny.yaml") +
+                      "set: [%s]\n" % ", ".join(sets) + "space:\n  optim.lr: {choice: [0.003]}\n"
+                      "sampler: {kind: grid}\nmax_trials: 1\npoll_seconds: 0.2\n" + backend_lines(backend) +
+                      "dir: sweeps/%s\n" % name)
+
+
+def requeue(opt):
+    """A trial job preempted mid-run (SIGUSR1 to its batch shell, as Slurm's time-limit
+    warning sends) checkpoints, is requeued by train.sbatch and resumes; the sweeper waits
+    for it through the requeue and records it completed with the objective of a run that
+    was never interrupted, bit for bit, without a retry."""
+    work = tempfile.mkdtemp(prefix="sweep_requeue_")
+    prepare_data(opt.tessera, work)
+    steps = 300
+    p = run([opt.tessera, "sweep", "run", one_trial_sweep(work, "steady", opt.backend, steps)], work, 600)
+    if p.returncode != 0:
+        fail("the uninterrupted sweep failed\n" + show(p))
+    expected = [e for e in read_jsonl(os.path.join(work, "sweeps", "steady", "journal.jsonl")) if e["event"] == "trial_end"]
+    sweeper = start_sweep(opt, work, one_trial_sweep(work, "preempted", opt.backend, steps))
+    sweep_dir = os.path.join(work, "sweeps", "preempted")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        series = trial_series(os.path.join(sweep_dir, "trials", "0"), "loss")
+        if series and max(series) >= 20:
+            break
+        time.sleep(0.05)
+    else:
+        fail("the trial never reached step 20")
+    job = [e for e in read_jsonl(os.path.join(sweep_dir, "journal.jsonl")) if e["event"] == "trial_submitted"][0]["job_id"]
+    signal_job = run(["scancel", "--signal=USR1", "--batch", job], work, 30)
+    if signal_job.returncode != 0:
+        fail("scancel --signal failed\n" + show(signal_job))
+    out, _ = sweeper.communicate(timeout=600)
+    if sweeper.returncode != 0:
+        fail("the preempted sweep failed\n" + out)
+    events = read_jsonl(os.path.join(sweep_dir, "journal.jsonl"))
+    ends = [e for e in events if e["event"] == "trial_end"]
+    runs_dir = os.path.join(sweep_dir, "trials", "0", "runs")
+    starts = sum(1 for r in os.listdir(runs_dir) for e in read_jsonl(os.path.join(runs_dir, r, "run.jsonl"))
+                 if e["event"] == "run_start")
+    if any(e["event"] == "trial_retry" for e in events) or len(ends) != 1 or ends[0]["state"] != "completed":
+        fail("expected one completed trial and no retry: %r" % [e for e in events if e["event"].startswith("trial_")])
+    if starts != 2:
+        fail("expected the job to run twice (preempted, then requeued), got %d run starts" % starts)
+    if ends[0]["objective"] != expected[0]["objective"] or ends[0]["steps"] != steps:
+        fail("requeued objective %r after %d steps, uninterrupted %r" % (ends[0]["objective"], ends[0]["steps"], expected[0]["objective"]))
+    print("trial job %s preempted after step 20, requeued by Slurm and resumed: objective %r, as uninterrupted"
+          % (job, ends[0]["objective"]))
+    shutil.rmtree(work)
+
+
 def objective_sweep(work, name, space, extra=""):
     """A sweep of objective.py (the synthetic objective) with the given space lines."""
     return write_file(os.path.join(work, name + ".yaml"),
@@ -466,7 +529,7 @@ def faults(opt):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("test", choices=["asha", "same-decisions", "crash", "tpe", "grid-restart", "faults"])
+    ap.add_argument("test", choices=["asha", "same-decisions", "crash", "tpe", "grid-restart", "faults", "requeue"])
     ap.add_argument("files", nargs="*")
     ap.add_argument("--tessera")
     ap.add_argument("--backend", default="local", choices=["local", "slurm", "slurm-cli"])
@@ -480,7 +543,7 @@ def main():
     if opt.tessera:
         opt.tessera = os.path.abspath(opt.tessera)
     {"asha": lambda: asha(opt), "crash": lambda: crash(opt), "tpe": lambda: tpe(opt),
-     "grid-restart": lambda: grid_restart(opt), "faults": lambda: faults(opt),
+     "grid-restart": lambda: grid_restart(opt), "faults": lambda: faults(opt), "requeue": lambda: requeue(opt),
      "same-decisions": lambda: same_decisions(opt.files)}[opt.test]()
 
 
