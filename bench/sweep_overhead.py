@@ -44,6 +44,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tuning"))
+from sweep_runs import read_jsonl  # noqa: E402  (the complete lines of a JSONL file)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.abspath(os.path.join(HERE, ".."))
 OBJECTIVE = os.path.join(HERE, "sweep_objective.py")
@@ -62,15 +65,6 @@ def fail(message):
 def journal_time(text):
     """'2026-01-02T03:04:05.678Z' (the journal's and the run log's) as seconds since the epoch."""
     return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
-
-
-def read_jsonl(path):
-    out = []
-    with open(path) as f:
-        for line in f:
-            if line.endswith("\n") and line.strip():
-                out.append(json.loads(line))
-    return out
 
 
 # ---- the test cluster ----------------------------------------------------------------

@@ -36,8 +36,10 @@ std::optional<RungDecision> next_rung_decision(const SchedulerSpec& s, const Obj
   d.resource = resource;
   d.step = at->first;
   d.value = at->second;
+  // NaN values are not competing values (Optuna does not record them either).
   for (const TrialRecord& other : state.trials)
-    if (other.id != trial.id && (int)other.rungs.size() > rung) d.competing.push_back(other.rungs[(size_t)rung].value);
+    if (other.id != trial.id && (int)other.rungs.size() > rung && !std::isnan(other.rungs[(size_t)rung].value))
+      d.competing.push_back(other.rungs[(size_t)rung].value);
   d.promoted = promotable(d.value, d.competing, s.reduction_factor, objective.maximize);
   return d;
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
@@ -15,8 +16,16 @@
 namespace tessera::tuning {
 
 Journal::Journal(const std::string& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error(path + ": cannot open the sweep journal: " + std::strerror(errno));
+  // A line cut short by a crash (or a full disk) was never acted on: cut it off, or the
+  // next event appended to it would make one malformed line of the two.
+  const off_t size = ::lseek(fd_, 0, SEEK_END);
+  off_t keep = size;
+  char c = 0;
+  while (keep > 0 && ::pread(fd_, &c, 1, keep - 1) == 1 && c != '\n') keep--;
+  if (keep != size && ::ftruncate(fd_, keep) != 0)
+    throw Error(path + ": cannot cut the unfinished last line of the sweep journal: " + std::strerror(errno));
 }
 
 Journal::~Journal() {
@@ -134,9 +143,17 @@ void apply_event(SweepState& state, const nlohmann::json& e) {
     d.rung = e.at("rung").get<int>();
     d.resource = e.at("resource").get<int64_t>();
     d.step = e.at("step").get<int64_t>();
-    d.value = e.at("value").get<double>();
-    d.competing = e.at("competing").get<std::vector<double>>();
+    // A NaN value is written as null (JSON has no NaN); it is never promoted.
+    d.value = e.at("value").is_null() ? std::nan("") : e.at("value").get<double>();
+    for (const auto& v : e.at("competing"))
+      if (v.is_number()) d.competing.push_back(v.get<double>());
     d.promoted = e.at("promoted").get<bool>();
+    // A rung that stops the trial is its stop decision: were the sweeper killed before
+    // journaling trial_stopping, the restart still cancels the trial.
+    if (!d.promoted && !finished(t.state)) {
+      t.state = TrialState::stopping;
+      t.stop_reason = "ASHA: not promoted at rung " + std::to_string(d.rung);
+    }
     t.rungs.push_back(std::move(d));
   } else if (kind == "trial_stopping") {
     TrialRecord& t = trial_of(state, e);

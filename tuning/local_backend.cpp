@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "tuning/sweep_lock.h"
 #include "tuning/trial_backend.h"
 
 namespace tessera::tuning {
@@ -29,12 +30,15 @@ namespace fs = std::filesystem;
 
 // $1 pid file, $2 status file; the rest is the command. The loop around `wait` is needed
 // because a trapped signal makes `wait` return before the child has ended.
+// The traps are set before the child starts, so a stop that arrives early is not lost (the
+// wrapper, not bash's default action, takes it; `stop` is then passed on at once).
 const char* kWrapper =
-    "pidf=$1 statf=$2; shift 2\n"
+    "pidf=$1 statf=$2; shift 2; child=; stop=\n"
+    "trap 'stop=USR1; [ -n \"$child\" ] && kill -USR1 $child 2>/dev/null' USR1\n"
+    "trap 'stop=TERM; [ -n \"$child\" ] && kill -TERM $child 2>/dev/null' TERM\n"
     "echo $$ > \"$pidf.tmp\" && mv \"$pidf.tmp\" \"$pidf\"\n"
     "\"$@\" & child=$!\n"
-    "trap 'kill -USR1 $child 2>/dev/null' USR1\n"
-    "trap 'kill -TERM $child 2>/dev/null' TERM\n"
+    "[ -n \"$stop\" ] && kill -$stop $child 2>/dev/null\n"
     "while :; do wait $child; rc=$?; kill -0 $child 2>/dev/null || break; done\n"
     "echo $rc > \"$statf.tmp\" && mv \"$statf.tmp\" \"$statf\"\n";
 
@@ -75,8 +79,14 @@ class LocalBackend : public TrialBackend {
     // The job exists once its pid file does (the wrapper writes it first thing).
     for (int i = 0; i < 500 && !fs::exists(pid_path(launch.job_name)); i++)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (!fs::exists(pid_path(launch.job_name)))
-      throw Error("local backend: the trial " + launch.job_name + " did not start (no " + pid_path(launch.job_name) + ")");
+    if (!fs::exists(pid_path(launch.job_name))) {
+      ::kill(-pid, SIGKILL);  // its session: nothing of it may run on unrecorded
+      throw Error("local backend: the trial " + launch.job_name + " did not start within 5 s (no " +
+                  pid_path(launch.job_name) + ")");
+    }
+    // The wrapper's start time, so that a pid reused by another process later (after a
+    // reboot, say) is not taken for the trial.
+    std::ofstream(start_path(launch.job_name)) << process_start_time(pid) << "\n";
     return launch.job_name;
   }
 
@@ -93,7 +103,7 @@ class LocalBackend : public TrialBackend {
     const std::string pid_text = read_first_line(pid_path(job));
     if (pid_text.empty()) return s;  // unknown: never started
     const pid_t pid = (pid_t)std::atol(pid_text.c_str());
-    if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) {
+    if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM) && same_process(job, pid)) {
       s.state = JobState::running;
       s.detail = "pid " + pid_text;
       return s;
@@ -106,8 +116,9 @@ class LocalBackend : public TrialBackend {
   }
 
   void cancel(const std::string& job) override {
+    if (!read_first_line(status_path(job)).empty()) return;  // already ended
     const pid_t pid = (pid_t)std::atol(read_first_line(pid_path(job)).c_str());
-    if (pid > 0) ::kill(pid, SIGUSR1);
+    if (pid > 0 && same_process(job, pid)) ::kill(pid, SIGUSR1);
   }
 
   std::optional<std::string> find(const std::string& job_name, const std::string&) override {
@@ -118,6 +129,14 @@ class LocalBackend : public TrialBackend {
  private:
   std::string pid_path(const std::string& job) const { return jobs_dir_ + "/" + job + ".pid"; }
   std::string status_path(const std::string& job) const { return jobs_dir_ + "/" + job + ".status"; }
+  std::string start_path(const std::string& job) const { return jobs_dir_ + "/" + job + ".start"; }
+
+  // Whether pid is still the job's wrapper: its start time is the recorded one (when the
+  // sweeper lived to record it).
+  bool same_process(const std::string& job, pid_t pid) const {
+    const std::string recorded = read_first_line(start_path(job));
+    return recorded.empty() || recorded == process_start_time(pid);
+  }
 
   // In the child: a new session (the trial survives the sweeper and its terminal), the
   // trial's working directory and output file, one OpenMP thread per CPU asked for.
@@ -131,7 +150,10 @@ class LocalBackend : public TrialBackend {
       ::close(out);
     }
     const int null = ::open("/dev/null", O_RDONLY);
-    if (null >= 0) dup2(null, 0);
+    if (null >= 0) {
+      dup2(null, 0);
+      ::close(null);
+    }
     setenv("OMP_NUM_THREADS", std::to_string(launch.cpus_per_task).c_str(), 1);
     if (getuid() == 0) {
       setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);

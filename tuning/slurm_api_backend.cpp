@@ -63,15 +63,20 @@ std::string read_file(const std::string& path) {
 }
 
 JobState state_of(uint32_t job_state) {
-  if (job_state & (JOB_REQUEUE | JOB_REQUEUE_HOLD)) return JobState::pending;
+  if (job_state & (JOB_REQUEUE | JOB_REQUEUE_HOLD | JOB_SPECIAL_EXIT)) return JobState::pending;
   if (job_state & JOB_COMPLETING) return JobState::running;
   switch (job_state & JOB_STATE_BASE) {
-    case JOB_PENDING:
-    case JOB_SUSPENDED: return JobState::pending;
     case JOB_RUNNING: return JobState::running;
     case JOB_COMPLETE: return JobState::completed;
     case JOB_CANCELLED: return JobState::cancelled;
-    default: return JobState::failed;
+    case JOB_FAILED:
+    case JOB_TIMEOUT:
+    case JOB_NODE_FAIL:
+    case JOB_PREEMPTED:
+    case JOB_BOOT_FAIL:
+    case JOB_DEADLINE:
+    case JOB_OOM: return JobState::failed;
+    default: return JobState::pending;  // PENDING, SUSPENDED, and what later versions add
   }
 }
 
@@ -143,7 +148,9 @@ class SlurmApiBackend : public TrialBackend {
     JobStatus s;
     job_info_msg_t* info = nullptr;
     if (slurm_load_job(&info, (uint32_t)std::stoul(job_id), SHOW_ALL) != SLURM_SUCCESS) {
-      s.detail = slurm_error();  // "Invalid job id specified": Slurm forgot it
+      // ESLURM_INVALID_JOB_ID: Slurm forgot it (unknown); anything else: not asked.
+      if (slurm_get_errno() != ESLURM_INVALID_JOB_ID) s.state = JobState::unreachable;
+      s.detail = slurm_error();
       return s;
     }
     if (info->record_count > 0) {
@@ -163,7 +170,8 @@ class SlurmApiBackend : public TrialBackend {
 
   std::optional<std::string> find(const std::string& job_name, const std::string& trial_dir) override {
     job_info_msg_t* info = nullptr;
-    if (slurm_load_jobs(0, &info, SHOW_ALL) != SLURM_SUCCESS) return job_id_from_output(trial_dir, job_name);
+    if (slurm_load_jobs(0, &info, SHOW_ALL) != SLURM_SUCCESS)
+      throw Error("the Slurm controller does not answer (" + slurm_error() + ")");
     std::optional<std::string> found;
     for (uint32_t i = 0; i < info->record_count; i++)
       if (info->job_array[i].name && job_name == info->job_array[i].name)

@@ -1,11 +1,16 @@
-// The Slurm backend over its command-line tools: `sbatch --parsable` to submit, `squeue`
-// and then `scontrol show job` to ask (squeue forgets a job when it ends; scontrol keeps
-// it for MinJobAge seconds), `scancel` to stop. For clusters whose libslurm does not
+// The Slurm backend over its command-line tools: `sbatch --parsable` to submit,
+// `scontrol show job` to ask (it keeps an ended job for MinJobAge seconds), `scancel` to
+// stop, `squeue --name` and `scontrol` to find a job by name. For clusters whose libslurm does not
 // match this build; slurm_api_backend.cpp does the same through the C API.
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
@@ -18,40 +23,65 @@ namespace tessera::tuning {
 namespace {
 
 struct CommandResult {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr together
+  int exit_code = -1;   // -1: it did not finish within the time limit (killed)
+  std::string out;      // stdout
+  std::string err;      // stderr
+  std::string said() const { return err.empty() ? out : err; }
 };
 
-// Runs a program (no shell) and returns its exit code and output.
-CommandResult run_program(const std::vector<std::string>& argv) {
+// Runs a program (no shell) and returns its exit code, stdout and stderr apart (sbatch's
+// warnings must not be read as its job id). A program that runs longer than `seconds`
+// (a hung controller or file system) is killed: exit_code -1.
+CommandResult run_program(const std::vector<std::string>& argv, int seconds = 60) {
+  std::vector<char*> args;  // built before fork: the child only calls exec
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  FILE* err = std::tmpfile();
   int pipefd[2];
-  if (pipe(pipefd) != 0) throw Error(std::string("pipe failed: ") + std::strerror(errno));
+  if (!err || pipe2(pipefd, O_CLOEXEC) != 0) {
+    if (err) std::fclose(err);
+    throw Error(std::string("cannot run ") + argv[0] + ": " + std::strerror(errno));
+  }
   const pid_t pid = fork();
-  if (pid < 0) throw Error(std::string("fork failed: ") + std::strerror(errno));
-  if (pid == 0) {
-    dup2(pipefd[1], 1);
-    dup2(pipefd[1], 2);
+  if (pid < 0) {
     ::close(pipefd[0]);
     ::close(pipefd[1]);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
+    std::fclose(err);
+    throw Error(std::string("fork failed: ") + std::strerror(errno));
+  }
+  if (pid == 0) {
+    dup2(pipefd[1], 1);
+    dup2(fileno(err), 2);
     execvp(args[0], args.data());
     _exit(127);
   }
   ::close(pipefd[1]);
   CommandResult r;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   std::array<char, 4096> buf;
-  for (ssize_t n; (n = ::read(pipefd[0], buf.data(), buf.size())) != 0;) {
+  bool timed_out = false;
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd pfd{pipefd[0], POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&pfd, 1, (int)left.count()) == 0) {
+      timed_out = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    const ssize_t n = ::read(pipefd[0], buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
+    if (n <= 0) break;
     r.out.append(buf.data(), (size_t)n);
   }
   ::close(pipefd[0]);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::rewind(err);
+  for (int c; (c = std::fgetc(err)) != EOF;) r.err.push_back((char)c);
+  std::fclose(err);
+  r.exit_code = timed_out ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (timed_out) r.err = argv[0] + std::string(" did not answer within ") + std::to_string(seconds) + " s";
   return r;
 }
 
@@ -76,7 +106,7 @@ class SlurmCliBackend : public TrialBackend {
     check_slurm_config("cli");
     const CommandResult r = run_program({"sinfo", "-h", "-o", "%P"});
     if (r.exit_code != 0)
-      throw Error("slurm backend (cli): `sinfo` does not answer (" + trim(r.out) +
+      throw Error("slurm backend (cli): `sinfo` does not answer (" + trim(r.said()) +
                   "); is Slurm installed and SLURM_CONF set? Nothing was submitted");
   }
   std::string name() const override { return "slurm (sbatch/squeue/scancel)"; }
@@ -94,9 +124,12 @@ class SlurmCliBackend : public TrialBackend {
     argv.push_back(job.script_path);
     argv.insert(argv.end(), job.script_args.begin(), job.script_args.end());
     const CommandResult r = run_program(argv);
-    const std::string id = trim(r.out).substr(0, trim(r.out).find(';'));  // "id[;cluster]"
+    // --parsable prints "id[;cluster]" as the last line of stdout.
+    const std::string out = trim(r.out);
+    const std::string last = out.substr(out.find_last_of('\n') == std::string::npos ? 0 : out.find_last_of('\n') + 1);
+    const std::string id = last.substr(0, last.find(';'));
     if (r.exit_code != 0 || id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
-      throw Error("sbatch refused trial " + launch.job_name + ": " + trim(r.out));
+      throw Error("sbatch refused trial " + launch.job_name + ": " + trim(r.said()));
     return id;
   }
 
@@ -104,7 +137,9 @@ class SlurmCliBackend : public TrialBackend {
     const CommandResult r = run_program({"scontrol", "-o", "show", "job", job_id});
     JobStatus s;
     if (r.exit_code != 0) {
-      s.detail = trim(r.out);  // "Invalid job id specified": Slurm forgot it
+      // "Invalid job id specified": Slurm forgot it (unknown); anything else: not asked.
+      s.detail = trim(r.said());
+      if (s.detail.find("Invalid job id") == std::string::npos) s.state = JobState::unreachable;
       return s;
     }
     const std::string state = field(r.out, "JobState");
@@ -121,10 +156,12 @@ class SlurmCliBackend : public TrialBackend {
 
   std::optional<std::string> find(const std::string& job_name, const std::string& trial_dir) override {
     const CommandResult r = run_program({"squeue", "-h", "--name=" + job_name, "-o", "%i"});
+    if (r.exit_code != 0) throw Error("squeue does not answer: " + trim(r.said()));
     const std::string id = trim(r.out);
-    if (r.exit_code == 0 && !id.empty() && id.find('\n') == std::string::npos) return id;
+    if (!id.empty() && id.find('\n') == std::string::npos) return id;
     // An ended job is no longer in squeue: scontrol still knows it for MinJobAge.
     const CommandResult all = run_program({"scontrol", "-o", "show", "job"});
+    if (all.exit_code != 0) throw Error("scontrol does not answer: " + trim(all.said()));
     std::istringstream lines(all.out);
     for (std::string line; std::getline(lines, line);)
       if (field(line, "JobName") == job_name) return field(line, "JobId");

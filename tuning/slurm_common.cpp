@@ -75,16 +75,16 @@ std::optional<std::string> job_id_from_output(const std::string& trial_dir, cons
 }
 
 JobState job_state_from_slurm(const std::string& word) {
-  if (word == "PENDING" || word == "CONFIGURING" || word == "REQUEUED" || word == "REQUEUE_HOLD" ||
-      word == "REQUEUE_FED" || word == "RESV_DEL_HOLD" || word == "SUSPENDED")
-    return JobState::pending;
-  if (word == "RUNNING" || word == "COMPLETING" || word == "STAGE_OUT" || word == "SIGNALING" ||
-      word == "RESIZING")
-    return JobState::running;
+  // The ended states, listed: anything else (PENDING, RUNNING, REQUEUED, COMPLETING,
+  // SPECIAL_EXIT, STOPPED, ... and states of later Slurm versions) is not over yet.
   if (word == "COMPLETED") return JobState::completed;
   if (word == "CANCELLED") return JobState::cancelled;
+  if (word == "FAILED" || word == "TIMEOUT" || word == "NODE_FAIL" || word == "PREEMPTED" ||
+      word == "BOOT_FAIL" || word == "DEADLINE" || word == "OUT_OF_MEMORY")
+    return JobState::failed;
   if (word.empty()) return JobState::unknown;
-  return JobState::failed;  // FAILED, TIMEOUT, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE, OUT_OF_MEMORY
+  if (word == "RUNNING" || word == "COMPLETING") return JobState::running;
+  return JobState::pending;
 }
 
 }  // namespace tessera::tuning

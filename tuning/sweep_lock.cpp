@@ -21,21 +21,6 @@ std::string this_host() {
   return buf;
 }
 
-// Field 22 of /proc/<pid>/stat: the start time in clock ticks since boot, "" if gone.
-std::string process_start(long pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(in, text)) return "";
-  // The command name (field 2) is in parentheses and may hold spaces: count after it.
-  const size_t close = text.rfind(')');
-  if (close == std::string::npos) return "";
-  std::istringstream rest(text.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && rest >> field; i++) {
-  }
-  return field;
-}
-
 struct Owner {
   std::string host;
   long pid = 0;
@@ -53,17 +38,31 @@ bool stale(const Owner& o) {
   if (o.host != this_host()) return false;  // cannot tell: assume it lives
   if (o.pid <= 0) return true;
   if (::kill((pid_t)o.pid, 0) != 0 && errno == ESRCH) return true;
-  return process_start(o.pid) != o.start;
+  return process_start_time(o.pid) != o.start;
 }
 
 }  // namespace
+
+std::string process_start_time(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(in, text)) return "";
+  // The command name (field 2) is in parentheses and may hold spaces: count after it.
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return "";
+  std::istringstream rest(text.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; i++) {
+  }
+  return field;
+}
 
 SweepLock::SweepLock(const std::string& dir) : path_(dir + "/sweeper.lock") {
   for (int attempt = 0; attempt < 2; attempt++) {
     const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd >= 0) {
       const long pid = (long)getpid();
-      const std::string line = this_host() + " " + std::to_string(pid) + " " + process_start(pid) + "\n";
+      const std::string line = this_host() + " " + std::to_string(pid) + " " + process_start_time(pid) + "\n";
       const bool ok = ::write(fd, line.data(), line.size()) == (ssize_t)line.size() && ::fsync(fd) == 0;
       ::close(fd);
       if (!ok) {

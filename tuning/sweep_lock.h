@@ -22,6 +22,10 @@ class SweepLock {
   std::string path_;
 };
 
+// A process's start time (field 22 of /proc/<pid>/stat, clock ticks since boot), "" when
+// it is gone: with the pid, it names a process even after the pid is reused.
+std::string process_start_time(long pid);
+
 // Whether the sweep in `dir` has a live sweeper (a lock that is not stale).
 bool sweeper_running(const std::string& dir);
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/rng.h"
 #include "framework/data/sha256.h"
 #include "framework/recipe/recipe.h"
 #include "tuning/asha.h"
@@ -149,18 +151,14 @@ class SweepRun {
   SweepState& state() { return state_; }
 
   // Attempts that were being submitted when a sweeper died: found by name if the
-  // submission went through, submitted again if it did not. Trials being stopped are
-  // asked again (cancel is idempotent).
+  // submission went through, submitted again if the backend says it did not (and left
+  // for the next pass if it cannot tell). Trials being stopped are asked again (cancel is
+  // idempotent).
   void reattach() {
-    for (TrialRecord& t : state_.trials) {
+    for (size_t i = 0; i < state_.trials.size(); i++) {
+      const TrialRecord& t = state_.trials[i];
       if (t.state == TrialState::submitting) {
-        if (auto id = backend_->find(t.job_name, trial_dir(sweep_.dir, t.id))) {
-          record({{"event", "trial_submitted"}, {"trial", t.id}, {"attempt", t.attempt}, {"job_id", *id},
-                  {"reattached", true}});
-          options_.say("trial " + std::to_string(t.id) + ": re-attached to job " + *id);
-        } else {
-          t.state = TrialState::created;  // never reached the backend: submit it again
-        }
+        resolve_submitting((int)i);
       } else if (t.state == TrialState::stopping) {
         backend_->cancel(t.job_id);
       } else if (t.state == TrialState::queued) {
@@ -173,9 +171,11 @@ class SweepRun {
   // Returns false when the sweep is over.
   bool step() {
     // By index: recording an event may grow the vector of trials.
-    for (size_t i = 0; i < state_.trials.size(); i++)
-      if (state_.trials[i].state == TrialState::queued || state_.trials[i].state == TrialState::stopping)
-        watch((int)i);
+    for (size_t i = 0; i < state_.trials.size(); i++) {
+      const TrialState s = state_.trials[i].state;
+      if (s == TrialState::submitting) resolve_submitting((int)i);
+      else if (s == TrialState::queued || s == TrialState::stopping) watch((int)i);
+    }
     create_trials();
     submit_trials();
     for (const TrialRecord& t : state_.trials)
@@ -187,7 +187,9 @@ class SweepRun {
     for (size_t i = 0; i < state_.trials.size(); i++) {
       const TrialRecord t = state_.trials[i];
       if (finished(t.state)) continue;
-      if (!t.job_id.empty() && t.state != TrialState::created) backend_->cancel(t.job_id);
+      if (t.state == TrialState::submitting) resolve_submitting((int)i);  // a job it may have
+      const TrialRecord& now = state_.trials[i];
+      if (!now.job_id.empty() && now.state != TrialState::created) backend_->cancel(now.job_id);
       const TrialMetrics m = read_trial_metrics(trial_dir(sweep_.dir, t.id));
       record({{"event", "trial_end"}, {"trial", t.id}, {"attempt", t.attempt}, {"state", "cancelled"},
               {"steps", m.last_step}, {"reason", reason}});
@@ -217,13 +219,35 @@ class SweepRun {
     }
   }
 
+  void resolve_submitting(int id) {
+    TrialRecord& t = state_.trials[(size_t)id];
+    std::optional<std::string> job;
+    try {
+      job = backend_->find(t.job_name, trial_dir(sweep_.dir, id));
+    } catch (const Error& e) {
+      options_.say("trial " + std::to_string(id) + ": cannot tell yet whether job " + t.job_name +
+                   " was submitted (" + e.what() + "); asking again");
+      return;
+    }
+    if (!job) {
+      t.state = TrialState::created;  // never reached the backend: submit it again
+      return;
+    }
+    record({{"event", "trial_submitted"}, {"trial", id}, {"attempt", t.attempt}, {"job_id", *job},
+            {"reattached", true}});
+    options_.say("trial " + std::to_string(id) + ": re-attached to job " + *job);
+  }
+
+  // The job's state first, then its run logs once: a rung logged just before the job
+  // ended is still decided before the end is recorded.
   void watch(int id) {
+    const JobStatus status = backend_->query(state_.trials[(size_t)id].job_id);
+    if (status.state == JobState::unreachable) return;  // ask again at the next pass
     const TrialMetrics metrics = read_trial_metrics(trial_dir(sweep_.dir, id));
     if (state_.trials[(size_t)id].state == TrialState::queued) decide_rungs(id, metrics);
-    const JobStatus status = backend_->query(state_.trials[(size_t)id].job_id);
     const bool ended = status.state == JobState::completed || status.state == JobState::failed ||
                        status.state == JobState::cancelled || status.state == JobState::unknown;
-    if (ended) end_attempt(id, status, read_trial_metrics(trial_dir(sweep_.dir, id)));
+    if (ended) end_attempt(id, status, metrics);
   }
 
   void decide_rungs(int id, const TrialMetrics& metrics) {
@@ -237,6 +261,7 @@ class SweepRun {
                    std::to_string(d->step) + ") " + spec_.objective.metric + " " + number(d->value) +
                    (d->promoted ? ": promoted" : ": stopped"));
       if (!d->promoted) {
+        crash_point("after_prune_decision");
         const std::string reason = "ASHA: rung " + std::to_string(d->rung) + " at step " +
                                    std::to_string(d->step) + ", " + spec_.objective.metric + " " +
                                    number(d->value) + " not in the best 1/" +
@@ -321,7 +346,7 @@ class SweepRun {
       const nlohmann::json params = t.params;
       const int attempt = (int)t.job_ids.size();  // every earlier attempt got a job
       TrialLaunch launch;
-      launch.job_name = spec_.name + "-t" + std::to_string(id) + "-a" + std::to_string(attempt);
+      launch.job_name = job_name_prefix() + "-t" + std::to_string(id) + "-a" + std::to_string(attempt);
       launch.trial_dir = trial_dir(sweep_.dir, id);
       launch.tessera_train = spec_.trial.command.empty();
       launch.command = launch.tessera_train ? std::vector<std::string>{options_.tessera, "train"} : spec_.trial.command;
@@ -338,15 +363,23 @@ class SweepRun {
       try {
         job_id = backend_->submit(launch);
       } catch (const Error& e) {
-        record({{"event", "trial_end"}, {"trial", id}, {"attempt", attempt}, {"state", "failed"},
-                {"steps", 0}, {"exit_code", -1}, {"reason", std::string("not submitted: ") + e.what()}});
-        options_.say("trial " + std::to_string(id) + ": not submitted: " + e.what());
-        continue;
+        // The trial stays `submitting`: a restart asks the backend whether the job exists
+        // (a reply lost on the way) before it submits again.
+        throw Error("trial " + std::to_string(id) + " was not submitted: " + e.what() +
+                    ". The sweep stops here; run it again when the backend takes jobs");
       }
       crash_point("after_submit");
       record({{"event", "trial_submitted"}, {"trial", id}, {"attempt", attempt}, {"job_id", job_id}});
       options_.say("trial " + std::to_string(id) + ": job " + job_id + " (" + params_text(params) + ")");
     }
+  }
+
+  // The sweep's name and a hash of its directory: two sweeps of files with the same name
+  // (or another user's) never share job names, which find() goes by.
+  std::string job_name_prefix() const {
+    char hash[16];
+    std::snprintf(hash, sizeof hash, "%06llx", (unsigned long long)(fnv1a64(sweep_.dir) & 0xffffff));
+    return spec_.name + "-" + hash;
   }
 
   const SweepHandle& sweep_;
@@ -433,10 +466,13 @@ void cancel_sweep(const SweepHandle& sweep, const SweepOptions& options) {
     for (int i = 0; i < 600 && sweeper_running(sweep.dir); i++)
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     check(!sweeper_running(sweep.dir), sweep.dir + ": the sweeper did not stop within 5 minutes");
-    return;
+    if (replay(read_journal(sweep.dir + "/journal.jsonl")).ended) return;
+    // The sweeper died before it could cancel: do it here.
+    options.say("the sweeper ended without cancelling; cancelling its trials");
   }
   SweepLock lock(sweep.dir);
   SweepRun run(sweep, options);
+  fs::remove(cancel_request_path(sweep));
   if (run.state().ended) {
     options.say("the sweep has already ended");
     return;

@@ -13,6 +13,7 @@ const char* to_string(JobState s) {
     case JobState::failed: return "failed";
     case JobState::cancelled: return "cancelled";
     case JobState::unknown: return "unknown";
+    case JobState::unreachable: return "unreachable";
   }
   return "?";
 }

@@ -32,11 +32,14 @@ struct TrialLaunch {
   std::string output_path() const { return trial_dir + "/" + job_name + ".out"; }
 };
 
-enum class JobState { pending, running, completed, failed, cancelled, unknown };
+// unknown: the backend answered that it does not know the job (Slurm forgets ended jobs
+// after MinJobAge); unreachable: the backend could not be asked (controller down, a
+// command timed out): the job may well be running, ask again later.
+enum class JobState { pending, running, completed, failed, cancelled, unknown, unreachable };
 const char* to_string(JobState s);
 
 struct JobStatus {
-  JobState state = JobState::unknown;  // unknown: the backend no longer knows the job
+  JobState state = JobState::unknown;
   int exit_code = 0;                   // for completed, failed and cancelled
   std::string detail;                  // the backend's own words (Slurm state, reason)
 };
@@ -52,7 +55,9 @@ class TrialBackend {
   // Asks the job to stop (SIGTERM: a training run checkpoints first) and returns at once.
   virtual void cancel(const std::string& job_id) = 0;
   // The job id of a job submitted under this name that the journal did not record (the
-  // sweeper died between submitting and writing the id), if there is one.
+  // sweeper died between submitting and writing the id), or nullopt when the backend
+  // answered that there is none. Throws tessera::Error when it cannot tell (Slurm does
+  // not answer): the caller must not submit again then.
   virtual std::optional<std::string> find(const std::string& job_name,
                                           const std::string& trial_dir) = 0;
 };

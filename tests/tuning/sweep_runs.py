@@ -176,6 +176,15 @@ def check_decisions(sweep_dir):
             fail("rung event %s: Optuna's rule says promoted=%s" % (e, not e["promoted"]))
         earlier.append(e["value"])
         decisions.append([e["trial"], e["rung"], e["step"], e["value"], e["promoted"]])
+    # Rungs in order per trial, and a trial not promoted ends pruned (and only then).
+    ends = {e["trial"]: e["state"] for e in events if e["event"] == "trial_end"}
+    for trial in ends:
+        rungs = [d for d in decisions if d[0] == trial]
+        if [d[1] for d in rungs] != list(range(len(rungs))):
+            fail("trial %d: rungs decided out of order or skipped: %r" % (trial, rungs))
+        stopped = bool(rungs) and rungs[-1][4] is False
+        if stopped != (ends[trial] == "pruned"):
+            fail("trial %d ended %s, but its last rung decision was %r" % (trial, ends[trial], rungs[-1:]))
     return decisions, events
 
 
@@ -289,7 +298,8 @@ def crash(opt):
     expected, _ = check_sweep_result(os.path.join(work, "sweeps", "reference"))
     sweep = write_asha_sweep(work, "crashed", opt.backend)
     rng = random.Random(opt.seed)
-    points = ["after_created:2", "before_submit:3", "after_submit:1", "after_rung:2", "after_stopping:1"]
+    points = ["after_created:2", "before_submit:3", "after_submit:1", "after_rung:2",
+              "after_prune_decision:1", "after_stopping:1"]
     restarts = run_until_done(opt, work, sweep, points, 4, rng)
     sweep_dir = os.path.join(work, "sweeps", "crashed")
     decisions, events = check_sweep_result(sweep_dir, stopped_early=False)
@@ -511,7 +521,8 @@ def second_sweeper_and_cancel(opt, work):
     if not ends or any(e["state"] != "cancelled" for e in ends) or events[-1]["event"] != "sweep_end" \
             or not events[-1]["cancelled"]:
         fail("expected the running trial cancelled and sweep_end cancelled: %r\n%s" % (events[-3:], out))
-    pid = int(open(os.path.join(sweep_dir, "jobs", "slow-t0-a0.pid")).read())
+    job = [e for e in events if e["event"] == "trial_submitting"][0]["job_name"]
+    pid = int(open(os.path.join(sweep_dir, "jobs", job + ".pid")).read())
     time.sleep(0.5)
     if os.path.exists("/proc/%d" % pid) and open("/proc/%d/stat" % pid).read().split(")")[1].split()[0] != "Z":
         fail("the cancelled trial's process %d still runs" % pid)

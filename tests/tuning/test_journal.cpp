@@ -2,6 +2,7 @@
 // run logs of a requeued trial keep a repeated step's last value.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -56,6 +57,24 @@ TEST(Journal, ReplaysTrialsThroughTheirLives) {
   ASSERT_EQ(s.trials[1].rungs.size(), 1u);
   EXPECT_EQ(s.trials[1].rungs[0].competing, std::vector<double>{2.0});
   EXPECT_EQ(s.best(false), &s.trials[0]);
+  // The next sweeper cuts the unfinished line off before it appends.
+  Journal(path).append({{"event", "sweeper_start"}, {"pid", 2}});
+  const auto events = read_journal(path);
+  ASSERT_EQ(events.size(), 15u);
+  EXPECT_EQ(events.back()["event"], "sweeper_start");
+  EXPECT_EQ(replay(events).sweeper_starts, 2);
+}
+
+TEST(Journal, ARungThatStopsATrialIsItsStopDecision) {
+  // The sweeper was killed after journaling the rung, before trial_stopping: the replayed
+  // trial is being stopped all the same (the restart cancels its job).
+  const SweepState s = replay({{{"event", "trial_created"}, {"trial", 0}, {"params", nlohmann::json::object()}},
+                               {{"event", "trial_submitting"}, {"trial", 0}, {"attempt", 0}, {"job_name", "j"}},
+                               {{"event", "trial_submitted"}, {"trial", 0}, {"attempt", 0}, {"job_id", "7"}},
+                               {{"event", "rung"}, {"trial", 0}, {"rung", 0}, {"resource", 5}, {"step", 5},
+                                {"value", nullptr}, {"competing", {1.0}}, {"promoted", false}}});
+  EXPECT_EQ(s.trials[0].state, TrialState::stopping);
+  EXPECT_TRUE(std::isnan(s.trials[0].rungs[0].value));  // NaN is journaled as null
 }
 
 TEST(Journal, AMalformedCompleteLineIsAnErrorNamingTheLine) {

@@ -70,6 +70,8 @@ TEST(SlurmCommon, SlurmStateWordsMapToJobStates) {
   EXPECT_EQ(job_state_from_slurm("CANCELLED"), JobState::cancelled);
   EXPECT_EQ(job_state_from_slurm("TIMEOUT"), JobState::failed);
   EXPECT_EQ(job_state_from_slurm("NODE_FAIL"), JobState::failed);
+  EXPECT_EQ(job_state_from_slurm("SPECIAL_EXIT"), JobState::pending);  // not over: held for a requeue
+  EXPECT_EQ(job_state_from_slurm("SOMETHING_NEW"), JobState::pending);
   EXPECT_EQ(job_state_from_slurm(""), JobState::unknown);
 }
 
