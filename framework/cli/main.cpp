@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "framework/cli/commands/commands.h"
+#include "framework/train/stop_signals.h"
 #include "framework/train/trainer.h"
 #include "framework/util/system_info.h"
 
@@ -83,6 +84,9 @@ int main(int argc, char** argv) {
   // `tessera sweep` starts trials with mpirun or sbatch: it must not be an MPI process
   // itself (a singleton's environment would leak into the mpirun it starts).
   const bool mpi = !(argc >= 2 && !std::strcmp(argv[1], "sweep"));
+  // Before MPI_Init, which may take a while under srun: Slurm's SIGUSR1 "the time limit is
+  // near" must never kill a training process, however early or late it comes.
+  if (argc >= 2 && !std::strcmp(argv[1], "train")) tessera::record_sigusr1_until_exit();
   int world = 1, rank = 0;
   if (mpi) {
     MPI_Init(&argc, &argv);

@@ -14,6 +14,7 @@
 
 #include "framework/data/prepare.h"
 #include "framework/data/tokenizer.h"
+#include "framework/train/stop_signals.h"
 #include "framework/train/training_run.h"
 #include "base/error.h"
 #include "framework/util/memory.h"
@@ -51,35 +52,6 @@ void maybe_inject_failure(int world_rank, int64_t step) {
     throw Error("injected failure on rank " + std::to_string(rank) + " at step " +
                 std::to_string(at) + " (TESSERA_TEST_FAIL_AT)");
 }
-
-// SIGUSR1 / SIGTERM: the handler only records the signal; the training loop agrees on
-// it across ranks at the end of each step (a rank may get it before the others, or alone).
-volatile std::sig_atomic_t g_stop_signal = 0;
-void record_stop_signal(int signo) { g_stop_signal = signo; }
-
-// Installs the handlers for its lifetime, restoring the previous ones.
-class StopSignals {
- public:
-  StopSignals() {
-    g_stop_signal = 0;
-    struct sigaction action {};
-    action.sa_handler = record_stop_signal;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGUSR1, &action, &old_usr1_);
-    sigaction(SIGTERM, &action, &old_term_);
-  }
-  ~StopSignals() {
-    sigaction(SIGUSR1, &old_usr1_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-  // Collective: the signal any rank has received so far (0: none).
-  static int agreed(Communicator& world) {
-    return all_reduce_value<int32_t>(world, g_stop_signal, ReduceOp::max);
-  }
-
- private:
-  struct sigaction old_usr1_ {}, old_term_ {};
-};
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -29,6 +29,7 @@ Standard library + numpy + h5py (through tests/mpi/layout_runs). Exit code 0 = p
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "mpi"))
 from dp_runs import fail, run, show, series, parse_options  # noqa: E402
 from layout_runs import prepare_data  # noqa: E402
 from preempt_runs import run_logs, last_step_logged  # noqa: E402
+from held_ranks import hold_when, signal_while_held  # noqa: E402
 
 STEPS = 150
 JOB_TIMEOUT = 180  # a job's run, its requeue (cred_expire + 1 s) and its second run
@@ -101,14 +103,6 @@ def wait_until_done(job):
     return wait_for(job, "the end", lambda f: f.get("JobState") in TERMINAL)
 
 
-def wait_for_step(work, name, job, step):
-    def reached(fields):
-        if fields.get("JobState") in TERMINAL:
-            fail("job %s ended (%s) before step %d" % (job, fields.get("JobState"), step))
-        return last_step_logged(work, name) >= step
-    wait_for(job, "step %d" % step, reached)
-
-
 def read_text(path):
     with open(path) as f:
         return f.read()
@@ -118,6 +112,21 @@ def job_outputs(work, name, job):
     """Slurm's output file and the training log of the job."""
     return (read_text(os.path.join(work, "tessera-%s.slurm.out" % job)),
             read_text(os.path.join(work, "logs_" + name, "tessera-%s.log" % job)))
+
+
+def hold_ranks_mid_run(opt, work, name, job, step=2):
+    """SIGSTOPs the job's 2 ranks as soon as step `step` is logged; returns their pids."""
+    next_state_check = [0]
+
+    def ready():
+        if time.time() > next_state_check[0]:  # scontrol takes longer than the whole run
+            state = job_fields(job).get("JobState")
+            if state in TERMINAL:
+                fail("job %s ended (%s) before step %d" % (job, state, step))
+            next_state_check[0] = time.time() + 1
+        return last_step_logged(work, name) >= step
+    return hold_when(opt.tessera, "checkpoint.dir=" + os.path.join(work, "ckpt_" + name), 2,
+                     ready, fail, JOB_TIMEOUT)
 
 
 def expect_completed(job, fields, work, name, restarts):
@@ -164,12 +173,14 @@ def interrupted(opt, work, want, launcher, how):
     name = "%s_%s" % (how, launcher)
     t0 = time.time()
     job = submit(opt, work, name, launcher)
-    wait_for_step(work, name, job, 5)
+    # Held a few steps in until the signal is pending on them (held_ranks.py says why).
+    ranks = hold_ranks_mid_run(opt, work, name, job)
     if how == "usr1":
-        slurm(["scancel", "--signal=USR1", "--batch", job])
+        send = lambda: slurm(["scancel", "--signal=USR1", "--batch", job])
     else:
-        slurm(["scontrol", "requeue", job])
+        send = lambda: slurm(["scontrol", "requeue", job])
     t_signal = time.time()
+    signal_while_held(ranks, send, signal.SIGUSR1 if how == "usr1" else signal.SIGTERM, fail)
     wait_for(job, "the requeue", lambda f: f.get("Restarts") == "1" or f.get("JobState") in TERMINAL)
     fields = wait_until_done(job)
     expect_completed(job, fields, work, name, 1)

@@ -58,6 +58,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "slurm"))
+from held_ranks import hold_when, signal_while_held  # noqa: E402
 LRS = [1e-4, 3e-3, 1e-5, 5e-4, 2e-5, 1e-3, 5e-5, 2e-4]  # the best by construction: 3e-3
 BEST_LR = 3e-3
 STEPS = 60
@@ -414,18 +416,17 @@ def requeue(opt):
     expected = [e for e in read_jsonl(os.path.join(work, "sweeps", "steady", "journal.jsonl")) if e["event"] == "trial_end"]
     sweeper = start_sweep(opt, work, one_trial_sweep(work, "preempted", opt.backend, steps))
     sweep_dir = os.path.join(work, "sweeps", "preempted")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        series = trial_series(os.path.join(sweep_dir, "trials", "0"), "loss")
-        if series and max(series) >= 20:
-            break
-        time.sleep(0.05)
-    else:
-        fail("the trial never reached step 20")
+    # The trial's rank is held at step 20 until the signal is pending on it (held_ranks.py).
+    trial_dir = os.path.join(sweep_dir, "trials", "0")
+    rank = hold_when(opt.tessera, os.path.join("preempted", "trials", "0", "ckpt"), 1,
+                     lambda: max(trial_series(trial_dir, "loss") or [0]) >= 20, fail, 120)
     job = [e for e in read_jsonl(os.path.join(sweep_dir, "journal.jsonl")) if e["event"] == "trial_submitted"][0]["job_id"]
-    signal_job = run(["scancel", "--signal=USR1", "--batch", job], work, 30)
-    if signal_job.returncode != 0:
-        fail("scancel --signal failed\n" + show(signal_job))
+
+    def send():
+        signal_job = run(["scancel", "--signal=USR1", "--batch", job], work, 30)
+        if signal_job.returncode != 0:
+            fail("scancel --signal failed\n" + show(signal_job))
+    signal_while_held(rank, send, signal.SIGUSR1, fail)
     out, _ = sweeper.communicate(timeout=600)
     if sweeper.returncode != 0:
         fail("the preempted sweep failed\n" + out)
@@ -440,8 +441,10 @@ def requeue(opt):
         fail("expected the job to run twice (preempted, then requeued), got %d run starts" % starts)
     if ends[0]["objective"] != expected[0]["objective"] or ends[0]["steps"] != steps:
         fail("requeued objective %r after %d steps, uninterrupted %r" % (ends[0]["objective"], ends[0]["steps"], expected[0]["objective"]))
-    print("trial job %s preempted after step 20, requeued by Slurm and resumed: objective %r, as uninterrupted"
-          % (job, ends[0]["objective"]))
+    stopped = min(e["step"] for r in os.listdir(runs_dir) for e in read_jsonl(os.path.join(runs_dir, r, "run.jsonl"))
+                  if e["event"] == "run_end")
+    print("trial job %s preempted after step %d, requeued by Slurm and resumed: objective %r, as uninterrupted"
+          % (job, stopped, ends[0]["objective"]))
     shutil.rmtree(work)
 
 
