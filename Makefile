@@ -4,6 +4,7 @@
 #   make lora-demo  fine-tune that model with LoRA on a second corpus, merge, generate
 #   make test    build and run every test (ctest)
 #   make bench   Tessera against PyTorch, side by side; then data-parallel speed and memory
+#   make bench-export  exporting GPT-2 124M: peak memory against the model's size, time per format
 #   make bench-sweep  the sweeper's overhead against bare sbatch, on a private test Slurm cluster
 #                (bench/sweep_overhead.py: submission to start, rung decisions, stops)
 #   make gpu-binaries  the GPU test, training check and bench binaries to carry to a GPU
@@ -20,10 +21,10 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 
 APT_PACKAGES := cmake g++ make git pkg-config openmpi-bin libopenmpi-dev libhdf5-dev \
   libeigen3-dev libyaml-cpp-dev libopenblas-dev nlohmann-json3-dev libgtest-dev \
-  python3-torch python3-h5py python3-numpy python3-xxhash \
+  python3-torch python3-h5py python3-numpy python3-xxhash python3-protobuf \
   slurmctld slurmd slurm-client munge libslurm-dev libpmix-dev
 
-.PHONY: demo lora-demo test bench bench-sweep deps build clean gpu-binaries
+.PHONY: demo lora-demo test bench bench-sweep bench-export deps build clean gpu-binaries
 .DEFAULT_GOAL := demo
 
 deps:
@@ -70,6 +71,9 @@ bench: build
 
 bench-sweep: build
 	/usr/bin/python3 bench/sweep_overhead.py --tessera $(TESSERA)
+
+bench-export: build
+	/usr/bin/python3 bench/export_bench.py --tessera $(TESSERA)
 
 # gpu_tests, gpu_training_check, gpu_bench and gpu_train_bench for a GPU machine that has the CUDA toolkit
 # and nothing else: portable x86-64 code, CUDA required, and their C++ and OpenMP runtimes

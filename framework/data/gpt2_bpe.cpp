@@ -59,6 +59,13 @@ CharClass classify(char32_t c) {
 
 }  // namespace
 
+std::string gpt2_byte_symbol(unsigned char byte) {
+  static const std::array<char32_t, 256> table = bytes_to_unicode();
+  const char32_t c = table[byte];  // < U+0800: one or two UTF-8 bytes
+  if (c < 0x80) return std::string(1, (char)c);
+  return {(char)(0xC0 | (c >> 6)), (char)(0x80 | (c & 0x3F))};
+}
+
 std::vector<std::string_view> gpt2_pretokenize(std::string_view text) {
   // Decode once: code point i starts at byte offset[i]; offset[n] = text.size().
   std::vector<char32_t> cp;

@@ -202,7 +202,7 @@ PrepareResult prepare_data(const PrepareOptions& o) {
   return r;
 }
 
-std::unique_ptr<Tokenizer> data_tokenizer(const std::string& shard) {
+TokenizerFiles data_tokenizer_files(const std::string& shard) {
   const std::string meta = (fs::path(shard).parent_path() / "meta.json").string();
   std::error_code ec;
   if (!fs::exists(meta, ec))
@@ -210,12 +210,18 @@ std::unique_ptr<Tokenizer> data_tokenizer(const std::string& shard) {
                 "by `tessera data prepare` has one)");
   try {
     const auto j = nlohmann::json::parse(std::ifstream(meta));
-    return make_tokenizer(j.at("tokenizer").get<std::string>(), j.value("encoder", ""),
-                          j.value("merges", ""));
+    return {j.at("tokenizer").get<std::string>(), j.value("encoder", ""), j.value("merges", "")};
   } catch (const nlohmann::json::exception& e) {
     throw Error(meta + ": " + e.what());
+  }
+}
+
+std::unique_ptr<Tokenizer> data_tokenizer(const std::string& shard) {
+  const TokenizerFiles files = data_tokenizer_files(shard);
+  try {
+    return make_tokenizer(files.kind, files.encoder, files.merges);
   } catch (const Error& e) {
-    throw Error(meta + ": " + e.what());
+    throw Error((fs::path(shard).parent_path() / "meta.json").string() + ": " + e.what());
   }
 }
 

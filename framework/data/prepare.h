@@ -42,6 +42,14 @@ PrepareResult prepare_data(const PrepareOptions& options);
 
 class Tokenizer;
 
+// How a shard was tokenized, from the meta.json beside it: kind "bytes" or "gpt2" and, for
+// gpt2, the encoder.json and vocab.bpe paths given to `tessera data prepare`.
+struct TokenizerFiles {
+  std::string kind, encoder, merges;
+};
+// Throws tessera::Error naming meta.json when it is missing or unreadable.
+TokenizerFiles data_tokenizer_files(const std::string& shard);
+
 // The tokenizer that made a shard, from the meta.json that prepare_data wrote beside it:
 // bytes, or gpt2 from the encoder.json and vocab.bpe paths meta.json records (as given to
 // `tessera data prepare`). Throws tessera::Error naming meta.json when it is missing,

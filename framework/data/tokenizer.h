@@ -57,6 +57,10 @@ class Gpt2Tokenizer final : public Tokenizer {
 // exactly; bytes that are not valid UTF-8 count as "other" characters.
 std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
 
+// A byte as GPT-2's tokenizer files write it (encoder.py's bytes_to_unicode: printable
+// Latin-1 bytes as themselves, the other 68 from U+0100 on, e.g. ' ' as "Ġ"), in UTF-8.
+std::string gpt2_byte_symbol(unsigned char byte);
+
 // kind "bytes" (encoder and merges must be empty) or "gpt2" (both paths required).
 // Throws tessera::Error for an unknown kind or missing / invalid files.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& encoder,

@@ -309,8 +309,6 @@ void validate_recipe(const Recipe& recipe) {
   fail_unless(!r.train.stochastic_rounding || r.train.precision == Precision::bf16,
               "train.stochastic_rounding is for train.precision bf16, not " +
                   shown(r, "train", "precision"));
-  fail_unless(!r.log.tensorboard,
-              "log.tensorboard: TensorBoard event files are not implemented yet (set it to false)");
   if (r.lora.rank > 0) {
     lora_targets(r);
     fail_unless(!r.lora.base.empty(),

@@ -209,7 +209,7 @@ const std::vector<Field>& fields() {
       TESSERA_RECIPE_FIELD(log, dir, non_empty(), "run logs go to `<dir>/<run-id>/run.jsonl`"),
       TESSERA_RECIPE_FIELD(log, every, at_least(1), "a metric line every N steps"),
       TESSERA_RECIPE_FIELD(log, tensorboard, any_value(),
-                           "TensorBoard event files: not implemented yet, must be false"),
+                           "TensorBoard event files of the metric and eval numbers beside run.jsonl"),
 
       TESSERA_RECIPE_FIELD(lora, rank, at_least(0),
                            "adapter rank r (0 = no LoRA: train every weight)"),

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cmath>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -228,6 +229,20 @@ void RunLog::step_event(const std::string& event, int64_t step,
   append_fields(body, event, fields);
   last_step_ = step;
   write_line(event, body);
+  if (!tensorboard_) return;
+  // The same numbers as the line, as float32 scalars tagged "train/<key>" (metric) or
+  // "eval/<key>"; nulls (no MFU, a NaN) and non-numbers are left out, as in the line.
+  const std::string prefix = event == "metric" ? "train/" : "eval/";
+  for (const auto& [key, value] : body.items())
+    if (key != "step" && value.is_number() && std::isfinite(value.get<double>()))
+      tensorboard_->scalar(prefix + key, step, value.get<double>());
+  tensorboard_->flush();
+}
+
+void RunLog::write_tensorboard() {
+  std::lock_guard lock(mutex_);
+  if (file_ && !tensorboard_)
+    tensorboard_ = std::make_unique<TensorBoardWriter>(fs::path(path_).parent_path().string());
 }
 
 void RunLog::metric(int64_t step, const nlohmann::json& fields) {

@@ -16,11 +16,14 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
+
+#include "framework/runlog/tensorboard.h"
 
 namespace tessera {
 
@@ -56,6 +59,9 @@ class RunLog {
   void eval(int64_t step, const nlohmann::json& fields);
   // A checkpoint was written: path, step, checksums ...
   void checkpoint(const nlohmann::json& fields);
+  // From now on metric and eval also write their numbers to a TensorBoard event file in
+  // the run's directory (writer only; tensorboard.h), flushed at every line.
+  void write_tensorboard();
   // Any other event (e.g. "export"). run_start and run_end have their own methods.
   void event(const std::string& name, const nlohmann::json& fields);
   // status is "ok", "failed" or "interrupted" (anything else throws tessera::Error);
@@ -83,6 +89,7 @@ class RunLog {
   bool started_ = false;
   bool ended_ = false;
   std::optional<int64_t> last_step_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // log.tensorboard, writer only
 };
 
 // {"commit": <40 hex or "unknown">, "dirty": true|false|"unknown"} for the git work tree

@@ -99,4 +99,26 @@ std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> tokens,
   return tokens;
 }
 
+std::vector<float> prompt_logits(GPT2& model, const std::vector<int32_t>& tokens) {
+  const GPTConfig& c = model.config();
+  check(model.tp().size == 1 && model.stage().size == 1,
+        "prompt_logits: needs the whole model in one process");
+  check(!tokens.empty() && (int)tokens.size() <= c.seq_len,
+        "the prompt has " + std::to_string(tokens.size()) + " tokens; 1 to seq_len " +
+            std::to_string(c.seq_len) + " are needed for its logits");
+  for (int32_t t : tokens)
+    check(t >= 0 && t < c.vocab_size, "the prompt has token " + std::to_string(t) +
+                                          ", outside the model's vocabulary of " +
+                                          std::to_string(c.vocab_size));
+  const int T = (int)tokens.size();
+  model.forward(tokens.data(), nullptr, 1, T);
+  std::vector<float> out((size_t)T * c.vocab_size), row;
+  for (int t = 0; t < T; t++) {
+    const float* logits = model.backend().host_view(
+        model.logits() + (int64_t)t * model.local_vocab(), c.vocab_size, row);
+    std::copy(logits, logits + c.vocab_size, out.begin() + (int64_t)t * c.vocab_size);
+  }
+  return out;
+}
+
 }  // namespace tessera

@@ -44,4 +44,9 @@ struct SamplingOptions {
 std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> prompt,
                                      const SamplingOptions& o);
 
+// The logits of one forward pass over `tokens` (at most seq_len of them, ids < vocab_size):
+// [T, vocab_size] row-major, row t the scores of the token after tokens[0..t]. For checking
+// an exported model against this one.
+std::vector<float> prompt_logits(GPT2& model, const std::vector<int32_t>& tokens);
+
 }  // namespace tessera

@@ -240,6 +240,7 @@ void TrainingRun::start_run_log() {
   summary_.run_id = broadcast_string(*world_, lead_ ? make_run_id() : std::string(), 0);
   log_ = std::make_unique<RunLog>(r_.log.dir, summary_.run_id, lead_);
   summary_.run_log = log_->path();
+  if (r_.log.tensorboard) log_->write_tensorboard();
   log_->run_start(run_start_record());
 }
 

@@ -242,11 +242,8 @@ TEST(RecipeValidation, GradReduce) {
             "(ZeRO-1 reduce-scatters in fp32): set parallel.grad_reduce=fp32 or parallel.zero=0");
 }
 
-// Refused rather than silently ignored while nothing writes the event files.
-TEST(RecipeValidation, TensorBoardTrueIsRefused) {
-  EXPECT_EQ(parse_error(kMinimal, {"log.tensorboard=true"}),
-            "recipes/tiny.yaml: log.tensorboard: TensorBoard event files are not implemented "
-            "yet (set it to false)");
+TEST(RecipeValidation, TensorBoardIsABoolean) {
+  EXPECT_TRUE(parse_recipe(kMinimal, "recipes/tiny.yaml", {"log.tensorboard=true"}).log.tensorboard);
   EXPECT_FALSE(parse_recipe(kMinimal, "recipes/tiny.yaml", {"log.tensorboard=false"})
                    .log.tensorboard);
 }

@@ -248,3 +248,23 @@ TEST(GitInfo, SourceTreeHasCommitAndDirtyFields) {
 }
 
 }  // namespace
+
+// CRC-32C as TensorBoard's record framing needs it: the check value of the Castagnoli
+// polynomial and the test vectors of RFC 3720 (iSCSI), B.4.
+TEST(TensorBoard, Crc32cMatchesStandardVectors) {
+  EXPECT_EQ(tessera::crc32c("123456789", 9), 0xE3069283u);
+  const std::string zeros(32, '\0'), ones(32, '\xff');
+  EXPECT_EQ(tessera::crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);
+  EXPECT_EQ(tessera::crc32c(ones.data(), ones.size()), 0x62A8AB43u);
+  std::string ascending;
+  for (int i = 0; i < 32; i++) ascending += (char)i;
+  EXPECT_EQ(tessera::crc32c(ascending.data(), ascending.size()), 0x46DD794Eu);
+  EXPECT_EQ(tessera::crc32c("", 0), 0u);
+}
+
+// The mask TFRecord applies to stored CRCs: rotate right by 15, add 0xA282EAD8.
+TEST(TensorBoard, MaskedCrcRotatesAndAdds) {
+  const uint32_t c = tessera::crc32c("123456789", 9);
+  EXPECT_EQ(tessera::masked_crc32c("123456789", 9), ((c >> 15) | (c << 17)) + 0xA282EAD8u);
+  EXPECT_EQ(tessera::masked_crc32c("123456789", 9), 0xC78AB0E5u);
+}

@@ -20,6 +20,8 @@ int cmd_doctor(const Args& args);        // tessera doctor
 int cmd_ckpt(const Args& args);          // tessera ckpt inspect|verify DIR
 int cmd_generate(const Args& args);      // tessera generate --ckpt DIR --prompt TEXT ...
 int cmd_lora(const Args& args);          // tessera lora merge --ckpt DIR --out DIR
+int cmd_export(const Args& args);        // tessera export --ckpt DIR --format F --out PATH
+int cmd_runs(const Args& args);          // tessera runs list|show
 int cmd_sweep(const Args& args);         // tessera sweep run|status|report|cancel SWEEP (tuning/)
 
 // Arguments split into positional ones and options, in order: "--flag value" and

@@ -30,8 +30,30 @@ options:
   --seed S            seed of the sampling (default 1337): the same seed, the same text
   --device D          cpu (default) or cuda: where the model computes (one GPU; the
                       checkpoint reads the same whichever device trained it)
+  --logits-out FILE   also write the prompt's token ids and the logits at each of its
+                      positions (one forward pass) to FILE as JSON {"tokens": [T ids],
+                      "logits": [T rows of vocab_size]}: to check an export against
   --help              print this text
 )";
+
+// The logits as JSON, each float with 9 significant digits (float32 round-trips exactly).
+void write_prompt_logits(GPT2& model, const std::vector<int>& ids, const std::string& path) {
+  const std::vector<int32_t> tokens(ids.begin(), ids.end());
+  const std::vector<float> logits = prompt_logits(model, tokens);
+  const int V = model.config().vocab_size;
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  check(f != nullptr, "tessera generate: cannot create --logits-out " + path);
+  std::fputs("{\"tokens\": [", f);
+  for (size_t t = 0; t < tokens.size(); t++) std::fprintf(f, "%s%d", t ? ", " : "", tokens[t]);
+  std::fputs("],\n\"logits\": [", f);
+  for (size_t t = 0; t < tokens.size(); t++) {
+    std::fputs(t ? ",\n[" : "[", f);
+    for (int v = 0; v < V; v++) std::fprintf(f, "%s%.9g", v ? "," : "", logits[t * V + v]);
+    std::fputc(']', f);
+  }
+  std::fputs("]}\n", f);
+  check(std::fclose(f) == 0, "tessera generate: cannot write --logits-out " + path);
+}
 
 }  // namespace
 
@@ -44,7 +66,7 @@ int cmd_generate(const Args& args) {
   check(p.positional.empty(), "tessera generate: unexpected argument '" +
                                   (p.positional.empty() ? "" : p.positional[0]) +
                                   "' (see tessera generate --help)");
-  std::string ckpt, prompt;
+  std::string ckpt, prompt, logits_out;
   bool have_prompt = false;
   SamplingOptions o;
   kernels::Device device = kernels::Device::cpu;
@@ -61,6 +83,8 @@ int cmd_generate(const Args& args) {
       o.seed = (uint64_t)parse_integer("generate", flag, value, 0);
     } else if (flag == "--device") {
       device = parse_device("generate", value);
+    } else if (flag == "--logits-out") {
+      logits_out = value;
     } else {
       throw Error("tessera generate: unknown option " + flag + " (see tessera generate --help)");
     }
@@ -74,6 +98,7 @@ int cmd_generate(const Args& args) {
   CheckpointModel m = load_checkpoint_model(ckpt, device);
   const auto tokenizer = data_tokenizer(expand_shard_pattern(m.recipe.data.train).front());
   const std::vector<int> ids = tokenizer->encode(prompt);
+  if (!logits_out.empty()) write_prompt_logits(*m.model, ids, logits_out);
   const std::vector<int32_t> out =
       continue_tokens(*m.model, std::vector<int32_t>(ids.begin(), ids.end()), o);
   const std::string text = tokenizer->decode(std::vector<int>(out.begin(), out.end()));
