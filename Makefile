@@ -21,10 +21,10 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 
 APT_PACKAGES := cmake g++ make git pkg-config openmpi-bin libopenmpi-dev libhdf5-dev \
   libeigen3-dev libyaml-cpp-dev libopenblas-dev nlohmann-json3-dev libgtest-dev \
-  python3-torch python3-h5py python3-numpy python3-xxhash python3-protobuf \
+  python3-torch python3-h5py python3-numpy python3-xxhash python3-protobuf libjemalloc2 libtcmalloc-minimal4 \
   slurmctld slurmd slurm-client munge libslurm-dev libpmix-dev
 
-.PHONY: demo lora-demo test bench bench-sweep bench-export deps build clean gpu-binaries
+.PHONY: demo lora-demo test bench bench-sweep bench-export bench-allocators deps build clean gpu-binaries
 .DEFAULT_GOAL := demo
 
 deps:
@@ -74,6 +74,9 @@ bench-sweep: build
 
 bench-export: build
 	/usr/bin/python3 bench/export_bench.py --tessera $(TESSERA)
+
+bench-allocators: build
+	bench/peer_allocators.sh $(BUILD)
 
 # gpu_tests, gpu_training_check, gpu_bench and gpu_train_bench for a GPU machine that has the CUDA toolkit
 # and nothing else: portable x86-64 code, CUDA required, and their C++ and OpenMP runtimes

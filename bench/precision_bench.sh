@@ -4,7 +4,7 @@
 # synthetic tokens, median step of each run:
 #
 #   speed    Tessera bf16 against Tessera fp32 and against PyTorch's bf16 autocast
-#            (oneDNN; PyTorch in its tuned setting, see compare.sh), at B=4 T=64 in one
+#            (oneDNN; PyTorch in its tuned setting, bench/peer.sh), at B=4 T=64 in one
 #            micro-batch per step and in 4 (gradients accumulated, AdamW once per step).
 #            Each engine runs twice, alternating; the better median counts.
 #   memory   peak RSS of Tessera bf16 against fp32 at B=4 T=64 and at B=8 T=256, where
@@ -26,10 +26,10 @@ tessera_run() {  # precision batch seq accum [extra flags]
   OMP_NUM_THREADS=2 "$tessera" bench --json --model gpt2-124m --precision "$1" --batch "$2" \
     --seq "$3" --accum "$4" --steps "$steps" "${@:5}"
 }
+source "$root/bench/peer.sh"
 torch_run() {  # precision batch seq accum
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 \
-    "$root/bench/pytorch_gpt2.py" --model gpt2-124m --precision "$1" --batch "$2" --seq "$3" \
-    --accum "$4" --steps "$steps" --threads 2
+  torch_peer --model gpt2-124m --precision "$1" --batch "$2" --seq "$3" --accum "$4" \
+    --steps "$steps" --threads 2
 }
 
 echo

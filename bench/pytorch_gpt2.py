@@ -7,8 +7,9 @@ precision: bf16 matmuls through oneDNN, fp32 weights, gradients and AdamW).
 Usage: pytorch_gpt2.py --model gpt2-124m|small|tiny --batch B --seq T [--steps N]
                        [--threads 2] [--accum M] [--precision fp32|bf16]
                        [--device cpu|cuda] [--compile] [--find-batch] [--peak-tflops P]
-Prints one JSON line. Run it in PyTorch's tuned setting (see bench/compare.sh):
-OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, OMP_WAIT_POLICY=PASSIVE.
+Prints one JSON line, with the process's peak RSS. On the CPU, run it through
+bench/peer.sh's torch_peer, PyTorch's tuned setting (BLAS, OpenMP, allocator), which also
+passes --allocator-name so that the record says which allocator ran.
 
 On a GPU (--device cuda) it runs as PyTorch's experts would: attention through
 F.scaled_dot_product_attention (flash / cuDNN kernels), bf16 autocast, the fused AdamW,
@@ -19,6 +20,7 @@ adds the model FLOPs utilisation, counted as Tessera counts it.
 import argparse
 import json
 import math
+import resource
 import time
 
 import torch
@@ -131,7 +133,8 @@ def run(a, s, batch):
               "batch": batch, "seq_len": a.seq, "threads": torch.get_num_threads(),
               "precision": a.precision, "micro_batches": a.accum, "tokens_per_s": tokens_per_s,
               "step_ms": step_ms, "forward_ms": median(fwd), "backward_ms": median(bwd),
-              "optimizer_ms": median(optm)}
+              "optimizer_ms": median(optm), "allocator": a.allocator_name,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if a.peak_tflops:
         record["mfu"] = tokens_per_s * training_flops_per_token(s, a.seq) / (a.peak_tflops * 1e12)
     return record
@@ -151,6 +154,7 @@ def main():
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--find-batch", action="store_true", help="the largest micro-batch that fits")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="for the MFU")
+    p.add_argument("--allocator-name", default="glibc", help="recorded only (bench/peer.sh sets it)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     s = SHAPES[a.model]

@@ -107,9 +107,15 @@ BenchResult bench_training_step(const BenchOptions& o) {
   r.peak_rss_mb = peak_rss_mib();
   r.flops_per_token = o.model.training_flops_per_token(o.seq_len);
   r.achieved_flops = r.tokens_per_s * r.flops_per_token;
+  // Per element: the norm reads the gradient (4 bytes); AdamW reads p, g, m, v (16) and
+  // writes p, m, v (12) and the 16-bit copy (2) when there is one.
+  const bool copy16 = model.weights16_for_full_update() != nullptr;
+  r.optimizer_bytes = 4.0 * (double)model.flat_size() +
+                      (28.0 + (copy16 ? 2.0 : 0.0)) * (double)adamw.range().size();
   if (o.device == kernels::Device::cpu) {
     r.peak_flops = measure_fp32_peak_flops(0.5);
     r.mfu = r.achieved_flops / r.peak_flops;
+    r.triad_bandwidth = measure_triad_bandwidth();
   }
   return r;
 }

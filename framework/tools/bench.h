@@ -36,6 +36,13 @@ struct BenchResult {
   int64_t trainable_parameters = 0;
   double optimizer_state_mb = 0;  // AdamW's two fp32 moments
   double peak_rss_mb = 0;         // of this process (host memory), after the timed steps
+  // The optimizer phase only streams memory: the bytes it must move (the gradient norm
+  // reads the gradients; AdamW reads parameters, gradients and both moments and writes
+  // parameters, moments and the 16-bit copy), and on the CPU the in-place triad bandwidth
+  // measured in the same run (0 on cuda), whose ratio is the phase's lower bound.
+  double optimizer_bytes = 0;
+  double triad_bandwidth = 0;  // bytes/s
+  double optimizer_bound_ms() const { return triad_bandwidth > 0 ? 1e3 * optimizer_bytes / triad_bandwidth : 0; }
 };
 
 BenchResult bench_training_step(const BenchOptions& options);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <vector>
 
 namespace tessera {
 
@@ -58,6 +59,25 @@ double measure_fp32_peak_flops(double seconds) {
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, slice_flops / dt);
   } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds);
+  return best;
+}
+
+double measure_triad_bandwidth(int64_t n, double seconds) {
+  std::vector<float> a(n), b(n);
+#pragma omp parallel for schedule(static)  // first touch on the threads that stream them
+  for (int64_t i = 0; i < n; i++) a[i] = 0.0f, b[i] = 1.0f;
+  const float scale = 1e-3f;
+  double best = 0;
+  const auto start = std::chrono::steady_clock::now();
+  do {
+    const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) a[i] = a[i] + scale * b[i];
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 12.0 * (double)n / dt);
+  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds);
+  volatile float sink = a[n / 2];  // the result is used
+  (void)sink;
   return best;
 }
 

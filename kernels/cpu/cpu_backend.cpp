@@ -1,5 +1,7 @@
 // The CPU backend: each method forwards to the kernel of kernels/ops.h of the same name
 // (qualified, since the method would otherwise call itself), on host memory.
+#include <omp.h>
+
 #include <cstring>
 
 #include "kernels/backend.h"
@@ -133,8 +135,24 @@ class CpuBackend final : public Backend {
   }
 
  protected:
-  // Device memory is host memory: plain memset and memcpy, in every direction.
-  void zero_bytes(void* dst, std::size_t bytes) override { std::memset(dst, 0, bytes); }
+  // Device memory is host memory: plain memset and memcpy, in every direction. A large
+  // memset is split over the threads: one core does not reach the memory's bandwidth
+  // (zeroing the gradients of a 124M model every step took 18 ms on one thread).
+  void zero_bytes(void* dst, std::size_t bytes) override {
+    constexpr std::size_t kParallelBytes = std::size_t(8) << 20;
+    if (bytes < kParallelBytes) {
+      std::memset(dst, 0, bytes);
+      return;
+    }
+    char* base = static_cast<char*>(dst);
+#pragma omp parallel
+    {
+      const std::size_t threads = (std::size_t)omp_get_num_threads();
+      const std::size_t t = (std::size_t)omp_get_thread_num();
+      const std::size_t lo = bytes * t / threads, hi = bytes * (t + 1) / threads;
+      std::memset(base + lo, 0, hi - lo);
+    }
+  }
   void copy_bytes(void* dst, const void* src, std::size_t bytes) override {
     std::memcpy(dst, src, bytes);
   }

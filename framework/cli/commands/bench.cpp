@@ -1,4 +1,4 @@
-// tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N]
+// tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N] [--warmup W]
 //               [--device cpu|cuda] [--json]
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -12,13 +12,16 @@ namespace tessera::cli {
 
 static const char* kBenchUsage =
     "usage: tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N]\n"
-    "                     [--accum M] [--precision fp32|bf16|fp16] [--lora-rank R]\n"
+    "                     [--warmup W] [--accum M] [--precision fp32|bf16|fp16]\n"
+    "                     [--lora-rank R]\n"
     "                     [--device cpu|cuda] [--json]\n"
     "\n"
     "Times full training steps (M micro-batches of forward + backward, then AdamW) of a\n"
-    "GPT-2 shape on synthetic tokens, and prints the median tokens/s, the split of a step,\n"
-    "MFU, the optimizer state and the peak memory. --device cpu (the default) computes on\n"
-    "this process's OpenMP threads, and MFU is against an fp32 peak measured on the spot;\n"
+    "GPT-2 shape on synthetic tokens (after W untimed steps, default 2), and prints the\n"
+    "median tokens/s, the split of a step, MFU, the optimizer's memory traffic against an\n"
+    "in-place triad's bandwidth measured on the spot, the optimizer state and the peak\n"
+    "memory. --device cpu (the default) computes on this process's OpenMP threads, and\n"
+    "MFU is against an fp32 peak measured on the spot;\n"
     "--device cuda on the process's GPU (times taken after the GPU has finished; no MFU,\n"
     "as no peak is known for the GPU). --precision sets the matmuls' precision\n"
     "(docs/precision.md); --lora-rank R > 0 trains LoRA adapters of rank R on all four\n"
@@ -55,6 +58,8 @@ int cmd_bench(const Args& args) {
       o.seq_len = parse_int(a, value());
     } else if (a == "--steps") {
       o.steps = parse_int(a, value());
+    } else if (a == "--warmup") {
+      o.warmup_steps = parse_int(a, value());
     } else if (a == "--accum") {
       o.micro_batches = parse_int(a, value());
     } else if (a == "--precision") {
@@ -93,7 +98,10 @@ int cmd_bench(const Args& args) {
                         {"lora_rank", o.options.lora.rank},
                         {"trainable_parameters", r.trainable_parameters},
                         {"optimizer_state_mb", r.optimizer_state_mb},
-                        {"peak_rss_mb", r.peak_rss_mb}};
+                        {"peak_rss_mb", r.peak_rss_mb},
+                        {"optimizer_bytes", r.optimizer_bytes},
+                        {"triad_gb_per_s", r.triad_bandwidth / 1e9},
+                        {"optimizer_bound_ms", r.optimizer_bound_ms()}};
     std::printf("%s\n", j.dump().c_str());
   } else {
     const std::string lora =
@@ -113,6 +121,12 @@ int cmd_bench(const Args& args) {
     else
       std::printf("  %.1f GFLOP/s on %s (MFU not reported: no peak known for the device)\n",
                   r.achieved_flops / 1e9, device);
+    if (r.triad_bandwidth > 0)
+      std::printf("  optimizer: %.0f MB moved in %.1f ms = %.1f GB/s, %.0f%% of the measured "
+                  "in-place triad %.1f GB/s (bound %.1f ms)\n",
+                  r.optimizer_bytes / 1e6, r.optimizer_ms, r.optimizer_bytes / r.optimizer_ms / 1e6,
+                  100 * r.optimizer_bound_ms() / r.optimizer_ms, r.triad_bandwidth / 1e9,
+                  r.optimizer_bound_ms());
     std::printf("  %lld trainable parameters, optimizer state %.1f MiB (%s), peak host memory "
                 "%.0f MiB\n",
                 (long long)r.trainable_parameters, r.optimizer_state_mb, device, r.peak_rss_mb);
