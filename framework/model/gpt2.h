@@ -31,7 +31,8 @@ struct GPTConfig {
 
   static GPTConfig from_recipe(const ModelConfig& model);
   // Training FLOPs per token (forward + backward = 3x forward) of every matmul and of the
-  // attention as computed (full T x T score matrices), at sequence length T:
+  // attention counted over full T x T score matrices (the usual convention, although the
+  // CPU kernel skips the causally masked half), at sequence length T:
   //   3 * (2 * (L * 12 C^2 + C * Vp) + L * 4 * T * C)
   // See docs/performance.md.
   double training_flops_per_token(int T) const;

@@ -9,6 +9,12 @@
 // The (b, h) pairs are spread over the OpenMP threads; each GEMM inside runs on its
 // thread alone (gemm() does not nest inside an OpenMP region). The leading dimensions
 // (3C, C) let the GEMMs read Q, K, V and write O in place: nothing is transposed or copied.
+//
+// Causal blocking: P is zero above the diagonal, so every GEMM runs in blocks of
+// kCausalBlock rows (or, for the transposed products, columns) and skips the part of
+// the T x T matrix that the mask zeroes: a block of query rows [i0, i1) needs keys [0, i1)
+// only, a block of key rows [j0, j1) receives from queries [j0, T) only. At T = 1024 that
+// is 56 % of the full products' FLOPs; at T <= kCausalBlock the GEMMs are the full ones.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -18,6 +24,10 @@
 #include "kernels/ops.h"
 
 namespace tessera::kernels {
+
+namespace {
+constexpr int kCausalBlock = 128;
+}  // namespace
 
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) {
@@ -30,23 +40,31 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int N
       const T* k = q + C;
       const T* v = q + 2 * C;
       T* p = att + ((int64_t)b * NH + h) * Tn * Tn;
-      gemm(false, true, Tn, Tn, HS, scale, q, 3 * C, k, 3 * C, (T)0, p, Tn);  // S = Q K^T / sqrt(HS)
-      for (int i = 0; i < Tn; i++) {
-        T* row = p + (int64_t)i * Tn;
-        T maxv = -std::numeric_limits<T>::infinity();
-        for (int j = 0; j <= i; j++) maxv = std::max(maxv, row[j]);
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j <= i; j++) {
-          row[j] = vexp(row[j] - maxv);
-          sum += row[j];
-        }
-        const T inv = (T)1 / sum;
-        for (int j = 0; j <= i; j++) row[j] *= inv;
-        for (int j = i + 1; j < Tn; j++) row[j] = 0;  // causal mask
-      }
       T* o = out + (int64_t)b * Tn * C + h * HS;
-      gemm(false, false, Tn, HS, Tn, (T)1, p, Tn, v, 3 * C, (T)0, o, C);  // O = P V
+      for (int i0 = 0; i0 < Tn; i0 += kCausalBlock) {
+        const int i1 = std::min(i0 + kCausalBlock, Tn), rows = i1 - i0;
+        T* p_rows = p + (int64_t)i0 * Tn;
+        // S[i0:i1, 0:i1] = Q[i0:i1] K[0:i1]^T / sqrt(HS)
+        gemm(false, true, rows, i1, HS, scale, q + (int64_t)i0 * 3 * C, 3 * C, k, 3 * C, (T)0,
+             p_rows, Tn);
+        for (int i = i0; i < i1; i++) {
+          T* row = p + (int64_t)i * Tn;
+          T maxv = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : maxv)
+          for (int j = 0; j <= i; j++) maxv = std::max(maxv, row[j]);
+          T sum = 0;
+#pragma omp simd reduction(+ : sum)
+          for (int j = 0; j <= i; j++) {
+            row[j] = vexp(row[j] - maxv);
+            sum += row[j];
+          }
+          const T inv = (T)1 / sum;
+          for (int j = 0; j <= i; j++) row[j] *= inv;
+          for (int j = i + 1; j < Tn; j++) row[j] = 0;  // causal mask
+        }
+        // O[i0:i1] = P[i0:i1, 0:i1] V[0:i1]
+        gemm(false, false, rows, HS, i1, (T)1, p_rows, Tn, v, 3 * C, (T)0, o + (int64_t)i0 * C, C);
+      }
     }
   }
 }
@@ -66,18 +84,33 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
       const T* p = att + ((int64_t)b * NH + h) * Tn * Tn;
       T* ds = scratch + ((int64_t)b * NH + h) * Tn * Tn;
 
-      gemm(true, false, Tn, HS, Tn, (T)1, p, Tn, dout_bh, C, (T)1, dv, 3 * C);     // dV += P^T dO
-      gemm(false, true, Tn, Tn, HS, (T)1, dout_bh, C, v, 3 * C, (T)0, ds, Tn);     // dP = dO V^T
-      for (int i = 0; i < Tn; i++) {  // dS = P * (dP - rowsum(P * dP)) / sqrt(HS), in place
-        T* d = ds + (int64_t)i * Tn;
-        const T* pr = p + (int64_t)i * Tn;
-        T dot = 0;
-        for (int j = 0; j <= i; j++) dot += pr[j] * d[j];
-        for (int j = 0; j <= i; j++) d[j] = pr[j] * (d[j] - dot) * scale;
-        for (int j = i + 1; j < Tn; j++) d[j] = 0;
+      for (int i0 = 0; i0 < Tn; i0 += kCausalBlock) {  // blocks of query rows
+        const int i1 = std::min(i0 + kCausalBlock, Tn), rows = i1 - i0;
+        // dP[i0:i1, 0:i1] = dO[i0:i1] V[0:i1]^T
+        gemm(false, true, rows, i1, HS, (T)1, dout_bh + (int64_t)i0 * C, C, v, 3 * C, (T)0,
+             ds + (int64_t)i0 * Tn, Tn);
+        for (int i = i0; i < i1; i++) {  // dS = P * (dP - rowsum(P * dP)) / sqrt(HS), in place
+          T* d = ds + (int64_t)i * Tn;
+          const T* pr = p + (int64_t)i * Tn;
+          T dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (int j = 0; j <= i; j++) dot += pr[j] * d[j];
+          for (int j = 0; j <= i; j++) d[j] = pr[j] * (d[j] - dot) * scale;
+          for (int j = i + 1; j < Tn; j++) d[j] = 0;
+        }
+        // dQ[i0:i1] += dS[i0:i1, 0:i1] K[0:i1]
+        gemm(false, false, rows, HS, i1, (T)1, ds + (int64_t)i0 * Tn, Tn, k, 3 * C, (T)1,
+             dq + (int64_t)i0 * 3 * C, 3 * C);
       }
-      gemm(false, false, Tn, HS, Tn, (T)1, ds, Tn, k, 3 * C, (T)1, dq, 3 * C);     // dQ += dS K
-      gemm(true, false, Tn, HS, Tn, (T)1, ds, Tn, q, 3 * C, (T)1, dk, 3 * C);      // dK += dS^T Q
+      for (int j0 = 0; j0 < Tn; j0 += kCausalBlock) {  // blocks of key rows
+        const int j1 = std::min(j0 + kCausalBlock, Tn), cols = j1 - j0;
+        const int64_t corner = (int64_t)j0 * Tn + j0;  // P[j0:T, j0:j1], dS[j0:T, j0:j1]
+        // dV[j0:j1] += P[j0:T, j0:j1]^T dO[j0:T];  dK[j0:j1] += dS[j0:T, j0:j1]^T Q[j0:T]
+        gemm(true, false, cols, HS, Tn - j0, (T)1, p + corner, Tn, dout_bh + (int64_t)j0 * C, C,
+             (T)1, dv + (int64_t)j0 * 3 * C, 3 * C);
+        gemm(true, false, cols, HS, Tn - j0, (T)1, ds + corner, Tn, q + (int64_t)j0 * 3 * C,
+             3 * C, (T)1, dk + (int64_t)j0 * 3 * C, 3 * C);
+      }
     }
   }
 }
