@@ -30,16 +30,6 @@ uint64_t padded(uint64_t n) {
 
 }  // namespace
 
-const char* gguf_type_name(GgufTensorType type) {
-  switch (type) {
-    case GgufTensorType::f32: return "F32";
-    case GgufTensorType::f16: return "F16";
-    case GgufTensorType::q8_0: return "Q8_0";
-    case GgufTensorType::bf16: return "BF16";
-  }
-  return "?";
-}
-
 int64_t gguf_tensor_bytes(const GgufTensor& t) {
   const int64_t n = ckpt::numel(t.shape);
   switch (t.type) {

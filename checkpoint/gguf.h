@@ -21,9 +21,6 @@ namespace tessera {
 // ggml tensor types this writer knows (ggml.h's enum ggml_type values).
 enum class GgufTensorType : uint32_t { f32 = 0, f16 = 1, q8_0 = 8, bf16 = 30 };
 
-// "F32", "F16", "Q8_0", "BF16".
-const char* gguf_type_name(GgufTensorType type);
-
 struct GgufTensor {
   std::string name;             // < 64 bytes (GGML_MAX_NAME)
   std::vector<int64_t> shape;   // row-major; the innermost dimension last
