@@ -90,46 +90,77 @@ inline void transpose16x16(__m512i r[16]) {
   }
 }
 
-// Pack `lines` lines x kc of K into pair words: dst[p * w + l] = (X(l, 2p), X(l, 2p + 1))
-// for p < ceil(kc / 2), l < w (w a multiple of 8; zero for l >= lines and k >= kc), where
-// X(l, k) = src[l * ld + k] (k_contig: the line is contiguous in K) or src[k * ld + l].
-void pack_pairs(const uint16_t* src, int64_t ld, bool k_contig, int lines, int kc, int w,
-                uint32_t* dst) {
-  const int kp = kc / 2;  // full pairs
+// Pack a block of `lines` lines x kc of K into slivers of `sw` lines (sw: a multiple of 16,
+// or 8) in pair words. Sliver s starts at dst + s * sw * kp (kp = ceil(kc / 2)) and holds
+// word (X(l, 2p), X(l, 2p + 1)) of its line l at p * w + (l - s * sw), where its width w
+// is sw, or for a ragged last sliver its line count rounded up to `round` (8 or 16); lines
+// past `lines` and the k = kc of an odd kc are zero. X(l, k) = src[l * ld + k] (k_contig:
+// a line is contiguous in K) or src[k * ld + l].
+//
+// The whole block in one call, so that each source row is read once, from start to end: sliver
+// by sliver, the strided layout (k_contig false) read 16 or 96 bytes of each of kc rows per
+// sliver, a cache and TLB miss per row on the wide operands of dW and dInput, and the
+// K-contiguous one transposed 16 lines to keep 8 for A's slivers of 8.
+void pack_pairs(const uint16_t* src, int64_t ld, bool k_contig, int lines, int kc, int sw,
+                int round, uint32_t* dst) {
+  const int kfull = kc / 2, kp = (kc + 1) / 2;  // full pairs, all pairs
+  const int slivers = (lines + sw - 1) / sw;
+  auto width = [&](int s) {  // stored width of sliver s
+    const int n = std::min(sw, lines - s * sw);
+    return n == sw ? sw : (n + round - 1) / round * round;
+  };
+  auto sliver = [&](int s) { return dst + (int64_t)s * sw * kp; };
+  const int stored = (slivers - 1) * sw + width(slivers - 1);  // lines with padding
   if (k_contig) {  // a pair is one 32-bit word of a line: transpose 16 x 16 words at a time
-    for (int l0 = 0; l0 < w; l0 += 16) {
-      const __mmask16 store = lanes16(w - l0);
-      for (int p0 = 0; p0 < kp; p0 += 16) {
-        const int np = std::min(16, kp - p0);
+    for (int l0 = 0; l0 < stored; l0 += 16) {
+      // Lines l0 .. l0 + 15 lie in one sliver (sw a multiple of 16) or two (sw == 8).
+      const int s = l0 / sw, w = width(s), w2 = sw == 8 && l0 + 8 < stored ? width(s + 1) : 0;
+      for (int p0 = 0; p0 < kfull; p0 += 16) {
+        const int np = std::min(16, kfull - p0);
         const __mmask32 load = np == 16 ? ~(__mmask32)0 : (__mmask32)((1u << (2 * np)) - 1);
         __m512i r[16];
         for (int i = 0; i < 16; i++)  // r[i]: words p0 .. p0 + 15 of line l0 + i
           r[i] = l0 + i < lines ? _mm512_maskz_loadu_epi16(load, src + (l0 + i) * ld + 2 * p0)
                                 : _mm512_setzero_si512();
         transpose16x16(r);  // r[c]: word p0 + c of lines l0 .. l0 + 15
-        for (int c = 0; c < np; c++)
-          _mm512_mask_storeu_epi32(dst + (int64_t)(p0 + c) * w + l0, store, r[c]);
+        for (int c = 0; c < np; c++) {
+          const int64_t p = p0 + c;
+          if (sw != 8) {
+            _mm512_mask_storeu_epi32(sliver(s) + p * w + (l0 - s * sw), lanes16(s * sw + w - l0), r[c]);
+            continue;
+          }
+          _mm256_storeu_si256((__m256i*)(sliver(s) + p * w), _mm512_castsi512_si256(r[c]));
+          if (w2) _mm256_storeu_si256((__m256i*)(sliver(s + 1) + p * w2), _mm512_extracti64x4_epi64(r[c], 1));
+        }
       }
     }
-  } else {  // rows 2p and 2p+1 are contiguous in lines: interleave 16 lines at a time
-    for (int p = 0; p < kp; p++) {
+  } else {  // rows 2p and 2p+1 are contiguous in lines: interleave, each row read once
+    for (int p = 0; p < kfull; p++) {
       const uint16_t* r0 = src + 2 * p * ld;
-      for (int l0 = 0; l0 < w; l0 += 16) {
-        const __mmask16 m = lanes16(lines - l0);
-        const __m256i a = _mm256_maskz_loadu_epi16(m, r0 + l0);
-        const __m256i b = _mm256_maskz_loadu_epi16(m, r0 + ld + l0);
-        const __m256i lo = _mm256_unpacklo_epi16(a, b);  // lines 0-3 | 8-11
-        const __m256i hi = _mm256_unpackhi_epi16(a, b);  // lines 4-7 | 12-15
-        uint32_t* d = dst + (int64_t)p * w + l0;
-        _mm256_storeu_si256((__m256i*)d, _mm256_permute2x128_si256(lo, hi, 0x20));
-        if (w - l0 > 8) _mm256_storeu_si256((__m256i*)(d + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+      for (int s = 0; s < slivers; s++) {
+        const int w = width(s);
+        uint32_t* d = sliver(s) + (int64_t)p * w;
+        for (int l0 = 0; l0 < w; l0 += 16) {  // lines s * sw + l0 ...
+          const int l = s * sw + l0;
+          const __mmask16 m = lanes16(lines - l);
+          const __m256i a = _mm256_maskz_loadu_epi16(m, r0 + l);
+          const __m256i b = _mm256_maskz_loadu_epi16(m, r0 + ld + l);
+          const __m256i lo = _mm256_unpacklo_epi16(a, b);  // lines 0-3 | 8-11
+          const __m256i hi = _mm256_unpackhi_epi16(a, b);  // lines 4-7 | 12-15
+          _mm256_storeu_si256((__m256i*)(d + l0), _mm256_permute2x128_si256(lo, hi, 0x20));
+          if (w - l0 > 8)
+            _mm256_storeu_si256((__m256i*)(d + l0 + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
       }
     }
   }
   if (kc % 2) {  // the last, half pair: X(l, kc - 1) and zero
     const int k = kc - 1;
-    for (int l = 0; l < w; l++)
-      dst[(int64_t)kp * w + l] = l < lines ? (k_contig ? src[l * ld + k] : src[k * ld + l]) : 0;
+    for (int s = 0; s < slivers; s++)
+      for (int i = 0, w = width(s); i < w; i++) {
+        const int l = s * sw + i;
+        sliver(s)[(int64_t)kfull * w + i] = l < lines ? (k_contig ? src[l * ld + k] : src[k * ld + l]) : 0;
+      }
   }
 }
 
@@ -196,19 +227,15 @@ void bf16gemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alph
     const int mc = std::min(mc_max, M - ic);
     for (int pc = 0; pc < K; pc += kc_max) {
       const int kc = std::min(kc_max, K - pc), kp = (kc + 1) / 2;
-      for (int i0 = 0; i0 < mc; i0 += MR) {  // op(A)(i, k): A[i, k] or A[k, i]
-        const int i = ic + i0;
-        pack_pairs(trans_a ? A + (int64_t)pc * lda + i : A + (int64_t)i * lda + pc, lda, !trans_a,
-                   std::min(MR, mc - i0), kc, MR, Ap + (int64_t)i0 * kp);
-      }
+      // op(A)(i, k): A[i, k] or A[k, i]
+      pack_pairs(trans_a ? A + (int64_t)pc * lda + ic : A + (int64_t)ic * lda + pc, lda, !trans_a,
+                 mc, kc, MR, MR, Ap);
       const float beta_k = pc == 0 ? beta : 1.0f;  // later K blocks accumulate
       for (int jc = 0; jc < N; jc += nc_max) {
         const int nc = std::min(nc_max, N - jc);
-        for (int j0 = 0; j0 < nc; j0 += NR) {  // op(B)(k, j): B[k, j] or B[j, k]
-          const int j = jc + j0, nr = std::min(NR, nc - j0);
-          pack_pairs(trans_b ? B + (int64_t)j * ldb + pc : B + (int64_t)pc * ldb + j, ldb, trans_b,
-                     nr, kc, (nr + 15) / 16 * 16, Bp + (int64_t)j0 * kp);
-        }
+        // op(B)(k, j): B[k, j] or B[j, k]
+        pack_pairs(trans_b ? B + (int64_t)jc * ldb + pc : B + (int64_t)pc * ldb + jc, ldb, trans_b,
+                   nc, kc, NR, 16, Bp);
         for (int i0 = 0; i0 < mc; i0 += MR) {
           const int mr = std::min(MR, mc - i0);
           float* c = C + (int64_t)(ic + i0) * ldc + jc;
