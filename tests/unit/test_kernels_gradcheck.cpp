@@ -10,6 +10,8 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/cast_bf16.h"
+#include "kernels/cpu/cast_fp16.h"
 #include "kernels/cpu/vector_math.h"
 #include "kernels/ops.h"
 
@@ -236,6 +238,35 @@ TEST(Kernels, AdamWGradScaleEqualsScaledGradient) {
   k::adamw_update(p2.data(), g_scaled.data(), m2.data(), v2.data(), n, 1e-2f, 0.9f, 0.95f, 1e-8f,
                   0.1f, 1);
   for (int i = 0; i < n; i++) EXPECT_FLOAT_EQ(p1[i], p2[i]);
+}
+
+TEST(Kernels, AdamWCopyEqualsTheRoundedUpdateAtAnyAlignment) {
+  // adamw_update_with_copy streams the copy in aligned blocks, with ordinary stores for the
+  // unaligned head and the tail: every element, at every offset of the copy, must be the
+  // 16-bit rounding of the parameter that adamw_update computes, which must be unchanged.
+  const int n = 5000;  // several 1024-element blocks and a ragged tail
+  for (k::Dtype dt : {k::Dtype::bf16, k::Dtype::fp16})
+    for (int offset : {0, 1, 7, 31}) {
+      std::vector<float> p(n), g(n), m(n, 0.01f), v(n, 1e-4f);
+      for (int i = 0; i < n; i++) p[i] = 0.37f * std::sin(0.1f * i), g[i] = 0.2f * std::cos(0.3f * i);
+      std::vector<float> p_ref = p, m_ref = m, v_ref = v;
+      std::vector<uint16_t> copy(n + 64, 0xABCD);
+      uint16_t* c = copy.data() + offset;
+      k::adamw_update_with_copy(p.data(), g.data(), m.data(), v.data(), n, 1e-2f, 0.9f, 0.95f,
+                                1e-8f, 0.1f, 2, 0.5f, c, dt);
+      k::adamw_update(p_ref.data(), g.data(), m_ref.data(), v_ref.data(), n, 1e-2f, 0.9f, 0.95f,
+                      1e-8f, 0.1f, 2, 0.5f);
+      for (int i = 0; i < n; i++) {
+        ASSERT_EQ(p[i], p_ref[i]) << i;
+        ASSERT_EQ(m[i], m_ref[i]) << i;
+        ASSERT_EQ(v[i], v_ref[i]) << i;
+        const uint16_t want =
+            dt == k::Dtype::bf16 ? k::fp32_to_bf16(p[i]).bits : k::fp32_to_fp16(p[i]).bits;
+        ASSERT_EQ(c[i], want) << "offset " << offset << " element " << i;
+      }
+      for (int i = 0; i < offset; i++) EXPECT_EQ(copy[i], 0xABCD);  // nothing written outside
+      for (int i = offset + n; i < n + 64; i++) EXPECT_EQ(copy[i], 0xABCD);
+    }
 }
 
 TEST(Kernels, VectorisedExpAndTanhMatchLibm) {
