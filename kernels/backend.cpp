@@ -1,4 +1,4 @@
-// What every backend has unless it overrides it: no flash attention.
+// What every backend has unless it overrides it: no flash attention, no Llama ops.
 #include "kernels/backend.h"
 
 #include <string>
@@ -16,6 +16,42 @@ void Backend::flash_attention_forward(float*, float*, const float*, int, int, in
 void Backend::flash_attention_backward(float*, const float*, const float*, const float*,
                                        const float*, int, int, int, int) {
   throw Error(std::string("flash attention: the ") + to_string(device()) + " backend has none");
+}
+
+bool Backend::has_llama_ops() const { return false; }
+
+namespace {
+[[noreturn]] void no_llama_op(const Backend& backend, const char* op) {
+  throw Error(std::string(op) + ": the " + to_string(backend.device()) +
+              " backend has no kernels for the llama family (it trains on the cpu)");
+}
+}  // namespace
+
+void Backend::gqa_attention_forward(float*, float*, const float*, int, int, int, int, int) {
+  no_llama_op(*this, "gqa_attention_forward");
+}
+void Backend::gqa_attention_backward(float*, const float*, const float*, const float*, int, int,
+                                     int, int, int) {
+  no_llama_op(*this, "gqa_attention_backward");
+}
+void Backend::rope_forward(float*, const float*, const float*, int, int, int, int, int) {
+  no_llama_op(*this, "rope_forward");
+}
+void Backend::rope_backward(float*, const float*, const float*, int, int, int, int, int) {
+  no_llama_op(*this, "rope_backward");
+}
+void Backend::rmsnorm_forward(float*, float*, const float*, const float*, int, int, float) {
+  no_llama_op(*this, "rmsnorm_forward");
+}
+void Backend::rmsnorm_backward(float*, float*, const float*, const float*, const float*,
+                               const float*, int, int) {
+  no_llama_op(*this, "rmsnorm_backward");
+}
+void Backend::swiglu_forward(float*, const float*, int64_t, int) {
+  no_llama_op(*this, "swiglu_forward");
+}
+void Backend::swiglu_backward(float*, const float*, const float*, int64_t, int) {
+  no_llama_op(*this, "swiglu_backward");
 }
 
 }  // namespace tessera::kernels

@@ -16,7 +16,8 @@
 //
 // The CPU implementation of each op is in kernels/cpu/ under the op's name (encoder.cpp,
 // layernorm.cpp, matmul.cpp, attention.cpp, gelu.cpp, residual.cpp, crossentropy.cpp,
-// adamw.cpp, reductions.cpp, dropout.cpp); the GEMMs they call in gemm*.{h,cpp}, the
+// adamw.cpp, reductions.cpp, dropout.cpp, and for the Llama family rmsnorm.cpp, rope.cpp,
+// swiglu.cpp); the GEMMs they call in gemm*.{h,cpp}, the
 // fp32 <-> bf16 / fp16 casts in cast_bf16.* and cast_fp16.*, the 16-bit dispatch in
 // mixed_precision.*. kernels/backend.h puts this list behind the device seam.
 #pragma once
@@ -77,6 +78,49 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int N
 template <typename T>
 void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att,
                         int B, int Tn, int C, int NH);
+
+// Grouped-query attention (Llama): NH query heads, NKV key/value heads (NKV divides NH;
+// query head h reads key/value head h / (NH / NKV)), head size HS. qkv [B,T,(NH+2NKV)*HS]
+// holds the NH query heads, then the NKV key heads, then the NKV value heads; out
+// [B,T,NH*HS]; att [B,NH,T,T] as above. attention_forward is the case NKV = NH.
+template <typename T>
+void gqa_attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int NH, int NKV, int HS);
+// dqkv += gradient through the attention (dK and dV summed over each group's query heads in
+// a fixed order); scratch [B,NH,T,T] is overwritten.
+template <typename T>
+void gqa_attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
+                            int Tn, int NH, int NKV, int HS);
+
+// Rotary position embedding (Hugging Face Llama's rotate-half convention, rope.cpp): in
+// each of `heads` heads of HS values at the start of every row of x [B,T,stride] (the
+// query and key heads of a qkv row), the pair (x[i], x[i + HS/2]), i < HS/2, at position t
+// is rotated by the angle t * theta^(-2i/HS), in place. The backward rotates dx back.
+// cos_table, sin_table [T, HS/2] from rope_table (angles computed in double).
+template <typename T>
+void rope_table(T* cos_table, T* sin_table, int Tn, int HS, double theta);
+template <typename T>
+void rope_forward(T* x, const T* cos_table, const T* sin_table, int B, int Tn, int heads, int HS,
+                  int stride);
+template <typename T>
+void rope_backward(T* dx, const T* cos_table, const T* sin_table, int B, int Tn, int heads, int HS,
+                   int stride);
+
+// out[N,C] = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps) per row, saved in
+// rstd[N] (RMSNorm, no bias).
+template <typename T>
+void rmsnorm_forward(T* out, T* rstd, const T* inp, const T* weight, int N, int C, float eps);
+// (dweight null: frozen, only dinp is computed)
+template <typename T>
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
+                      const T* rstd, int N, int C);
+
+// out[N,F] = silu(gate) * up, silu(x) = x * sigmoid(x) (SwiGLU), where gate_up [N,2F] holds
+// gate in columns 0..F-1 and up in columns F..2F-1 of each row.
+template <typename T>
+void swiglu_forward(T* out, const T* gate_up, int64_t N, int F);
+// dgate_up += the gradient through it
+template <typename T>
+void swiglu_backward(T* dgate_up, const T* gate_up, const T* dout, int64_t N, int F);
 
 // out[N] = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's tanh approximation)
 template <typename T>

@@ -1,14 +1,18 @@
-// Causal multi-head attention as per-(batch, head) GEMMs on strided views of qkv.
+// Causal multi-head attention as per-(batch, head) GEMMs on strided views of qkv, with
+// grouped-query attention (GQA): NH query heads share NKV key/value heads, query head h
+// reading key/value head h / (NH / NKV). GPT-2's multi-head attention is NKV = NH.
 //
-// For one (b, h), with Q, K, V the [T, HS] slices of qkv (row stride 3C) and O the
-// [T, HS] slice of out (row stride C):
+// For one (b, h), with Q, K, V the [T, HS] slices of qkv (row stride (NH + 2 NKV) HS) and
+// O the [T, HS] slice of out (row stride NH HS):
 //   S = Q K^T / sqrt(HS);  P = softmax(S) row-wise over j <= i;  O = P V
 // and backward, with dO given:
 //   dP = dO V^T;  dV += P^T dO;  dS = P * (dP - rowsum(P * dP)) / sqrt(HS);
 //   dQ += dS K;  dK += dS^T Q
-// The (b, h) pairs are spread over the OpenMP threads; each GEMM inside runs on its
-// thread alone (gemm() does not nest inside an OpenMP region). The leading dimensions
-// (3C, C) let the GEMMs read Q, K, V and write O in place: nothing is transposed or copied.
+// The (b, h) pairs are spread over the OpenMP threads, and in the backward the (b, key/value
+// head, block of key rows) triples, which sum their query heads' dK and dV in a fixed
+// order; each GEMM inside runs on its thread alone (gemm() does not nest inside an OpenMP
+// region). The leading dimensions (the qkv row, NH HS) let the GEMMs read Q, K, V and
+// write O in place: nothing is transposed or copied.
 //
 // Causal blocking: P is zero above the diagonal, so every GEMM runs in blocks of
 // kCausalBlock rows (or, for the transposed products, columns) and skips the part of
@@ -30,64 +34,65 @@ constexpr int kCausalBlock = 128;
 }  // namespace
 
 template <typename T>
-void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) {
-  const int HS = C / NH;
+void gqa_attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int NH, int NKV, int HS) {
+  const int64_t row = (int64_t)(NH + 2 * NKV) * HS, C = (int64_t)NH * HS;  // qkv, out strides
+  const int group = NH / NKV;  // query heads per key/value head
   const T scale = (T)1 / std::sqrt((T)HS);
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; b++) {
     for (int h = 0; h < NH; h++) {
-      const T* q = qkv + (int64_t)b * Tn * 3 * C + h * HS;
-      const T* k = q + C;
-      const T* v = q + 2 * C;
+      const T* q = qkv + (int64_t)b * Tn * row + (int64_t)h * HS;
+      const T* k = qkv + (int64_t)b * Tn * row + C + (int64_t)(h / group) * HS;
+      const T* v = k + (int64_t)NKV * HS;
       T* p = att + ((int64_t)b * NH + h) * Tn * Tn;
-      T* o = out + (int64_t)b * Tn * C + h * HS;
+      T* o = out + (int64_t)b * Tn * C + (int64_t)h * HS;
       for (int i0 = 0; i0 < Tn; i0 += kCausalBlock) {
         const int i1 = std::min(i0 + kCausalBlock, Tn), rows = i1 - i0;
         T* p_rows = p + (int64_t)i0 * Tn;
         // S[i0:i1, 0:i1] = Q[i0:i1] K[0:i1]^T / sqrt(HS)
-        gemm(false, true, rows, i1, HS, scale, q + (int64_t)i0 * 3 * C, 3 * C, k, 3 * C, (T)0,
-             p_rows, Tn);
+        gemm(false, true, rows, i1, HS, scale, q + i0 * row, (int)row, k, (int)row, (T)0, p_rows, Tn);
         for (int i = i0; i < i1; i++) {
-          T* row = p + (int64_t)i * Tn;
+          T* r = p + (int64_t)i * Tn;
           T maxv = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : maxv)
-          for (int j = 0; j <= i; j++) maxv = std::max(maxv, row[j]);
+          for (int j = 0; j <= i; j++) maxv = std::max(maxv, r[j]);
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
           for (int j = 0; j <= i; j++) {
-            row[j] = vexp(row[j] - maxv);
-            sum += row[j];
+            r[j] = vexp(r[j] - maxv);
+            sum += r[j];
           }
           const T inv = (T)1 / sum;
-          for (int j = 0; j <= i; j++) row[j] *= inv;
-          for (int j = i + 1; j < Tn; j++) row[j] = 0;  // causal mask
+          for (int j = 0; j <= i; j++) r[j] *= inv;
+          for (int j = i + 1; j < Tn; j++) r[j] = 0;  // causal mask
         }
         // O[i0:i1] = P[i0:i1, 0:i1] V[0:i1]
-        gemm(false, false, rows, HS, i1, (T)1, p_rows, Tn, v, 3 * C, (T)0, o + (int64_t)i0 * C, C);
+        gemm(false, false, rows, HS, i1, (T)1, p_rows, Tn, v, (int)row, (T)0, o + i0 * C, (int)C);
       }
     }
   }
 }
 
 template <typename T>
-void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att,
-                        int B, int Tn, int C, int NH) {
-  const int HS = C / NH;
+void gqa_attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
+                            int Tn, int NH, int NKV, int HS) {
+  const int64_t row = (int64_t)(NH + 2 * NKV) * HS, C = (int64_t)NH * HS;
+  const int group = NH / NKV;
   const T scale = (T)1 / std::sqrt((T)HS);
+  // Per query head: dS (kept in scratch) and dQ.
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; b++) {
     for (int h = 0; h < NH; h++) {
-      const int64_t qkv_off = (int64_t)b * Tn * 3 * C + h * HS;
-      const T *q = qkv + qkv_off, *k = q + C, *v = q + 2 * C;
-      T *dq = dqkv + qkv_off, *dk = dq + C, *dv = dq + 2 * C;
-      const T* dout_bh = dout + (int64_t)b * Tn * C + h * HS;
+      const T* k = qkv + (int64_t)b * Tn * row + C + (int64_t)(h / group) * HS;
+      const T* v = k + (int64_t)NKV * HS;
+      T* dq = dqkv + (int64_t)b * Tn * row + (int64_t)h * HS;
+      const T* dout_bh = dout + (int64_t)b * Tn * C + (int64_t)h * HS;
       const T* p = att + ((int64_t)b * NH + h) * Tn * Tn;
       T* ds = scratch + ((int64_t)b * NH + h) * Tn * Tn;
-
       for (int i0 = 0; i0 < Tn; i0 += kCausalBlock) {  // blocks of query rows
         const int i1 = std::min(i0 + kCausalBlock, Tn), rows = i1 - i0;
         // dP[i0:i1, 0:i1] = dO[i0:i1] V[0:i1]^T
-        gemm(false, true, rows, i1, HS, (T)1, dout_bh + (int64_t)i0 * C, C, v, 3 * C, (T)0,
+        gemm(false, true, rows, i1, HS, (T)1, dout_bh + i0 * C, (int)C, v, (int)row, (T)0,
              ds + (int64_t)i0 * Tn, Tn);
         for (int i = i0; i < i1; i++) {  // dS = P * (dP - rowsum(P * dP)) / sqrt(HS), in place
           T* d = ds + (int64_t)i * Tn;
@@ -99,20 +104,47 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
           for (int j = i + 1; j < Tn; j++) d[j] = 0;
         }
         // dQ[i0:i1] += dS[i0:i1, 0:i1] K[0:i1]
-        gemm(false, false, rows, HS, i1, (T)1, ds + (int64_t)i0 * Tn, Tn, k, 3 * C, (T)1,
-             dq + (int64_t)i0 * 3 * C, 3 * C);
-      }
-      for (int j0 = 0; j0 < Tn; j0 += kCausalBlock) {  // blocks of key rows
-        const int j1 = std::min(j0 + kCausalBlock, Tn), cols = j1 - j0;
-        const int64_t corner = (int64_t)j0 * Tn + j0;  // P[j0:T, j0:j1], dS[j0:T, j0:j1]
-        // dV[j0:j1] += P[j0:T, j0:j1]^T dO[j0:T];  dK[j0:j1] += dS[j0:T, j0:j1]^T Q[j0:T]
-        gemm(true, false, cols, HS, Tn - j0, (T)1, p + corner, Tn, dout_bh + (int64_t)j0 * C, C,
-             (T)1, dv + (int64_t)j0 * 3 * C, 3 * C);
-        gemm(true, false, cols, HS, Tn - j0, (T)1, ds + corner, Tn, q + (int64_t)j0 * 3 * C,
-             3 * C, (T)1, dk + (int64_t)j0 * 3 * C, 3 * C);
+        gemm(false, false, rows, HS, i1, (T)1, ds + (int64_t)i0 * Tn, Tn, k, (int)row, (T)1,
+             dq + i0 * row, (int)row);
       }
     }
   }
+  // Per key/value head and block of key rows: dK and dV, summed over the group's query
+  // heads in a fixed order (no two threads write the same rows: deterministic).
+  const int key_blocks = (Tn + kCausalBlock - 1) / kCausalBlock;
+#pragma omp parallel for collapse(3) schedule(dynamic)
+  for (int b = 0; b < B; b++) {
+    for (int kvh = 0; kvh < NKV; kvh++) {
+      for (int jb = 0; jb < key_blocks; jb++) {
+        const int j0 = jb * kCausalBlock, j1 = std::min(j0 + kCausalBlock, Tn), cols = j1 - j0;
+        const int64_t corner = (int64_t)j0 * Tn + j0;  // P[j0:T, j0:j1], dS[j0:T, j0:j1]
+        T* dk = dqkv + (int64_t)b * Tn * row + C + (int64_t)kvh * HS + j0 * row;
+        T* dv = dk + (int64_t)NKV * HS;
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+          const T* q = qkv + (int64_t)b * Tn * row + (int64_t)h * HS;
+          const T* dout_bh = dout + (int64_t)b * Tn * C + (int64_t)h * HS;
+          const T* p = att + ((int64_t)b * NH + h) * Tn * Tn;
+          const T* ds = scratch + ((int64_t)b * NH + h) * Tn * Tn;
+          // dV[j0:j1] += P[j0:T, j0:j1]^T dO[j0:T];  dK[j0:j1] += dS[j0:T, j0:j1]^T Q[j0:T]
+          gemm(true, false, cols, HS, Tn - j0, (T)1, p + corner, Tn, dout_bh + j0 * C, (int)C, (T)1,
+               dv, (int)row);
+          gemm(true, false, cols, HS, Tn - j0, (T)1, ds + corner, Tn, q + j0 * row, (int)row, (T)1,
+               dk, (int)row);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) {
+  gqa_attention_forward(out, att, qkv, B, Tn, NH, NH, C / NH);
+}
+
+template <typename T>
+void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
+                        int Tn, int C, int NH) {
+  gqa_attention_backward(dqkv, scratch, dout, qkv, att, B, Tn, NH, NH, C / NH);
 }
 
 template void attention_forward<float>(float*, float*, const float*, int, int, int, int);
@@ -121,5 +153,12 @@ template void attention_backward<float>(float*, float*, const float*, const floa
                                         int, int, int, int);
 template void attention_backward<double>(double*, double*, const double*, const double*,
                                          const double*, int, int, int, int);
+template void gqa_attention_forward<float>(float*, float*, const float*, int, int, int, int, int);
+template void gqa_attention_forward<double>(double*, double*, const double*, int, int, int, int,
+                                            int);
+template void gqa_attention_backward<float>(float*, float*, const float*, const float*,
+                                            const float*, int, int, int, int, int);
+template void gqa_attention_backward<double>(double*, double*, const double*, const double*,
+                                             const double*, int, int, int, int, int);
 
 }  // namespace tessera::kernels

@@ -79,6 +79,40 @@ class CpuBackend final : public Backend {
     ops::attention_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH);
   }
 
+  bool has_llama_ops() const override { return true; }
+  void gqa_attention_forward(float* out, float* att, const float* qkv, int B, int T, int NH,
+                             int NKV, int HS) override {
+    ops::gqa_attention_forward(out, att, qkv, B, T, NH, NKV, HS);
+  }
+  void gqa_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                              int B, int T, int NH, int NKV, int HS) override {
+    float* scratch = attention_scratch((int64_t)B * NH * T * T);
+    ops::gqa_attention_backward(dqkv, scratch, dout, qkv, att, B, T, NH, NKV, HS);
+  }
+  void rope_forward(float* x, const float* cos_table, const float* sin_table, int B, int T,
+                    int heads, int HS, int stride) override {
+    ops::rope_forward(x, cos_table, sin_table, B, T, heads, HS, stride);
+  }
+  void rope_backward(float* dx, const float* cos_table, const float* sin_table, int B, int T,
+                     int heads, int HS, int stride) override {
+    ops::rope_backward(dx, cos_table, sin_table, B, T, heads, HS, stride);
+  }
+  void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N,
+                       int C, float eps) override {
+    ops::rmsnorm_forward(out, rstd, inp, weight, N, C, eps);
+  }
+  void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                        const float* weight, const float* rstd, int N, int C) override {
+    ops::rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C);
+  }
+  void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) override {
+    ops::swiglu_forward(out, gate_up, N, F);
+  }
+  void swiglu_backward(float* dgate_up, const float* gate_up, const float* dout, int64_t N,
+                       int F) override {
+    ops::swiglu_backward(dgate_up, gate_up, dout, N, F);
+  }
+
   void gelu_forward(float* out, const float* inp, int64_t N) override {
     ops::gelu_forward(out, inp, N);
   }

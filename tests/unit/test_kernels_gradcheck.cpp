@@ -1,8 +1,5 @@
-// Every op's backward against central finite differences, in double precision.
-//
-// For an op y = f(x) we take the scalar L = sum(y * R) with a fixed random R; the
-// backward called with dout = R must give dL/dx, which we also estimate as
-// (L(x + h e_i) - L(x - h e_i)) / 2h for every element i.
+// Every op's backward against central finite differences, in double precision
+// (gradcheck.h; the Llama family's ops are in test_llama_kernels.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,50 +11,13 @@
 #include "kernels/cpu/cast_fp16.h"
 #include "kernels/cpu/vector_math.h"
 #include "kernels/ops.h"
+#include "tests/unit/gradcheck.h"
 
 namespace k = tessera::kernels;
-using Vec = std::vector<double>;
-
-namespace {
-
-Vec random_vec(size_t n, unsigned seed, double scale = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> dist(0.0, scale);
-  Vec v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
-
-double dot(const Vec& a, const Vec& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
-  return s;
-}
-
-// Compares `analytic` with finite differences of `loss` with respect to `x`.
-void expect_gradient(const char* what, Vec& x, const Vec& analytic,
-                     const std::function<double()>& loss) {
-  ASSERT_EQ(x.size(), analytic.size());
-  const double h = 1e-6;
-  double max_err = 0, max_ref = 0;
-  for (size_t i = 0; i < x.size(); i++) {
-    const double saved = x[i];
-    x[i] = saved + h;
-    const double up = loss();
-    x[i] = saved - h;
-    const double down = loss();
-    x[i] = saved;
-    const double numeric = (up - down) / (2 * h);
-    max_err = std::max(max_err, std::abs(numeric - analytic[i]));
-    max_ref = std::max(max_ref, std::abs(numeric));
-  }
-  EXPECT_GT(max_ref, 0.0) << what << ": gradient is identically zero, the check is vacuous";
-  EXPECT_LE(max_err, 1e-6 * std::max(1.0, max_ref)) << what << ": max |analytic - numeric| = "
-                                                     << max_err << " (max |numeric| " << max_ref
-                                                     << ")";
-}
-
-}  // namespace
+using tessera::test::dot;
+using tessera::test::expect_gradient;
+using tessera::test::random_vec;
+using Vec = tessera::test::Vec;
 
 TEST(GradCheck, Encoder) {
   const int B = 2, T = 3, C = 4, V = 5;
