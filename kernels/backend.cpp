@@ -27,10 +27,12 @@ namespace {
 }
 }  // namespace
 
-void Backend::gqa_attention_forward(float*, float*, const float*, int, int, int, int, int) {
+void Backend::gqa_attention_forward(float*, float*, const float*, const float*, const float*, int,
+                                    int, int, int, int, int, int) {
   no_llama_op(*this, "gqa_attention_forward");
 }
-void Backend::gqa_attention_backward(float*, const float*, const float*, const float*, int, int,
+void Backend::gqa_attention_backward(float*, float*, float*, const float*, const float*,
+                                     const float*, const float*, const float*, int, int, int, int,
                                      int, int, int) {
   no_llama_op(*this, "gqa_attention_backward");
 }
@@ -47,10 +49,10 @@ void Backend::rmsnorm_backward(float*, float*, const float*, const float*, const
                                const float*, int, int) {
   no_llama_op(*this, "rmsnorm_backward");
 }
-void Backend::swiglu_forward(float*, const float*, int64_t, int) {
+void Backend::swiglu_forward(float*, const float*, const float*, int64_t) {
   no_llama_op(*this, "swiglu_forward");
 }
-void Backend::swiglu_backward(float*, const float*, const float*, int64_t, int) {
+void Backend::swiglu_backward(float*, float*, const float*, const float*, const float*, int64_t) {
   no_llama_op(*this, "swiglu_backward");
 }
 

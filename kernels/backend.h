@@ -119,10 +119,13 @@ class Backend {
   // where a backend has them (the CPU's); has_llama_ops says so, and the defaults throw. The
   // rope tables are this backend's memory ([T, HS/2] each, from kernels::rope_table).
   virtual bool has_llama_ops() const;
-  virtual void gqa_attention_forward(float* out, float* att, const float* qkv, int B, int T,
-                                     int NH, int NKV, int HS);
-  virtual void gqa_attention_backward(float* dqkv, const float* dout, const float* qkv,
-                                      const float* att, int B, int T, int NH, int NKV, int HS);
+  virtual void gqa_attention_forward(float* out, float* att, const float* q, const float* k,
+                                     const float* v, int B, int T, int NH, int NKV, int HS,
+                                     int q_stride, int kv_stride);
+  virtual void gqa_attention_backward(float* dq, float* dk, float* dv, const float* dout,
+                                      const float* q, const float* k, const float* v,
+                                      const float* att, int B, int T, int NH, int NKV, int HS,
+                                      int q_stride, int kv_stride);
   virtual void rope_forward(float* x, const float* cos_table, const float* sin_table, int B, int T,
                             int heads, int HS, int stride);
   virtual void rope_backward(float* dx, const float* cos_table, const float* sin_table, int B,
@@ -131,9 +134,9 @@ class Backend {
                                int N, int C, float eps);
   virtual void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                                 const float* weight, const float* rstd, int N, int C);
-  virtual void swiglu_forward(float* out, const float* gate_up, int64_t N, int F);
-  virtual void swiglu_backward(float* dgate_up, const float* gate_up, const float* dout, int64_t N,
-                               int F);
+  virtual void swiglu_forward(float* out, const float* gate, const float* up, int64_t N);
+  virtual void swiglu_backward(float* dgate, float* dup, const float* gate, const float* up,
+                               const float* dout, int64_t N);
 
   virtual void gelu_forward(float* out, const float* inp, int64_t N) = 0;
   virtual void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N) = 0;

@@ -80,16 +80,19 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
                         int B, int Tn, int C, int NH);
 
 // Grouped-query attention (Llama): NH query heads, NKV key/value heads (NKV divides NH;
-// query head h reads key/value head h / (NH / NKV)), head size HS. qkv [B,T,(NH+2NKV)*HS]
-// holds the NH query heads, then the NKV key heads, then the NKV value heads; out
-// [B,T,NH*HS]; att [B,NH,T,T] as above. attention_forward is the case NKV = NH.
+// query head h reads key/value head h / (NH / NKV)), head size HS. q [B,T,q_stride] holds
+// the NH query heads at the start of each row, k and v [B,T,kv_stride] the NKV key and
+// value heads; out [B,T,NH*HS]; att [B,NH,T,T] as above. attention_forward is the case
+// NKV = NH with q, k, v the thirds of a qkv row.
 template <typename T>
-void gqa_attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int NH, int NKV, int HS);
-// dqkv += gradient through the attention (dK and dV summed over each group's query heads in
-// a fixed order); scratch [B,NH,T,T] is overwritten.
+void gqa_attention_forward(T* out, T* att, const T* q, const T* k, const T* v, int B, int Tn,
+                           int NH, int NKV, int HS, int q_stride, int kv_stride);
+// dq, dk, dv += the gradient through the attention (laid out as q, k, v; dK and dV summed
+// over each group's query heads in a fixed order); scratch [B,NH,T,T] is overwritten.
 template <typename T>
-void gqa_attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
-                            int Tn, int NH, int NKV, int HS);
+void gqa_attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const T* k,
+                            const T* v, const T* att, int B, int Tn, int NH, int NKV, int HS,
+                            int q_stride, int kv_stride);
 
 // Rotary position embedding (Hugging Face Llama's rotate-half convention, rope.cpp): in
 // each of `heads` heads of HS values at the start of every row of x [B,T,stride] (the
@@ -114,13 +117,12 @@ template <typename T>
 void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
                       const T* rstd, int N, int C);
 
-// out[N,F] = silu(gate) * up, silu(x) = x * sigmoid(x) (SwiGLU), where gate_up [N,2F] holds
-// gate in columns 0..F-1 and up in columns F..2F-1 of each row.
+// out[N] = silu(gate) * up, silu(x) = x * sigmoid(x)   (SwiGLU, elementwise)
 template <typename T>
-void swiglu_forward(T* out, const T* gate_up, int64_t N, int F);
-// dgate_up += the gradient through it
+void swiglu_forward(T* out, const T* gate, const T* up, int64_t N);
+// dgate, dup += the gradient through it
 template <typename T>
-void swiglu_backward(T* dgate_up, const T* gate_up, const T* dout, int64_t N, int F);
+void swiglu_backward(T* dgate, T* dup, const T* gate, const T* up, const T* dout, int64_t N);
 
 // out[N] = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's tanh approximation)
 template <typename T>

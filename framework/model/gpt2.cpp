@@ -19,7 +19,8 @@ namespace tessera {
 
 LinearContext GPT2::linear_context() const {
   const Activations& shared = slots_[0];  // the scratch is the same in every slot
-  const int64_t widest_out = std::max({3 * config_.n_embd, 4 * config_.n_embd}) / tp_.size;
+  const Widths w = widths();
+  const int64_t widest_out = std::max(w.qkv, w.mlp_in);  // of a block layer
   return LinearContext{backend_, options_.precision, tp_.size, tp_.comm, shared.scratch16,
                        mixed_ ? shared.maxN * widest_out : 0, shared.scratch, shared.scratch2,
                        shared.lora_dh};
@@ -28,12 +29,14 @@ LinearContext GPT2::linear_context() const {
 // pass (with T): the activation slot of a forward or backward pass, for LoRA dropout.
 LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g,
                                const Activations* pass, int T) const {
-  const int C = config_.n_embd, Ct = C / tp_.size, Ft = 4 * C / tp_.size;
+  const int C = config_.n_embd;
+  const Widths wd = widths();
+  const int Q = (int)wd.q, KV = (int)wd.kv, Ct = (int)wd.att, Ft = (int)wd.mlp;
   const auto &w = p.blocks[l], &d = g.blocks[l];
   LinearLayer L;
   switch (t) {
     case LoraTarget::qkv:
-      L = {TpSplit::column, C, 3 * Ct, w.qkv_w, w.qkv_b, nullptr, d.qkv_w, d.qkv_b, {}};
+      L = {TpSplit::column, C, (int)wd.qkv, w.qkv_w, w.qkv_b, nullptr, d.qkv_w, d.qkv_b, {}};
       break;
     case LoraTarget::attn_out:
       L = {TpSplit::row, Ct, C, w.proj_w, w.proj_b, nullptr, d.proj_w, d.proj_b, {}};
@@ -43,6 +46,18 @@ LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const Pa
       break;
     case LoraTarget::mlp_down:
       L = {TpSplit::row, Ft, C, w.down_w, w.down_b, nullptr, d.down_w, d.down_b, {}};
+      break;
+    case LoraTarget::q:
+      L = {TpSplit::column, C, Q, w.q_w, nullptr, nullptr, d.q_w, nullptr, {}};
+      break;
+    case LoraTarget::k:
+      L = {TpSplit::column, C, KV, w.k_w, nullptr, nullptr, d.k_w, nullptr, {}};
+      break;
+    case LoraTarget::v:
+      L = {TpSplit::column, C, KV, w.v_w, nullptr, nullptr, d.v_w, nullptr, {}};
+      break;
+    case LoraTarget::mlp_gate:
+      L = {TpSplit::column, C, Ft, w.gate_w, nullptr, nullptr, d.gate_w, nullptr, {}};
       break;
   }
   if (mixed_) L.weight16 = params16_.get() + (L.weight - params_.get());
@@ -68,11 +83,13 @@ LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const Pa
   return L;
 }
 
-// The LM head: logits = lnf @ wte^T, column-parallel over the vocabulary, no bias.
+// The LM head: logits = lnf @ W^T with W the token embedding (tied) or llama's lm_head,
+// column-parallel over the vocabulary, no bias.
 LinearLayer GPT2::lm_head(const ParamPtrs& p, const ParamPtrs& g) const {
-  LinearLayer L{TpSplit::column, config_.n_embd, local_vocab_, p.wte, nullptr, nullptr, g.wte,
-                nullptr, {}};
-  if (mixed_) L.weight16 = params16_.get() + (p.wte - params_.get());
+  const bool own = lm_head_index_ >= 0;
+  LinearLayer L{TpSplit::column, config_.n_embd, local_vocab_, own ? p.lm_head : p.wte, nullptr,
+                nullptr, own ? g.lm_head : g.wte, nullptr, {}};
+  if (mixed_) L.weight16 = params16_.get() + (L.weight - params_.get());
   return L;
 }
 
@@ -198,23 +215,22 @@ void GPT2::check_shape(int slot, int B, int T) const {
 
 void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int B, int T) {
   check_shape(slot, B, T);
-  const int C = config_.n_embd, NH = config_.n_head / tp_.size, Vl = local_vocab_;
-  const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
+  const int C = config_.n_embd, Vl = local_vocab_;
   const bool tp = tp_.size > 1;
-  const int64_t N = (int64_t)B * T, maxN = slots_[slot].maxN;
-  const int64_t att_stride = attention_saved_stride();
+  const int64_t N = (int64_t)B * T;
   Activations& a = slots_[slot];
   const ParamPtrs p = param_ptrs(params_.get());
 
   if (stage_.is_first()) check_tokens(inputs, N, config_.vocab_size, "input");
   if (!stage_.is_first()) {
     backend_.to_device(a.encoded, x_in, N * C);
-  } else if (!tp) {
+  } else if (!tp && p.wpe) {
     backend_.encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
   } else {
     // Vocabulary-parallel embedding: rows of other ranks' tokens are 0 here; the
-    // all-reduce assembles the lookup (one non-zero term per position: exact), then wpe.
-    // Host loops: tensor parallelism runs on the CPU only.
+    // all-reduce assembles the lookup (one non-zero term per position: exact), then wpe
+    // (llama has none: its positions are rotary). Host loops: tensor parallelism and the
+    // llama family run on the CPU only.
     const int start = vocab_start();
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -226,12 +242,39 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
         std::memset(out, 0, sizeof(float) * C);
     }
     allreduce_tp(a.encoded, N * C);
+    if (p.wpe)
 #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++)
-      for (int c = 0; c < C; c++) a.encoded[n * C + c] += p.wpe[(n % T) * C + c];
+      for (int64_t n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) a.encoded[n * C + c] += p.wpe[(n % T) * C + c];
   }
   refresh_weights16();
   const ParamPtrs g = param_ptrs(grads_.get());
+  const LinearContext ctx = linear_context();
+  for (int l = 0; l < stage_.num_layers; l++) {  // l: this stage's layer index
+    if (config_.llama())
+      llama_block_forward(a, l, p, g, B, T);
+    else
+      gpt2_block_forward(a, l, p, g, B, T);
+  }
+  if (!stage_.is_last()) return;
+  if (config_.llama())
+    backend_.rmsnorm_forward(a.lnf, a.lnf_rstd, stage_output_of(a), p.lnf_w, (int)N, C,
+                             config_.norm_eps);
+  else
+    backend_.layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, stage_output_of(a), p.lnf_w,
+                               p.lnf_b, (int)N, C);
+  linear_forward(lm_head(p, g), ctx, a.logits, a.lnf, mixed_ ? a.lnf_16 : nullptr, nullptr,
+                 (int)N);
+}
+
+// Block l of GPT-2: x -> LayerNorm -> qkv -> attention -> proj -> + x -> LayerNorm -> up ->
+// GELU -> down -> + x.
+void GPT2::gpt2_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
+                              int T) {
+  const int C = config_.n_embd, NH = config_.n_head / tp_.size;
+  const int Ct = C / tp_.size, Ft = config_.mlp_width() / tp_.size;
+  const int64_t N = (int64_t)B * T, maxN = a.maxN;
+  const int64_t att_stride = attention_saved_stride();
   const LinearContext ctx = linear_context();
   // The linear layers' fp32 inputs: layer l's own (fp32), or one transient buffer that is
   // rounded into layer l's 16-bit one (mixed precision).
@@ -239,40 +282,34 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
   auto in16 = [&](uint16_t* base, int l, int64_t width) {
     return mixed_ ? base + l * maxN * width : nullptr;
   };
-  for (int l = 0; l < stage_.num_layers; l++) {  // l: this stage's layer index
-    const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
-    float* ln1 = a.ln1 + per_layer * l * maxN * C;
-    float* qkv = a.qkv + per_layer * l * maxN * 3 * Ct;
-    float* atty = a.atty + per_layer * l * maxN * Ct;
-    float* residual2 = a.residual2 + l * maxN * C;
-    float* ln2 = a.ln2 + per_layer * l * maxN * C;
-    float* fch = a.fch + per_layer * l * maxN * Ft;
-    float* fch_gelu = a.fch_gelu + per_layer * l * maxN * Ft;
-    auto linear = [&](LoraTarget t, float* out, const float* x, uint16_t* x16) {
-      linear_forward(block_linear(l, t, p, g, &a, T), ctx, out, x, x16, lora_h(a, l, t), (int)N);
-    };
-    backend_.layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual,
-                               p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
-    linear(LoraTarget::qkv, qkv, ln1, in16(a.ln1_16, l, C));
-    if (mixed_) keep_16bit(qkv, in16(a.qkv_16, l, 3 * Ct), N * 3 * Ct);
-    if (flash_)
-      backend_.flash_attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
-    else
-      backend_.attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
-    linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, l, Ct));
-    backend_.residual_forward(residual2, residual, a.branch, N * C);
-    backend_.layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2,
-                               p.blocks[l].ln2_w, p.blocks[l].ln2_b, (int)N, C);
-    linear(LoraTarget::mlp_up, fch, ln2, in16(a.ln2_16, l, C));
-    if (mixed_) keep_16bit(fch, in16(a.fch_16, l, Ft), N * Ft);
-    backend_.gelu_forward(fch_gelu, fch, N * Ft);
-    linear(LoraTarget::mlp_down, a.branch, fch_gelu, in16(a.fch_gelu_16, l, Ft));
-    backend_.residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
-  }
-  if (!stage_.is_last()) return;
-  backend_.layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, stage_output_of(a), p.lnf_w,
-                             p.lnf_b, (int)N, C);
-  linear_forward(lm_head(p, g), ctx, a.logits, a.lnf, in16(a.lnf_16, 0, C), nullptr, (int)N);
+  const float* residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * maxN * C;
+  float* ln1 = a.ln1 + per_layer * l * maxN * C;
+  float* qkv = a.qkv + per_layer * l * maxN * 3 * Ct;
+  float* atty = a.atty + per_layer * l * maxN * Ct;
+  float* residual2 = a.residual2 + l * maxN * C;
+  float* ln2 = a.ln2 + per_layer * l * maxN * C;
+  float* fch = a.fch + per_layer * l * maxN * Ft;
+  float* fch_gelu = a.fch_gelu + per_layer * l * maxN * Ft;
+  auto linear = [&](LoraTarget t, float* out, const float* x, uint16_t* x16) {
+    linear_forward(block_linear(l, t, p, g, &a, T), ctx, out, x, x16, lora_h(a, l, t), (int)N);
+  };
+  backend_.layernorm_forward(ln1, a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, residual,
+                             p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
+  linear(LoraTarget::qkv, qkv, ln1, in16(a.ln1_16, l, C));
+  if (mixed_) keep_16bit(qkv, in16(a.qkv_16, l, 3 * Ct), N * 3 * Ct);
+  if (flash_)
+    backend_.flash_attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
+  else
+    backend_.attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
+  linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, l, Ct));
+  backend_.residual_forward(residual2, residual, a.branch, N * C);
+  backend_.layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2,
+                             p.blocks[l].ln2_w, p.blocks[l].ln2_b, (int)N, C);
+  linear(LoraTarget::mlp_up, fch, ln2, in16(a.ln2_16, l, C));
+  if (mixed_) keep_16bit(fch, in16(a.fch_16, l, Ft), N * Ft);
+  backend_.gelu_forward(fch_gelu, fch, N * Ft);
+  linear(LoraTarget::mlp_down, a.branch, fch_gelu, in16(a.fch_gelu_16, l, Ft));
+  backend_.residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
 }
 
 int GPT2::activation_slots() const { return (int)slots_.size(); }
@@ -354,7 +391,13 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
     head_backward(a, p, g, N);
   else
     backend_.to_device(a.dresidual, dx_out, N * C);
-  for (int l = stage_.num_layers - 1; l >= 0; l--) block_backward(a, l, p, g, B, T);
+  for (int l = stage_.num_layers - 1; l >= 0; l--) {
+    if (config_.llama())
+      llama_block_backward(a, l, p, g, B, T);
+    else
+      block_backward(a, l, p, g, B, T);
+    announce_block_ready(l);
+  }
   if (!stage_.is_first()) {
     backend_.to_host(dx_in, a.dresidual, N * C);
     if (wte_index() >= 0) announce_ready(wte_index(), 1);  // the LM head's copy of wte
@@ -362,7 +405,8 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
   }
   if (lora_) return;  // the embeddings are frozen
   embedding_backward(a, g, inputs, B, T);
-  announce_ready(0, 2);  // wte (on one stage: the LM head and the embedding both added to it), wpe
+  // wte (on one stage: the LM head and the embedding both added to it) and gpt2's wpe
+  announce_ready(0, block0_index_);
 }
 
 // The LM head (tied to wte) and the final LayerNorm, from the dlogits stage_loss left.
@@ -373,16 +417,21 @@ void GPT2::head_backward(Activations& a, const ParamPtrs& p, const ParamPtrs& g,
                   saved_input(a, a.lnf, a.lnf_16, 0, C), nullptr, (int)N);
   allreduce_tp(a.dln, N * C);  // the LM head is column-parallel over the vocabulary
   backend_.zero(a.dresidual, N * C);
-  backend_.layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, stage_output_of(a), p.lnf_w,
-                              a.lnf_mean, a.lnf_rstd, (int)N, C);
-  if (!lora_) announce_ready(lnf_index_, 2);
+  if (config_.llama())
+    backend_.rmsnorm_backward(a.dresidual, g.lnf_w, a.dln, stage_output_of(a), p.lnf_w,
+                              a.lnf_rstd, (int)N, C);
+  else
+    backend_.layernorm_backward(a.dresidual, g.lnf_w, g.lnf_b, a.dln, stage_output_of(a),
+                                p.lnf_w, a.lnf_mean, a.lnf_rstd, (int)N, C);
+  // The final norm's tensors and llama's own LM head (both added after the blocks).
+  if (!lora_) announce_ready(lnf_index_, (int)table_.params().size() - lnf_index_);
 }
 
 // Block l: a.dresidual holds d(block output) on entry and d(block input) on return.
 void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
                           int T) {
   const int C = config_.n_embd, NH = config_.n_head / tp_.size;
-  const int Ct = C / tp_.size, Ft = 4 * C / tp_.size;
+  const int Ct = C / tp_.size, Ft = config_.mlp_width() / tp_.size;
   const int64_t N = (int64_t)B * T, maxN = a.maxN;
   const int64_t att_stride = attention_saved_stride();
   const LinearContext ctx = linear_context();
@@ -423,15 +472,19 @@ void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const Param
   allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient
   backend_.layernorm_backward(a.dresidual, gw.ln1_w, gw.ln1_b, a.dln, residual, w.ln1_w,
                               a.ln1_mean + l * maxN, a.ln1_rstd + l * maxN, (int)N, C);
+}
+
+// Block l's gradients are final: its tensors, or under LoRA its adapters (A and B of each
+// target, consecutive in the table).
+void GPT2::announce_block_ready(int l) const {
   if (!lora_) {
-    const int kPerBlock = 12;
-    announce_ready(block0_index_ + kPerBlock * l, kPerBlock);
-  } else {  // this layer's adapters, A and B of each target, in the table's order
-    int first = -1, count = 0;
-    for (int ia : lora_index_[l])
-      if (ia >= 0) first = first < 0 ? ia : first, count += 2;
-    if (count > 0) announce_ready(first, count);
+    announce_ready(block0_index_ + params_per_block() * l, params_per_block());
+    return;
   }
+  int first = INT_MAX, count = 0;
+  for (int ia : lora_index_[l])
+    if (ia >= 0) first = std::min(first, ia), count += 2;
+  if (count > 0) announce_ready(first, count);
 }
 
 // The token and position embeddings' gradients (first stage) from a.dresidual.
@@ -439,17 +492,19 @@ void GPT2::embedding_backward(Activations& a, const ParamPtrs& g, const int32_t*
                               int T) {
   const int C = config_.n_embd, Vl = local_vocab_;
   const int64_t N = (int64_t)B * T;
-  if (tp_.size == 1) {
+  if (tp_.size == 1 && g.wpe) {
     backend_.encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
     return;
   }
-  // Vocabulary-parallel embedding: this rank's rows only; wpe (replicated) as usual. A
-  // host loop: tensor parallelism runs on the CPU only.
+  // Vocabulary-parallel embedding: this rank's rows only; wpe (replicated, gpt2) as usual.
+  // A host loop: tensor parallelism and the llama family run on the CPU only.
   const int start = vocab_start();
   for (int64_t n = 0; n < N; n++) {
     const float* d = a.dresidual + n * C;
-    float* dpos = g.wpe + (n % T) * C;
-    for (int c = 0; c < C; c++) dpos[c] += d[c];
+    if (g.wpe) {
+      float* dpos = g.wpe + (n % T) * C;
+      for (int c = 0; c < C; c++) dpos[c] += d[c];
+    }
     const int t = inputs[n] - start;
     if (t < 0 || t >= Vl) continue;
     float* drow = g.wte + (int64_t)t * C;

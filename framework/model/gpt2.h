@@ -22,18 +22,41 @@
 
 namespace tessera {
 
+// The two families of decoder-only transformers (docs/llama.md compares them):
+//   gpt2:  LayerNorm, learned position embeddings, multi-head attention with biases,
+//          GELU MLP of 4C, LM head tied to the token embedding.
+//   llama: RMSNorm, rotary position embeddings, grouped-query attention, SwiGLU MLP,
+//          no biases, LM head tied or not.
+enum class Family { gpt2, llama };
+
 struct GPTConfig {
+  Family family = Family::gpt2;
   int n_layer = 2, n_head = 2, n_embd = 64;
   int vocab_size = 256;         // V: real tokens
   int padded_vocab_size = 256;  // Vp >= V: rows of the logical wte, the same for every
                                 // layout (extra rows never win the softmax)
   int seq_len = 64;             // maximum T (rows of wpe)
+  // llama only:
+  int n_kv_head = 0;            // key/value heads (grouped-query attention); 0: n_head
+  int intermediate_size = 0;    // SwiGLU width; 0: Llama's rule (mlp_width)
+  double rope_theta = 10000;
+  float norm_eps = 1e-5f;       // RMSNorm's
+  bool tie_embeddings = false;  // the LM head is the token embedding (gpt2: always)
 
   static GPTConfig from_recipe(const ModelConfig& model);
+  bool llama() const { return family == Family::llama; }
+  int head_size() const { return n_embd / n_head; }
+  int kv_heads() const { return llama() && n_kv_head > 0 ? n_kv_head : n_head; }
+  bool tied() const { return !llama() || tie_embeddings; }
+  // The MLP's hidden width F: gpt2 4C; llama intermediate_size, or by default Llama's rule
+  // 2/3 of 4C rounded up to a multiple of 256.
+  int mlp_width() const;
   // Training FLOPs per token (forward + backward = 3x forward) of every matmul and of the
   // attention counted over full T x T score matrices (the usual convention, although the
   // CPU kernel skips the causally masked half), at sequence length T:
-  //   3 * (2 * (L * 12 C^2 + C * Vp) + L * 4 * T * C)
+  //   gpt2:  3 * (2 * (L * 12 C^2 + C * Vp) + L * 4 * T * C)
+  //   llama: 3 * (2 * (L * (2 C^2 + 2 C Ckv + 3 C F) + C * Vp) + L * 4 * T * C),
+  //          Ckv = n_kv_head * head size
   // See docs/performance.md.
   double training_flops_per_token(int T) const;
 };
@@ -63,16 +86,19 @@ struct PipelineStage {
   bool is_last() const { return rank == size - 1; }
 };
 
-// The linear layers of a block that can carry LoRA adapters (lora.targets).
-enum class LoraTarget { qkv = 0, attn_out = 1, mlp_up = 2, mlp_down = 3 };
-inline constexpr int kLoraTargets = 4;
+// The linear layers of a block, which can carry LoRA adapters (lora.targets): gpt2's fused
+// qkv, attn_out, mlp_up, mlp_down; llama's q, k, v, attn_out (o), mlp_gate, mlp_up,
+// mlp_down.
+enum class LoraTarget { qkv = 0, attn_out = 1, mlp_up = 2, mlp_down = 3, q = 4, k = 5, v = 6,
+                        mlp_gate = 7 };
+inline constexpr int kLoraTargets = 8;
 
 // LoRA adapters (docs/lora.md): rank 0 = none.
 struct LoraSpec {
   int rank = 0;
   float alpha = 16;
   float dropout = 0;  // on the adapters' input, in training passes (see set_dropout_key)
-  bool targets[kLoraTargets] = {false, false, false, false};
+  bool targets[kLoraTargets] = {};
   bool on(LoraTarget t) const { return rank > 0 && targets[(int)t]; }
 };
 
@@ -267,16 +293,33 @@ class GPT2 {
   const float* saved_fp32(float* x32, const uint16_t* x16, int l, int64_t N, int64_t width) const;
   void refresh_weights16();  // the 16-bit copy of params_, if stale
 
+  // Block l's forward pass, from the residual stream x into a.residual3's layer l: gpt2's
+  // (gpt2.cpp) or llama's (llama_block.cpp).
+  void gpt2_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
+                          int T);
+  void llama_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
+                           int T);
   // The backward pass in parts (stage_backward runs them in turn).
   void head_backward(Activations& a, const ParamPtrs& p, const ParamPtrs& g, int64_t N);
   void block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B, int T);
+  void llama_block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
+                            int T);
   void embedding_backward(Activations& a, const ParamPtrs& g, const int32_t* inputs, int B, int T);
   void announce_ready(int first, int count) const;
+  void announce_block_ready(int l) const;
   SavedInput saved_input(const Activations& a, const float* x32, const uint16_t* x16, int l,
                          int64_t width) const;
   // The constructor's steps, in order (gpt2_setup.cpp).
   void check_layout(int activation_slots) const;
   void lay_out_parameters();
+  void lay_out_llama_parameters();
+  // Per-rank widths of the block's activations: q|k|v outputs, attention output, the MLP's
+  // input to its activation (gpt2 F, llama gate|up 2F) and hidden width F.
+  struct Widths {
+    int64_t qkv, q, kv, att, mlp_in, mlp;
+  };
+  Widths widths() const;
+  int params_per_block() const { return config_.llama() ? 9 : 12; }
   void lay_out_lora();
   void allocate_buffers(int flat_multiple);
   struct ArenaPlan;
@@ -305,7 +348,8 @@ class GPT2 {
   TensorParallel tp_;
   PipelineStage stage_;
   int local_vocab_;
-  int wte_index_ = -1, wpe_index_ = -1, block0_index_ = -1, lnf_index_ = -1;  // in table_
+  // In table_; lm_head_index_: llama's untied LM head (else the LM head is wte).
+  int wte_index_ = -1, wpe_index_ = -1, block0_index_ = -1, lnf_index_ = -1, lm_head_index_ = -1;
   ParamTable table_;       // the base model
   ParamTable lora_table_;  // the adapters: A then B of each target of each layer, in order
   std::vector<std::array<int, kLoraTargets>> lora_index_;  // [layer][target]: A's index, or -1
@@ -314,6 +358,7 @@ class GPT2 {
   // when it gives some; lora_* exist only under LoRA; params16_ only in mixed precision.
   kernels::Buffer<float> params_, grads_, lora_params_, lora_grads_, arena_;
   kernels::Buffer<uint16_t> params16_;
+  kernels::Buffer<float> rope_;  // llama: cos then sin tables [seq_len, head size / 2]
   bool weights16_stale_ = true;
   uint64_t weights16_refreshes_ = 0;  // stochastic rounding draws new bits each time
   std::vector<Activations> slots_;  // per micro-batch in flight; backward scratch shared

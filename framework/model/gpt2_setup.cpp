@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "base/rng.h"
 #include "framework/model/gpt2_internal.h"
+#include "kernels/ops.h"
 #include "parallel/collectives.h"
 
 namespace tessera {
@@ -26,7 +27,20 @@ GPTConfig GPTConfig::from_recipe(const ModelConfig& m) {
   c.vocab_size = m.vocab_size;
   c.padded_vocab_size = (m.vocab_size + m.vocab_pad_to - 1) / m.vocab_pad_to * m.vocab_pad_to;
   c.seq_len = m.seq_len;
+  c.family = m.family == "llama" ? Family::llama : Family::gpt2;
+  c.n_kv_head = m.n_kv_head;
+  c.intermediate_size = m.intermediate_size;
+  c.rope_theta = m.rope_theta;
+  c.norm_eps = (float)m.norm_eps;
+  c.tie_embeddings = m.tie_embeddings;
   return c;
+}
+
+int GPTConfig::mlp_width() const {
+  if (!llama()) return 4 * n_embd;
+  if (intermediate_size > 0) return intermediate_size;
+  const int hidden = 2 * (4 * n_embd) / 3;  // Llama's rule (multiple_of = 256)
+  return (hidden + 255) / 256 * 256;
 }
 
 ModelOptions ModelOptions::from_recipe(const Recipe& r) {
@@ -42,7 +56,11 @@ ModelOptions ModelOptions::from_recipe(const Recipe& r) {
       const LoraTarget target = t == "qkv"        ? LoraTarget::qkv
                                 : t == "attn_out" ? LoraTarget::attn_out
                                 : t == "mlp_up"   ? LoraTarget::mlp_up
-                                                  : LoraTarget::mlp_down;
+                                : t == "mlp_down" ? LoraTarget::mlp_down
+                                : t == "q"        ? LoraTarget::q
+                                : t == "k"        ? LoraTarget::k
+                                : t == "v"        ? LoraTarget::v
+                                                  : LoraTarget::mlp_gate;
       o.lora.targets[(int)target] = true;
     }
   }
@@ -51,7 +69,9 @@ ModelOptions ModelOptions::from_recipe(const Recipe& r) {
 
 double GPTConfig::training_flops_per_token(int T) const {
   const double L = n_layer, C = n_embd, Vp = padded_vocab_size;
-  return 3.0 * (2.0 * (L * 12.0 * C * C + C * Vp) + L * 4.0 * T * C);
+  const double Ckv = (double)kv_heads() * head_size(), F = mlp_width();
+  const double per_layer = llama() ? 2 * C * C + 2 * C * Ckv + 3 * C * F : 12.0 * C * C;
+  return 3.0 * (2.0 * (L * per_layer + C * Vp) + L * 4.0 * T * C);
 }
 
 GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple,
@@ -61,7 +81,7 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
       backend_(options.backend ? *options.backend : kernels::cpu_backend()),
       mixed_(options.precision != kernels::Dtype::fp32),
       lora_(options.lora.rank > 0),
-      flash_(options.precision == kernels::Dtype::bf16 &&
+      flash_(!cfg.llama() && options.precision == kernels::Dtype::bf16 &&
              backend_.flash_attention_supported(cfg.n_embd / tp.size, cfg.n_head / tp.size)),
       max_batch_(max_batch),
       tp_(tp),
@@ -69,13 +89,24 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   if (stage_.num_layers < 0) stage_.num_layers = cfg.n_layer - stage_.first_layer;
   check_layout(activation_slots);
   local_vocab_ = (int)((cfg.padded_vocab_size + tp.size - 1) / tp.size);
-  lay_out_parameters();
+  if (cfg.llama())
+    lay_out_llama_parameters();
+  else
+    lay_out_parameters();
   lay_out_lora();
   try {
     allocate_buffers(flat_multiple);
     carve_activation_arena(max_batch, activation_slots);
   } catch (const Error& e) {  // out of memory, most likely: say what the model asked for
     throw Error(std::string(e.what()) + "\n" + memory_plan(max_batch, activation_slots));
+  }
+  if (cfg.llama()) {  // the rotary embedding's angles, once (computed on the host)
+    const int64_t n = (int64_t)cfg.seq_len * (cfg.head_size() / 2);
+    std::vector<float> table(2 * (size_t)n);
+    kernels::rope_table(table.data(), table.data() + n, cfg.seq_len, cfg.head_size(),
+                        cfg.rope_theta);
+    rope_ = backend_.allocate<float>(2 * n);
+    backend_.to_device(rope_.data(), table.data(), 2 * n);
   }
 }
 
@@ -97,6 +128,22 @@ void GPT2::check_layout(int activation_slots) const {
   // The layout's own checks (parallel/mesh.h) are the source of truth; these only guard
   // direct users of the class.
   check(cfg.n_head % tp.size == 0, "model.n_head must be divisible by parallel.tp");
+  check(cfg.mlp_width() % tp.size == 0, "the MLP width must be divisible by parallel.tp");
+  const bool gpt2_targets = options_.lora.on(LoraTarget::qkv);
+  const bool llama_targets = options_.lora.on(LoraTarget::q) || options_.lora.on(LoraTarget::k) ||
+                             options_.lora.on(LoraTarget::v) ||
+                             options_.lora.on(LoraTarget::mlp_gate);
+  if (!cfg.llama()) {
+    check(!llama_targets, "lora.targets: q, k, v and mlp_gate are llama layers (gpt2 has qkv)");
+    return;
+  }
+  check(!gpt2_targets, "lora.targets: qkv is gpt2's fused layer (llama has q, k, v)");
+  check(backend_.has_llama_ops(), std::string("model.family llama: the ") +
+                                      kernels::to_string(backend_.device()) +
+                                      " backend has no kernels for it; train it on the cpu");
+  check(cfg.n_head % cfg.kv_heads() == 0, "model.n_kv_head must divide model.n_head");
+  check(cfg.kv_heads() % tp.size == 0, "model.n_kv_head must be divisible by parallel.tp");
+  check(cfg.head_size() % 2 == 0, "llama: the head size must be even (rotary pairs)");
 }
 
 // Only this stage's parameters (this tp rank's slices), under their logical names; the
@@ -137,9 +184,10 @@ void GPT2::lay_out_parameters() {
 }
 
 // LoRA adapters, A then B, split as linear.h says: A along the input of row-parallel
-// layers, B along the output of column-parallel ones (q|k|v blocks for qkv).
+// layers, B along the output of column-parallel ones (q|k|v blocks for gpt2's qkv).
 void GPT2::lay_out_lora() {
-  const int64_t C = config_.n_embd, L = stage_.num_layers;
+  const int64_t C = config_.n_embd, L = stage_.num_layers, F = config_.mlp_width();
+  const int64_t Ckv = (int64_t)config_.kv_heads() * config_.head_size();
   const int r = options_.lora.rank;
   const ShardSpec rows{0, 1, tp_.rank, tp_.size}, cols{1, 1, tp_.rank, tp_.size};
   const ShardSpec qkv_rows{0, 3, tp_.rank, tp_.size}, replicated{};
@@ -149,13 +197,24 @@ void GPT2::lay_out_lora() {
     int64_t in, out;
     ShardSpec a_split, b_split;
   };
-  const AdapterShape adapters[kLoraTargets] = {
-      {LoraTarget::qkv, "attn.qkv", C, 3 * C, replicated, qkv_rows},
-      {LoraTarget::attn_out, "attn.proj", C, C, cols, replicated},
-      {LoraTarget::mlp_up, "mlp.up", C, 4 * C, replicated, rows},
-      {LoraTarget::mlp_down, "mlp.down", 4 * C, C, cols, replicated}};
+  const std::vector<AdapterShape> adapters =
+      config_.llama()
+          ? std::vector<AdapterShape>{{LoraTarget::q, "attn.q", C, C, replicated, rows},
+                                      {LoraTarget::k, "attn.k", C, Ckv, replicated, rows},
+                                      {LoraTarget::v, "attn.v", C, Ckv, replicated, rows},
+                                      {LoraTarget::attn_out, "attn.o", C, C, cols, replicated},
+                                      {LoraTarget::mlp_gate, "mlp.gate", C, F, replicated, rows},
+                                      {LoraTarget::mlp_up, "mlp.up", C, F, replicated, rows},
+                                      {LoraTarget::mlp_down, "mlp.down", F, C, cols, replicated}}
+          : std::vector<AdapterShape>{
+                {LoraTarget::qkv, "attn.qkv", C, 3 * C, replicated, qkv_rows},
+                {LoraTarget::attn_out, "attn.proj", C, C, cols, replicated},
+                {LoraTarget::mlp_up, "mlp.up", C, F, replicated, rows},
+                {LoraTarget::mlp_down, "mlp.down", F, C, cols, replicated}};
   const bool decay = true;
-  lora_index_.assign(L, {-1, -1, -1, -1});
+  std::array<int, kLoraTargets> none;
+  none.fill(-1);
+  lora_index_.assign(L, none);
   for (int l = 0; l < (lora_ ? L : 0); l++)
     for (const AdapterShape& ad : adapters) {
       if (!options_.lora.on(ad.target)) continue;
@@ -197,40 +256,49 @@ struct GPT2::ArenaPlan {
   std::vector<std::pair<Member16, int64_t>> per_slot16, shared16;
 };
 
+GPT2::Widths GPT2::widths() const {
+  const int64_t hs = config_.head_size(), NH = config_.n_head / tp_.size;
+  const int64_t NKV = config_.kv_heads() / tp_.size, Ft = config_.mlp_width() / tp_.size;
+  if (!config_.llama()) return {3 * NH * hs, NH * hs, NH * hs, NH * hs, Ft, Ft};
+  return {(NH + 2 * NKV) * hs, NH * hs, NKV * hs, NH * hs, 2 * Ft, Ft};
+}
+
 GPT2::ArenaPlan GPT2::activation_plan(int max_batch) const {
-  // Per-rank widths: Ct = C / tp channels of attention (NH / tp heads), Ft = 4C / tp
-  // MLP columns, Vl = ceil(Vp / tp) vocabulary columns.
+  // Per-rank widths (widths()): the block's q|k|v outputs, the attention's output Ct, the
+  // MLP's pre-activation Fin and hidden width Ft; Vl = ceil(Vp / tp) vocabulary columns.
   const int64_t C = config_.n_embd, L = stage_.num_layers, T = config_.seq_len;
-  const int64_t N = (int64_t)max_batch * T, NH = config_.n_head / tp_.size;
-  const int64_t Ct = C / tp_.size, Ft = 4 * C / tp_.size, Vl = local_vocab_;
+  const int64_t N = (int64_t)max_batch * T;
+  const Widths w = widths();
+  const int64_t Ct = w.att, Ft = w.mlp, Fin = w.mlp_in, QKV = w.qkv, Vl = local_vocab_;
+  const int64_t means = config_.llama() ? 0 : 1;  // RMSNorm keeps no means
   const int64_t head = stage_.is_last() ? 1 : 0;  // the final LayerNorm and logits
   // The linear layers' fp32 inputs are kept per layer in fp32 runs, for one layer at a
   // time in mixed precision (which keeps them in 16 bits: h16 layers).
   const int64_t h32 = mixed_ ? 1 : L, h16 = mixed_ ? L : 0, m16 = mixed_ ? 1 : 0;
   // Widest output gradient of a block layer (the LM head's is rounded in chunks of rows)
   // and widest input of an adapted layer.
-  const int64_t widest_out = std::max({3 * Ct, Ft, C}), widest_in = std::max(C, Ft);
+  const int64_t widest_out = std::max({QKV, Fin, C}), widest_in = std::max(C, Ft);
   const int64_t lora_rank = lora_ ? options_.lora.rank : 0;
   using A = Activations;
   ArenaPlan p;
   p.per_slot = {{&A::encoded, N * C},       {&A::ln1, h32 * N * C},
-                {&A::ln1_mean, L * N},      {&A::ln1_rstd, L * N},
-                {&A::qkv, h32 * N * 3 * Ct}, {&A::atty, h32 * N * Ct},
+                {&A::ln1_mean, means * L * N}, {&A::ln1_rstd, L * N},
+                {&A::qkv, h32 * N * QKV},   {&A::atty, h32 * N * Ct},
                 {&A::att, L * attention_saved_stride()},
                 {&A::residual2, L * N * C}, {&A::ln2, h32 * N * C},
-                {&A::ln2_mean, L * N},      {&A::ln2_rstd, L * N},
-                {&A::fch, h32 * N * Ft},    {&A::fch_gelu, h32 * N * Ft},
+                {&A::ln2_mean, means * L * N}, {&A::ln2_rstd, L * N},
+                {&A::fch, h32 * N * Fin},   {&A::fch_gelu, h32 * N * Ft},
                 {&A::residual3, L * N * C}, {&A::lnf, head * N * C},
-                {&A::lnf_mean, head * N},   {&A::lnf_rstd, head * N},
+                {&A::lnf_mean, means * head * N}, {&A::lnf_rstd, head * N},
                 {&A::logits, head * N * Vl}, {&A::losses, head * N},
                 {&A::lora_h, L * kLoraTargets * N * lora_rank}};
-  p.per_slot16 = {{&A::ln1_16, h16 * N * C},      {&A::qkv_16, h16 * N * 3 * Ct},
+  p.per_slot16 = {{&A::ln1_16, h16 * N * C},      {&A::qkv_16, h16 * N * QKV},
                   {&A::atty_16, h16 * N * Ct},    {&A::ln2_16, h16 * N * C},
-                  {&A::fch_16, h16 * N * Ft},     {&A::fch_gelu_16, h16 * N * Ft},
+                  {&A::fch_16, h16 * N * Fin},    {&A::fch_gelu_16, h16 * N * Ft},
                   {&A::lnf_16, m16 * head * N * C}};
   p.shared = {{&A::branch, N * C},       {&A::dresidual, N * C},
-              {&A::dln, N * C},          {&A::dqkv, N * 3 * Ct},
-              {&A::datty, N * Ct},       {&A::dfch, N * Ft},
+              {&A::dln, N * C},          {&A::dqkv, N * QKV},
+              {&A::datty, N * Ct},       {&A::dfch, N * Fin},
               {&A::dfch_gelu, N * Ft},
               {&A::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest_in},
               {&A::scratch2, (lora_ && options_.lora.dropout > 0 ? 1 : 0) * N * widest_in},
@@ -429,12 +497,18 @@ GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
   ptrs.wte = at(wte_index_);
   ptrs.wpe = at(wpe_index_);
   ptrs.lnf_w = at(lnf_index_);
-  ptrs.lnf_b = lnf_index_ < 0 ? nullptr : at(lnf_index_ + 1);
-  // The blocks' twelve tensors each, in the order the constructor added them.
+  ptrs.lnf_b = lnf_index_ < 0 || config_.llama() ? nullptr : at(lnf_index_ + 1);
+  ptrs.lm_head = at(lm_head_index_);
+  // The blocks' tensors, in the order the constructor added them.
   int i = block0_index_;
   auto next = [&]() { return base ? base + p[i++].offset : (i++, nullptr); };
-  ptrs.blocks.resize(stage_.num_layers);
+  ptrs.blocks.assign(stage_.num_layers, ParamPtrs::Block{});
   for (auto& b : ptrs.blocks) {
+    if (config_.llama()) {
+      b.ln1_w = next(), b.q_w = next(), b.k_w = next(), b.v_w = next(), b.proj_w = next();
+      b.ln2_w = next(), b.gate_w = next(), b.up_w = next(), b.down_w = next();
+      continue;
+    }
     b.ln1_w = next(), b.ln1_b = next(), b.qkv_w = next(), b.qkv_b = next();
     b.proj_w = next(), b.proj_b = next(), b.ln2_w = next(), b.ln2_b = next();
     b.up_w = next(), b.up_b = next(), b.down_w = next(), b.down_b = next();

@@ -56,7 +56,7 @@ void linear_forward(const LinearLayer& L, const LinearContext& ctx, float* out, 
   }
   if (reduce) {
     allreduce_tp(ctx, out, (int64_t)N * L.out);
-    add_bias(out, L.bias, N, L.out);
+    if (L.bias) add_bias(out, L.bias, N, L.out);
   }
   const LoraAdapter& A = L.lora;
   if (!A.a) return;

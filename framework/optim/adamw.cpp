@@ -38,7 +38,8 @@ FlatRange shard_range(int64_t n, int parts, int rank) {
 }
 
 bool decays(const ParamInfo& p, const OptimConfig& optim) {
-  const bool embedding = p.name == "wte.weight" || p.name == "wpe.weight";
+  const bool embedding =
+      p.name == "wte.weight" || p.name == "wpe.weight" || p.name == "tok_embeddings.weight";
   return p.weight_decay || (embedding && optim.decay_embeddings);
 }
 

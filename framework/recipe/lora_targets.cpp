@@ -10,15 +10,22 @@
 namespace tessera {
 
 std::vector<std::string> lora_targets(const Recipe& r) {
-  static const std::vector<std::string> known = {"qkv", "attn_out", "mlp_up", "mlp_down"};
+  const bool llama = r.model.family == "llama";
+  const std::vector<std::string> known =
+      llama ? std::vector<std::string>{"q", "k", "v", "attn_out", "mlp_gate", "mlp_up", "mlp_down"}
+            : std::vector<std::string>{"qkv", "attn_out", "mlp_up", "mlp_down"};
+  if (r.lora.targets == "all") return known;
+  std::string expected;
+  for (const std::string& k : known) expected += (expected.empty() ? "" : ", ") + k;
   std::vector<std::string> out;
   std::stringstream list(r.lora.targets);
   for (std::string item; std::getline(list, item, ',');) {
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
     if (std::find(known.begin(), known.end(), item) == known.end())
-      throw Error(r.source + ": lora.targets: unknown layer '" + item +
-                  "' (expected a comma-separated list of qkv, attn_out, mlp_up, mlp_down)");
+      throw Error(r.source + ": lora.targets: unknown layer '" + item + "' of a " +
+                  r.model.family + " model (expected all, or a comma-separated list of " +
+                  expected + ")");
     if (std::find(out.begin(), out.end(), item) != out.end())
       throw Error(r.source + ": lora.targets: '" + item + "' is listed twice");
     out.push_back(item);

@@ -288,6 +288,27 @@ void validate_recipe(const Recipe& recipe) {
   fail_unless(r.model.n_embd % r.model.n_head == 0,
               "model.n_embd " + shown(r, "model", "n_embd") +
                   " is not divisible by model.n_head " + shown(r, "model", "n_head"));
+  if (r.model.family == "llama") {
+    const int kv = r.model.n_kv_head == 0 ? r.model.n_head : r.model.n_kv_head;
+    fail_unless(r.model.n_head % kv == 0, "model.n_kv_head " + shown(r, "model", "n_kv_head") +
+                                              " does not divide model.n_head " +
+                                              shown(r, "model", "n_head"));
+    fail_unless((r.model.n_embd / r.model.n_head) % 2 == 0,
+                "llama: the head size model.n_embd / model.n_head = " +
+                    std::to_string(r.model.n_embd / r.model.n_head) +
+                    " is odd; rotary embeddings rotate pairs of channels");
+  } else {
+    const ModelConfig defaults;
+    auto unset = [&](bool is_default, const char* key) {
+      fail_unless(is_default, std::string("model.") + key + " " + shown(r, "model", key) +
+                                  " is a llama key: model.family is " + r.model.family);
+    };
+    unset(r.model.n_kv_head == defaults.n_kv_head, "n_kv_head");
+    unset(r.model.intermediate_size == defaults.intermediate_size, "intermediate_size");
+    unset(r.model.rope_theta == defaults.rope_theta, "rope_theta");
+    unset(r.model.norm_eps == defaults.norm_eps, "norm_eps");
+    unset(r.model.tie_embeddings == defaults.tie_embeddings, "tie_embeddings");
+  }
   // global_batch splits evenly over dp ranks, and each rank's share into micro-batches.
   const int64_t per_step = int64_t{r.parallel.dp} * r.train.micro_batch;
   fail_unless(r.train.global_batch % per_step == 0,

@@ -28,13 +28,19 @@ bool from_string(const std::string& word, GradReduce& out);
 bool from_string(const std::string& word, PipelineSchedule& out);
 
 struct ModelConfig {
-  std::string family = "gpt2";  // only the GPT-2 family for now
+  std::string family = "gpt2";  // gpt2 | llama (docs/llama.md)
   int n_layer = 2;              // transformer blocks
   int n_head = 2;               // attention heads; n_embd must be divisible by it
   int n_embd = 64;              // model width C
   int vocab_size = 256;         // real vocabulary V (token ids are < V)
   int vocab_pad_to = 1;         // the embedding has round_up(V, vocab_pad_to) rows (Vp)
   int seq_len = 64;             // maximum context T; also the training sequence length
+  // The llama family only (a gpt2 recipe must leave them at their defaults):
+  int n_kv_head = 0;            // key/value heads of grouped-query attention; 0: n_head
+  int intermediate_size = 0;    // SwiGLU MLP width; 0: the Llama rule from n_embd
+  double rope_theta = 10000;    // base of the rotary embedding's frequencies
+  double norm_eps = 1e-5;       // RMSNorm's epsilon
+  bool tie_embeddings = false;  // the LM head is the token embedding (GPT-2 always ties)
 };
 
 struct DataConfig {
@@ -99,7 +105,7 @@ struct LoraConfig {
   int rank = 0;                // r: adapters A [r, in] and B [out, r]
   double alpha = 16;           // the adapter's output is scaled by alpha / r
   double dropout = 0;          // on the adapter's input, training only
-  std::string targets = "qkv,attn_out,mlp_up,mlp_down";  // layers that get adapters
+  std::string targets = "all";  // layers that get adapters; all: every linear layer of a block
   std::string base;            // the base model's checkpoint (required when rank > 0)
 };
 

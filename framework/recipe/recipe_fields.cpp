@@ -95,7 +95,10 @@ const std::vector<Section>& sections() {
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      TESSERA_RECIPE_FIELD(model, family, one_of({"gpt2"}), "model family; only GPT-2 for now"),
+      TESSERA_RECIPE_FIELD(model, family, one_of({"gpt2", "llama"}),
+                           "model family: gpt2 (LayerNorm, learned positions, GELU MLP, tied "
+                           "head) or llama (RMSNorm, rotary positions, SwiGLU MLP, grouped-query "
+                           "attention, no biases; docs/llama.md)"),
       TESSERA_RECIPE_FIELD(model, n_layer, at_least(1), "number of transformer blocks"),
       TESSERA_RECIPE_FIELD(model, n_head, at_least(1),
                            "attention heads; model.n_embd must be divisible by it"),
@@ -109,6 +112,18 @@ const std::vector<Field>& fields() {
       TESSERA_RECIPE_FIELD(model, seq_len, at_least(1),
                            "context length T: the longest sequence the model sees, and the "
                            "training sequence length"),
+      TESSERA_RECIPE_FIELD(model, n_kv_head, at_least(0),
+                           "llama: key/value heads of grouped-query attention, dividing "
+                           "model.n_head; 0 means model.n_head (multi-head attention)"),
+      TESSERA_RECIPE_FIELD(model, intermediate_size, at_least(0),
+                           "llama: width of the SwiGLU MLP; 0 means Llama's rule, 2/3 of "
+                           "4 n_embd rounded up to a multiple of 256"),
+      TESSERA_RECIPE_FIELD(model, rope_theta, above(0),
+                           "llama: base of the rotary position embedding's frequencies"),
+      TESSERA_RECIPE_FIELD(model, norm_eps, above(0), "llama: epsilon of RMSNorm"),
+      TESSERA_RECIPE_FIELD(model, tie_embeddings, any_value(),
+                           "llama: the LM head shares the token embedding's weights (GPT-2 "
+                           "always does)"),
 
       TESSERA_RECIPE_FIELD(data, train, any_value(),
                            "path or glob of llm.c token shards (`*.bin`) to train on; required"),
@@ -217,8 +232,9 @@ const std::vector<Field>& fields() {
       TESSERA_RECIPE_FIELD(lora, dropout, at_least_and_below(0, 1),
                            "dropout on the adapters' input while training"),
       TESSERA_RECIPE_FIELD(lora, targets, non_empty(),
-                           "comma-separated layers that get adapters: qkv, attn_out, mlp_up, "
-                           "mlp_down"),
+                           "comma-separated layers that get adapters, or all (every linear "
+                           "layer of a block): gpt2 qkv, attn_out, mlp_up, mlp_down; llama q, "
+                           "k, v, attn_out, mlp_gate, mlp_up, mlp_down"),
       TESSERA_RECIPE_FIELD(lora, base, any_value(),
                            "checkpoint of the frozen base model; required when lora.rank > 0"),
   };

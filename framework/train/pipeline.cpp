@@ -146,6 +146,7 @@ int32_t PipelineEngine::next_token(const std::vector<int32_t>& tokens) {
 
 void PipelineEngine::sum_tied_embedding_grads() {
   if (stages_ == 1 || !(model_.stage().is_first() || model_.stage().is_last())) return;
+  if (!model_.config().tied()) return;  // llama's own lm_head: nothing shared
   if (model_.wte_index() < 0) return;  // frozen (LoRA) on both stages
   const ParamInfo& wte = model_.table().params().at(model_.wte_index());
   const int peer = model_.stage().is_first() ? stages_ - 1 : 0;

@@ -80,14 +80,17 @@ class CpuBackend final : public Backend {
   }
 
   bool has_llama_ops() const override { return true; }
-  void gqa_attention_forward(float* out, float* att, const float* qkv, int B, int T, int NH,
-                             int NKV, int HS) override {
-    ops::gqa_attention_forward(out, att, qkv, B, T, NH, NKV, HS);
+  void gqa_attention_forward(float* out, float* att, const float* q, const float* k,
+                             const float* v, int B, int T, int NH, int NKV, int HS, int q_stride,
+                             int kv_stride) override {
+    ops::gqa_attention_forward(out, att, q, k, v, B, T, NH, NKV, HS, q_stride, kv_stride);
   }
-  void gqa_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                              int B, int T, int NH, int NKV, int HS) override {
+  void gqa_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                              const float* k, const float* v, const float* att, int B, int T,
+                              int NH, int NKV, int HS, int q_stride, int kv_stride) override {
     float* scratch = attention_scratch((int64_t)B * NH * T * T);
-    ops::gqa_attention_backward(dqkv, scratch, dout, qkv, att, B, T, NH, NKV, HS);
+    ops::gqa_attention_backward(dq, dk, dv, scratch, dout, q, k, v, att, B, T, NH, NKV, HS,
+                                q_stride, kv_stride);
   }
   void rope_forward(float* x, const float* cos_table, const float* sin_table, int B, int T,
                     int heads, int HS, int stride) override {
@@ -105,12 +108,12 @@ class CpuBackend final : public Backend {
                         const float* weight, const float* rstd, int N, int C) override {
     ops::rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C);
   }
-  void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) override {
-    ops::swiglu_forward(out, gate_up, N, F);
+  void swiglu_forward(float* out, const float* gate, const float* up, int64_t N) override {
+    ops::swiglu_forward(out, gate, up, N);
   }
-  void swiglu_backward(float* dgate_up, const float* gate_up, const float* dout, int64_t N,
-                       int F) override {
-    ops::swiglu_backward(dgate_up, gate_up, dout, N, F);
+  void swiglu_backward(float* dgate, float* dup, const float* gate, const float* up,
+                       const float* dout, int64_t N) override {
+    ops::swiglu_backward(dgate, dup, gate, up, dout, N);
   }
 
   void gelu_forward(float* out, const float* inp, int64_t N) override {

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""PyTorch reference for Tessera's GPT-2: same weights, same batch, independent code.
+"""PyTorch reference for Tessera's GPT-2 and llama families: same weights, same batch,
+independent code.
 
 Usage: gpt2_reference.py DIR
 
 DIR holds what the C++ test wrote:
-  config.json   model shape, batch shape, optimizer settings, number of steps
+  config.json   model family and shape, batch shape, optimizer settings, number of steps
   params.json   [{"name", "shape", "offset"}] for each tensor in params.bin (float32)
   params.bin    the initial weights
   inputs.bin    int32 [steps, B, T] token ids;  targets.bin the same shape
@@ -17,7 +18,10 @@ and this script writes back:
 
 The model is written with torch.nn.functional ops and autograd, and the optimizer is
 torch.optim.AdamW with torch.nn.utils.clip_grad_norm_, so nothing is shared with the
-C++ code except the weight names and the documented schedule formula.
+C++ code except the weight names and the documented schedule formula. The llama model is
+written as Hugging Face's LlamaForCausalLM computes (rotate-half rotary embeddings, key and
+value heads repeated for their query heads), with the rotary angles in float64, as
+Tessera's table documents (Hugging Face computes them in float32).
 """
 import json
 import math
@@ -49,6 +53,52 @@ def gpt2_forward(P, cfg, idx):
         x = x + F.linear(h, p("mlp.down.weight"), p("mlp.down.bias"))
     x = F.layer_norm(x, (C,), P["ln_f.weight"], P["ln_f.bias"], eps=1e-5)
     return x @ P["wte.weight"].t()  # tied LM head, [B, T, Vp]
+
+
+def rms_norm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rotary(x, theta):
+    """x [B, heads, T, hs] rotated by position t * theta^(-2i/hs), rotate-half pairs."""
+    T, hs = x.shape[2], x.shape[3]
+    inv_freq = 1.0 / theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+    angles = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    emb = torch.cat([angles, angles], dim=-1)
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+    rotated = torch.cat([-x[..., hs // 2:], x[..., :hs // 2]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def llama_forward(P, cfg, idx):
+    L, H, KV, C = cfg["n_layer"], cfg["n_head"], cfg["n_kv_head"], cfg["n_embd"]
+    eps, theta = cfg["norm_eps"], cfg["rope_theta"]
+    B, T = idx.shape
+    hs = C // H
+    x = P["tok_embeddings.weight"][idx]
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    for l in range(L):
+        p = lambda n: P[f"h.{l}.{n}"]
+        h = rms_norm(x, p("attn_norm.weight"), eps)
+        q = F.linear(h, p("attn.q.weight")).view(B, T, H, hs).transpose(1, 2)
+        k = F.linear(h, p("attn.k.weight")).view(B, T, KV, hs).transpose(1, 2)
+        v = F.linear(h, p("attn.v.weight")).view(B, T, KV, hs).transpose(1, 2)
+        q, k = rotary(q, theta), rotary(k, theta)
+        k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)
+        x = x + F.linear(y, p("attn.o.weight"))
+        h = rms_norm(x, p("mlp_norm.weight"), eps)
+        h = F.silu(F.linear(h, p("mlp.gate.weight"))) * F.linear(h, p("mlp.up.weight"))
+        x = x + F.linear(h, p("mlp.down.weight"))
+    x = rms_norm(x, P["norm.weight"], eps)
+    head = P["tok_embeddings.weight"] if cfg["tied"] else P["lm_head.weight"]
+    return x @ head.t()
+
+
+def model_forward(P, cfg, idx):
+    return llama_forward(P, cfg, idx) if cfg["family"] == "llama" else gpt2_forward(P, cfg, idx)
 
 
 def mean_loss(logits, targets, V):
@@ -85,7 +135,7 @@ def main(d):
 
     # Logits, loss and gradients at the initial weights, on batch 0.
     P = load_params()
-    logits = gpt2_forward(P, cfg, inputs[0])
+    logits = model_forward(P, cfg, inputs[0])
     loss = mean_loss(logits, targets[0], V)
     loss.backward()
     logits.detach().numpy().astype(np.float32).tofile(os.path.join(d, "ref_logits.bin"))
@@ -112,7 +162,7 @@ def main(d):
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()
-        l = mean_loss(gpt2_forward(P, cfg, inputs[s]), targets[s], V)
+        l = mean_loss(model_forward(P, cfg, inputs[s]), targets[s], V)
         l.backward()
         torch.nn.utils.clip_grad_norm_(list(P.values()), o["grad_clip"])
         opt.step()

@@ -1,7 +1,7 @@
-// Tessera's GPT-2 against an independent PyTorch implementation (tests/reference/
-// gpt2_reference.py) from the same weights and batches: logits, loss and every
-// parameter gradient at the initial weights, and the losses of 10 AdamW steps with the
-// warm-up/cosine schedule and gradient clipping. Tolerance: relative 1e-4 in fp32.
+// Tessera's GPT-2 and llama families against an independent PyTorch implementation
+// (tests/reference/gpt2_reference.py) from the same weights and batches: logits, loss and
+// every parameter gradient at the initial weights, and the losses of 10 AdamW steps with
+// the warm-up/cosine schedule and gradient clipping. Tolerance: relative 1e-4 in fp32.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -53,14 +53,16 @@ struct Fixture {
   std::vector<int32_t> inputs, targets;  // [steps, B, T]
 };
 
-Fixture make_fixture() {
+Fixture make_fixture(GPTConfig cfg = {}, int B = 3, int T = 12) {
   Fixture f;
+  f.cfg = cfg;
+  f.B = B, f.T = T;
   f.cfg.n_layer = 2;
   f.cfg.n_head = 4;
   f.cfg.n_embd = 32;
   f.cfg.vocab_size = 61;  // padded to 64: the padded columns must be masked out
   f.cfg.padded_vocab_size = 64;
-  f.cfg.seq_len = 16;     // T = 12 < seq_len: only the first rows of wpe are used
+  f.cfg.seq_len = std::max(16, T);  // T = 12 < seq_len: only the first rows of wpe are used
   f.optim.lr = 1e-2;
   f.optim.min_lr = 1e-3;
   f.optim.warmup_steps = 3;
@@ -90,17 +92,14 @@ void init_test_weights(GPT2& model) {
       model.params()[p.offset + i] += 0.05f * noise.normal((uint64_t)(p.offset + i));
 }
 
-}  // namespace
-
-TEST(GPT2Reference, MatchesPyTorch) {
+void expect_matches_pytorch(const Fixture& f, const std::string& name) {
   // No skip: python3-torch is a test dependency that `make test` installs.
   ASSERT_TRUE(fs::exists("/usr/bin/python3")) << "/usr/bin/python3 not found: run make test, "
                                                  "which installs python3-torch";
-  const Fixture f = make_fixture();
   GPT2 model(f.cfg, f.B);
   init_test_weights(model);
 
-  const fs::path dir = fs::path(::testing::TempDir()) / "gpt2_reference";
+  const fs::path dir = fs::path(::testing::TempDir()) / name;
   fs::create_directories(dir);
   nlohmann::json layout = nlohmann::json::array(), decay = nlohmann::json::array();
   for (const auto& p : model.table().params()) {
@@ -108,6 +107,8 @@ TEST(GPT2Reference, MatchesPyTorch) {
     if (p.weight_decay) decay.push_back(p.name);
   }
   nlohmann::json config = {
+      {"family", f.cfg.llama() ? "llama" : "gpt2"}, {"n_kv_head", f.cfg.kv_heads()},
+      {"rope_theta", f.cfg.rope_theta}, {"norm_eps", f.cfg.norm_eps}, {"tied", f.cfg.tied()},
       {"n_layer", f.cfg.n_layer}, {"n_head", f.cfg.n_head}, {"n_embd", f.cfg.n_embd},
       {"vocab_size", f.cfg.vocab_size}, {"B", f.B}, {"T", f.T}, {"steps", f.steps},
       {"decay", decay},
@@ -165,8 +166,35 @@ TEST(GPT2Reference, MatchesPyTorch) {
   EXPECT_LT(ref["losses"][f.steps - 1].get<double>(), ref["losses"][0].get<double>());
 }
 
-TEST(GPT2, GradReadyHookFiresOnceForEveryParameterInReverseOrder) {
+}  // namespace
+
+TEST(GPT2Reference, MatchesPyTorch) { expect_matches_pytorch(make_fixture(), "gpt2_reference"); }
+
+// Grouped-query attention (2 query heads per key/value head), an MLP width that is not
+// 4C, an LM head of its own.
+TEST(LlamaReference, GroupedQueryAttentionUntiedHeadMatchesPyTorch) {
   GPTConfig cfg;
+  cfg.family = Family::llama;
+  cfg.n_kv_head = 2;
+  cfg.intermediate_size = 48;
+  expect_matches_pytorch(make_fixture(cfg), "llama_reference_gqa");
+}
+
+// One key/value head for all queries, tied embeddings, and positions up to 299 with a
+// small rotary base (theta 500: the slowest pair turns 0.3 rad per position), so the
+// rotary angles are far from 0.
+TEST(LlamaReference, OneKeyValueHeadTiedLongPositionsMatchesPyTorch) {
+  GPTConfig cfg;
+  cfg.family = Family::llama;
+  cfg.n_kv_head = 1;
+  cfg.intermediate_size = 40;
+  cfg.tie_embeddings = true;
+  cfg.rope_theta = 500;
+  expect_matches_pytorch(make_fixture(cfg, 1, 300), "llama_reference_mqa");
+}
+
+namespace {
+void expect_grad_ready_in_reverse_order(GPTConfig cfg) {
   cfg.n_layer = 2, cfg.n_head = 2, cfg.n_embd = 16, cfg.vocab_size = 32;
   cfg.padded_vocab_size = 32, cfg.seq_len = 8;
   GPT2 model(cfg, 1);
@@ -195,4 +223,18 @@ TEST(GPT2, GradReadyHookFiresOnceForEveryParameterInReverseOrder) {
       changed_after_ready |= at_ready[i][e] != model.grads()[p.offset + e];
   }
   EXPECT_FALSE(changed_after_ready);
+}
+}  // namespace
+
+TEST(GPT2, GradReadyHookFiresOnceForEveryParameterInReverseOrder) {
+  expect_grad_ready_in_reverse_order(GPTConfig{});
+}
+
+TEST(Llama, GradReadyHookFiresOnceForEveryParameterInReverseOrder) {
+  GPTConfig cfg;
+  cfg.family = Family::llama;
+  cfg.intermediate_size = 24;
+  expect_grad_ready_in_reverse_order(cfg);  // untied: norm and lm_head last
+  cfg.tie_embeddings = true;
+  expect_grad_ready_in_reverse_order(cfg);
 }

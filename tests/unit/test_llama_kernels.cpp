@@ -88,24 +88,39 @@ TEST(LlamaKernels, RopeBackwardMatchesFiniteDifferencesAndInvertsTheForward) {
 }
 
 TEST(LlamaKernels, SwigluForwardIsItsDefinitionAndBackwardMatchesFiniteDifferences) {
-  const int N = 4, F = 6;
-  Vec gu = random_vec(N * 2 * F, 6, 2.0), R = random_vec(N * F, 7), out(N * F);
-  k::swiglu_forward(out.data(), gu.data(), N, F);
-  for (int n = 0; n < N; n++)
-    for (int j = 0; j < F; j++) {
-      const double g = gu[n * 2 * F + j], u = gu[n * 2 * F + F + j];
-      EXPECT_NEAR(out[n * F + j], g / (1 + std::exp(-g)) * u, 1e-12);
-    }
+  const int N = 24;
+  Vec gate = random_vec(N, 6, 2.0), up = random_vec(N, 60), R = random_vec(N, 7), out(N);
+  k::swiglu_forward(out.data(), gate.data(), up.data(), N);
+  for (int i = 0; i < N; i++) EXPECT_NEAR(out[i], gate[i] / (1 + std::exp(-gate[i])) * up[i], 1e-12);
   auto loss = [&] {
-    k::swiglu_forward(out.data(), gu.data(), N, F);
+    k::swiglu_forward(out.data(), gate.data(), up.data(), N);
     return dot(out, R);
   };
-  Vec dgu(N * 2 * F, 0.0);
-  k::swiglu_backward(dgu.data(), gu.data(), R.data(), N, F);
-  expect_gradient("swiglu dgate_up", gu, dgu, loss);
+  Vec dgate(N, 0.0), dup(N, 0.0);
+  k::swiglu_backward(dgate.data(), dup.data(), gate.data(), up.data(), R.data(), N);
+  expect_gradient("swiglu dgate", gate, dgate, loss);
+  expect_gradient("swiglu dup", up, dup, loss);
 }
 
 namespace {
+// Grouped-query attention on packed rows [q heads | k heads | v heads] of (NH + 2 NKV) HS.
+template <typename T>
+void gqa_forward(std::vector<T>& out, std::vector<T>& att, const std::vector<T>& qkv, int B, int T_,
+                 int NH, int NKV, int HS) {
+  const int row = (NH + 2 * NKV) * HS, C = NH * HS;
+  k::gqa_attention_forward(out.data(), att.data(), qkv.data(), qkv.data() + C,
+                           qkv.data() + C + NKV * HS, B, T_, NH, NKV, HS, row, row);
+}
+template <typename T>
+void gqa_backward(std::vector<T>& dqkv, std::vector<T>& scratch, const std::vector<T>& dout,
+                  const std::vector<T>& qkv, const std::vector<T>& att, int B, int T_, int NH,
+                  int NKV, int HS) {
+  const int row = (NH + 2 * NKV) * HS, C = NH * HS;
+  k::gqa_attention_backward(dqkv.data(), dqkv.data() + C, dqkv.data() + C + NKV * HS,
+                            scratch.data(), dout.data(), qkv.data(), qkv.data() + C,
+                            qkv.data() + C + NKV * HS, att.data(), B, T_, NH, NKV, HS, row, row);
+}
+
 // qkv [B, T, (NH + 2 NKV) HS] of grouped-query attention -> qkv [B, T, 3 NH HS] of
 // multi-head attention with each key/value head repeated for its group's query heads.
 Vec repeat_kv(const Vec& qkv, int N, int NH, int NKV, int HS) {
@@ -128,15 +143,14 @@ TEST(LlamaKernels, GqaAttentionEqualsMultiHeadAttentionOnRepeatedKeysAndValues) 
     const int row = (NH + 2 * NKV) * HS, C = NH * HS;
     Vec qkv = random_vec(B * T * row, 8 + NKV), R = random_vec(B * T * C, 9);
     Vec out(B * T * C), att(B * NH * T * T), scratch(B * NH * T * T);
-    k::gqa_attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, NKV, HS);
+    gqa_forward(out, att, qkv, B, T, NH, NKV, HS);
     const Vec full = repeat_kv(qkv, B * T, NH, NKV, HS);
     Vec out_full(B * T * C), att_full(B * NH * T * T);
     k::attention_forward(out_full.data(), att_full.data(), full.data(), B, T, C, NH);
     for (size_t i = 0; i < out.size(); i++) EXPECT_NEAR(out[i], out_full[i], 1e-13) << NKV;
     // Backward: dq equal; dk, dv of a shared head = the sum over its group's copies.
     Vec dqkv(B * T * row, 0.0), dfull(B * T * 3 * C, 0.0);
-    k::gqa_attention_backward(dqkv.data(), scratch.data(), R.data(), qkv.data(), att.data(), B, T,
-                              NH, NKV, HS);
+    gqa_backward(dqkv, scratch, R, qkv, att, B, T, NH, NKV, HS);
     k::attention_backward(dfull.data(), scratch.data(), R.data(), full.data(), att_full.data(), B,
                           T, C, NH);
     const int group = NH / NKV;
@@ -160,13 +174,12 @@ TEST(LlamaKernels, GqaAttentionBackwardMatchesFiniteDifferences) {
   Vec qkv = random_vec(B * T * row, 11), R = random_vec(B * T * C, 12);
   Vec out(B * T * C), att(B * NH * T * T), scratch(B * NH * T * T);
   auto loss = [&] {
-    k::gqa_attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, NKV, HS);
+    gqa_forward(out, att, qkv, B, T, NH, NKV, HS);
     return dot(out, R);
   };
   loss();
   Vec dqkv(B * T * row, 0.0);
-  k::gqa_attention_backward(dqkv.data(), scratch.data(), R.data(), qkv.data(), att.data(), B, T,
-                            NH, NKV, HS);
+  gqa_backward(dqkv, scratch, R, qkv, att, B, T, NH, NKV, HS);
   expect_gradient("gqa attention dqkv", qkv, dqkv, loss);
 }
 
@@ -179,14 +192,13 @@ TEST(LlamaKernels, GqaAttentionBackwardIsTheSameOnOneThreadAndTwo) {
   const Vec q = random_vec(qkv.size(), 13), d = random_vec(dout.size(), 14);
   for (size_t i = 0; i < qkv.size(); i++) qkv[i] = (float)q[i];
   for (size_t i = 0; i < dout.size(); i++) dout[i] = (float)d[i];
-  k::gqa_attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, NKV, HS);
+  gqa_forward(out, att, qkv, B, T, NH, NKV, HS);
   std::vector<std::vector<float>> grads;
   const int saved = omp_get_max_threads();
   for (int threads : {1, 2}) {
     omp_set_num_threads(threads);
     std::vector<float> dqkv(qkv.size(), 0.0f);
-    k::gqa_attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), B,
-                              T, NH, NKV, HS);
+    gqa_backward(dqkv, scratch, dout, qkv, att, B, T, NH, NKV, HS);
     grads.push_back(dqkv);
   }
   omp_set_num_threads(saved);

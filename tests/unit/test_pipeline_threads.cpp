@@ -1,8 +1,9 @@
-// Pipeline and tensor parallelism without mpirun: a 2 x 2 (tp x pp) layout of GPT-2 whose
-// four ranks are threads talking through ThreadCommunicator, one training step of two
-// micro-batches under GPipe and 1F1B. The mean loss and every gradient (gathered over tp,
-// found in the single-process model by its logical name) must match the single-process
-// model to a relative 1e-6, the tied embedding's two copies included.
+// Pipeline and tensor parallelism without mpirun: a 2 x 2 (tp x pp) layout of GPT-2 (and
+// of the llama family, tied and untied) whose four ranks are threads talking through
+// ThreadCommunicator, one training step of two micro-batches under GPipe and 1F1B. The
+// mean loss and every gradient (gathered over tp, found in the single-process model by its
+// logical name) must match the single-process model to a relative 1e-6, the tied
+// embedding's two copies included.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,8 +17,7 @@ namespace {
 
 constexpr int kTp = 2, kPp = 2, kMicro = 2, kB = 2, kT = 16;
 
-GPTConfig tiny() {
-  GPTConfig cfg;
+GPTConfig tiny(GPTConfig cfg = {}) {
   cfg.n_layer = 4, cfg.n_head = 4, cfg.n_embd = 32, cfg.vocab_size = 255;
   cfg.padded_vocab_size = 256, cfg.seq_len = kT;
   return cfg;
@@ -30,8 +30,8 @@ double relative_l2(const std::vector<float>& a, const float* ref) {
   return std::sqrt(err) / (std::sqrt(norm) + 1e-30);
 }
 
-void check_schedule(PipelineSchedule schedule) {
-  const GPTConfig cfg = tiny();
+void check_schedule(PipelineSchedule schedule, GPTConfig family = {}) {
+  const GPTConfig cfg = tiny(family);
   std::vector<int32_t> x(kMicro * kB * kT), y(x.size());
   for (size_t i = 0; i < x.size(); i++) x[i] = (i * 37 + 11) % 255, y[i] = (i * 53 + 7) % 255;
 
@@ -73,6 +73,16 @@ void check_schedule(PipelineSchedule schedule) {
 
 TEST(PipelineThreads, GPipeMatchesSingleProcess) { check_schedule(PipelineSchedule::GPipe); }
 TEST(PipelineThreads, OneFOneBMatchesSingleProcess) { check_schedule(PipelineSchedule::OneFOneB); }
+
+TEST(PipelineThreads, LlamaMatchesSingleProcess) {
+  GPTConfig llama;
+  llama.family = Family::llama;
+  llama.n_kv_head = 2;
+  llama.intermediate_size = 48;
+  check_schedule(PipelineSchedule::OneFOneB, llama);  // untied: the last stage's own lm_head
+  llama.tie_embeddings = true;
+  check_schedule(PipelineSchedule::GPipe, llama);  // tied: two copies of tok_embeddings
+}
 
 }  // namespace
 }  // namespace tessera

@@ -258,8 +258,8 @@ TEST(RecipeValidation, PrecisionAndLora) {
             "recipes/tiny.yaml: lora.base is empty: a LoRA run (lora.rank 8) fine-tunes a base "
             "model; set it to that model's checkpoint");
   EXPECT_EQ(parse_error(kMinimal, {"lora.rank=8", "lora.base=ckpt", "lora.targets=qkv,fc"}),
-            "recipes/tiny.yaml: lora.targets: unknown layer 'fc' (expected a comma-separated "
-            "list of qkv, attn_out, mlp_up, mlp_down)");
+            "recipes/tiny.yaml: lora.targets: unknown layer 'fc' of a gpt2 model (expected all, "
+            "or a comma-separated list of qkv, attn_out, mlp_up, mlp_down)");
   EXPECT_EQ(parse_error(kMinimal, {"lora.rank=8", "lora.base=ckpt", "lora.targets=qkv, qkv"}),
             "recipes/tiny.yaml: lora.targets: 'qkv' is listed twice");
   const Recipe lora = parse_recipe(kMinimal, "recipes/tiny.yaml",

@@ -79,6 +79,17 @@ TEST(TensorParallelThreads, MatchesSingleProcess) {
     on_thread_group(tp, [](Communicator& c) { check_tp_model(c, 256, 256, 1e-6); });
 }
 
+TEST(TensorParallelThreads, LlamaMatchesSingleProcess) {
+  GPTConfig llama;
+  llama.family = Family::llama;
+  llama.intermediate_size = 48;
+  llama.n_kv_head = 2;  // one key/value head per rank at tp 2, for two query heads
+  on_thread_group(2, [&](Communicator& c) { check_tp_model(c, 255, 256, 1e-6, llama); });
+  llama.n_kv_head = 4;  // multi-head attention, one head of each per rank at tp 4
+  llama.tie_embeddings = true;
+  on_thread_group(4, [&](Communicator& c) { check_tp_model(c, 250, 253, 1e-6, llama); });
+}
+
 TEST(TensorParallelThreads, VocabularyNotDivisibleByTp) {
   on_thread_group(2, [](Communicator& c) { check_tp_model(c, 255, 255, 1e-6); });
   on_thread_group(4, [](Communicator& c) { check_tp_model(c, 250, 253, 1e-6); });

@@ -1,4 +1,5 @@
-// One forward/backward of a tensor-parallel GPT-2 against the single-process model, run by
+// One forward/backward of a tensor-parallel model (GPT-2, or the family and llama keys of
+// `base`) against the single-process model, run by
 // every rank of the tp group `tp` (MPI processes in tests/mpi/test_tp_model.cpp, threads
 // in tests/unit/test_tp_threads.cpp):
 //  - the loss equals tp = 1's (relative `tol`), also for a vocabulary not divisible by tp;
@@ -18,8 +19,8 @@
 
 namespace tessera {
 
-inline void check_tp_model(Communicator& tp, int vocab, int vocab_padded, double tol) {
-  GPTConfig cfg;
+inline void check_tp_model(Communicator& tp, int vocab, int vocab_padded, double tol,
+                           GPTConfig cfg = {}) {
   cfg.n_layer = 2, cfg.n_head = 4, cfg.n_embd = 32, cfg.vocab_size = vocab;
   cfg.padded_vocab_size = vocab_padded, cfg.seq_len = 16;
   const int B = 2, T = 16;
