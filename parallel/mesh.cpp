@@ -80,9 +80,14 @@ std::optional<std::string> layout_problem(const LayoutSpec& l, int world_size, b
   if (l.n_head % l.tp != 0)
     return layout + ": model.n_head = " + s(l.n_head) + " is not divisible by parallel.tp = " +
            s(l.tp) + " (attention heads are split across tensor-parallel ranks)";
-  if ((4LL * l.n_embd) % l.tp != 0)
-    return layout + ": the MLP width 4 * model.n_embd = " + std::to_string(4LL * l.n_embd) +
-           " is not divisible by parallel.tp = " + s(l.tp) +
+  if (l.n_kv_head > 0 && l.n_kv_head % l.tp != 0)
+    return layout + ": model.n_kv_head = " + s(l.n_kv_head) + " is not divisible by parallel.tp = " +
+           s(l.tp) + " (key/value heads are split across tensor-parallel ranks)";
+  const long long mlp = l.mlp_width > 0 ? l.mlp_width : 4LL * l.n_embd;
+  if (mlp % l.tp != 0)
+    return layout + ": the MLP width " +
+           (l.mlp_width > 0 ? std::string("") : std::string("4 * model.n_embd = ")) +
+           std::to_string(mlp) + " is not divisible by parallel.tp = " + s(l.tp) +
            " (MLP columns are split across tensor-parallel ranks)";
   if (l.n_embd % l.tp != 0)
     return layout + ": model.n_embd = " + s(l.n_embd) + " is not divisible by parallel.tp = " +

@@ -36,11 +36,13 @@ struct LayoutSpec {
   int n_layer = 1;             // model.n_layer: split across pp stages
   int global_batch = 1;        // train.global_batch: split over dp ranks in micro-batches
   int micro_batch = 1;         // train.micro_batch
+  int n_kv_head = 0;           // llama's key/value heads, split across tp (0: none to check)
+  int mlp_width = 0;           // the MLP's hidden width, split across tp (0: 4 * n_embd)
 };
 
 // The first problem with running `spec` on `world_size` ranks, as one line, or nullopt
 // when the layout is possible. Pure: no MPI. The checks, in order: degrees >= 1; world
-// size == dp*tp*pp; n_head % tp; (4*n_embd) % tp; n_embd % tp; n_layer >= pp;
+// size == dp*tp*pp; n_head % tp; n_kv_head % tp; mlp width % tp; n_embd % tp; n_layer >= pp;
 // global_batch % (dp*micro_batch). A wrong world size suggests how to start the job:
 // `mpirun -n N`, or under Slurm (`under_slurm`) `srun -n N` / `sbatch --ntasks=N`.
 std::optional<std::string> layout_problem(const LayoutSpec& spec, int world_size,

@@ -74,10 +74,12 @@ void TrainingRun::set_up_layout() {
   dp_ = r_.parallel.dp;
   // Validates the layout against the job (the same message on every rank, before any
   // communicator exists) and splits the world into dp, tp and pp groups.
+  const GPTConfig model = GPTConfig::from_recipe(r_.model);
   mesh_ = std::make_unique<Mesh>(
-      MPI_COMM_WORLD, LayoutSpec{r_.parallel.dp, r_.parallel.tp, r_.parallel.pp, r_.model.n_head,
-                                 r_.model.n_embd, r_.model.n_layer, r_.train.global_batch,
-                                 r_.train.micro_batch});
+      MPI_COMM_WORLD,
+      LayoutSpec{r_.parallel.dp, r_.parallel.tp, r_.parallel.pp, r_.model.n_head, r_.model.n_embd,
+                 r_.model.n_layer, r_.train.global_batch, r_.train.micro_batch,
+                 model.llama() ? model.kv_heads() : 0, model.llama() ? model.mlp_width() : 0});
   world_ = &mesh_->world();
   lead_ = world_->rank() == 0;
   B_ = r_.train.micro_batch, T_ = r_.model.seq_len;

@@ -2,6 +2,7 @@
 """Every parallel layout reproduces the single process, step by step.
 
   layout_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR] [--only NAME]
+                 [--family gpt2|llama]
 
 A tiny model (4 layers, 4 heads, 32 wide, 32 tokens; global batch 8 in micro-batches of 1)
 trains 20 steps under every (dp, tp, pp) layout in LAYOUTS below, with and without ZeRO-1
@@ -26,6 +27,12 @@ the whole model stays within 1e-6.
 
 Last, with clipping off, a ZeRO-1 run's checkpoint holds bit for bit the tensors
 (parameters and moments) of a plain data-parallel run's, at dp = 2.
+
+--family llama runs the llama family instead (SwiGLU width 64, untied LM head), each
+against its own one-process run: grouped-query attention with 2 key/value heads for the 4
+query heads under (1,2,1), (2,2,1), (1,1,2) with GPipe and 1F1B, (2,1,1) with ZeRO-1 and
+(2,2,2); one key/value head (not splittable over tp) under (2,1,1) with ZeRO-1 and
+(1,1,2); as many key/value heads as query heads under (1,4,1) and (2,2,2).
 
 Standard library + numpy + h5py (python3-h5py). Exit code 0 = pass.
 """
@@ -61,6 +68,26 @@ def variants():
         out.append(("dp%d_tp%d_pp%d_zero%d_ring" % (dp, tp, pp, zero), dp, tp, pp,
                     ["parallel.zero=%d" % zero, "parallel.shared_memory=false"]))
     return out
+
+
+LLAMA = ["model.family=llama", "model.intermediate_size=64"]
+LLAMA_GROUPS = [  # (key/value heads, [(dp, tp, pp, zero, schedule)])
+    (2, [(1, 2, 1, 0, "1f1b"), (2, 2, 1, 0, "1f1b"), (1, 1, 2, 0, "gpipe"), (1, 1, 2, 0, "1f1b"),
+         (2, 1, 1, 1, "1f1b"), (2, 2, 2, 0, "1f1b")]),
+    (1, [(2, 1, 1, 1, "1f1b"), (1, 1, 2, 0, "1f1b")]),
+    (4, [(1, 4, 1, 0, "1f1b"), (2, 2, 2, 1, "gpipe")]),
+]
+
+
+def llama_layouts(opt, work):
+    for kv, layouts in LLAMA_GROUPS:
+        sets = LLAMA + ["model.n_kv_head=%d" % kv]
+        ref = train(opt, work, "llama_kv%d_ref" % kv, 1, 1, 1, sets)
+        for dp, tp, pp, zero, schedule in layouts:
+            name = "llama_kv%d_dp%d_tp%d_pp%d_zero%d_%s" % (kv, dp, tp, pp, zero, schedule)
+            if opt.only in name:
+                check(name, ref, train(opt, work, name, dp, tp, pp, sets + [
+                    "parallel.zero=%d" % zero, "parallel.schedule=" + schedule]))
 
 
 def prepare_data(opt, work):
@@ -187,10 +214,16 @@ def check(name, ref, got):
 
 
 def main():
-    opt = parse_options(__doc__, lambda ap: ap.add_argument(
-        "--only", default="", help="run only the variants whose name contains this"))
+    def options(ap):
+        ap.add_argument("--only", default="", help="run only the variants whose name contains this")
+        ap.add_argument("--family", default="gpt2", choices=["gpt2", "llama"])
+    opt = parse_options(__doc__, options)
     with tempfile.TemporaryDirectory(prefix="tessera_mpi_layouts_") as work:
         prepare_data(opt, work)
+        if opt.family == "llama":
+            llama_layouts(opt, work)
+            print("PASS")
+            return
         runs = variants()
         ref = train(opt, work, *runs[0])
         if len(series(ref[0], "metric", "loss")) != STEPS:

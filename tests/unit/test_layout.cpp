@@ -90,6 +90,20 @@ TEST(Layout, MlpWidthNotDivisibleByTp) {
             "divisible by parallel.tp = 3 (MLP columns are split across tensor-parallel ranks)");
 }
 
+TEST(Layout, LlamaKeyValueHeadsAndMlpWidthNotDivisibleByTp) {
+  LayoutSpec l = tiny(1, 2, 1);
+  l.n_kv_head = 1;  // grouped-query attention with one key/value head cannot be split
+  EXPECT_EQ(message(l, 2),
+            "parallel layout dp=1 x tp=2 x pp=1: model.n_kv_head = 1 is not divisible by "
+            "parallel.tp = 2 (key/value heads are split across tensor-parallel ranks)");
+  l.n_kv_head = 2, l.mlp_width = 345;
+  EXPECT_EQ(message(l, 2),
+            "parallel layout dp=1 x tp=2 x pp=1: the MLP width 345 is not divisible by "
+            "parallel.tp = 2 (MLP columns are split across tensor-parallel ranks)");
+  l.mlp_width = 344;
+  EXPECT_EQ(message(l, 2), "");
+}
+
 TEST(Layout, EmbeddingWidthNotDivisibleByTp) {
   LayoutSpec l = tiny(1, 4, 1);
   l.n_embd = 130;  // 4 * 130 = 520 is a multiple of 4, 130 is not
