@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Resuming from checkpoints: bit-identical in the same layout, equivalent in others.
 
-  resume_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR]
+  resume_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR] [--family gpt2|llama]
 
 The model and data of layout_runs.py (20 steps):
 
@@ -20,6 +20,10 @@ The model and data of layout_runs.py (20 steps):
            the losses of steps 11-20 match the uninterrupted single process to a relative
            1e-5.
 
+--family llama: the llama family of layout_runs.py (2 key/value heads, untied head), exact
+under (2, 2, 2), and saved under (2, 2, 2) with ZeRO-1, loaded under (1, 1, 1), (1, 2, 1)
+and (1, 1, 2) against its uninterrupted single process.
+
 Standard library + numpy + h5py (through layout_runs). Exit code 0 = pass.
 """
 import os
@@ -28,7 +32,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dp_runs import fail, series, close, parse_options  # noqa: E402
-from layout_runs import prepare_data, train  # noqa: E402
+from layout_runs import LLAMA, prepare_data, train  # noqa: E402
 
 HALF = 10
 
@@ -41,11 +45,11 @@ def resumed_from(events):
     return events[0].get("resumed_from", {})
 
 
-def exact(opt, work, dp, tp, pp, first_extra=()):
-    tag = "dp%d_tp%d_pp%d" % (dp, tp, pp) + ("_async" if first_extra else "")
-    straight = train(opt, work, "straight_" + tag, dp, tp, pp, [])[0]
+def exact(opt, work, dp, tp, pp, first_extra=(), model=(), prefix=""):
+    tag = prefix + "dp%d_tp%d_pp%d" % (dp, tp, pp) + ("_async" if first_extra else "")
+    straight = train(opt, work, "straight_" + tag, dp, tp, pp, list(model))[0]
     first = train(opt, work, "first_" + tag, dp, tp, pp,
-                  ["train.exit_after_step=%d" % HALF] + list(first_extra))[0]
+                  list(model) + ["train.exit_after_step=%d" % HALF] + list(first_extra))[0]
     saves = [e for e in first if e.get("event") == "checkpoint"]
     if first_extra and (len(saves) != HALF // 2 or not all(e.get("async") for e in saves) or
                         any(e.get("stall_seconds", -1) < 0 for e in saves)):
@@ -53,7 +57,7 @@ def exact(opt, work, dp, tp, pp, first_extra=()):
     if [s for s, _ in losses(first)] != list(range(1, HALF + 1)):
         fail("%s: the first half ran steps %s" % (tag, [s for s, _ in losses(first)]))
     ckpt = os.path.join(work, "ckpt_first_" + tag)
-    second = train(opt, work, "second_" + tag, dp, tp, pp, ["checkpoint.resume=" + ckpt])[0]
+    second = train(opt, work, "second_" + tag, dp, tp, pp, list(model) + ["checkpoint.resume=" + ckpt])[0]
     if resumed_from(second).get("step") != HALF:
         fail("%s: run_start says resumed_from %s" % (tag, resumed_from(second)))
     for key in ("loss", "grad_norm"):
@@ -89,18 +93,20 @@ def h5py_reads_gathered(opt, work):
           % (len(names), len(shards)), flush=True)
 
 
-def reshard(opt, work, reference):
+def reshard(opt, work, reference, saves=((2, 2, 1), (1, 2, 2), (2, 1, 2)), zeros=(0, 1),
+            loads=((1, 1, 1), (4, 1, 1), (1, 1, 2), (2, 2, 2)), model=(), prefix=""):
     want = [(s, v) for s, v in losses(reference) if s > HALF]
-    for save in ((2, 2, 1), (1, 2, 2), (2, 1, 2)):
-        for zero in (0, 1):
-            tag = "save_dp%d_tp%d_pp%d_zero%d" % (save + (zero,))
-            train(opt, work, tag, *save, ["train.exit_after_step=%d" % HALF, "parallel.zero=%d" % zero])
-            for load in ((1, 1, 1), (4, 1, 1), (1, 1, 2), (2, 2, 2)):
+    for save in saves:
+        for zero in zeros:
+            tag = prefix + "save_dp%d_tp%d_pp%d_zero%d" % (save + (zero,))
+            train(opt, work, tag, *save,
+                  list(model) + ["train.exit_after_step=%d" % HALF, "parallel.zero=%d" % zero])
+            for load in loads:
                 load_zero = 1 - zero if load[0] > 1 else 0
                 name = "%s_load_dp%d_tp%d_pp%d_zero%d" % ((tag,) + load + (load_zero,))
                 events = train(opt, work, name, *load,
-                               ["checkpoint.resume=" + os.path.join(work, "ckpt_" + tag),
-                                "parallel.zero=%d" % load_zero])[0]
+                               list(model) + ["checkpoint.resume=" + os.path.join(work, "ckpt_" + tag),
+                                              "parallel.zero=%d" % load_zero])[0]
                 got = losses(events)
                 if [s for s, _ in got] != [s for s, _ in want]:
                     fail("%s: ran steps %s" % (name, [s for s, _ in got]))
@@ -111,9 +117,18 @@ def reshard(opt, work, reference):
 
 
 def main():
-    opt = parse_options(__doc__)
+    opt = parse_options(__doc__, lambda ap: ap.add_argument(
+        "--family", default="gpt2", choices=["gpt2", "llama"]))
     with tempfile.TemporaryDirectory(prefix="tessera_mpi_resume_") as work:
         prepare_data(opt, work)
+        if opt.family == "llama":
+            model = LLAMA + ["model.n_kv_head=2"]
+            exact(opt, work, 2, 2, 2, model=model, prefix="llama_")
+            reference = train(opt, work, "llama_reference", 1, 1, 1, model)[0]
+            reshard(opt, work, reference, saves=((2, 2, 2),), zeros=(1,),
+                    loads=((1, 1, 1), (1, 2, 1), (1, 1, 2)), model=model, prefix="llama_")
+            print("PASS")
+            return
         exact(opt, work, 1, 1, 1)
         exact(opt, work, 2, 2, 2)
         # Saved in the background every 2 steps while training went on.
