@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """LoRA fine-tuning under MPI: layouts against one process, adapters-only checkpoints, merge.
 
-  lora_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR]
+  lora_runs.py --tessera BIN --mpirun MPIRUN [--source-dir DIR] [--family gpt2|llama]
 
 A base model (4 layers, 64 wide, 32 tokens) trains 30 steps on Genesis/Exodus; LoRA
 (rank 4, alpha 8, dropout 0.1, all four targets) then fine-tunes it 20 steps on Psalms/Proverbs under
@@ -19,6 +19,10 @@ A base model (4 layers, 64 wide, 32 tokens) trains 30 steps on Genesis/Exodus; L
     adapters) as from the merged one;
   - resuming the LoRA run against another base model, or naming a base that does not
     exist, fails with one line naming lora.base / the base model.
+
+--family llama does all of it for the llama family (2 key/value heads, SwiGLU width 128,
+untied head) with adapters on its seven targets (q, k, v, attn_out, mlp_gate, mlp_up,
+mlp_down).
 
 Standard library + numpy + h5py. Exit code 0 = pass.
 """
@@ -38,6 +42,14 @@ import h5py  # noqa: E402
 RANK, ALPHA = 4, 8.0
 LAYOUTS = [(1, 1, 1), (1, 2, 1), (1, 1, 2), (2, 2, 2)]
 MODEL = ["model.n_layer=4", "model.n_head=4", "model.n_embd=64", "model.seq_len=32"]
+LLAMA = ["model.family=llama", "model.n_kv_head=2", "model.intermediate_size=128"]
+TARGETS = {"gpt2": 4, "llama": 7}  # adapted layers per block (lora.targets all)
+REL_TOL = 1e-5
+# The adapters' gradient norm between tp = 2 and one process: 1e-7 at the first step, then
+# rounding noise that AdamW's per-element normalisation amplifies, with isolated spikes
+# (1.5e-5 at one step of the llama run, back to 1e-6 at the next; GPT-2's stayed under
+# 2e-6); losses, validation losses and the adapters keep 1e-5.
+NORM_TOL = 5e-5
 
 
 def prepare(opt, work, corpus, name):
@@ -55,7 +67,8 @@ def prepare(opt, work, corpus, name):
 def train(opt, work, name, layout, sets, expect_ok=True):
     dp, tp, pp = layout
     n = dp * tp * pp
-    args = recipe_args(opt.tessera, opt.source_dir, work, name, MODEL + [
+    model = MODEL + (LLAMA if opt.family == "llama" else [])
+    args = recipe_args(opt.tessera, opt.source_dir, work, name, model + [
         "train.global_batch=8", "train.micro_batch=1", "train.eval_every=10",
         "train.eval_batches=1", "train.sample_tokens=0", "optim.warmup_steps=2", "log.every=1",
         "parallel.dp=%d" % dp, "parallel.tp=%d" % tp, "parallel.pp=%d" % pp] + sets)
@@ -84,7 +97,8 @@ def file_hashes(directory):
 
 
 def main():
-    opt = parse_options(__doc__)
+    opt = parse_options(__doc__, lambda ap: ap.add_argument(
+        "--family", default="gpt2", choices=["gpt2", "llama"]))
     with tempfile.TemporaryDirectory(prefix="tessera_mpi_lora_") as work:
         prepare(opt, work, "kjv-genesis-exodus.txt", "base_data")
         prepare(opt, work, "kjv-psalms-proverbs.txt", "tune_data")
@@ -118,7 +132,8 @@ def main():
             name = "lora_%d%d%d" % layout
             events, tensors = results[layout]
             for event, key in (("metric", "loss"), ("metric", "grad_norm"), ("eval", "val_loss")):
-                compare_series(name, key, series(ref_events, event, key), series(events, event, key))
+                compare_series(name, key, series(ref_events, event, key), series(events, event, key),
+                               NORM_TOL if key == "grad_norm" else REL_TOL)
             total, (rel, tensor) = compare_params(name, ref_tensors, tensors)
             print("  %s: losses, norms, val losses match one process at 20 steps; adapters within "
                   "%.2g (worst %s: %.2g)" % (name, total, tensor, rel), flush=True)
@@ -159,13 +174,13 @@ def main():
                 adapted += 1
             elif not np.array_equal(merged[k], w):
                 fail("merged %s differs from the base, but it has no adapter" % k)
-        if adapted != 4 * 4:
-            fail("merged %d adapted weights, expected 16" % adapted)
+        if adapted != 4 * TARGETS[opt.family]:
+            fail("merged %d adapted weights, expected %d" % (adapted, 4 * TARGETS[opt.family]))
         _, merged_recipe = meta_of(step_dir(merged_root))
         if "rank: 0" not in merged_recipe:
             fail("the merged checkpoint's recipe does not say lora.rank 0:\n" + merged_recipe)
-        print("  merge: 16 adapted weights equal W + (alpha/r) B A (numpy), the rest the base's",
-              flush=True)
+        print("  merge: %d adapted weights equal W + (alpha/r) B A (numpy), the rest the base's"
+              % adapted, flush=True)
 
         # The same text from base + adapters as from the merged model.
         texts = []
