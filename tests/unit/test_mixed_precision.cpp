@@ -16,8 +16,10 @@ namespace {
 
 using kernels::Dtype;
 
-GPTConfig small() {
+GPTConfig small(Family family = Family::gpt2) {
   GPTConfig c;
+  c.family = family;
+  c.n_kv_head = 1, c.intermediate_size = 48;  // llama only
   c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.vocab_size = 64, c.padded_vocab_size = 64;
   c.seq_len = 16;
   return c;
@@ -59,14 +61,14 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(d2 / n2);
 }
 
-TEST(MixedPrecision, TracksFp32UpToTheRoundings) {
-  GPT2 fp32(small(), 2);
+void expect_tracks_fp32(Family family) {
+  GPT2 fp32(small(family), 2);
   fp32.init_weights(4);
   const Pass want = run(fp32);
   // The 16-bit roundings' relative size: bf16 2^-9, fp16 2^-12 (per operand).
   for (auto [dt, tol_logits, tol_grads] :
        {std::tuple{Dtype::bf16, 2e-2, 6e-2}, std::tuple{Dtype::fp16, 3e-3, 1e-2}}) {
-    GPT2 m(small(), 2, {}, 1, {}, 1, precision(dt));
+    GPT2 m(small(family), 2, {}, 1, {}, 1, precision(dt));
     m.init_weights(4);
     const Pass got = run(m);
     const double dl = rel_l2(want.logits, got.logits), dg = rel_l2(want.grads, got.grads);
@@ -76,6 +78,9 @@ TEST(MixedPrecision, TracksFp32UpToTheRoundings) {
     EXPECT_NEAR(got.loss, want.loss, 1e-2 * want.loss) << kernels::dtype_name(dt);
   }
 }
+
+TEST(MixedPrecision, TracksFp32UpToTheRoundings) { expect_tracks_fp32(Family::gpt2); }
+TEST(MixedPrecision, LlamaTracksFp32UpToTheRoundings) { expect_tracks_fp32(Family::llama); }
 
 TEST(MixedPrecision, SixteenBitCopyFollowsWritesToTheParameters) {
   GPT2 a(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
