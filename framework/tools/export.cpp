@@ -102,9 +102,6 @@ ExportResult export_model(const ExportOptions& o) {
   const fs::path lineage_file = lineage_path(staging.out.string(), directory);
   const fs::path lineage_tmp = lineage_file.string() + ".tmp-" + std::to_string(getpid());
   CheckpointWeights weights(o.checkpoint);
-  check(weights.recipe().model.family == "gpt2",
-        weights.checkpoint().path + ": model.family '" + weights.recipe().model.family +
-            "' cannot be exported (gpt2 only)");
   ExportResult result;
   result.path = staging.out.string();
   result.checkpoint = weights.checkpoint().path;

@@ -13,7 +13,7 @@ namespace tessera {
 int64_t write_safetensors_export(CheckpointWeights& weights, ExportDtype dtype,
                                  int64_t max_shard_bytes, const std::string& dir);
 
-// One GGUF file for llama.cpp (architecture gpt2), tokenizer inside, at `file`.
+// One GGUF file for llama.cpp (architecture gpt2 or llama), tokenizer inside, at `file`.
 int64_t write_gguf_export(CheckpointWeights& weights, ExportDtype dtype, const std::string& file);
 
 // The tokenizer of the model's training data (its meta.json): "bytes" or "gpt2" with files.

@@ -1,5 +1,5 @@
-// One GGUF file for llama.cpp, architecture gpt2 (docs/export.md): its metadata keys with
-// the types llama.cpp's loader checks, the tokenizer inside, and the weights.
+// One GGUF file for llama.cpp, architecture gpt2 or llama (docs/export.md): its metadata
+// keys with the types llama.cpp's loader checks, the tokenizer inside, and the weights.
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -8,6 +8,7 @@
 #include "checkpoint/gguf.h"
 #include "framework/data/prepare.h"
 #include "framework/data/tokenizer.h"
+#include "framework/model/gpt2.h"
 #include "framework/tools/export_formats.h"
 
 namespace tessera {
@@ -19,6 +20,7 @@ namespace {
 // (output.weight) is required although GPT-2 ties it to token_embd.
 struct GgufMapping {
   std::string target, source;
+  int rope_heads = 0;  // > 0: q or k rows of that many heads, permuted to llama.cpp's rotary form
 };
 
 std::vector<GgufMapping> llama_cpp_gpt2(int n_layer) {
@@ -37,6 +39,43 @@ std::vector<GgufMapping> llama_cpp_gpt2(int n_layer) {
   m.push_back({"output_norm.bias", "ln_f.bias"});
   m.push_back({"output.weight", "wte.weight"});
   return m;
+}
+
+// llama.cpp's llama tensor names; q and k rows permuted (rope_heads), the rest as they are.
+// The LM head is written even when tied, as for gpt2.
+std::vector<GgufMapping> llama_cpp_llama(int n_layer, int n_head, int n_kv_head, bool tied) {
+  std::vector<GgufMapping> m = {{"token_embd.weight", "tok_embeddings.weight"}};
+  for (int l = 0; l < n_layer; l++) {
+    const std::string blk = "blk." + std::to_string(l) + ".", h = "h." + std::to_string(l) + ".";
+    m.push_back({blk + "attn_norm.weight", h + "attn_norm.weight"});
+    m.push_back({blk + "attn_q.weight", h + "attn.q.weight", n_head});
+    m.push_back({blk + "attn_k.weight", h + "attn.k.weight", n_kv_head});
+    m.push_back({blk + "attn_v.weight", h + "attn.v.weight"});
+    m.push_back({blk + "attn_output.weight", h + "attn.o.weight"});
+    m.push_back({blk + "ffn_norm.weight", h + "mlp_norm.weight"});
+    m.push_back({blk + "ffn_gate.weight", h + "mlp.gate.weight"});
+    m.push_back({blk + "ffn_up.weight", h + "mlp.up.weight"});
+    m.push_back({blk + "ffn_down.weight", h + "mlp.down.weight"});
+  }
+  m.push_back({"output_norm.weight", "norm.weight"});
+  m.push_back({"output.weight", tied ? "tok_embeddings.weight" : "lm_head.weight"});
+  return m;
+}
+
+// Tessera's rotary pairs are rotate-half (element i of a head with i + hs/2, Hugging
+// Face's form); llama.cpp's llama rotates adjacent pairs (2j, 2j + 1). Permuting the rows
+// of q and k within each head, row 2j + s <- row s * hs/2 + j, makes its rotation compute
+// ours (the permutation convert_hf_to_gguf.py applies). q . k is unchanged: both move alike.
+std::vector<float> interleave_rotary_rows(const std::vector<float>& w, int heads, int64_t cols) {
+  const int64_t rows = (int64_t)w.size() / cols, hs = rows / heads;
+  std::vector<float> out(w.size());
+  for (int h = 0; h < heads; h++)
+    for (int64_t j = 0; j < hs / 2; j++)
+      for (int s = 0; s < 2; s++) {
+        const float* src = w.data() + (h * hs + s * hs / 2 + j) * cols;
+        std::copy(src, src + cols, out.data() + (h * hs + 2 * j + s) * cols);
+      }
+  return out;
 }
 
 // llama.cpp's llama_ftype for a file of mostly `dtype` tensors.
@@ -111,16 +150,26 @@ int64_t write_gguf_export(CheckpointWeights& weights, ExportDtype dtype, const s
         weights.checkpoint().path + ": the tokenizer has " + std::to_string(vocab.tokens.size()) +
             " tokens, model.vocab_size is " + std::to_string(m.vocab_size));
 
+  const GPTConfig g = GPTConfig::from_recipe(m);
+  const std::string arch = g.llama() ? "llama" : "gpt2";
   GgufWriter w;
-  w.add_string("general.architecture", "gpt2");
+  w.add_string("general.architecture", arch);
   w.add_string("general.name", "tessera-" + weights.checkpoint().meta.run_id);
   w.add_u32("general.file_type", file_type(dtype));
-  w.add_u32("gpt2.context_length", (uint32_t)m.seq_len);
-  w.add_u32("gpt2.embedding_length", (uint32_t)m.n_embd);
-  w.add_u32("gpt2.feed_forward_length", (uint32_t)(4 * m.n_embd));
-  w.add_u32("gpt2.block_count", (uint32_t)m.n_layer);
-  w.add_u32("gpt2.attention.head_count", (uint32_t)m.n_head);
-  w.add_f32("gpt2.attention.layer_norm_epsilon", 1e-5f);
+  w.add_u32(arch + ".context_length", (uint32_t)m.seq_len);
+  w.add_u32(arch + ".embedding_length", (uint32_t)m.n_embd);
+  w.add_u32(arch + ".feed_forward_length", (uint32_t)g.mlp_width());
+  w.add_u32(arch + ".block_count", (uint32_t)m.n_layer);
+  w.add_u32(arch + ".attention.head_count", (uint32_t)m.n_head);
+  if (g.llama()) {
+    w.add_u32("llama.attention.head_count_kv", (uint32_t)g.kv_heads());
+    w.add_f32("llama.attention.layer_norm_rms_epsilon", g.norm_eps);
+    w.add_f32("llama.rope.freq_base", (float)g.rope_theta);
+    w.add_u32("llama.rope.dimension_count", (uint32_t)g.head_size());
+    w.add_u32("llama.vocab_size", (uint32_t)m.vocab_size);
+  } else {
+    w.add_f32("gpt2.attention.layer_norm_epsilon", 1e-5f);
+  }
   w.add_string("tokenizer.ggml.model", "gpt2");
   w.add_string("tokenizer.ggml.pre", "gpt-2");
   w.add_strings("tokenizer.ggml.tokens", vocab.tokens);
@@ -132,7 +181,9 @@ int64_t write_gguf_export(CheckpointWeights& weights, ExportDtype dtype, const s
   }
 
   // Vectors (norms, biases) stay F32, as llama.cpp's own converter keeps them.
-  const std::vector<GgufMapping> mapping = llama_cpp_gpt2(m.n_layer);
+  const std::vector<GgufMapping> mapping =
+      g.llama() ? llama_cpp_llama(m.n_layer, m.n_head, g.kv_heads(), g.tied())
+                : llama_cpp_gpt2(m.n_layer);
   std::vector<GgufTensor> tensors;
   std::vector<ExportDtype> types;
   for (const GgufMapping& t : mapping) {
@@ -144,8 +195,10 @@ int64_t write_gguf_export(CheckpointWeights& weights, ExportDtype dtype, const s
   }
   w.open(file, tensors);
   for (size_t i = 0; i < mapping.size(); i++) {
-    write_encoded(weights.read(mapping[i].source), types[i],
-                  [&](const void* data, int64_t bytes) { w.write_next(data, bytes); });
+    std::vector<float> values = weights.read(mapping[i].source);
+    if (mapping[i].rope_heads > 0)
+      values = interleave_rotary_rows(values, mapping[i].rope_heads, m.n_embd);
+    write_encoded(values, types[i], [&](const void* data, int64_t bytes) { w.write_next(data, bytes); });
   }
   w.finish();
   return (int64_t)mapping.size();

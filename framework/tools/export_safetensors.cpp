@@ -1,4 +1,5 @@
-// safetensors + config.json for Hugging Face transformers' GPT2LMHeadModel (docs/export.md).
+// safetensors + config.json for Hugging Face transformers' GPT2LMHeadModel or
+// LlamaForCausalLM (docs/export.md, docs/llama.md).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,7 @@
 #include "base/error.h"
 #include "checkpoint/safetensors.h"
 #include "framework/data/prepare.h"
+#include "framework/model/gpt2.h"
 #include "framework/tools/export_formats.h"
 
 namespace tessera {
@@ -43,6 +45,25 @@ std::vector<TensorMapping> hugging_face_gpt2(int n_layer) {
   }
   m.push_back({"transformer.ln_f.weight", "ln_f.weight"});
   m.push_back({"transformer.ln_f.bias", "ln_f.bias"});
+  return m;
+}
+
+// LlamaForCausalLM's names. Its nn.Linear layers store [out, in] as Tessera does, and its
+// rotary embedding is the same rotate-half form: every tensor as it is. A tied LM head is
+// not stored (tie_word_embeddings).
+std::vector<TensorMapping> hugging_face_llama(int n_layer, bool tied) {
+  std::vector<TensorMapping> m = {{"model.embed_tokens.weight", "tok_embeddings.weight"}};
+  for (int l = 0; l < n_layer; l++) {
+    const std::string h = "h." + std::to_string(l) + ".", hf = "model.layers." + std::to_string(l) + ".";
+    for (const auto& [to, from] : std::vector<std::pair<std::string, std::string>>{
+             {"input_layernorm", "attn_norm"}, {"self_attn.q_proj", "attn.q"},
+             {"self_attn.k_proj", "attn.k"}, {"self_attn.v_proj", "attn.v"},
+             {"self_attn.o_proj", "attn.o"}, {"post_attention_layernorm", "mlp_norm"},
+             {"mlp.gate_proj", "mlp.gate"}, {"mlp.up_proj", "mlp.up"}, {"mlp.down_proj", "mlp.down"}})
+      m.push_back({hf + to + ".weight", h + from + ".weight"});
+  }
+  m.push_back({"model.norm.weight", "norm.weight"});
+  if (!tied) m.push_back({"lm_head.weight", "lm_head.weight"});
   return m;
 }
 
@@ -95,6 +116,39 @@ nlohmann::ordered_json hugging_face_config(const Recipe& r, int eot, const std::
   return c;
 }
 
+// config.json for LlamaForCausalLM: the fields of its LlamaConfig that decide the forward
+// pass, with Tessera's values (SiLU, no attention or MLP biases, default rope scaling).
+nlohmann::ordered_json hugging_face_llama_config(const Recipe& r, int eot,
+                                                 const std::string& torch_dtype) {
+  const ModelConfig& m = r.model;
+  const GPTConfig g = GPTConfig::from_recipe(m);
+  nlohmann::ordered_json c;
+  c["architectures"] = {"LlamaForCausalLM"};
+  c["model_type"] = "llama";
+  c["vocab_size"] = m.vocab_size;
+  c["hidden_size"] = m.n_embd;
+  c["intermediate_size"] = g.mlp_width();
+  c["num_hidden_layers"] = m.n_layer;
+  c["num_attention_heads"] = m.n_head;
+  c["num_key_value_heads"] = g.kv_heads();
+  c["head_dim"] = g.head_size();
+  c["hidden_act"] = "silu";
+  c["max_position_embeddings"] = m.seq_len;
+  c["rms_norm_eps"] = m.norm_eps;
+  c["rope_theta"] = m.rope_theta;
+  c["rope_scaling"] = nullptr;
+  c["attention_bias"] = false;
+  c["mlp_bias"] = false;
+  c["attention_dropout"] = 0.0;
+  c["initializer_range"] = 0.02;
+  c["tie_word_embeddings"] = g.tied();
+  c["use_cache"] = true;
+  c["bos_token_id"] = eot >= 0 ? nlohmann::ordered_json(eot) : nlohmann::ordered_json();
+  c["eos_token_id"] = eot >= 0 ? nlohmann::ordered_json(eot) : nlohmann::ordered_json();
+  c["torch_dtype"] = torch_dtype;
+  return c;
+}
+
 // Groups consecutive tensors into files of at most max_bytes (a larger tensor alone).
 std::vector<std::vector<size_t>> plan_shards(const std::vector<SafetensorsEntry>& entries, int64_t max_bytes) {
   std::vector<std::vector<size_t>> shards(1);
@@ -127,7 +181,10 @@ int64_t write_safetensors_export(CheckpointWeights& weights, ExportDtype export_
   check(export_dtype != ExportDtype::q8_0,
         "tessera export: --dtype q8_0 is a GGUF type; safetensors holds f32, f16 or bf16");
   const std::string dtype = export_dtype == ExportDtype::f32 ? "F32" : export_dtype == ExportDtype::f16 ? "F16" : "BF16";
-  const std::vector<TensorMapping> mapping = hugging_face_gpt2(r.model.n_layer);
+  const bool llama = r.model.family == "llama";
+  const std::vector<TensorMapping> mapping =
+      llama ? hugging_face_llama(r.model.n_layer, GPTConfig::from_recipe(r.model).tied())
+            : hugging_face_gpt2(r.model.n_layer);
   std::vector<SafetensorsEntry> entries;
   for (const TensorMapping& t : mapping) {
     std::vector<int64_t> shape = weights.shape(t.source);
@@ -168,7 +225,9 @@ int64_t write_safetensors_export(CheckpointWeights& weights, ExportDtype export_
   const TokenizerFiles tok = model_tokenizer(weights);
   const int eot = tok.kind == "gpt2" ? 50256 : -1;
   const std::string torch_dtype = dtype == "F32" ? "float32" : dtype == "F16" ? "float16" : "bfloat16";
-  write_text(dir / "config.json", hugging_face_config(r, eot, torch_dtype).dump(2) + "\n");
+  write_text(dir / "config.json", (llama ? hugging_face_llama_config(r, eot, torch_dtype)
+                                         : hugging_face_config(r, eot, torch_dtype))
+                                            .dump(2) + "\n");
   if (tok.kind == "gpt2") {  // GPT2Tokenizer's files: the same two files under HF's names
     copy_file(tok.encoder, dir / "vocab.json");
     copy_file(tok.merges, dir / "merges.txt");

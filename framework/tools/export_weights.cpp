@@ -40,7 +40,8 @@ CheckpointWeights::~CheckpointWeights() = default;
 
 std::vector<int64_t> CheckpointWeights::shape(const std::string& name) const {
   std::vector<int64_t> s = (base_reader_ ? *base_reader_ : *reader_).tensor(name).shape;
-  if (name == "wte.weight") s[0] = recipe_.model.vocab_size;
+  if (name == "wte.weight" || name == "tok_embeddings.weight" || name == "lm_head.weight")
+    s[0] = recipe_.model.vocab_size;
   return s;
 }
 

@@ -29,10 +29,11 @@ class CheckpointWeights {
     return base_reader_ ? &base_reader_->info() : nullptr;
   }
 
-  // The logical shape of a base-model parameter as exported: wte.weight is [V, C].
+  // The logical shape of a base-model parameter as exported: the embedding (wte.weight,
+  // tok_embeddings.weight) and llama's lm_head.weight are [V, C].
   std::vector<int64_t> shape(const std::string& name) const;
   // A base-model parameter (Tessera's name, e.g. "h.0.attn.qkv.weight"), fp32, row-major:
-  // W + (alpha / r) B @ A when a LoRA adapter targets it, wte.weight cut to its first V rows.
+  // W + (alpha / r) B @ A when a LoRA adapter targets it, the vocabulary's rows cut to V.
   std::vector<float> read(const std::string& name);
 
  private:

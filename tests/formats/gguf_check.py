@@ -4,14 +4,17 @@
   gguf_check.py --tessera BIN --mpirun MPIRUN [--source-dir DIR] [--node-modules DIR]
                 [--encoder-dir DIR]
 
-For a byte-level model trained under tp = 2 with a padded vocabulary, and for a GPT-2 BPE
-model (skipped, saying so, without the tokenizer files):
+For a byte-level model trained under tp = 2 with a padded vocabulary, the same shape in the
+llama family (architecture llama: grouped-query attention with 2 key/value heads, SwiGLU,
+untied head; q and k rows permuted to llama.cpp's rotary pairs, which only the
+next-token distribution below can confirm), and for a GPT-2 BPE model (skipped, saying so,
+without the tokenizer files):
 
   format    the reader here parses the file on its own (header, every key llama.cpp's gpt2
             loader reads with its exact type, tensor infos in llama.cpp's names and ggml's
             reversed dimension order, offsets aligned to 32, data in info order, nothing
             after the last tensor); 1-D tensors are F32; output.weight is written and
-            equals token_embd.weight; the vocabulary has model.vocab_size rows.
+            (gpt2) equals token_embd.weight; the vocabulary has model.vocab_size rows.
   q8_0      every Q8_0 block equals ggml's quantize_row_q8_0_ref applied here (numpy) to the
             F32 export's values, byte for byte.
   llama.cpp node-llama-cpp (a prebuilt llama.cpp) loads both files. For every position of
@@ -44,6 +47,11 @@ REQUIRED = {"general.architecture": 8, "gpt2.context_length": 4, "gpt2.embedding
             "gpt2.block_count": 4, "gpt2.feed_forward_length": 4, "gpt2.attention.head_count": 4,
             "gpt2.attention.layer_norm_epsilon": 6, "tokenizer.ggml.model": 8,
             "tokenizer.ggml.tokens": 9, "tokenizer.ggml.merges": 9, "tokenizer.ggml.token_type": 9}
+REQUIRED_LLAMA = {"general.architecture": 8, "llama.context_length": 4, "llama.embedding_length": 4,
+                  "llama.block_count": 4, "llama.feed_forward_length": 4, "llama.attention.head_count": 4,
+                  "llama.attention.head_count_kv": 4, "llama.attention.layer_norm_rms_epsilon": 6,
+                  "llama.rope.freq_base": 6, "llama.rope.dimension_count": 4, "tokenizer.ggml.model": 8,
+                  "tokenizer.ggml.tokens": 9, "tokenizer.ggml.merges": 9, "tokenizer.ggml.token_type": 9}
 
 
 class Reader:
@@ -123,7 +131,14 @@ def q8_0_ref(x):
     return out.tobytes()
 
 
-def expected_names(n_layer):
+def expected_names(n_layer, arch="gpt2"):
+    if arch == "llama":
+        names = ["token_embd.weight"]
+        for layer in range(n_layer):
+            names += ["blk.%d.%s.weight" % (layer, t) for t in (
+                "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
+                "ffn_up", "ffn_down")]
+        return names + ["output_norm.weight", "output.weight"]
     names = ["token_embd.weight", "position_embd.weight"]
     for layer in range(n_layer):
         for t in ("attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"):
@@ -131,24 +146,25 @@ def expected_names(n_layer):
     return names + ["output_norm.weight", "output_norm.bias", "output.weight"]
 
 
-def check_format(name, path, vocab, n_layer, dtype):
+def check_format(name, path, vocab, n_layer, dtype, arch="gpt2"):
     meta, tensors = read_gguf(path)
-    for key, vtype in REQUIRED.items():
+    for key, vtype in (REQUIRED_LLAMA if arch == "llama" else REQUIRED).items():
         if key not in meta or meta[key][0] != vtype:
             fail("%s: key %s missing or not of type %d: %s" % (name, key, vtype, meta.get(key, (None,))[0]))
-    if meta["general.architecture"][1] != "gpt2" or len(meta["tokenizer.ggml.tokens"][1][1]) != vocab:
+    if meta["general.architecture"][1] != arch or len(meta["tokenizer.ggml.tokens"][1][1]) != vocab:
         fail("%s: architecture %r, %d tokens (vocab %d)" % (name, meta["general.architecture"][1],
                                                            len(meta["tokenizer.ggml.tokens"][1][1]), vocab))
     names = [t[0] for t in tensors]
-    if names != expected_names(n_layer):
-        fail("%s: tensors %s, expected llama.cpp's gpt2 names in order" % (name, names))
+    if names != expected_names(n_layer, arch):
+        fail("%s: tensors %s, expected llama.cpp's %s names in order" % (name, names, arch))
     by_name = {t[0]: t for t in tensors}
     for tname, shape, ttype, raw in tensors:
         if len(shape) == 1 and ttype != "F32":
             fail("%s: 1-D tensor %s is %s, not F32" % (name, tname, ttype))
         if len(shape) == 2 and ttype != dtype:
             fail("%s: %s is %s, expected %s" % (name, tname, ttype, dtype))
-    if by_name["output.weight"][3] != by_name["token_embd.weight"][3] or by_name["token_embd.weight"][1][0] != vocab:
+    tied_differs = arch == "gpt2" and by_name["output.weight"][3] != by_name["token_embd.weight"][3]
+    if tied_differs or by_name["token_embd.weight"][1][0] != vocab or by_name["output.weight"][1][0] != vocab:
         fail("%s: output.weight differs from token_embd.weight, or the vocabulary is not %d rows" % (name, vocab))
     return meta, tensors
 
@@ -180,13 +196,13 @@ def compare(name, want_logits, got):
     return err, agree
 
 
-def one_model(opt, node_modules, work, label, ckpt, prompt, vocab, n_layer):
+def one_model(opt, node_modules, work, label, ckpt, prompt, vocab, n_layer, arch="gpt2"):
     tokens, logits, text = tessera_logits(opt, work, ckpt, prompt)
     out = {}
     for dtype in ("f32", "q8_0"):
         path = os.path.join(work, "%s_%s.gguf" % (label, dtype))
         export(opt, work, ckpt, path, ["--dtype", dtype]).stdout
-        out[dtype] = check_format(label + "/" + dtype, path, vocab, n_layer, dtype.upper())
+        out[dtype] = check_format(label + "/" + dtype, path, vocab, n_layer, dtype.upper(), arch)
         got = llama_cpp(opt, node_modules, work, path, tokens, prompt, vocab)
         err, agree = compare(label + "/" + dtype, logits, got)
         if got["prompt_tokens"] != tokens:
@@ -224,6 +240,13 @@ def main():
             "model.vocab_pad_to=96", "data.train=" + data, "train.steps=60", "train.global_batch=8",
             "train.micro_batch=4", "optim.warmup_steps=5", "parallel.tp=2"])
         one_model(opt, node_modules, work, "bytes", ckpt, "And God said, Let there be light: and there was", 256, 2)
+        llama = train(opt, work, "llama", 2, [
+            "model.family=llama", "model.n_kv_head=2", "model.intermediate_size=96",
+            "model.n_layer=2", "model.n_head=4", "model.n_embd=64", "model.seq_len=64",
+            "model.vocab_pad_to=96", "data.train=" + data, "train.steps=60", "train.global_batch=8",
+            "train.micro_batch=4", "optim.warmup_steps=5", "parallel.tp=2"])
+        one_model(opt, node_modules, work, "llama", llama, "And God said, Let there be light: and there was",
+                  256, 2, "llama")
         bpe = train_bpe(opt, work, encoder_dir, 64, 10)
         if bpe is not None:
             one_model(opt, node_modules, work, "bpe", bpe, "And God said, Let there be light", 50257, 1)

@@ -22,6 +22,12 @@ no Tessera code) and run as a PyTorch GPT-2 built from the file alone.
             (skipped, saying so, when the tokenizer files are absent).
   refused   an existing --out (left untouched), --dtype q8_0, a checkpoint with a shard
             missing: exit 2, one line, nothing new on disk (no temporary directory left).
+  llama     a llama-family model (grouped-query attention, 2 key/value heads for 4, untied
+            LM head) trained under tp = 2 exports for LlamaForCausalLM: config.json holds
+            the fields its forward pass reads, and a PyTorch Llama written here from Hugging
+            Face's conventions (rotate-half rotary embeddings with rope_theta, repeat_kv,
+            RMSNorm eps, SiLU gate) gives Tessera's logits to 1e-4; tied embeddings store
+            no lm_head.weight and say tie_word_embeddings.
 Standard library + numpy + torch. Exit code 0 = pass.
 """
 import json
@@ -45,6 +51,10 @@ GPT2_CONFIG_FIELDS = ["architectures", "model_type", "vocab_size", "n_positions"
                       "summary_use_proj", "summary_activation", "summary_proj_to_labels",
                       "summary_first_dropout", "tie_word_embeddings", "use_cache", "bos_token_id",
                       "eos_token_id", "torch_dtype"]
+LLAMA_CONFIG_FIELDS = ["architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
+                       "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                       "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+                       "rope_scaling", "attention_bias", "mlp_bias", "tie_word_embeddings", "torch_dtype"]
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
 
@@ -107,6 +117,41 @@ def gpt2_logits(weights, config, tokens):
     return (ln(x, "transformer.ln_f") @ W["transformer.wte.weight"].T).numpy()
 
 
+def llama_logits(weights, config, tokens):
+    """LlamaForCausalLM's forward in PyTorch, from the export's names and config.json."""
+    W = {k: torch.from_numpy(np.ascontiguousarray(v)).double() for k, v in weights.items()}
+    C, H, KV = config["hidden_size"], config["num_attention_heads"], config["num_key_value_heads"]
+    hs, eps, theta = config["head_dim"], config["rms_norm_eps"], config["rope_theta"]
+    T = len(tokens)
+    x = W["model.embed_tokens.weight"][torch.tensor(tokens)]
+
+    def rms(x, p):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * W[p + ".weight"]
+
+    def rotate(x):  # [heads, T, hs]: rotate_half with cos/sin of t * theta^(-2i/hs)
+        inv = 1.0 / theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+        angles = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
+        emb = torch.cat([angles, angles], -1)
+        return x * emb.cos() + torch.cat([-x[..., hs // 2:], x[..., :hs // 2]], -1) * emb.sin()
+
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    for layer in range(config["num_hidden_layers"]):
+        h = "model.layers.%d." % layer
+        a = rms(x, h + "input_layernorm")
+        q = (a @ W[h + "self_attn.q_proj.weight"].T).view(T, H, hs).transpose(0, 1)
+        k = (a @ W[h + "self_attn.k_proj.weight"].T).view(T, KV, hs).transpose(0, 1)
+        v = (a @ W[h + "self_attn.v_proj.weight"].T).view(T, KV, hs).transpose(0, 1)
+        q, k = rotate(q), rotate(k)
+        k, v = k.repeat_interleave(H // KV, 0), v.repeat_interleave(H // KV, 0)
+        att = ((q @ k.transpose(-1, -2)) / hs ** 0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+        x = x + (att @ v).transpose(0, 1).reshape(T, C) @ W[h + "self_attn.o_proj.weight"].T
+        m = rms(x, h + "post_attention_layernorm")
+        gate = torch.nn.functional.silu(m @ W[h + "mlp.gate_proj.weight"].T)
+        x = x + (gate * (m @ W[h + "mlp.up_proj.weight"].T)) @ W[h + "mlp.down_proj.weight"].T
+    head = W["model.embed_tokens.weight"] if config["tie_word_embeddings"] else W["lm_head.weight"]
+    return (rms(x, "model.norm") @ head.T).numpy()
+
+
 def export(opt, work, ckpt, out, extra=()):
     """`tessera export` to `out`: a .gguf file, else a safetensors directory."""
     fmt = "gguf" if out.endswith(".gguf") else "safetensors"
@@ -128,16 +173,21 @@ def tessera_logits(opt, work, ckpt, prompt):
     return j["tokens"], np.array(j["logits"], dtype=np.float64), p.stdout.strip()
 
 
-def check_logits(name, export_dir, tokens, want):
+def check_logits(name, export_dir, tokens, want, architecture="GPT2LMHeadModel"):
     config = json.load(open(os.path.join(export_dir, "config.json")))
-    missing = [k for k in GPT2_CONFIG_FIELDS if k not in config]
-    if missing or config["architectures"] != ["GPT2LMHeadModel"]:
-        fail("%s: config.json lacks %s or is not GPT2LMHeadModel: %s" % (name, missing, config))
+    llama = architecture == "LlamaForCausalLM"
+    missing = [k for k in (LLAMA_CONFIG_FIELDS if llama else GPT2_CONFIG_FIELDS) if k not in config]
+    if missing or config["architectures"] != [architecture]:
+        fail("%s: config.json lacks %s or is not %s: %s" % (name, missing, architecture, config))
     weights = {k: as_float32(*v) for k, v in read_all(export_dir).items()}
-    if weights["transformer.wte.weight"].shape[0] != config["vocab_size"]:
-        fail("%s: wte has %d rows, vocab_size %d" % (name, weights["transformer.wte.weight"].shape[0],
-                                                     config["vocab_size"]))
-    got = gpt2_logits(weights, config, tokens)
+    embedding = "model.embed_tokens.weight" if llama else "transformer.wte.weight"
+    if weights[embedding].shape[0] != config["vocab_size"]:
+        fail("%s: %s has %d rows, vocab_size %d" % (name, embedding, weights[embedding].shape[0],
+                                                    config["vocab_size"]))
+    if llama and ("lm_head.weight" in weights) == config["tie_word_embeddings"]:
+        fail("%s: lm_head.weight %s, but tie_word_embeddings is %s"
+             % (name, "stored" if "lm_head.weight" in weights else "missing", config["tie_word_embeddings"]))
+    got = (llama_logits if llama else gpt2_logits)(weights, config, tokens)
     err = np.abs(got - want).max()
     if got.shape != want.shape or err > LOGIT_TOLERANCE:
         fail("%s: PyTorch on the export vs Tessera: shapes %s %s, max |diff| %.3g > %g"
@@ -287,6 +337,18 @@ def main():
                 fail("bpe: end-of-text not 50256 / <|endoftext|>: %s %s" % (config, tok_config))
             print("  bpe: vocab.json, merges.txt, tokenizer_config.json; %d prompt tokens, max |logit diff| %.2e"
                   % (len(bpe_tokens), err))
+
+        llama = ["model.family=llama", "model.n_kv_head=2", "model.intermediate_size=192"]
+        for tied in ("false", "true"):
+            name = "llama_tied" if tied == "true" else "llama"
+            llama_ckpt = train(opt, work, name, 2, model + llama + ["parallel.tp=2",
+                                                                    "model.tie_embeddings=" + tied])
+            llama_tokens, llama_want, llama_text = tessera_logits(opt, work, llama_ckpt, prompt)
+            llama_out = os.path.join(work, "export_" + name)
+            export(opt, work, llama_ckpt, llama_out)
+            err = check_logits(name, llama_out, llama_tokens, llama_want, "LlamaForCausalLM")
+            print("  %s: LlamaForCausalLM (tie_word_embeddings %s), max |logit diff| %.2e over %d "
+                  "positions; generate: %r" % (name, tied, err, len(llama_tokens), llama_text))
 
         refused(opt, work, ckpt, ["--out", f32], "exists")
         refused(opt, work, ckpt, ["--out", os.path.join(work, "q8"), "--dtype", "q8_0"], "--dtype")
