@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: Tessera against PyTorch (python3-torch, CPU, 2 threads), same GPT-2 shapes,
+# `make bench`: Tessera against PyTorch (python3-torch, CPU, 2 threads), same GPT-2 and Llama shapes,
 # forward + backward + AdamW, side by side in one run, fp32 and bf16 (PyTorch's bf16 is its
 # autocast), short and long sequences.
 #
@@ -54,6 +54,8 @@ peer_rows() {
   compare gpt2-124m 4 64 fp32 "$steps" 2
   compare gpt2-124m 4 64 bf16 "$steps" 2
   compare small 8 128 fp32 "$steps" 2
+  compare llama-114m 4 64 fp32 "$steps" 2  # recipes/llama-114m.yaml's shape (docs/llama.md)
+  compare llama-114m 4 64 bf16 "$steps" 2
   if [[ "${BENCH_LONG:-1}" != 0 ]]; then
     for batch in 1 4; do
       compare gpt2-124m "$batch" 1024 fp32 "$long_steps" 1

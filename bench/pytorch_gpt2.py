@@ -1,10 +1,15 @@
 #!/usr/bin/python3
-"""The PyTorch peer for `make bench`: the same GPT-2 shape, forward + backward + AdamW on
+"""The PyTorch peer for `make bench`: the same GPT-2 (or Llama) shape, forward + backward + AdamW on
 synthetic tokens, timed like `tessera bench` (median of the timed steps), in fp32 or with
 the forward pass under torch.autocast('cpu', dtype=torch.bfloat16) (PyTorch's mixed
 precision: bf16 matmuls through oneDNN, fp32 weights, gradients and AdamW).
 
-Usage: pytorch_gpt2.py --model gpt2-124m|small|tiny --batch B --seq T [--steps N]
+The Llama (--model llama-114m) is written as Hugging Face's LlamaForCausalLM computes:
+RMSNorm, rotary embeddings from cos/sin tables, key/value heads repeated for their query
+heads, SwiGLU, no biases, the LM head tied to the embedding as recipes/llama-114m.yaml ties
+it.
+
+Usage: pytorch_gpt2.py --model gpt2-124m|small|tiny|llama-114m --batch B --seq T [--steps N]
                        [--threads 2] [--accum M] [--precision fp32|bf16]
                        [--device cpu|cuda] [--compile] [--find-batch] [--peak-tflops P]
 Prints one JSON line, with the process's peak RSS. On the CPU, run it through
@@ -31,6 +36,8 @@ SHAPES = {  # must match bench_model() in framework/tools/bench.cpp
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, vocab=256, padded=256, seq=128),
     "small": dict(n_layer=6, n_head=6, n_embd=384, vocab=50257, padded=50304, seq=256),
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, vocab=50257, padded=50304, seq=1024),
+    "llama-114m": dict(family="llama", n_layer=12, n_head=12, n_kv_head=4, n_embd=768,
+                       inter=2048, vocab=50257, padded=50304, seq=1024),
 }
 
 
@@ -74,6 +81,74 @@ class GPT(nn.Module):
         return F.cross_entropy(logits[..., : self.vocab].reshape(-1, self.vocab), targets.reshape(-1))
 
 
+class RMSNorm(nn.Module):
+    def __init__(self, C, eps=1e-5):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(C)), eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate(x, cos, sin):  # Hugging Face's apply_rotary_pos_emb (rotate_half)
+    h = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., h:], x[..., :h]], dim=-1) * sin
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, C, H, KV, F_, sdpa):
+        super().__init__()
+        self.H, self.KV, self.hs, self.sdpa = H, KV, C // H, sdpa
+        self.attn_norm, self.mlp_norm = RMSNorm(C), RMSNorm(C)
+        self.q = nn.Linear(C, C, bias=False)
+        self.k = nn.Linear(C, KV * self.hs, bias=False)
+        self.v = nn.Linear(C, KV * self.hs, bias=False)
+        self.o = nn.Linear(C, C, bias=False)
+        self.gate, self.up = nn.Linear(C, F_, bias=False), nn.Linear(C, F_, bias=False)
+        self.down = nn.Linear(F_, C, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        h = self.attn_norm(x)
+        q = self.q(h).view(B, T, self.H, self.hs).transpose(1, 2)
+        k = self.k(h).view(B, T, self.KV, self.hs).transpose(1, 2)
+        v = self.v(h).view(B, T, self.KV, self.hs).transpose(1, 2)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        k, v = (t.repeat_interleave(self.H // self.KV, dim=1) for t in (k, v))
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hs))
+            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            y = att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+        x = x + self.o(y.transpose(1, 2).reshape(B, T, C))
+        h = self.mlp_norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class Llama(nn.Module):
+    def __init__(self, s, T, sdpa=False):
+        super().__init__()
+        self.vocab, C, H = s["vocab"], s["n_embd"], s["n_head"]
+        self.wte = nn.Embedding(s["padded"], C)  # the LM head too (tied)
+        self.h = nn.ModuleList(LlamaBlock(C, H, s["n_kv_head"], s["inter"], sdpa)
+                               for _ in range(s["n_layer"]))
+        self.norm = RMSNorm(C)
+        hs = C // H
+        inv_freq = 1.0 / 10000.0 ** (torch.arange(0, hs, 2, dtype=torch.float32) / hs)
+        angles = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        emb = torch.cat([angles, angles], dim=-1)
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+
+    def forward(self, idx, targets):
+        x = self.wte(idx)
+        for block in self.h:
+            x = block(x, self.cos, self.sin)
+        logits = self.norm(x) @ self.wte.weight.t()
+        return F.cross_entropy(logits[..., : self.vocab].reshape(-1, self.vocab), targets.reshape(-1))
+
+
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2]
@@ -82,14 +157,19 @@ def median(xs):
 def training_flops_per_token(s, T):
     """GPTConfig::training_flops_per_token (framework/model/gpt2_setup.cpp)."""
     L, C, Vp = s["n_layer"], s["n_embd"], s["padded"]
-    return 3.0 * (2.0 * (L * 12.0 * C * C + C * Vp) + L * 4.0 * T * C)
+    if s.get("family") == "llama":
+        Ckv = s["n_kv_head"] * (C // s["n_head"])
+        per_layer = 2 * C * C + 2 * C * Ckv + 3 * C * s["inter"]
+    else:
+        per_layer = 12.0 * C * C
+    return 3.0 * (2.0 * (L * per_layer + C * Vp) + L * 4.0 * T * C)
 
 
 def run(a, s, batch):
     """Times a.steps steps after a.warmup; returns the JSON record."""
     torch.manual_seed(0)
     cuda = a.device == "cuda"
-    model = GPT(s, a.seq, sdpa=cuda).to(a.device)
+    model = (Llama if s.get("family") == "llama" else GPT)(s, a.seq, sdpa=cuda).to(a.device)
     decay = [q for n, q in model.named_parameters() if q.dim() == 2 and "wte" not in n and "wpe" not in n]
     rest = [q for n, q in model.named_parameters() if not (q.dim() == 2 and "wte" not in n and "wpe" not in n)]
     # CPU: foreach=True, the multi-tensor AdamW, PyTorch's fastest on CPU in this version;

@@ -93,6 +93,14 @@ enum class LoraTarget { qkv = 0, attn_out = 1, mlp_up = 2, mlp_down = 3, q = 4, 
                         mlp_gate = 7 };
 inline constexpr int kLoraTargets = 8;
 
+// Every linear layer of a block of `family` (lora.targets all).
+inline std::vector<LoraTarget> block_linears(Family family) {
+  if (family == Family::llama)
+    return {LoraTarget::q,        LoraTarget::k,      LoraTarget::v,       LoraTarget::attn_out,
+            LoraTarget::mlp_gate, LoraTarget::mlp_up, LoraTarget::mlp_down};
+  return {LoraTarget::qkv, LoraTarget::attn_out, LoraTarget::mlp_up, LoraTarget::mlp_down};
+}
+
 // LoRA adapters (docs/lora.md): rank 0 = none.
 struct LoraSpec {
   int rank = 0;

@@ -32,8 +32,13 @@ GPTConfig bench_model(const std::string& name) {
   } else if (name == "gpt2-124m") {
     c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.vocab_size = 50257;
     c.padded_vocab_size = 50304, c.seq_len = 1024;
+  } else if (name == "llama-114m") {  // recipes/llama-114m.yaml
+    c.family = Family::llama;
+    c.n_layer = 12, c.n_head = 12, c.n_kv_head = 4, c.n_embd = 768, c.intermediate_size = 2048;
+    c.tie_embeddings = true, c.vocab_size = 50257, c.padded_vocab_size = 50304, c.seq_len = 1024;
   } else {
-    throw Error("unknown benchmark model '" + name + "' (expected tiny, small or gpt2-124m)");
+    throw Error("unknown benchmark model '" + name +
+                "' (expected tiny, small, gpt2-124m or llama-114m)");
   }
   return c;
 }

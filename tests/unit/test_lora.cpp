@@ -24,8 +24,7 @@ ModelOptions lora_options(int rank, kernels::Dtype precision = kernels::Dtype::f
   o.precision = precision;
   o.lora.rank = rank;
   o.lora.alpha = 8;
-  for (LoraTarget t : {LoraTarget::qkv, LoraTarget::attn_out, LoraTarget::mlp_up, LoraTarget::mlp_down})
-    o.lora.targets[(int)t] = true;
+  for (LoraTarget t : block_linears(Family::gpt2)) o.lora.targets[(int)t] = true;
   return o;
 }
 

@@ -1,4 +1,4 @@
-// tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N] [--warmup W]
+// tessera bench [--model tiny|small|gpt2-124m|llama-114m] [--batch B] [--seq T] [--steps N] [--warmup W]
 //               [--device cpu|cuda] [--json]
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -11,21 +11,21 @@
 namespace tessera::cli {
 
 static const char* kBenchUsage =
-    "usage: tessera bench [--model tiny|small|gpt2-124m] [--batch B] [--seq T] [--steps N]\n"
-    "                     [--warmup W] [--accum M] [--precision fp32|bf16|fp16]\n"
+    "usage: tessera bench [--model tiny|small|gpt2-124m|llama-114m] [--batch B] [--seq T]\n"
+    "                     [--steps N] [--warmup W] [--accum M] [--precision fp32|bf16|fp16]\n"
     "                     [--lora-rank R]\n"
     "                     [--device cpu|cuda] [--json]\n"
     "\n"
     "Times full training steps (M micro-batches of forward + backward, then AdamW) of a\n"
-    "GPT-2 shape on synthetic tokens (after W untimed steps, default 2), and prints the\n"
-    "median tokens/s, the split of a step, MFU, the optimizer's memory traffic against an\n"
-    "in-place triad's bandwidth measured on the spot, the optimizer state and the peak\n"
-    "memory. --device cpu (the default) computes on this process's OpenMP threads, and\n"
-    "MFU is against an fp32 peak measured on the spot;\n"
+    "GPT-2 shape, or of recipes/llama-114m.yaml's Llama, on synthetic tokens (after W\n"
+    "untimed steps, default 2), and prints the median tokens/s, the split of a step, MFU,\n"
+    "the optimizer's memory traffic against an in-place triad's bandwidth measured on the\n"
+    "spot, the optimizer state and the peak memory. --device cpu (the default) computes on\n"
+    "this process's OpenMP threads, and MFU is against an fp32 peak measured on the spot;\n"
     "--device cuda on the process's GPU (times taken after the GPU has finished; no MFU,\n"
     "as no peak is known for the GPU). --precision sets the matmuls' precision\n"
-    "(docs/precision.md); --lora-rank R > 0 trains LoRA adapters of rank R on all four\n"
-    "targets of a frozen base instead of every weight (docs/lora.md).\n";
+    "(docs/precision.md); --lora-rank R > 0 trains LoRA adapters of rank R on every\n"
+    "linear layer of the blocks of a frozen base instead of every weight (docs/lora.md).\n";
 
 static int parse_int(const std::string& flag, const std::string& value) {
   try {
@@ -69,7 +69,6 @@ int cmd_bench(const Args& args) {
       o.options.precision = kernels::dtype_from_name(p);
     } else if (a == "--lora-rank") {
       o.options.lora.rank = parse_int(a, value());
-      for (bool& t : o.options.lora.targets) t = true;
     } else if (a == "--device") {
       o.device = parse_device("bench", value());
     } else if (a == "--json") {
@@ -79,6 +78,7 @@ int cmd_bench(const Args& args) {
     }
   }
   o.model = bench_model(model);
+  for (LoraTarget t : block_linears(o.model.family)) o.options.lora.targets[(int)t] = true;
   device_backend("bench", o.device);
   const BenchResult r = bench_training_step(o);
   const char* device = kernels::to_string(r.device);
