@@ -328,6 +328,10 @@ class GPT2 {
   };
   Widths widths() const;
   int params_per_block() const { return config_.llama() ? 9 : 12; }
+  struct RopeTables {
+    const float *cos, *sin;  // [seq_len, head size / 2] each, in the backend's memory
+  };
+  RopeTables rope_tables() const;
   void lay_out_lora();
   void allocate_buffers(int flat_multiple);
   struct ArenaPlan;

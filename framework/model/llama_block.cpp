@@ -48,6 +48,11 @@ void GPT2::lay_out_llama_parameters() {
   }
 }
 
+GPT2::RopeTables GPT2::rope_tables() const {
+  const float* cos = rope_.data();
+  return {cos, cos + (int64_t)config_.seq_len * (config_.head_size() / 2)};
+}
+
 void GPT2::llama_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g,
                                int B, int T) {
   const int C = config_.n_embd, hs = config_.head_size();
@@ -73,16 +78,15 @@ void GPT2::llama_block_forward(Activations& a, int l, const ParamPtrs& p, const 
   auto linear = [&](LoraTarget t, float* out, const float* x, uint16_t* x16) {
     linear_forward(block_linear(l, t, p, g, &a, T), ctx, out, x, x16, lora_h(a, l, t), (int)N);
   };
-  const float* cos_table = rope_.data();
-  const float* sin_table = cos_table + (int64_t)config_.seq_len * (hs / 2);
+  const RopeTables rope = rope_tables();
   const float eps = config_.norm_eps;
 
   backend_.rmsnorm_forward(ln1, a.ln1_rstd + l * maxN, residual, p.blocks[l].ln1_w, (int)N, C, eps);
   linear(LoraTarget::q, q, ln1, in16(a.ln1_16, C));
   linear(LoraTarget::k, k, ln1, in16(a.ln1_16, C));
   linear(LoraTarget::v, v, ln1, in16(a.ln1_16, C));
-  backend_.rope_forward(q, cos_table, sin_table, B, T, NH, hs, (int)w.q);
-  backend_.rope_forward(k, cos_table, sin_table, B, T, NKV, hs, (int)w.kv);
+  backend_.rope_forward(q, rope.cos, rope.sin, B, T, NH, hs, (int)w.q);
+  backend_.rope_forward(k, rope.cos, rope.sin, B, T, NKV, hs, (int)w.kv);
   if (mixed_) keep_16bit(q, in16(a.qkv_16, w.qkv), N * w.qkv);
   backend_.gqa_attention_forward(atty, a.att + l * attention_saved_stride(), q, k, v, B, T, NH,
                                  NKV, hs, (int)w.q, (int)w.kv);
@@ -124,8 +128,7 @@ void GPT2::llama_block_backward(Activations& a, int l, const ParamPtrs& p, const
   auto linear = [&](LoraTarget t, float* dx, const float* dout, SavedInput x) {
     linear_backward(block_linear(l, t, p, g, &a, T), ctx, dx, dout, x, lora_h(a, l, t), (int)N);
   };
-  const float* cos_table = rope_.data();
-  const float* sin_table = cos_table + (int64_t)config_.seq_len * (hs / 2);
+  const RopeTables rope = rope_tables();
 
   // MLP branch: dresidual is d(block output) = d(mlp output).
   zero(a.dfch_gelu, N * w.mlp);
@@ -147,8 +150,8 @@ void GPT2::llama_block_backward(Activations& a, int l, const ParamPtrs& p, const
   zero(a.dqkv, N * w.qkv);
   backend_.gqa_attention_backward(dq, dk, dv, a.datty, q, k, v, a.att + l * attention_saved_stride(),
                                   B, T, NH, NKV, hs, (int)w.q, (int)w.kv);
-  backend_.rope_backward(dq, cos_table, sin_table, B, T, NH, hs, (int)w.q);
-  backend_.rope_backward(dk, cos_table, sin_table, B, T, NKV, hs, (int)w.kv);
+  backend_.rope_backward(dq, rope.cos, rope.sin, B, T, NH, hs, (int)w.q);
+  backend_.rope_backward(dk, rope.cos, rope.sin, B, T, NKV, hs, (int)w.kv);
   zero(a.dln, N * C);
   const SavedInput ln1 = saved_input(a, a.ln1, a.ln1_16, l, C);
   linear(LoraTarget::q, a.dln, dq, ln1);
