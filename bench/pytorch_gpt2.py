@@ -155,7 +155,7 @@ def median(xs):
 
 
 def training_flops_per_token(s, T):
-    """GPTConfig::training_flops_per_token (framework/model/gpt2_setup.cpp)."""
+    """GPTConfig::training_flops_per_token (framework/model/gpt_model_setup.cpp)."""
     L, C, Vp = s["n_layer"], s["n_embd"], s["padded"]
     if s.get("family") == "llama":
         Ckv = s["n_kv_head"] * (C // s["n_head"])

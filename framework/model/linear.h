@@ -1,7 +1,7 @@
 // One linear layer of the GPT-2 module as it is computed: in fp32 or in mixed precision,
 // split over the tensor-parallel group or not, trained or frozen, with or without a LoRA
 // adapter. The four linear layers of every block and the LM head all go through the two
-// functions below, so each of those choices is made in one place (gpt2.cpp only says
+// functions below, so each of those choices is made in one place (gpt_model.cpp only says
 // which layer is which). Every op goes through the context's kernels::Backend.
 //
 // Tensor-parallel splits (Megatron-LM):

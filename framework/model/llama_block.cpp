@@ -1,4 +1,4 @@
-// The llama family inside the one transformer module (gpt2.h): its parameters and its
+// The llama family inside the one transformer module (gpt_model.h): its parameters and its
 // block's forward and backward passes. What differs from GPT-2's block:
 //   x -> RMSNorm -> q, k, v (separate column-parallel layers, no biases) -> rotary
 //   embedding of q and k -> grouped-query attention -> o (row-parallel) -> + x
@@ -10,8 +10,8 @@
 #include <string>
 
 #include "base/error.h"
-#include "framework/model/gpt2.h"
-#include "framework/model/gpt2_internal.h"
+#include "framework/model/gpt_model.h"
+#include "framework/model/gpt_model_internal.h"
 
 namespace tessera {
 
@@ -19,7 +19,7 @@ namespace tessera {
 // tied embeddings the last stage holds a copy of tok_embeddings as GPT-2's holds wte's;
 // untied, it holds lm_head. Every weight is N(0, 0.02) (Hugging Face's initializer_range),
 // the norms 1.
-void GPT2::lay_out_llama_parameters() {
+void GPTModel::lay_out_llama_parameters() {
   const int64_t C = config_.n_embd, Vp = config_.padded_vocab_size, L = stage_.num_layers;
   const int64_t Ckv = (int64_t)config_.kv_heads() * config_.head_size(), F = config_.mlp_width();
   const bool decay = true, no_decay = false;
@@ -48,12 +48,12 @@ void GPT2::lay_out_llama_parameters() {
   }
 }
 
-GPT2::RopeTables GPT2::rope_tables() const {
+GPTModel::RopeTables GPTModel::rope_tables() const {
   const float* cos = rope_.data();
   return {cos, cos + (int64_t)config_.seq_len * (config_.head_size() / 2)};
 }
 
-void GPT2::llama_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g,
+void GPTModel::llama_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g,
                                int B, int T) {
   const int C = config_.n_embd, hs = config_.head_size();
   const int NH = config_.n_head / tp_.size, NKV = config_.kv_heads() / tp_.size;
@@ -102,7 +102,7 @@ void GPT2::llama_block_forward(Activations& a, int l, const ParamPtrs& p, const 
 }
 
 // a.dresidual holds d(block output) on entry and d(block input) on return.
-void GPT2::llama_block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g,
+void GPTModel::llama_block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g,
                                 int B, int T) {
   const int C = config_.n_embd, hs = config_.head_size();
   const int NH = config_.n_head / tp_.size, NKV = config_.kv_heads() / tp_.size;

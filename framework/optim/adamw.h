@@ -33,7 +33,7 @@ struct FlatRange {
 };
 
 // ZeRO-1: part `rank` of a flat buffer of n floats split into `parts` equal contiguous
-// ranges (n must be divisible by parts: GPT2 pads its flat buffers so that it is).
+// ranges (n must be divisible by parts: GPTModel pads its flat buffers so that it is).
 FlatRange shard_range(int64_t n, int parts, int rank);
 
 // Whether AdamW decays parameter p: tensors marked weight_decay (the 2-D matrices), and
@@ -42,7 +42,7 @@ bool decays(const ParamInfo& p, const OptimConfig& optim);
 
 // Sums of squares of grads over the elements of `range` that belong to a parameter,
 // split into tensor-parallel sharded and replicated parameters, tied copies left out
-// (GPT2::grad_norm's rule). grads: memory of `backend`.
+// (GPTModel::grad_norm's rule). grads: memory of `backend`.
 struct SquareSums {
   double sharded = 0, replicated = 0;
 };
@@ -52,7 +52,7 @@ SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRa
 // AdamW over the tensors of a ParamTable, with fp32 moments in flat buffers laid out
 // like the parameters. Weight decay as decays() says. It computes on `backend`, where the
 // moments live and where the parameters and gradients it is given must be (the model's:
-// GPT2::backend()); the default is the CPU, as train.device's.
+// GPTModel::backend()); the default is the CPU, as train.device's.
 //
 // With a range (ZeRO-1), only the elements of [range.lo, range.hi) are updated and the
 // moments exist only for them: m()[i] and v()[i] belong to flat element range.lo + i.

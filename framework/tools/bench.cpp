@@ -55,7 +55,7 @@ BenchResult bench_training_step(const BenchOptions& o) {
   ModelOptions options = o.options;
   options.backend = &kernels::backend_for(o.device);
   kernels::Backend& backend = *options.backend;
-  GPT2 model(shape, o.batch, TensorParallel{}, 1, PipelineStage{}, 1, options);
+  GPTModel model(shape, o.batch, TensorParallel{}, 1, PipelineStage{}, 1, options);
   model.init_weights(1);
   OptimConfig optim;
   AdamW adamw(model.table(), optim, model.backend());

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 
 namespace tessera {
 

@@ -8,7 +8,7 @@
 #include "checkpoint/gguf.h"
 #include "framework/data/prepare.h"
 #include "framework/data/tokenizer.h"
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/tools/export_formats.h"
 
 namespace tessera {

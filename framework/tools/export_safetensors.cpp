@@ -10,7 +10,7 @@
 #include "base/error.h"
 #include "checkpoint/safetensors.h"
 #include "framework/data/prepare.h"
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/tools/export_formats.h"
 
 namespace tessera {

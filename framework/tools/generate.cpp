@@ -21,7 +21,7 @@ CheckpointModel load_checkpoint_model(const std::string& path, kernels::Device d
   options.backend = &kernels::backend_for(device);
   options.precision = kernels::Dtype::fp32;
   options.stochastic_rounding = false;
-  out.model = std::make_unique<GPT2>(GPTConfig::from_recipe(out.recipe.model), 1,
+  out.model = std::make_unique<GPTModel>(GPTConfig::from_recipe(out.recipe.model), 1,
                                      TensorParallel{}, 1, PipelineStage{}, 1, options);
   if (out.model->has_lora()) {
     // Adapters only: the base weights come from the checkpoint the run started from,
@@ -38,7 +38,7 @@ CheckpointModel load_checkpoint_model(const std::string& path, kernels::Device d
       throw Error(dir + ": its LoRA base model is gone: " + e.what());
     }
     verify_checkpoint(base_dir);
-    GPT2& model = *out.model;
+    GPTModel& model = *out.model;
     HostMirror host_base(model.backend(), model.base_params(), model.base_table().total_numel());
     const LoadedCheckpoint loaded =
         load_checkpoint(base_dir, base_parameter_dests(model, host_base.get()));
@@ -72,7 +72,7 @@ int32_t sample_token(const float* logits, int n, double temperature, double u) {
 
 }  // namespace
 
-std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> tokens,
+std::vector<int32_t> continue_tokens(GPTModel& model, std::vector<int32_t> tokens,
                                      const SamplingOptions& o) {
   const GPTConfig& c = model.config();
   check(model.tp().size == 1 && model.stage().size == 1,
@@ -99,7 +99,7 @@ std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> tokens,
   return tokens;
 }
 
-std::vector<float> prompt_logits(GPT2& model, const std::vector<int32_t>& tokens) {
+std::vector<float> prompt_logits(GPTModel& model, const std::vector<int32_t>& tokens) {
   const GPTConfig& c = model.config();
   check(model.tp().size == 1 && model.stage().size == 1,
         "prompt_logits: needs the whole model in one process");

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/recipe/recipe.h"
 
 namespace tessera {
@@ -16,7 +16,7 @@ namespace tessera {
 struct CheckpointModel {
   Recipe recipe;                 // from the checkpoint's /meta/recipe_yaml
   LoadedCheckpoint checkpoint;   // its index: path, metadata, tensors, shards
-  std::unique_ptr<GPT2> model;   // the whole model (tp = pp = 1), one sequence at a time
+  std::unique_ptr<GPTModel> model;   // the whole model (tp = pp = 1), one sequence at a time
 };
 
 // Verifies every shard's checksums (verify_checkpoint), then builds the model of the
@@ -41,12 +41,12 @@ struct SamplingOptions {
 // with the counter-based RNG keyed by the seed. The model sees the last seq_len tokens.
 // A single-process model (tp = pp = 1), on any backend: the logits are read through
 // backend().host_view (one row per token).
-std::vector<int32_t> continue_tokens(GPT2& model, std::vector<int32_t> prompt,
+std::vector<int32_t> continue_tokens(GPTModel& model, std::vector<int32_t> prompt,
                                      const SamplingOptions& o);
 
 // The logits of one forward pass over `tokens` (at most seq_len of them, ids < vocab_size):
 // [T, vocab_size] row-major, row t the scores of the token after tokens[0..t]. For checking
 // an exported model against this one.
-std::vector<float> prompt_logits(GPT2& model, const std::vector<int32_t>& tokens);
+std::vector<float> prompt_logits(GPTModel& model, const std::vector<int32_t>& tokens);
 
 }  // namespace tessera

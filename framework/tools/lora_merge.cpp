@@ -10,7 +10,7 @@ namespace tessera {
 
 std::string merge_lora_checkpoint(const std::string& lora_checkpoint, const std::string& out_dir) {
   CheckpointModel loaded = load_checkpoint_model(lora_checkpoint);
-  GPT2& model = *loaded.model;
+  GPTModel& model = *loaded.model;
   check(model.has_lora(), loaded.checkpoint.path + " is not a LoRA checkpoint (lora.rank is 0)");
   model.merge_lora();
 

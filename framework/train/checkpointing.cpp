@@ -27,7 +27,7 @@ std::pair<int64_t, int64_t> local_part(const ParamInfo& p, const FlatRange& rang
 // each tensor of this rank's training state: parameters whole, moments over the
 // optimizer's range (the whole table without ZeRO-1).
 template <class F>
-void for_each_state_tensor(GPT2& model, AdamW& adamw, HostTrainingState& host, F&& f) {
+void for_each_state_tensor(GPTModel& model, AdamW& adamw, HostTrainingState& host, F&& f) {
   const FlatRange range = adamw.range();
   for (const ParamInfo& p : model.table().params()) {
     f(p, std::string(), (int64_t)0, p.numel, host.params.get(), (int64_t)0);
@@ -52,7 +52,7 @@ void HostMirror::upload() {
   if (mirrored()) backend_.to_device(data_, copy_.data(), n_);
 }
 
-HostTrainingState::HostTrainingState(GPT2& model, AdamW& adamw)
+HostTrainingState::HostTrainingState(GPTModel& model, AdamW& adamw)
     : params(model.backend(), model.params(), model.flat_size()),
       m(model.backend(), adamw.m(), adamw.range().size()),
       v(model.backend(), adamw.v(), adamw.range().size()) {}
@@ -65,7 +65,7 @@ void HostTrainingState::upload() {
   params.upload(), m.upload(), v.upload();
 }
 
-std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw,
+std::vector<TensorPiece> training_state_pieces(GPTModel& model, AdamW& adamw,
                                                HostTrainingState& host, int dp_rank) {
   const bool zero = adamw.range().size() < model.table().total_numel();
   const int tp_rank = model.tp().rank;
@@ -96,7 +96,7 @@ void append_dests(std::vector<TensorDest>& dests, const ParamInfo& p, const std:
 
 }  // namespace
 
-std::vector<TensorDest> parameter_dests(GPT2& model, float* params) {
+std::vector<TensorDest> parameter_dests(GPTModel& model, float* params) {
   std::vector<TensorDest> dests;
   if (!params) params = model.params();
   for (const ParamInfo& p : model.table().params())
@@ -110,7 +110,7 @@ std::string checkpoint_fingerprint(const LoadedCheckpoint& checkpoint) {
   return checksum_string(xxhash64(sums.data(), sums.size()));
 }
 
-std::vector<TensorDest> base_parameter_dests(GPT2& model, float* base) {
+std::vector<TensorDest> base_parameter_dests(GPTModel& model, float* base) {
   std::vector<TensorDest> dests;
   if (!base) base = model.base_params();
   for (const ParamInfo& p : model.base_table().params())
@@ -118,7 +118,7 @@ std::vector<TensorDest> base_parameter_dests(GPT2& model, float* base) {
   return dests;
 }
 
-std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw, HostTrainingState& host) {
+std::vector<TensorDest> training_state_dests(GPTModel& model, AdamW& adamw, HostTrainingState& host) {
   std::vector<TensorDest> dests;
   for_each_state_tensor(model, adamw, host, [&](const ParamInfo& p, const std::string& suffix,
                                                 int64_t a, int64_t b, float* base, int64_t lo) {
@@ -134,7 +134,7 @@ TrainingCheckpoints::TrainingCheckpoints(const Recipe& recipe, std::string run_i
 // An unpublished save stays a .tmp directory (the run is failing): its thread is joined.
 TrainingCheckpoints::~TrainingCheckpoints() = default;
 
-void TrainingCheckpoints::save(int64_t step, GPT2& model, AdamW& adamw, const DataLoader& loader,
+void TrainingCheckpoints::save(int64_t step, GPTModel& model, AdamW& adamw, const DataLoader& loader,
                                int dp_rank, int world_size, const nlohmann::json& extra) {
   wait();
   const Recipe& r = recipe_;
@@ -259,7 +259,7 @@ ResumeInfo load_and_verify(const std::string& path, const std::vector<TensorDest
 
 }  // namespace
 
-ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw,
+ResumeInfo resume_training_state(const std::string& path, GPTModel& model, AdamW& adamw,
                                  Communicator& world) {
   HostTrainingState host(model, adamw);
   const ResumeInfo info =
@@ -268,7 +268,7 @@ ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& ad
   return info;
 }
 
-ResumeInfo load_base_model(const std::string& path, GPT2& model, Communicator& world) {
+ResumeInfo load_base_model(const std::string& path, GPTModel& model, Communicator& world) {
   std::string dir;
   try {
     dir = resolve_checkpoint_dir(path);

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/optim/adamw.h"
 #include "framework/data/loader.h"
 #include "framework/recipe/recipe.h"
@@ -41,7 +41,7 @@ class HostMirror {
 
 // The training state (parameters, AdamW moments) as host memory, mirrored on a GPU.
 struct HostTrainingState {
-  HostTrainingState(GPT2& model, AdamW& adamw);
+  HostTrainingState(GPTModel& model, AdamW& adamw);
   void download();
   void upload();
   HostMirror params, m, v;
@@ -49,14 +49,14 @@ struct HostTrainingState {
 
 // This rank's pieces: parameters and moments ("<name>.adam_m", "<name>.adam_v"), pointing
 // into `host` (downloaded).
-std::vector<TensorPiece> training_state_pieces(GPT2& model, AdamW& adamw,
+std::vector<TensorPiece> training_state_pieces(GPTModel& model, AdamW& adamw,
                                                HostTrainingState& host, int dp_rank);
 
 // Where this rank's parameters (not the moments) come from in a checkpoint: every local
 // slice, a tied copy from the tensor it copies. For inference (tessera generate). Into
 // `params` where given (a host mirror of params(), which the caller uploads after the
 // load), else into params() itself (a model that computes on the host).
-std::vector<TensorDest> parameter_dests(GPT2& model, float* params = nullptr);
+std::vector<TensorDest> parameter_dests(GPTModel& model, float* params = nullptr);
 
 // A checkpoint's identity: XXH64 over its shards' checksums ("xxh64:<16 hex>"). A LoRA
 // checkpoint records its base model's, and refuses a base that no longer matches.
@@ -65,12 +65,12 @@ std::string checkpoint_fingerprint(const LoadedCheckpoint& checkpoint);
 // Where this rank's base-model weights come from: under LoRA the frozen base (the
 // adapters are parameter_dests), otherwise the same as parameter_dests. Into `base` where
 // given (a host mirror of base_params()), else into base_params() itself.
-std::vector<TensorDest> base_parameter_dests(GPT2& model, float* base = nullptr);
+std::vector<TensorDest> base_parameter_dests(GPTModel& model, float* base = nullptr);
 
 // Where this rank's parameters and moments come from in a checkpoint: every local slice
 // (a tied copy from the tensor it copies), the moments of its range under ZeRO-1.
 // Into `host`, which the caller uploads after the load.
-std::vector<TensorDest> training_state_dests(GPT2& model, AdamW& adamw, HostTrainingState& host);
+std::vector<TensorDest> training_state_dests(GPTModel& model, AdamW& adamw, HostTrainingState& host);
 
 // The trainer's checkpoints: synchronous, or with checkpoint.async written by a background
 // thread while training goes on (at most one in flight: the next save waits for it).
@@ -86,7 +86,7 @@ class TrainingCheckpoints {
 
   // A checkpoint of the state after `step`: first waits for the one in flight, if any.
   // `extra` goes into the checkpoint's metadata (the loss scale, the LoRA base, ...).
-  void save(int64_t step, GPT2& model, AdamW& adamw, const DataLoader& loader, int dp_rank,
+  void save(int64_t step, GPTModel& model, AdamW& adamw, const DataLoader& loader, int dp_rank,
             int world_size, const nlohmann::json& extra = nlohmann::json::object());
   // Publishes the save in flight once every rank has written its shard; cheap otherwise.
   void poll();
@@ -130,12 +130,12 @@ struct ResumeInfo {
   int64_t verified_bytes = 0;                   // read by the verification pass, all ranks
   double peak_rss_mb = 0;                       // worst rank, after loading
 };
-ResumeInfo resume_training_state(const std::string& path, GPT2& model, AdamW& adamw,
+ResumeInfo resume_training_state(const std::string& path, GPTModel& model, AdamW& adamw,
                                  Communicator& world);
 
 // LoRA: loads the frozen base weights (base_parameter_dests) from the checkpoint `path`
 // (a step directory or a directory with `latest`), checked as resume_training_state
 // checks. Collective; errors name lora.base.
-ResumeInfo load_base_model(const std::string& path, GPT2& model, Communicator& world);
+ResumeInfo load_base_model(const std::string& path, GPTModel& model, Communicator& world);
 
 }  // namespace tessera

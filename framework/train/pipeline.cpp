@@ -33,7 +33,7 @@ int PipelineEngine::slots_needed(PipelineSchedule schedule, int stage, int stage
   return peak_in_flight(pipeline_actions(schedule, stage, stages, micro_batches));
 }
 
-PipelineEngine::PipelineEngine(GPT2& model, PipelineSchedule schedule, int micro_batches, int B,
+PipelineEngine::PipelineEngine(GPTModel& model, PipelineSchedule schedule, int micro_batches, int B,
                                int T)
     : model_(model), schedule_(schedule), m_(micro_batches), B_(B), T_(T),
       pp_(model.stage().comm), stage_(model.stage().rank), stages_(model.stage().size) {
@@ -49,7 +49,7 @@ PipelineEngine::PipelineEngine(GPT2& model, PipelineSchedule schedule, int micro
 
 double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t* inputs,
                            const int32_t* targets, int count, int T, float grad_scale,
-                           bool backward, const GPT2::GradReadyHook& last_backward_hook) {
+                           bool backward, const GPTModel::GradReadyHook& last_backward_hook) {
   const auto t0 = Clock::now();
   double compute_ms = 0;
   const bool first = model_.stage().is_first(), last = model_.stage().is_last();
@@ -74,7 +74,7 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
     if (a.forward) {
       if (!first) wait_yielding(recv_x[i]);
       const auto c0 = Clock::now();
-      GPT2::DropoutKey key = step_key_;  // off outside training steps
+      GPTModel::DropoutKey key = step_key_;  // off outside training steps
       key.first_sample += (int64_t)i * B_;
       model_.set_dropout_key(slot, key);
       model_.stage_forward(slot, inputs + i * BT, first ? nullptr : recv_x_.data() + i * NC, B_, T);
@@ -109,7 +109,7 @@ double PipelineEngine::loss_from_last_stage(double loss) const {
 }
 
 double PipelineEngine::train_step(const int32_t* inputs, const int32_t* targets, float grad_scale,
-                                  const GPT2::GradReadyHook& last_backward_hook, uint64_t step,
+                                  const GPTModel::GradReadyHook& last_backward_hook, uint64_t step,
                                   int64_t first_sample) {
   // At pp = 1 the schedule does not matter: 1F1B's order is forward, backward, forward...
   const PipelineSchedule schedule = stages_ == 1 ? PipelineSchedule::OneFOneB : schedule_;

@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace tessera {
@@ -32,7 +32,7 @@ class PipelineEngine {
  public:
   // model: this rank's stage, with at least slots_needed() activation slots.
   // micro_batches: m per step; B x T tokens each.
-  PipelineEngine(GPT2& model, PipelineSchedule schedule, int micro_batches, int B, int T);
+  PipelineEngine(GPTModel& model, PipelineSchedule schedule, int micro_batches, int B, int T);
 
   // Activation slots the model needs for this schedule on this stage (1 at pp = 1).
   static int slots_needed(PipelineSchedule schedule, int stage, int stages, int micro_batches);
@@ -43,9 +43,9 @@ class PipelineEngine {
   // micro-batch's backward (when gradients become final). Returns the mean loss over the
   // micro-batches on every stage (collective over the pp group).
   // LoRA dropout draws the masks of optimizer step `step`, micro-batch i starting at
-  // sample first_sample + i * B of the global batch (GPT2::set_dropout_key).
+  // sample first_sample + i * B of the global batch (GPTModel::set_dropout_key).
   double train_step(const int32_t* inputs, const int32_t* targets, float grad_scale,
-                    const GPT2::GradReadyHook& last_backward_hook = nullptr, uint64_t step = 0,
+                    const GPTModel::GradReadyHook& last_backward_hook = nullptr, uint64_t step = 0,
                     int64_t first_sample = 0);
 
   // Forward only (evaluation): the mean loss of `count` micro-batches of B x T, on every
@@ -67,11 +67,11 @@ class PipelineEngine {
   // last stage's micro-batch losses (0 on other stages).
   double run(const std::vector<PipeAction>& actions, const int32_t* inputs,
              const int32_t* targets, int count, int T, float grad_scale, bool backward,
-             const GPT2::GradReadyHook& last_backward_hook);
+             const GPTModel::GradReadyHook& last_backward_hook);
   double loss_from_last_stage(double loss) const;  // broadcast over the pp group
-  GPT2::DropoutKey step_key_;  // of the training step in progress (off otherwise)
+  GPTModel::DropoutKey step_key_;  // of the training step in progress (off otherwise)
 
-  GPT2& model_;
+  GPTModel& model_;
   PipelineSchedule schedule_;
   int m_, B_, T_;
   Communicator* pp_;  // the pipeline group (null at pp = 1)

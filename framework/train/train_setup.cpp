@@ -142,11 +142,11 @@ void TrainingRun::build_model() {
       return g;
     };
   }
-  model_ = std::make_unique<GPT2>(
+  model_ = std::make_unique<GPTModel>(
       GPTConfig::from_recipe(r_.model), B_,
       TensorParallel{mesh.tp_rank(), mesh.tp_size(), &mesh.tp()}, zero_ ? dp_ : 1, stage,
       PipelineEngine::slots_needed(schedule_, stage.rank, stage.size, accum_), model_options);
-  GPT2& model = *model_;
+  GPTModel& model = *model_;
   model.init_weights(r_.train.seed);
   // LoRA: the frozen base weights come from lora.base (the adapters start as initialised:
   // B = 0, so the model starts as the base model).
@@ -165,7 +165,7 @@ void TrainingRun::build_model() {
 
 // Data parallel: the gradients are all-reduced in buckets of parallel.bucket_mb, each
 // started as soon as the backward pass of the step's last micro-batch has finished its
-// parameters (GPT2's grad-ready hook), so communication overlaps the rest of backward.
+// parameters (GPTModel's grad-ready hook), so communication overlaps the rest of backward.
 // Under ZeRO-1 there are no buckets: one reduce-scatter after backward (sync_gradients).
 // parallel.grad_reduce = bf16: the buckets reduce with bf16 on the wire (ZeRO-1 is
 // refused with it at recipe validation).
@@ -174,7 +174,7 @@ void TrainingRun::build_model() {
 // pass (gpt2-124m dp=2 x 1 thread ran at 20 % of dp=1 x 2 threads with it, 91 % without;
 // bench/parallel_bench.sh).
 void TrainingRun::build_gradient_buckets() {
-  GPT2& model = *model_;
+  GPTModel& model = *model_;
   n_params_ = (int)model.table().params().size();
   if (dp_ == 1 || zero_) return;
   const auto& params = model.table().params();
@@ -205,7 +205,7 @@ void TrainingRun::resume() {
   check(resume_error.empty(), resume_error);
   resume_path_ = broadcast_string(*world_, resume_path_, 0);
   if (resume_path_.empty()) return;
-  GPT2& model = *model_;
+  GPTModel& model = *model_;
   resumed_ = resume_training_state(resume_path_, model, *adamw_, *world_);
   start_step_ = resumed_.meta.step;
   train_data_->set_position(resumed_.meta.data_position);

@@ -26,9 +26,9 @@ namespace {
 
 // The global gradient norm under ZeRO-1, where this rank holds the dp-summed gradient of
 // `shard` only: the shards' square sums are added over dp (the shards partition the flat
-// buffer), then — as GPT2::grad_norm() does — the tp-sharded parameters' sums over tp,
+// buffer), then — as GPTModel::grad_norm() does — the tp-sharded parameters' sums over tp,
 // while the replicated ones (the same on every tp rank) count once.
-double zero_grad_norm(GPT2& model, FlatRange shard, Communicator& dp_comm) {
+double zero_grad_norm(GPTModel& model, FlatRange shard, Communicator& dp_comm) {
   const SquareSums s = range_sum_squares(model.table(), model.grads(), shard, model.backend());
   double sums[2] = {s.sharded, s.replicated};
   dp_comm.all_reduce(sums, 2, ScalarType::f64, ReduceOp::sum);
@@ -172,7 +172,7 @@ double TrainingRun::forward_backward(int64_t step, double loss_scale) {
   const size_t BT = (size_t)B_ * T_;
   for (int m = 0; m < accum_; m++)
     train_data_->next_micro_batch(x_.data() + m * BT, y_.data() + m * BT);
-  GPT2::GradReadyHook hook;
+  GPTModel::GradReadyHook hook;
   if (buckets_) hook = [this](int i) { buckets_->mark_ready(n_params_ - 1 - i); };
   // This rank's share of the global batch starts at sample dp_rank * accum * B.
   return engine_->train_step(x_.data(), y_.data(), (float)(loss_scale / (double)(accum_ * dp_)),
@@ -197,7 +197,7 @@ double TrainingRun::global_grad_norm(double loss_scale) {
 }
 
 void TrainingRun::optimizer_step(int64_t step, double lr, double norm, double loss_scale) {
-  GPT2& model = *model_;
+  GPTModel& model = *model_;
   // AdamW counts the updates it made (bias correction), skipped steps not included.
   const int64_t updates = step + 1 - scaler_->skipped_steps();
   float* params = model.params();  // (the 16-bit copy goes stale: written below)

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "framework/data/loader.h"
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/optim/adamw.h"
 #include "framework/optim/loss_scaler.h"
 #include "framework/recipe/recipe.h"
@@ -88,7 +88,7 @@ class TrainingRun {
   std::unique_ptr<Mesh> mesh_;
   std::unique_ptr<DataLoader> train_data_, val_data_;
   std::string grad_sync_;  // how the dp gradients are summed, for run_start
-  std::unique_ptr<GPT2> model_;
+  std::unique_ptr<GPTModel> model_;
   ResumeInfo base_;  // LoRA: the frozen base model's checkpoint
   std::unique_ptr<LossScaler> scaler_;
   std::unique_ptr<PipelineEngine> engine_;

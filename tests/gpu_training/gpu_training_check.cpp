@@ -38,14 +38,14 @@
 #include <vector>
 
 #include "base/rng.h"
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/optim/adamw.h"
 #include "kernels/backend.h"
 
 namespace {
 
 using tessera::AdamW;
-using tessera::GPT2;
+using tessera::GPTModel;
 using tessera::GPTConfig;
 using tessera::ModelOptions;
 using tessera::OptimConfig;
@@ -122,11 +122,11 @@ OptimConfig optim_config() {
   return o;
 }
 
-std::unique_ptr<GPT2> make_model(int n_head, kernels::Backend& backend, kernels::Dtype precision) {
+std::unique_ptr<GPTModel> make_model(int n_head, kernels::Backend& backend, kernels::Dtype precision) {
   ModelOptions options;
   options.backend = &backend;
   options.precision = precision;
-  return std::make_unique<GPT2>(model_config(n_head), kB, tessera::TensorParallel{}, 1,
+  return std::make_unique<GPTModel>(model_config(n_head), kB, tessera::TensorParallel{}, 1,
                                 tessera::PipelineStage{}, 1, options);
 }
 
@@ -140,7 +140,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // `steps` optimizer steps of the single-process trainer on `model` (initialised here).
-RunResult train(GPT2& model, int steps, const char* name, const Options& opt) {
+RunResult train(GPTModel& model, int steps, const char* name, const Options& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   model.init_weights(kInitSeed);
   const OptimConfig optim = optim_config();
@@ -176,7 +176,7 @@ RunResult train(GPT2& model, int steps, const char* name, const Options& opt) {
 }
 
 // The loss of step `step`'s batch on the model's current parameters (no update).
-double next_step_loss(GPT2& model, int step) {
+double next_step_loss(GPTModel& model, int step) {
   const StepBatch b = batch_of_step(step);
   double loss = 0;
   for (int m = 0; m < kMicroBatches; m++) loss += model.forward(b.inputs(m), b.targets(m), kB, kT);

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "base/error.h"
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 
 namespace tessera {
 namespace {
@@ -16,7 +16,7 @@ TEST(Gpt2Memory, OutOfMemoryNamesThePlanAndMicroBatch) {
   // 2^22 sequences of 1024 tokens: about 64 TiB of attention probabilities alone.
   const int max_batch = 1 << 22;
   try {
-    GPT2 model(cfg, max_batch);
+    GPTModel model(cfg, max_batch);
     FAIL() << "a 64 TiB activation arena was allocated";
   } catch (const Error& e) {
     const std::string what = e.what();

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/optim/adamw.h"
 #include "base/rng.h"
 
@@ -84,7 +84,7 @@ Fixture make_fixture(GPTConfig cfg = {}, int B = 3, int T = 12) {
 
 // Initial weights: the model's own init plus noise, so that biases and LayerNorm
 // weights are not 0 and 1 (which would hide errors in their gradients).
-void init_test_weights(GPT2& model) {
+void init_test_weights(GPTModel& model) {
   model.init_weights(1234);
   const CounterRng noise(5, "reference noise");
   for (const auto& p : model.table().params())
@@ -96,7 +96,7 @@ void expect_matches_pytorch(const Fixture& f, const std::string& name) {
   // No skip: python3-torch is a test dependency that `make test` installs.
   ASSERT_TRUE(fs::exists("/usr/bin/python3")) << "/usr/bin/python3 not found: run make test, "
                                                  "which installs python3-torch";
-  GPT2 model(f.cfg, f.B);
+  GPTModel model(f.cfg, f.B);
   init_test_weights(model);
 
   const fs::path dir = fs::path(::testing::TempDir()) / name;
@@ -148,7 +148,7 @@ void expect_matches_pytorch(const Fixture& f, const std::string& name) {
   }
 
   // Ten AdamW steps with warm-up, cosine decay and clipping.
-  GPT2 trained(f.cfg, f.B);
+  GPTModel trained(f.cfg, f.B);
   init_test_weights(trained);
   AdamW adamw(trained.table(), f.optim);
   const int64_t per_step = (int64_t)f.B * f.T;
@@ -197,7 +197,7 @@ namespace {
 void expect_grad_ready_in_reverse_order(GPTConfig cfg) {
   cfg.n_layer = 2, cfg.n_head = 2, cfg.n_embd = 16, cfg.vocab_size = 32;
   cfg.padded_vocab_size = 32, cfg.seq_len = 8;
-  GPT2 model(cfg, 1);
+  GPTModel model(cfg, 1);
   model.init_weights(3);
   std::vector<int> order;
   bool changed_after_ready = false;
@@ -226,7 +226,7 @@ void expect_grad_ready_in_reverse_order(GPTConfig cfg) {
 }
 }  // namespace
 
-TEST(GPT2, GradReadyHookFiresOnceForEveryParameterInReverseOrder) {
+TEST(GPTModel, GradReadyHookFiresOnceForEveryParameterInReverseOrder) {
   expect_grad_ready_in_reverse_order(GPTConfig{});
 }
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "base/rng.h"
 
 namespace tessera {
@@ -43,20 +43,20 @@ Batch batch(int vocab) {
   return b;
 }
 
-std::vector<float> logits_of(GPT2& m, const Batch& b) {
+std::vector<float> logits_of(GPTModel& m, const Batch& b) {
   m.forward(b.x.data(), nullptr, b.B, b.T);
   return std::vector<float>(m.logits(), m.logits() + (size_t)b.B * b.T * m.local_vocab());
 }
 
 // The base model's weights copied into a LoRA model's frozen base.
-void copy_base(GPT2& from, GPT2& to) {
+void copy_base(GPTModel& from, GPTModel& to) {
   ASSERT_EQ(from.base_table().total_numel(), to.base_table().total_numel());
   std::copy(from.base_params(), from.base_params() + from.base_table().total_numel(),
             to.base_params());
 }
 
 // Non-zero adapters: B ~ N(0, 0.05) (fresh adapters have B = 0).
-void randomize_b(GPT2& m) {
+void randomize_b(GPTModel& m) {
   for (const ParamInfo& p : m.table().params()) {
     if (p.name.find("lora_b") == std::string::npos) continue;
     const CounterRng rng(11, p.name);
@@ -66,7 +66,7 @@ void randomize_b(GPT2& m) {
 
 // The gradients in m.grads() (of the loss on b) against central differences of the fp32
 // loss, at the element of every adapter with the largest gradient.
-void expect_gradients_match_finite_differences(GPT2& m, const Batch& b) {
+void expect_gradients_match_finite_differences(GPTModel& m, const Batch& b) {
   const std::vector<float> grads(m.grads(), m.grads() + m.flat_size());
   for (const ParamInfo& p : m.table().params()) {
     int64_t best = 0;
@@ -86,7 +86,7 @@ void expect_gradients_match_finite_differences(GPT2& m, const Batch& b) {
 }
 
 TEST(Lora, TableHoldsOnlyAdaptersAndBaseIsFrozen) {
-  GPT2 m(tiny(), 2, {}, 1, {}, 1, lora_options(4));
+  GPTModel m(tiny(), 2, {}, 1, {}, 1, lora_options(4));
   m.init_weights(3);
   EXPECT_TRUE(m.has_lora());
   EXPECT_EQ(m.table().params().size(), 2u * 4 * 2);  // 2 layers x 4 targets x (A, B)
@@ -119,9 +119,9 @@ TEST(Lora, FreshAdaptersGiveTheBaseLogitsBitForBit) {
   for (kernels::Dtype precision : {kernels::Dtype::fp32, kernels::Dtype::bf16}) {
     ModelOptions plain;
     plain.precision = precision;
-    GPT2 base(tiny(), 2, {}, 1, {}, 1, plain);
+    GPTModel base(tiny(), 2, {}, 1, {}, 1, plain);
     base.init_weights(5);
-    GPT2 lora(tiny(), 2, {}, 1, {}, 1, lora_options(4, precision));
+    GPTModel lora(tiny(), 2, {}, 1, {}, 1, lora_options(4, precision));
     lora.init_weights(99);  // other adapters' A; B = 0 whatever the seed
     copy_base(base, lora);
     const Batch b = batch(32);
@@ -133,13 +133,13 @@ TEST(Lora, FreshAdaptersGiveTheBaseLogitsBitForBit) {
 }
 
 TEST(Lora, MergedWeightsGiveTheAdaptersLogits) {
-  GPT2 lora(tiny(), 2, {}, 1, {}, 1, lora_options(4));
+  GPTModel lora(tiny(), 2, {}, 1, {}, 1, lora_options(4));
   lora.init_weights(5);
   randomize_b(lora);
   const Batch b = batch(32);
   const std::vector<float> with_adapters = logits_of(lora, b);
   lora.merge_lora();  // folds B @ A into the base and zeroes B
-  GPT2 merged(tiny(), 2);
+  GPTModel merged(tiny(), 2);
   copy_base(lora, merged);
   const std::vector<float> got = logits_of(merged, b), again = logits_of(lora, b);
   double d2 = 0, n2 = 0, change2 = 0;
@@ -148,7 +148,7 @@ TEST(Lora, MergedWeightsGiveTheAdaptersLogits) {
     n2 += with_adapters[i] * with_adapters[i];
     EXPECT_EQ(got[i], again[i]);  // B = 0 after merging: the LoRA model is its base
   }
-  GPT2 original(tiny(), 2);
+  GPTModel original(tiny(), 2);
   original.init_weights(5);
   const std::vector<float> before = logits_of(original, b);
   for (size_t i = 0; i < got.size(); i++) change2 += (before[i] - got[i]) * (before[i] - got[i]);
@@ -159,7 +159,7 @@ TEST(Lora, MergedWeightsGiveTheAdaptersLogits) {
 // d(loss)/d(adapter element) against central differences of the fp32 loss, on the
 // elements of every adapter with the largest gradients.
 TEST(Lora, AdapterGradientsMatchFiniteDifferences) {
-  GPT2 m(tiny(), 2, {}, 1, {}, 1, lora_options(2));
+  GPTModel m(tiny(), 2, {}, 1, {}, 1, lora_options(2));
   m.init_weights(8);
   randomize_b(m);
   const Batch b = batch(32);
@@ -173,7 +173,7 @@ TEST(Lora, AdapterGradientsMatchFiniteDifferences) {
 TEST(Lora, DropoutOnlyInTrainingPassesAndItsGradients) {
   ModelOptions o = lora_options(2);
   o.lora.dropout = 0.3f;
-  GPT2 m(tiny(), 2, {}, 1, {}, 1, o), plain(tiny(), 2, {}, 1, {}, 1, lora_options(2));
+  GPTModel m(tiny(), 2, {}, 1, {}, 1, o), plain(tiny(), 2, {}, 1, {}, 1, lora_options(2));
   m.init_weights(8), plain.init_weights(8);
   randomize_b(m), randomize_b(plain);
   const Batch b = batch(32);

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <vector>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/optim/adamw.h"
 #include "base/rng.h"
 
@@ -38,7 +38,7 @@ struct Pass {
   float loss = 0;
 };
 
-Pass run(GPT2& m) {
+Pass run(GPTModel& m) {
   const int B = 2, T = 16, V = m.config().vocab_size;
   const CounterRng rng(3, "mixed precision tokens");
   std::vector<int32_t> x(B * T), y(B * T);
@@ -62,13 +62,13 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 void expect_tracks_fp32(Family family) {
-  GPT2 fp32(small(family), 2);
+  GPTModel fp32(small(family), 2);
   fp32.init_weights(4);
   const Pass want = run(fp32);
   // The 16-bit roundings' relative size: bf16 2^-9, fp16 2^-12 (per operand).
   for (auto [dt, tol_logits, tol_grads] :
        {std::tuple{Dtype::bf16, 2e-2, 6e-2}, std::tuple{Dtype::fp16, 3e-3, 1e-2}}) {
-    GPT2 m(small(family), 2, {}, 1, {}, 1, precision(dt));
+    GPTModel m(small(family), 2, {}, 1, {}, 1, precision(dt));
     m.init_weights(4);
     const Pass got = run(m);
     const double dl = rel_l2(want.logits, got.logits), dg = rel_l2(want.grads, got.grads);
@@ -83,22 +83,22 @@ TEST(MixedPrecision, TracksFp32UpToTheRoundings) { expect_tracks_fp32(Family::gp
 TEST(MixedPrecision, LlamaTracksFp32UpToTheRoundings) { expect_tracks_fp32(Family::llama); }
 
 TEST(MixedPrecision, SixteenBitCopyFollowsWritesToTheParameters) {
-  GPT2 a(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
+  GPTModel a(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
   a.init_weights(4);
   run(a);  // the 16-bit copy of the initial weights is made
   for (int64_t i = 0; i < a.flat_size(); i++) a.params()[i] *= 0.5f;
-  GPT2 b(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
+  GPTModel b(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
   b.init_weights(4);
   for (int64_t i = 0; i < b.flat_size(); i++) b.params()[i] *= 0.5f;
   EXPECT_EQ(run(a).logits, run(b).logits);
 }
 
 TEST(MixedPrecision, StochasticRoundingIsSeededAndClose) {
-  GPT2 nearest(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
-  GPT2 s1(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16, true));
-  GPT2 s2(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16, true));
-  GPT2 fp32(small(), 2);
-  for (GPT2* m : {&nearest, &s1, &s2, &fp32}) m->init_weights(4);
+  GPTModel nearest(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16));
+  GPTModel s1(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16, true));
+  GPTModel s2(small(), 2, {}, 1, {}, 1, precision(Dtype::bf16, true));
+  GPTModel fp32(small(), 2);
+  for (GPTModel* m : {&nearest, &s1, &s2, &fp32}) m->init_weights(4);
   const Pass n = run(nearest), r1 = run(s1), r2 = run(s2), want = run(fp32);
   EXPECT_EQ(r1.logits, r2.logits);  // same seed, same bits
   EXPECT_NE(r1.logits, n.logits);   // another rounding than nearest-even
@@ -109,11 +109,11 @@ TEST(MixedPrecision, StochasticRoundingIsSeededAndClose) {
 // both 16-bit types: the same parameters and the same next forward pass, bit for bit.
 TEST(MixedPrecision, AdamWWritesTheSixteenBitCopy) {
   for (Dtype dt : {Dtype::bf16, Dtype::fp16}) {
-    GPT2 fused(small(), 2, {}, 1, {}, 1, precision(dt));
-    GPT2 plain(small(), 2, {}, 1, {}, 1, precision(dt));
+    GPTModel fused(small(), 2, {}, 1, {}, 1, precision(dt));
+    GPTModel plain(small(), 2, {}, 1, {}, 1, precision(dt));
     OptimConfig optim;
     AdamW fused_adamw(fused.table(), optim), plain_adamw(plain.table(), optim);
-    for (GPT2* m : {&fused, &plain}) m->init_weights(4), run(*m);
+    for (GPTModel* m : {&fused, &plain}) m->init_weights(4), run(*m);
     float* p = fused.params();
     fused_adamw.step(p, fused.grads(), 1e-2, 1, 1.0f, fused.weights16_for_full_update(), dt);
     plain_adamw.step(plain.params(), plain.grads(), 1e-2, 1, 1.0f);
@@ -121,7 +121,7 @@ TEST(MixedPrecision, AdamWWritesTheSixteenBitCopy) {
               std::vector<float>(plain.params(), plain.params() + plain.flat_size()));
     EXPECT_EQ(run(fused).logits, run(plain).logits) << kernels::dtype_name(dt);
   }
-  GPT2 fp32(small(), 2);
+  GPTModel fp32(small(), 2);
   EXPECT_EQ(fp32.weights16_for_full_update(), nullptr);
 }
 

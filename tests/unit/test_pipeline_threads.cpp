@@ -35,7 +35,7 @@ void check_schedule(PipelineSchedule schedule, GPTConfig family = {}) {
   std::vector<int32_t> x(kMicro * kB * kT), y(x.size());
   for (size_t i = 0; i < x.size(); i++) x[i] = (i * 37 + 11) % 255, y[i] = (i * 53 + 7) % 255;
 
-  GPT2 ref(cfg, kB);
+  GPTModel ref(cfg, kB);
   ref.init_weights(3);
   double ref_loss = 0;
   for (int m = 0; m < kMicro; m++)
@@ -55,7 +55,7 @@ void check_schedule(PipelineSchedule schedule, GPTConfig family = {}) {
     Communicator& tp = *tp_groups[s][t];
     Communicator& pp = *pp_groups[t][s];
     const PipelineStage stage{s, kPp, s * layers, layers, &pp};
-    GPT2 model(cfg, kB, TensorParallel{t, kTp, &tp}, 1, stage,
+    GPTModel model(cfg, kB, TensorParallel{t, kTp, &tp}, 1, stage,
                PipelineEngine::slots_needed(schedule, s, kPp, kMicro));
     model.init_weights(3);
     PipelineEngine engine(model, schedule, kMicro, kB, kT);

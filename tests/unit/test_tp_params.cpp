@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "parallel/collectives.h"
 
 namespace tessera {
@@ -18,7 +18,7 @@ GPTConfig tiny_config(int vocab) {
 }
 
 void expect_slices_concatenate_to_logical(const GPTConfig& cfg, int tp) {
-  GPT2 full(cfg, 1);
+  GPTModel full(cfg, 1);
   full.init_weights(1234);
   std::vector<std::vector<float>> rebuilt(full.table().params().size());
   std::vector<std::vector<int>> hits(rebuilt.size());
@@ -28,7 +28,7 @@ void expect_slices_concatenate_to_logical(const GPTConfig& cfg, int tp) {
   }
   for (int r = 0; r < tp; r++) {
     // No collective runs here: the communicator is only a placeholder.
-    GPT2 part(cfg, 1, TensorParallel{r, tp, &single_process_communicator()});
+    GPTModel part(cfg, 1, TensorParallel{r, tp, &single_process_communicator()});
     part.init_weights(1234);
     ASSERT_EQ(part.table().params().size(), rebuilt.size());
     for (size_t i = 0; i < rebuilt.size(); i++) {
@@ -70,7 +70,7 @@ TEST(TensorParallelParams, VocabNotDivisibleByTp) {
 
 TEST(TensorParallelParams, QkvRowsAreThisRanksHeads) {
   const GPTConfig cfg = tiny_config(256);  // C = 32, 4 heads of 8
-  GPT2 part(cfg, 1, TensorParallel{1, 2, &single_process_communicator()});
+  GPTModel part(cfg, 1, TensorParallel{1, 2, &single_process_communicator()});
   const ParamInfo& p = part.table().get("h.0.attn.qkv.weight");
   EXPECT_EQ(p.local_shape, (std::vector<int64_t>{48, 32}));
   // Local rows 0..15: q rows 16..31 (heads 2, 3); 16..31: k rows 48..63; 32..47: v 80..95.
@@ -81,7 +81,7 @@ TEST(TensorParallelParams, QkvRowsAreThisRanksHeads) {
   EXPECT_EQ(proj.local_shape, (std::vector<int64_t>{32, 16}));
   EXPECT_EQ(proj.logical_index(16 + 3), 32 + 16 + 3);  // row 1, column 16 + 3
   EXPECT_EQ(part.table().get("h.0.attn.proj.bias").local_shape, (std::vector<int64_t>{32}));
-  EXPECT_EQ(part.num_parameters(), GPT2(cfg, 1).num_parameters());
+  EXPECT_EQ(part.num_parameters(), GPTModel(cfg, 1).num_parameters());
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "framework/optim/adamw.h"
 #include "base/error.h"
 
@@ -34,10 +34,10 @@ TEST(ZeroShard, ModelFlatBuffersArePaddedToEqualAlignedRanges) {
   GPTConfig c;
   c.n_layer = 1, c.n_head = 2, c.n_embd = 16, c.vocab_size = 50, c.padded_vocab_size = 50;
   c.seq_len = 8;
-  GPT2 plain(c, 1);
+  GPTModel plain(c, 1);
   EXPECT_EQ(plain.flat_size(), plain.table().total_numel());
   for (int dp : {2, 3, 4, 5}) {
-    GPT2 m(c, 1, {}, dp);
+    GPTModel m(c, 1, {}, dp);
     EXPECT_GE(m.flat_size(), m.table().total_numel());
     EXPECT_EQ(m.flat_size() % (16 * dp), 0) << dp;
     EXPECT_LT(m.flat_size() - m.table().total_numel(), 16 * dp);

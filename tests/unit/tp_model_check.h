@@ -14,7 +14,7 @@
 #include <cmath>
 #include <vector>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "parallel/communicator.h"
 
 namespace tessera {
@@ -28,10 +28,10 @@ inline void check_tp_model(Communicator& tp, int vocab, int vocab_padded, double
   for (int i = 0; i < B * T; i++) x[i] = (i * 37 + 11) % vocab, y[i] = (i * 53 + 7) % vocab;
   y[3] = vocab - 1;  // a target in the last rank's range
 
-  GPT2 ref(cfg, B);
+  GPTModel ref(cfg, B);
   ref.init_weights(7);
   const float ref_loss = ref.forward_backward(x.data(), y.data(), B, T, 1.0f);
-  GPT2 model(cfg, B, TensorParallel{tp.rank(), tp.size(), &tp});
+  GPTModel model(cfg, B, TensorParallel{tp.rank(), tp.size(), &tp});
   model.init_weights(7);
   const float loss = model.forward_backward(x.data(), y.data(), B, T, 1.0f);
   EXPECT_NEAR(loss, ref_loss, tol * std::fabs(ref_loss));

@@ -37,7 +37,7 @@ options:
 )";
 
 // The logits as JSON, each float with 9 significant digits (float32 round-trips exactly).
-void write_prompt_logits(GPT2& model, const std::vector<int>& ids, const std::string& path) {
+void write_prompt_logits(GPTModel& model, const std::vector<int>& ids, const std::string& path) {
   const std::vector<int32_t> tokens(ids.begin(), ids.end());
   const std::vector<float> logits = prompt_logits(model, tokens);
   const int V = model.config().vocab_size;

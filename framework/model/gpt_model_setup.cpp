@@ -1,7 +1,7 @@
-// GPT2's construction and parameters: the parameter tables (base model and LoRA
+// GPTModel's construction and parameters: the parameter tables (base model and LoRA
 // adapters, each rank its tp slices of its stage's layers), the flat buffers, the
 // activation arena, initialisation, the 16-bit weight copy, and what works on whole
-// tables (gradient norm, gathering, merging adapters). The passes are in gpt2.cpp.
+// tables (gradient norm, gathering, merging adapters). The passes are in gpt_model.cpp.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -10,10 +10,10 @@
 #include <string>
 #include <utility>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 #include "base/error.h"
 #include "base/rng.h"
-#include "framework/model/gpt2_internal.h"
+#include "framework/model/gpt_model_internal.h"
 #include "kernels/ops.h"
 #include "parallel/collectives.h"
 
@@ -74,7 +74,7 @@ double GPTConfig::training_flops_per_token(int T) const {
   return 3.0 * (2.0 * (L * per_layer + C * Vp) + L * 4.0 * T * C);
 }
 
-GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple,
+GPTModel::GPTModel(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_multiple,
            PipelineStage stage, int activation_slots, ModelOptions options)
     : config_(cfg),
       options_(options),
@@ -110,7 +110,7 @@ GPT2::GPT2(const GPTConfig& cfg, int max_batch, TensorParallel tp, int flat_mult
   }
 }
 
-void GPT2::check_layout(int activation_slots) const {
+void GPTModel::check_layout(int activation_slots) const {
   const GPTConfig& cfg = config_;
   const TensorParallel& tp = tp_;
   check(!options_.stochastic_rounding || options_.precision == kernels::Dtype::bf16,
@@ -149,7 +149,7 @@ void GPT2::check_layout(int activation_slots) const {
 // Only this stage's parameters (this tp rank's slices), under their logical names; the
 // last stage's wte is the LM head's copy of the first stage's (same name, same initial
 // values).
-void GPT2::lay_out_parameters() {
+void GPTModel::lay_out_parameters() {
   const int64_t C = config_.n_embd, Vp = config_.padded_vocab_size, L = stage_.num_layers;
   const float std_resid = 0.02f / std::sqrt(2.0f * (float)config_.n_layer);
   const bool decay = true, no_decay = false;
@@ -185,7 +185,7 @@ void GPT2::lay_out_parameters() {
 
 // LoRA adapters, A then B, split as linear.h says: A along the input of row-parallel
 // layers, B along the output of column-parallel ones (q|k|v blocks for gpt2's qkv).
-void GPT2::lay_out_lora() {
+void GPTModel::lay_out_lora() {
   const int64_t C = config_.n_embd, L = stage_.num_layers, F = config_.mlp_width();
   const int64_t Ckv = (int64_t)config_.kv_heads() * config_.head_size();
   const int r = options_.lora.rank;
@@ -226,7 +226,7 @@ void GPT2::lay_out_lora() {
     }
 }
 
-void GPT2::allocate_buffers(int flat_multiple) {
+void GPTModel::allocate_buffers(int flat_multiple) {
   check(flat_multiple >= 1, "bad flat-buffer multiple");
   const int64_t unit = 16 * (int64_t)flat_multiple;
   flat_size_ = (table().total_numel() + unit - 1) / unit * unit;
@@ -249,21 +249,21 @@ void GPT2::allocate_buffers(int flat_multiple) {
 
 // The activation arena's arrays and their sizes (elements), per slot and shared by the
 // slots (the backward scratch); 16-bit arrays apart.
-struct GPT2::ArenaPlan {
+struct GPTModel::ArenaPlan {
   using Member = float* Activations::*;
   using Member16 = uint16_t* Activations::*;
   std::vector<std::pair<Member, int64_t>> per_slot, shared;
   std::vector<std::pair<Member16, int64_t>> per_slot16, shared16;
 };
 
-GPT2::Widths GPT2::widths() const {
+GPTModel::Widths GPTModel::widths() const {
   const int64_t hs = config_.head_size(), NH = config_.n_head / tp_.size;
   const int64_t NKV = config_.kv_heads() / tp_.size, Ft = config_.mlp_width() / tp_.size;
   if (!config_.llama()) return {3 * NH * hs, NH * hs, NH * hs, NH * hs, Ft, Ft};
   return {(NH + 2 * NKV) * hs, NH * hs, NKV * hs, NH * hs, 2 * Ft, Ft};
 }
 
-GPT2::ArenaPlan GPT2::activation_plan(int max_batch) const {
+GPTModel::ArenaPlan GPTModel::activation_plan(int max_batch) const {
   // Per-rank widths (widths()): the block's q|k|v outputs, the attention's output Ct, the
   // MLP's pre-activation Fin and hidden width Ft; Vl = ceil(Vp / tp) vocabulary columns.
   const int64_t C = config_.n_embd, L = stage_.num_layers, T = config_.seq_len;
@@ -307,7 +307,7 @@ GPT2::ArenaPlan GPT2::activation_plan(int max_batch) const {
   return p;
 }
 
-int64_t GPT2::attention_saved_stride() const {
+int64_t GPTModel::attention_saved_stride() const {
   const int64_t NH = config_.n_head / tp_.size, T = config_.seq_len;
   return (int64_t)max_batch_ * NH * T * (flash_ ? 1 : T);
 }
@@ -325,7 +325,7 @@ std::string mib(double bytes) {
 }  // namespace
 
 // The shared arrays once, the per-slot arrays once per slot.
-std::pair<int64_t, int64_t> GPT2::arena_floats(const ArenaPlan& plan) {
+std::pair<int64_t, int64_t> GPTModel::arena_floats(const ArenaPlan& plan) {
   int64_t per_slot_total = 0, shared_total = 0;
   for (const auto& [member, n] : plan.per_slot) per_slot_total += aligned(n);
   for (const auto& [member, n] : plan.per_slot16) per_slot_total += aligned16(n);
@@ -334,7 +334,7 @@ std::pair<int64_t, int64_t> GPT2::arena_floats(const ArenaPlan& plan) {
   return {shared_total, per_slot_total};
 }
 
-std::string GPT2::memory_plan(int max_batch, int activation_slots) const {
+std::string GPTModel::memory_plan(int max_batch, int activation_slots) const {
   const auto [shared, per_slot] = arena_floats(activation_plan(max_batch));
   const int64_t weights = table_.total_numel(), trained = table().total_numel();
   // fp32 weights, gradients (and adapters under LoRA), the 16-bit copy in mixed precision
@@ -349,7 +349,7 @@ std::string GPT2::memory_plan(int max_batch, int activation_slots) const {
 }
 
 // Carve the arena: first count, then allocate once, then hand out pointers.
-void GPT2::carve_activation_arena(int max_batch, int activation_slots) {
+void GPTModel::carve_activation_arena(int max_batch, int activation_slots) {
   const ArenaPlan plan = activation_plan(max_batch);
   const auto [shared_total, per_slot_total] = arena_floats(plan);
   arena_ = backend_.allocate<float>(shared_total + activation_slots * per_slot_total);
@@ -370,18 +370,18 @@ void GPT2::carve_activation_arena(int max_batch, int activation_slots) {
   }
 }
 
-float* GPT2::params() {
+float* GPTModel::params() {
   if (lora_) return lora_params_.data();
   weights16_stale_ = true;
   return params_.data();
 }
 
-float* GPT2::base_params() {
+float* GPTModel::base_params() {
   weights16_stale_ = true;
   return params_.data();
 }
 
-uint16_t* GPT2::weights16_for_full_update() {
+uint16_t* GPTModel::weights16_for_full_update() {
   if (!mixed_ || lora_ || options_.stochastic_rounding) return nullptr;
   weights16_stale_ = false;
   return params16_.data();
@@ -413,7 +413,7 @@ void round_stochastic(kernels::Backend& backend, uint16_t* params16, const float
 }
 }  // namespace
 
-void GPT2::refresh_weights16() {
+void GPTModel::refresh_weights16() {
   if (!mixed_ || !weights16_stale_) return;
   if (!options_.stochastic_rounding) {
     backend_.round_to_16bit(options_.precision, params16_.data(), params_.data(),
@@ -429,16 +429,16 @@ void GPT2::refresh_weights16() {
   weights16_stale_ = false;
 }
 
-GPT2::~GPT2() = default;
+GPTModel::~GPTModel() = default;
 
-int64_t GPT2::num_parameters() const {
+int64_t GPTModel::num_parameters() const {
   int64_t n = 0;
   for (const auto& p : table_.params())
     if (!p.tied_copy) n += p.logical_numel();
   return n;
 }
 
-double GPT2::grad_norm() const {
+double GPTModel::grad_norm() const {
   double sharded = 0, replicated = 0;
   const float* g = lora_ ? lora_grads_.data() : grads_.data();
   for (const auto& p : table().params()) {
@@ -452,7 +452,7 @@ double GPT2::grad_norm() const {
   return std::sqrt(total);
 }
 
-std::vector<float> GPT2::gather_logical(int index, const float* base) const {
+std::vector<float> GPTModel::gather_logical(int index, const float* base) const {
   const ParamInfo& p = table().params().at(index);
   std::vector<float> out((size_t)p.logical_numel());
   std::vector<float> local_copy;
@@ -474,7 +474,7 @@ std::vector<float> GPT2::gather_logical(int index, const float* base) const {
   return out;
 }
 
-void GPT2::init_weights(uint64_t seed) {
+void GPTModel::init_weights(uint64_t seed) {
   // The counter-based initialisation runs on the host; a GPU gets a copy of its values.
   auto init = [&](const ParamTable& table, kernels::Buffer<float>& params) {
     if (backend_.computes_on_host()) return init_params(table, seed, params.data());
@@ -487,10 +487,10 @@ void GPT2::init_weights(uint64_t seed) {
   weights16_stale_ = true;
 }
 
-void GPT2::zero_grad() { backend_.zero(grads(), flat_size_); }
+void GPTModel::zero_grad() { backend_.zero(grads(), flat_size_); }
 
 // base: params_ or grads_ (null under LoRA: every pointer is then null, i.e. frozen).
-GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
+GPTModel::ParamPtrs GPTModel::param_ptrs(float* base) const {
   const auto& p = table_.params();
   auto at = [&](int index) { return index < 0 || !base ? nullptr : base + p[index].offset; };
   ParamPtrs ptrs;
@@ -519,7 +519,7 @@ GPT2::ParamPtrs GPT2::param_ptrs(float* base) const {
 // weight[O, I] += scale * B[O, r] @ A[r, I] on this rank's slices (for a column-parallel
 // layer B's rows are this rank's and A is whole; for a row-parallel one A's columns are
 // this rank's and B is whole: either way the local product is the local slice of B @ A).
-void GPT2::merge_lora() {
+void GPTModel::merge_lora() {
   check(lora_, "merge_lora: the model has no LoRA adapters");
   const ParamPtrs p = param_ptrs(params_.data()), none = param_ptrs(nullptr);
   for (int l = 0; l < stage_.num_layers; l++)
@@ -533,7 +533,7 @@ void GPT2::merge_lora() {
   weights16_stale_ = true;
 }
 
-void GPT2::set_dropout_key(int slot, DropoutKey key) {
+void GPTModel::set_dropout_key(int slot, DropoutKey key) {
   check(slot >= 0 && slot < (int)slots_.size(), "activation slot out of range");
   slots_[slot].dropout = key;
 }

@@ -1,8 +1,10 @@
-// GPT-2: token + learned position embeddings, n_layer pre-LayerNorm blocks (causal
-// multi-head attention with QKV bias and an output projection, MLP 4C with GELU-tanh),
-// a final LayerNorm, and an LM head tied to the token embedding. Forward and backward
-// are written out by hand on top of the op list behind kernels/backend.h; there is no
-// autograd.
+// GPTModel: the decoder-only transformer of both families (named as Megatron-Core's
+// GPTModel, which serves Llama-style models too). GPT-2: token + learned position
+// embeddings, n_layer pre-LayerNorm blocks (causal multi-head attention with QKV bias and
+// an output projection, MLP 4C with GELU-tanh), a final LayerNorm, and an LM head tied to
+// the token embedding. Llama: the differences are listed at Family below and in
+// llama_block.cpp. Forward and backward are written out by hand on top of the op list
+// behind kernels/backend.h; there is no autograd.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -148,7 +150,7 @@ struct ModelOptions {
 //
 // LoRA (options.lora): the base weights are frozen (no gradient buffer), and table(),
 // params(), grads() are those of the adapters, which are all the optimizer sees.
-class GPT2 {
+class GPTModel {
  public:
   // Lays out the parameters (this tp rank's slices) and allocates parameters, gradients
   // and an activation arena for micro-batches of up to max_batch sequences of
@@ -160,11 +162,11 @@ class GPT2 {
   // the activations of `activation_slots` micro-batches, so that a schedule can run
   // several forward passes before their backward passes (GPipe: all of a step's; 1F1B:
   // at most pp - stage).
-  GPT2(const GPTConfig& config, int max_batch, TensorParallel tp = {}, int flat_multiple = 1,
+  GPTModel(const GPTConfig& config, int max_batch, TensorParallel tp = {}, int flat_multiple = 1,
        PipelineStage stage = {}, int activation_slots = 1, ModelOptions options = {});
-  ~GPT2();
-  GPT2(const GPT2&) = delete;
-  GPT2& operator=(const GPT2&) = delete;
+  ~GPTModel();
+  GPTModel(const GPTModel&) = delete;
+  GPTModel& operator=(const GPTModel&) = delete;
 
   // Parameters from the counter-based RNG: N(0, 0.02) for matrices and embeddings,
   // N(0, 0.02 / sqrt(2 n_layer)) for the two projections into the residual stream
@@ -302,7 +304,7 @@ class GPT2 {
   void refresh_weights16();  // the 16-bit copy of params_, if stale
 
   // Block l's forward pass, from the residual stream x into a.residual3's layer l: gpt2's
-  // (gpt2.cpp) or llama's (llama_block.cpp).
+  // (gpt_model.cpp) or llama's (llama_block.cpp).
   void gpt2_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
                           int T);
   void llama_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
@@ -317,7 +319,7 @@ class GPT2 {
   void announce_block_ready(int l) const;
   SavedInput saved_input(const Activations& a, const float* x32, const uint16_t* x16, int l,
                          int64_t width) const;
-  // The constructor's steps, in order (gpt2_setup.cpp).
+  // The constructor's steps, in order (gpt_model_setup.cpp).
   void check_layout(int activation_slots) const;
   void lay_out_parameters();
   void lay_out_llama_parameters();

@@ -3,13 +3,13 @@
 #pragma once
 #include <cstdint>
 
-#include "framework/model/gpt2.h"
+#include "framework/model/gpt_model.h"
 
 namespace tessera {
 
 // Pointers to one copy (parameters or gradients) of every tensor; null where the family
 // has none (llama: wpe, biases, ln*_b, qkv_w; gpt2: lm_head, q_w, k_w, v_w, gate_w).
-struct GPT2::ParamPtrs {
+struct GPTModel::ParamPtrs {
   float *wte, *wpe, *lnf_w, *lnf_b, *lm_head;  // lm_head: llama's untied head
   struct Block {
     float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;  // proj: llama's o
@@ -23,12 +23,12 @@ struct GPT2::ParamPtrs {
 // Per-layer tensors are stored [L][max N * width] (L = this stage's layers) so that the
 // backward pass finds every layer's inputs; the backward scratch exists once, for one
 // layer, and all slots point to the same scratch. (A kernel's own scratch, such as the
-// attention backward's, is the backend's.) The widths are those of GPT2::widths(); the
+// attention backward's, is the backend's.) The widths are those of GPTModel::widths(); the
 // llama family uses the same members: ln1/ln2 are its RMSNorm outputs (no means kept),
 // qkv holds its q, k and v blocks one after another ([N, q] then [N, kv] twice, after the
 // rotary embedding), fch its gate and up blocks ([N, F] twice) and fch_gelu the SwiGLU
 // output.
-struct GPT2::Activations {
+struct GPTModel::Activations {
   int64_t maxN;  // max_batch * seq_len
   float* encoded;                       // [N, C]   the stage's input: embedding output or x_in
   float *ln1, *ln1_mean, *ln1_rstd;     // [L, N, C], [L, N], [L, N]

@@ -1,5 +1,5 @@
-// GPT2's forward and backward passes (see gpt2.h); construction is in gpt2_setup.cpp.
-#include "framework/model/gpt2.h"
+// GPTModel's forward and backward passes (see gpt_model.h); construction is in gpt_model_setup.cpp.
+#include "framework/model/gpt_model.h"
 
 #include <algorithm>
 #include <chrono>
@@ -10,14 +10,14 @@
 #include <limits>
 #include <string>
 
-#include "framework/model/gpt2_internal.h"
+#include "framework/model/gpt_model_internal.h"
 #include "base/error.h"
 #include "base/rng.h"
 #include "parallel/collectives.h"
 
 namespace tessera {
 
-LinearContext GPT2::linear_context() const {
+LinearContext GPTModel::linear_context() const {
   const Activations& shared = slots_[0];  // the scratch is the same in every slot
   const Widths w = widths();
   const int64_t widest_out = std::max(w.qkv, w.mlp_in);  // of a block layer
@@ -27,7 +27,7 @@ LinearContext GPT2::linear_context() const {
 }
 
 // pass (with T): the activation slot of a forward or backward pass, for LoRA dropout.
-LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g,
+LinearLayer GPTModel::block_linear(int l, LoraTarget t, const ParamPtrs& p, const ParamPtrs& g,
                                const Activations* pass, int T) const {
   const int C = config_.n_embd;
   const Widths wd = widths();
@@ -85,7 +85,7 @@ LinearLayer GPT2::block_linear(int l, LoraTarget t, const ParamPtrs& p, const Pa
 
 // The LM head: logits = lnf @ W^T with W the token embedding (tied) or llama's lm_head,
 // column-parallel over the vocabulary, no bias.
-LinearLayer GPT2::lm_head(const ParamPtrs& p, const ParamPtrs& g) const {
+LinearLayer GPTModel::lm_head(const ParamPtrs& p, const ParamPtrs& g) const {
   const bool own = lm_head_index_ >= 0;
   LinearLayer L{TpSplit::column, config_.n_embd, local_vocab_, own ? p.lm_head : p.wte, nullptr,
                 nullptr, own ? g.lm_head : g.wte, nullptr, {}};
@@ -94,14 +94,14 @@ LinearLayer GPT2::lm_head(const ParamPtrs& p, const ParamPtrs& g) const {
 }
 
 // x = its 16-bit rounding, which x16 keeps for the backward pass.
-void GPT2::keep_16bit(float* x, uint16_t* x16, int64_t n) const {
+void GPTModel::keep_16bit(float* x, uint16_t* x16, int64_t n) const {
   backend_.round_to_16bit(options_.precision, x16, x, n);
   backend_.widen_16bit(options_.precision, x, x16, n);
 }
 
 // Layer l's copy of an activation saved per layer: x32's own (fp32), or x16's widened into
 // x32's one-layer buffer (mixed precision).
-const float* GPT2::saved_fp32(float* x32, const uint16_t* x16, int l, int64_t N,
+const float* GPTModel::saved_fp32(float* x32, const uint16_t* x16, int l, int64_t N,
                               int64_t width) const {
   const int64_t maxN = slots_[0].maxN;
   if (!mixed_) return x32 + l * maxN * width;
@@ -109,15 +109,15 @@ const float* GPT2::saved_fp32(float* x32, const uint16_t* x16, int l, int64_t N,
   return x32;
 }
 
-float* GPT2::lora_h(Activations& a, int l, LoraTarget t) const {
+float* GPTModel::lora_h(Activations& a, int l, LoraTarget t) const {
   return a.lora_h + ((int64_t)l * kLoraTargets + (int)t) * a.maxN * options_.lora.rank;
 }
 
-void GPT2::allreduce_tp(float* x, int64_t n) const {
+void GPTModel::allreduce_tp(float* x, int64_t n) const {
   if (tp_.size > 1) tp_.comm->all_reduce(x, n);
 }
 
-int32_t GPT2::argmax_token(int64_t row) const {
+int32_t GPTModel::argmax_token(int64_t row) const {
   check(stage_.is_last(), "argmax_token: only the last pipeline stage has logits");
   const int n = std::max(0, std::min(local_vocab_, config_.vocab_size - vocab_start()));
   std::vector<float> host;
@@ -138,7 +138,7 @@ int32_t GPT2::argmax_token(int64_t row) const {
 // rank owning the target contributes it). With `backward`, the logits become their
 // gradient dloss * (softmax - onehot) in place. Host loops: tensor parallelism runs on
 // the CPU only (docs/architecture.md, the device seam).
-void GPT2::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
+void GPTModel::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
                                        bool backward) {
   const int Vl = local_vocab_, start = vocab_start();
   const int n_real = std::max(0, std::min(Vl, config_.vocab_size - start));
@@ -179,7 +179,7 @@ void GPT2::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, i
   }
 }
 
-const float* GPT2::logits() const {
+const float* GPTModel::logits() const {
   check(stage_.is_last(), "logits: only the last pipeline stage has logits");
   return slots_[0].logits;
 }
@@ -204,7 +204,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-void GPT2::check_shape(int slot, int B, int T) const {
+void GPTModel::check_shape(int slot, int B, int T) const {
   check(slot >= 0 && slot < (int)slots_.size(),
         "activation slot " + std::to_string(slot) + " of " + std::to_string(slots_.size()));
   check(B >= 1 && B <= max_batch_, "micro-batch " + std::to_string(B) + " exceeds the arena's " +
@@ -213,7 +213,7 @@ void GPT2::check_shape(int slot, int B, int T) const {
         "sequence length " + std::to_string(T) + " exceeds model.seq_len");
 }
 
-void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int B, int T) {
+void GPTModel::stage_forward(int slot, const int32_t* inputs, const float* x_in, int B, int T) {
   check_shape(slot, B, T);
   const int C = config_.n_embd, Vl = local_vocab_;
   const bool tp = tp_.size > 1;
@@ -269,7 +269,7 @@ void GPT2::stage_forward(int slot, const int32_t* inputs, const float* x_in, int
 
 // Block l of GPT-2: x -> LayerNorm -> qkv -> attention -> proj -> + x -> LayerNorm -> up ->
 // GELU -> down -> + x.
-void GPT2::gpt2_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
+void GPTModel::gpt2_block_forward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
                               int T) {
   const int C = config_.n_embd, NH = config_.n_head / tp_.size;
   const int Ct = C / tp_.size, Ft = config_.mlp_width() / tp_.size;
@@ -312,19 +312,19 @@ void GPT2::gpt2_block_forward(Activations& a, int l, const ParamPtrs& p, const P
   backend_.residual_forward(a.residual3 + l * maxN * C, residual2, a.branch, N * C);
 }
 
-int GPT2::activation_slots() const { return (int)slots_.size(); }
+int GPTModel::activation_slots() const { return (int)slots_.size(); }
 
-const float* GPT2::stage_output(int slot) const {
+const float* GPTModel::stage_output(int slot) const {
   check(slot >= 0 && slot < (int)slots_.size(), "activation slot out of range");
   return stage_output_of(slots_[slot]);
 }
 
-const float* GPT2::stage_output_of(const Activations& a) const {
+const float* GPTModel::stage_output_of(const Activations& a) const {
   return a.residual3 + (int64_t)(stage_.num_layers - 1) * a.maxN * config_.n_embd;
 }
 
 
-float GPT2::stage_loss(int slot, const int32_t* targets, int B, int T, float grad_scale,
+float GPTModel::stage_loss(int slot, const int32_t* targets, int B, int T, float grad_scale,
                        bool backward) {
   check(stage_.is_last(), "stage_loss: only the last pipeline stage computes the loss");
   check_shape(slot, B, T);
@@ -343,14 +343,14 @@ float GPT2::stage_loss(int slot, const int32_t* targets, int B, int T, float gra
   return (float)mean_of(backend_.host_view(a.losses, N, host), N);
 }
 
-float GPT2::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
+float GPTModel::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
   check(stage_.size == 1, "forward: under pipeline parallelism use the stage_* passes");
   stage_forward(0, inputs, nullptr, B, T);
   if (!targets) return std::numeric_limits<float>::quiet_NaN();
   return stage_loss(0, targets, B, T, 0.0f, false);
 }
 
-float GPT2::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
+float GPTModel::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
                              float grad_scale) {
   check(stage_.size == 1, "forward_backward: under pipeline parallelism use the stage_* passes");
   const auto t0 = std::chrono::steady_clock::now();
@@ -365,19 +365,19 @@ float GPT2::forward_backward(const int32_t* inputs, const int32_t* targets, int 
 
 // Announces parameters first .. first + count - 1 of table() to the grad-ready hook, last
 // one first.
-void GPT2::announce_ready(int first, int count) const {
+void GPTModel::announce_ready(int first, int count) const {
   if (grad_ready_)
     for (int i = first + count - 1; i >= first; i--) grad_ready_(i);
 }
 
 // A linear layer's input as stage_forward saved it: layer l's fp32 copy, or its 16-bit one.
-SavedInput GPT2::saved_input(const Activations& a, const float* x32, const uint16_t* x16, int l,
+SavedInput GPTModel::saved_input(const Activations& a, const float* x32, const uint16_t* x16, int l,
                              int64_t width) const {
   return mixed_ ? SavedInput{nullptr, x16 + l * a.maxN * width}
                 : SavedInput{x32 + l * a.maxN * width, nullptr};
 }
 
-void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, float* dx_in,
+void GPTModel::stage_backward(int slot, const int32_t* inputs, const float* dx_out, float* dx_in,
                           int B, int T) {
   check_shape(slot, B, T);
   const int C = config_.n_embd;
@@ -410,7 +410,7 @@ void GPT2::stage_backward(int slot, const int32_t* inputs, const float* dx_out, 
 }
 
 // The LM head (tied to wte) and the final LayerNorm, from the dlogits stage_loss left.
-void GPT2::head_backward(Activations& a, const ParamPtrs& p, const ParamPtrs& g, int64_t N) {
+void GPTModel::head_backward(Activations& a, const ParamPtrs& p, const ParamPtrs& g, int64_t N) {
   const int C = config_.n_embd;
   backend_.zero(a.dln, N * C);
   linear_backward(lm_head(p, g), linear_context(), a.dln, a.logits,
@@ -428,7 +428,7 @@ void GPT2::head_backward(Activations& a, const ParamPtrs& p, const ParamPtrs& g,
 }
 
 // Block l: a.dresidual holds d(block output) on entry and d(block input) on return.
-void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
+void GPTModel::block_backward(Activations& a, int l, const ParamPtrs& p, const ParamPtrs& g, int B,
                           int T) {
   const int C = config_.n_embd, NH = config_.n_head / tp_.size;
   const int Ct = C / tp_.size, Ft = config_.mlp_width() / tp_.size;
@@ -476,7 +476,7 @@ void GPT2::block_backward(Activations& a, int l, const ParamPtrs& p, const Param
 
 // Block l's gradients are final: its tensors, or under LoRA its adapters (A and B of each
 // target, consecutive in the table).
-void GPT2::announce_block_ready(int l) const {
+void GPTModel::announce_block_ready(int l) const {
   if (!lora_) {
     announce_ready(block0_index_ + params_per_block() * l, params_per_block());
     return;
@@ -488,7 +488,7 @@ void GPT2::announce_block_ready(int l) const {
 }
 
 // The token and position embeddings' gradients (first stage) from a.dresidual.
-void GPT2::embedding_backward(Activations& a, const ParamPtrs& g, const int32_t* inputs, int B,
+void GPTModel::embedding_backward(Activations& a, const ParamPtrs& g, const int32_t* inputs, int B,
                               int T) {
   const int C = config_.n_embd, Vl = local_vocab_;
   const int64_t N = (int64_t)B * T;
