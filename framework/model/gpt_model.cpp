@@ -31,7 +31,7 @@ LinearLayer GPTModel::block_linear(int l, LoraTarget t, const ParamPtrs& p, cons
                                const Activations* pass, int T) const {
   const int C = config_.n_embd;
   const Widths wd = widths();
-  const int Q = (int)wd.q, KV = (int)wd.kv, Ct = (int)wd.att, Ft = (int)wd.mlp;
+  const int Q = (int)wd.q, KV = (int)wd.kv, Ct = (int)wd.q, Ft = (int)wd.mlp;
   const auto &w = p.blocks[l], &d = g.blocks[l];
   LinearLayer L;
   switch (t) {

@@ -95,6 +95,13 @@ enum class LoraTarget { qkv = 0, attn_out = 1, mlp_up = 2, mlp_down = 3, q = 4, 
                         mlp_gate = 7 };
 inline constexpr int kLoraTargets = 8;
 
+// The layer's name in lora.targets.
+inline const char* lora_target_name(LoraTarget t) {
+  static const char* const names[kLoraTargets] = {"qkv", "attn_out", "mlp_up", "mlp_down",
+                                                  "q",   "k",        "v",      "mlp_gate"};
+  return names[(int)t];
+}
+
 // Every linear layer of a block of `family` (lora.targets all).
 inline std::vector<LoraTarget> block_linears(Family family) {
   if (family == Family::llama)
@@ -323,10 +330,11 @@ class GPTModel {
   void check_layout(int activation_slots) const;
   void lay_out_parameters();
   void lay_out_llama_parameters();
-  // Per-rank widths of the block's activations: q|k|v outputs, attention output, the MLP's
-  // input to its activation (gpt2 F, llama gate|up 2F) and hidden width F.
+  // Per-rank widths of the block's activations: q|k|v outputs, the queries (and so the
+  // attention's output), the keys and values, the MLP's input to its activation (gpt2 F,
+  // llama gate|up 2F) and hidden width F.
   struct Widths {
-    int64_t qkv, q, kv, att, mlp_in, mlp;
+    int64_t qkv, q, kv, mlp_in, mlp;
   };
   Widths widths() const;
   int params_per_block() const { return config_.llama() ? 9 : 12; }

@@ -52,17 +52,11 @@ ModelOptions ModelOptions::from_recipe(const Recipe& r) {
     o.lora.rank = r.lora.rank;
     o.lora.alpha = (float)r.lora.alpha;
     o.lora.dropout = (float)r.lora.dropout;
-    for (const std::string& t : lora_targets(r)) {
-      const LoraTarget target = t == "qkv"        ? LoraTarget::qkv
-                                : t == "attn_out" ? LoraTarget::attn_out
-                                : t == "mlp_up"   ? LoraTarget::mlp_up
-                                : t == "mlp_down" ? LoraTarget::mlp_down
-                                : t == "q"        ? LoraTarget::q
-                                : t == "k"        ? LoraTarget::k
-                                : t == "v"        ? LoraTarget::v
-                                                  : LoraTarget::mlp_gate;
-      o.lora.targets[(int)target] = true;
-    }
+    // lora_targets() has checked every name against the family's layers.
+    const Family family = r.model.family == "llama" ? Family::llama : Family::gpt2;
+    for (const std::string& t : lora_targets(r))
+      for (LoraTarget target : block_linears(family))
+        if (t == lora_target_name(target)) o.lora.targets[(int)target] = true;
   }
   return o;
 }
@@ -259,8 +253,8 @@ struct GPTModel::ArenaPlan {
 GPTModel::Widths GPTModel::widths() const {
   const int64_t hs = config_.head_size(), NH = config_.n_head / tp_.size;
   const int64_t NKV = config_.kv_heads() / tp_.size, Ft = config_.mlp_width() / tp_.size;
-  if (!config_.llama()) return {3 * NH * hs, NH * hs, NH * hs, NH * hs, Ft, Ft};
-  return {(NH + 2 * NKV) * hs, NH * hs, NKV * hs, NH * hs, 2 * Ft, Ft};
+  if (!config_.llama()) return {3 * NH * hs, NH * hs, NH * hs, Ft, Ft};
+  return {(NH + 2 * NKV) * hs, NH * hs, NKV * hs, 2 * Ft, Ft};
 }
 
 GPTModel::ArenaPlan GPTModel::activation_plan(int max_batch) const {
@@ -269,7 +263,7 @@ GPTModel::ArenaPlan GPTModel::activation_plan(int max_batch) const {
   const int64_t C = config_.n_embd, L = stage_.num_layers, T = config_.seq_len;
   const int64_t N = (int64_t)max_batch * T;
   const Widths w = widths();
-  const int64_t Ct = w.att, Ft = w.mlp, Fin = w.mlp_in, QKV = w.qkv, Vl = local_vocab_;
+  const int64_t Ct = w.q, Ft = w.mlp, Fin = w.mlp_in, QKV = w.qkv, Vl = local_vocab_;
   const int64_t means = config_.llama() ? 0 : 1;  // RMSNorm keeps no means
   const int64_t head = stage_.is_last() ? 1 : 0;  // the final LayerNorm and logits
   // The linear layers' fp32 inputs are kept per layer in fp32 runs, for one layer at a

@@ -65,7 +65,7 @@ void GPTModel::llama_block_forward(Activations& a, int l, const ParamPtrs& p, co
   float* q = a.qkv + h32 * l * maxN * w.qkv;  // then k and v, [N, kv] each
   float* k = q + N * w.q;
   float* v = k + N * w.kv;
-  float* atty = a.atty + h32 * l * maxN * w.att;
+  float* atty = a.atty + h32 * l * maxN * w.q;
   float* residual2 = a.residual2 + l * maxN * C;
   float* ln2 = a.ln2 + h32 * l * maxN * C;
   float* gate = a.fch + h32 * l * maxN * w.mlp_in;  // then up, [N, F]
@@ -90,7 +90,7 @@ void GPTModel::llama_block_forward(Activations& a, int l, const ParamPtrs& p, co
   if (mixed_) keep_16bit(q, in16(a.qkv_16, w.qkv), N * w.qkv);
   backend_.gqa_attention_forward(atty, a.att + l * attention_saved_stride(), q, k, v, B, T, NH,
                                  NKV, hs, (int)w.q, (int)w.kv);
-  linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, w.att));
+  linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, w.q));
   backend_.residual_forward(residual2, residual, a.branch, N * C);
   backend_.rmsnorm_forward(ln2, a.ln2_rstd + l * maxN, residual2, p.blocks[l].ln2_w, (int)N, C, eps);
   linear(LoraTarget::mlp_gate, gate, ln2, in16(a.ln2_16, C));
@@ -145,8 +145,8 @@ void GPTModel::llama_block_backward(Activations& a, int l, const ParamPtrs& p, c
                             a.ln2_rstd + l * maxN, (int)N, C);
 
   // Attention branch: dresidual is now d(residual2).
-  zero(a.datty, N * w.att);
-  linear(LoraTarget::attn_out, a.datty, a.dresidual, saved_input(a, a.atty, a.atty_16, l, w.att));
+  zero(a.datty, N * w.q);
+  linear(LoraTarget::attn_out, a.datty, a.dresidual, saved_input(a, a.atty, a.atty_16, l, w.q));
   zero(a.dqkv, N * w.qkv);
   backend_.gqa_attention_backward(dq, dk, dv, a.datty, q, k, v, a.att + l * attention_saved_stride(),
                                   B, T, NH, NKV, hs, (int)w.q, (int)w.kv);
