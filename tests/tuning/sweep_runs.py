@@ -144,7 +144,10 @@ def trial_series(trial_dir, metric):
     series = {}
     runs = os.path.join(trial_dir, "runs")
     for run_id in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
-        for e in read_jsonl(os.path.join(runs, run_id, "run.jsonl")):
+        log = os.path.join(runs, run_id, "run.jsonl")
+        if not os.path.isfile(log):  # a run that has made its directory but not its log yet
+            continue
+        for e in read_jsonl(log):
             if e.get("event") in ("metric", "eval") and metric in e:
                 series[e["step"]] = e[metric]
     return series
