@@ -1,0 +1,67 @@
+// NcclCommunicator: the Communicator of ranks that train on GPUs, one GPU per rank, over
+// NCCL (parallel/nccl_communicator.cpp).
+//
+// Memory: the float operations (all_reduce, all_reduce_bf16, reduce_scatter, all_gather,
+// broadcast, send/recv) take DEVICE pointers: the model's gradients, parameters and
+// activations. The agreements (the typed all_reduce, broadcast_bytes, all_gather_bytes,
+// barrier) take HOST memory, as everywhere else in the trainer: they are staged through a
+// small device buffer, so a loss or a norm needs no code of its own on the GPU.
+//
+// Streams: NCCL runs on a communication stream of its own. Each operation first waits
+// for the work already queued on the compute stream (the legacy default stream, where
+// the CUDA backend runs every kernel: an event recorded there), so it reads finished
+// buffers; it records a completion event on the communication stream. The blocking forms
+// and an async handle's wait() poll that event (test() queries it once); while they poll,
+// they ask NCCL for an asynchronous error (a peer that died, a network failure), and on
+// one they abort the communicator and throw CommError, so a rank never hangs in a
+// collective that can no longer finish.
+//
+// bf16 on the wire: the fp32 buffer is rounded to a bf16 device copy (nearest even), the
+// bf16 copy is summed by ncclAllReduce(ncclBfloat16), and the sum is widened back.
+// send/recv: NCCL ignores tags and matches in order between a pair of ranks.
+//
+// Creation is collective over the group: rank 0 makes the unique id (ncclGetUniqueId) and
+// the others receive it through a bootstrap communicator (the group's MPI communicator in
+// a training job) or any other way (a file: the GPU machine's tests run without MPI).
+// Builds without NCCL have these functions too; they throw an Error that says so.
+// In the emulated build (tessera_nccl_communicator_emulated) the same source runs over
+// the NCCL emulator (kernels/cuda/emulator/nccl_emulator.h), on the CUDA emulator.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "parallel/communicator.h"
+
+namespace tessera {
+
+// The 128 bytes that name one NCCL communicator before it exists (ncclUniqueId).
+struct NcclUniqueId {
+  char bytes[128] = {};
+};
+
+struct NcclOptions {
+  // A test hook: this rank's operation number `fail_at_operation` (0 = its first) fails
+  // as an NCCL error would: the communicator is aborted and CommError thrown. -1: never.
+  int64_t fail_at_operation = -1;
+};
+
+// "" when this build and machine can make NCCL communicators, else why not (no CUDA or
+// no NCCL in the build).
+std::string nccl_unavailable_reason();
+
+// ncclGetUniqueId.
+NcclUniqueId nccl_unique_id();
+
+// Rank `rank` of `nranks` joins the communicator named by `id`, on the current CUDA
+// device (the CUDA backend has set it). Every rank of the group must call it.
+std::unique_ptr<Communicator> make_nccl_communicator(const NcclUniqueId& id, int nranks,
+                                                     int rank, const NcclOptions& options = {});
+
+// The same group as `bootstrap` (same ranks, same order) on NCCL: bootstrap's rank 0
+// makes the id and broadcasts it. Collective over bootstrap. If rank 0 cannot make an id,
+// every rank throws the same error.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap,
+                                                     const NcclOptions& options = {});
+
+}  // namespace tessera

@@ -1,0 +1,269 @@
+// NcclCommunicator under mpirun -n 1 / 2 / 4, on the NCCL and CUDA emulators (ctest label
+// mpi): every operation of the Communicator interface with real arithmetic on "device"
+// buffers (uploaded and downloaded as on a GPU), the id handed out by rank 0 over MPI,
+// and a failure that aborts the communicator. The expected values are computed here on
+// the host from what every rank holds, independently of the communicator.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/cast_bf16.h"
+#include "kernels/cuda/runtime.h"
+#include "parallel/collectives.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/nccl_communicator.h"
+#include "tests/mpi/mpi_gtest_main.h"
+
+using namespace tessera;
+using kernels::cuda::DeviceArray;
+
+namespace {
+
+// Kept until exit: an MpiCommunicator must not be destroyed after MPI_Finalize.
+MpiCommunicator& world() {
+  static MpiCommunicator* w = new MpiCommunicator(MPI_COMM_WORLD);
+  return *w;
+}
+
+// Rank r's value at index i: exact in fp32 and bf16 (small multiples of 1/4), so sums in
+// any order are exact too.
+float value(int rank, int64_t i) { return (float)((rank + 1) * (i % 7) - 3 * (i % 5)) * 0.25f; }
+
+std::vector<float> values(int rank, int64_t n, int64_t offset = 0) {
+  std::vector<float> v((size_t)n);
+  for (int64_t i = 0; i < n; i++) v[(size_t)i] = value(rank, offset + i);
+  return v;
+}
+
+float sum_over_ranks(int64_t i, int ranks) {
+  float s = 0;
+  for (int r = 0; r < ranks; r++) s += value(r, i);
+  return s;
+}
+
+// "" when got(i) == expected(i) for every i in [begin, end), else the first difference.
+// Not an ASSERT: a test that returned early on one rank would leave the others waiting
+// in the next collective.
+template <typename Got, typename Expected>
+std::string first_mismatch(int64_t begin, int64_t end, Got got, Expected expected) {
+  for (int64_t i = begin; i < end; i++)
+    if (got(i) != expected(i))
+      return "at " + std::to_string(i) + ": " + std::to_string(got(i)) + " vs " +
+             std::to_string(expected(i));
+  return "";
+}
+
+const int64_t kCounts[] = {1, 7, 64, 1000, 4099};
+
+}  // namespace
+
+TEST(NcclCommunicator, SameRanksAsItsBootstrap) {
+  auto nccl = make_nccl_communicator(world());
+  EXPECT_EQ(nccl->rank(), world().rank());
+  EXPECT_EQ(nccl->size(), world().size());
+  EXPECT_EQ(nccl_unavailable_reason(), "");
+}
+
+TEST(NcclCommunicator, AllReduceSums) {
+  auto nccl = make_nccl_communicator(world());
+  const int p = nccl->size();
+  for (int64_t n : kCounts) {
+    auto buf = DeviceArray<float>::from_host(values(nccl->rank(), n));
+    nccl->all_reduce(buf.data(), n);
+    const std::vector<float> got = buf.download();
+    EXPECT_EQ(first_mismatch(0, n, [&](int64_t i) { return got[(size_t)i]; },
+                             [&](int64_t i) { return sum_over_ranks(i, p); }),
+              "");
+  }
+}
+
+TEST(NcclCommunicator, AsyncAllReducesInFlightCompleteInOrder) {
+  auto nccl = make_nccl_communicator(world());
+  const int p = nccl->size();
+  std::vector<DeviceArray<float>> bufs;
+  std::vector<CommRequest> requests;
+  for (int k = 0; k < 4; k++) bufs.push_back(DeviceArray<float>::from_host(values(nccl->rank(), 300, k)));
+  for (int k = 0; k < 4; k++) requests.push_back(nccl->all_reduce_async(bufs[k].data(), 300));
+  for (int k = 3; k >= 0; k--) {
+    requests[k].wait();
+    EXPECT_TRUE(requests[k].test());
+    const std::vector<float> got = bufs[k].download();
+    EXPECT_EQ(first_mismatch(0, 300, [&](int64_t i) { return got[(size_t)i]; },
+                             [&](int64_t i) { return sum_over_ranks(k + i, p); }),
+              "");
+  }
+}
+
+// bf16 on the wire: each rank's buffer is rounded to bf16 (the values here are exact in
+// bf16, as are their sums) and every rank ends with the same bits.
+TEST(NcclCommunicator, AllReduceBf16RoundsAndSums) {
+  auto nccl = make_nccl_communicator(world());
+  const int p = nccl->size();
+  const int64_t n = 1000;
+  std::vector<float> host = values(nccl->rank(), n);
+  host[0] = 1.0f + 1.0f / 1024;  // not a bf16: rounds to 1 before the sum
+  auto buf = DeviceArray<float>::from_host(host);
+  nccl->all_reduce_bf16(buf.data(), n);
+  const std::vector<float> got = buf.download();
+  EXPECT_EQ(got[0], (float)p);
+  EXPECT_EQ(first_mismatch(1, n, [&](int64_t i) { return got[(size_t)i]; },
+                             [&](int64_t i) { return sum_over_ranks(i, p); }),
+              "");
+  std::vector<float> all((size_t)(n * p));
+  world().all_gather(got.data(), all.data(), n);
+  for (int r = 0; r < p; r++)
+    EXPECT_EQ(first_mismatch(0, n, [&](int64_t i) { return all[(size_t)(r * n + i)]; },
+                             [&](int64_t i) { return got[(size_t)i]; }),
+              "");
+}
+
+TEST(NcclCommunicator, ReduceScatterOutOfPlaceAndInPlace) {
+  auto nccl = make_nccl_communicator(world());
+  const int p = nccl->size(), rank = nccl->rank();
+  for (int64_t n : kCounts) {
+    auto send = DeviceArray<float>::from_host(values(rank, n * p));
+    DeviceArray<float> recv(n);
+    nccl->reduce_scatter(send.data(), recv.data(), n);
+    const std::vector<float> got = recv.download();
+    EXPECT_EQ(first_mismatch(0, n, [&](int64_t i) { return got[(size_t)i]; },
+                             [&](int64_t i) { return sum_over_ranks(rank * n + i, p); }),
+              "");
+    // In place: recv is this rank's chunk of send.
+    auto again = DeviceArray<float>::from_host(values(rank, n * p));
+    nccl->reduce_scatter(again.data(), again.data() + rank * n, n);
+    const std::vector<float> in_place = again.download();
+    EXPECT_EQ(first_mismatch(0, n, [&](int64_t i) { return in_place[(size_t)(rank * n + i)]; },
+                             [&](int64_t i) { return sum_over_ranks(rank * n + i, p); }),
+              "");
+  }
+}
+
+TEST(NcclCommunicator, AllGatherOutOfPlaceAndInPlace) {
+  auto nccl = make_nccl_communicator(world());
+  const int p = nccl->size(), rank = nccl->rank();
+  for (int64_t n : kCounts) {
+    auto send = DeviceArray<float>::from_host(values(rank, n));
+    DeviceArray<float> recv(n * p);
+    nccl->all_gather(send.data(), recv.data(), n);
+    std::vector<float> got = recv.download();
+    for (int r = 0; r < p; r++)
+      EXPECT_EQ(first_mismatch(0, n, [&](int64_t i) { return got[(size_t)(r * n + i)]; },
+                             [&](int64_t i) { return value(r, i); }),
+              "");
+    DeviceArray<float> in_place(n * p);
+    kernels::cuda::check_cuda(cudaMemcpy(in_place.data() + rank * n, send.data(), sizeof(float) * n,
+                                         cudaMemcpyDeviceToDevice), "cudaMemcpy");
+    nccl->all_gather_async(in_place.data() + rank * n, in_place.data(), n).wait();
+    got = in_place.download();
+    for (int r = 0; r < p; r++)
+      EXPECT_EQ(first_mismatch(0, n, [&](int64_t i) { return got[(size_t)(r * n + i)]; },
+                             [&](int64_t i) { return value(r, i); }),
+              "");
+  }
+}
+
+TEST(NcclCommunicator, BroadcastFromEveryRoot) {
+  auto nccl = make_nccl_communicator(world());
+  for (int root = 0; root < nccl->size(); root++) {
+    auto buf = DeviceArray<float>::from_host(values(nccl->rank(), 513));
+    nccl->broadcast(buf.data(), 513, root);
+    const std::vector<float> got = buf.download();
+    EXPECT_EQ(first_mismatch(0, 513, [&](int64_t i) { return got[(size_t)i]; },
+                             [&](int64_t i) { return value(root, i); }),
+              "");
+  }
+}
+
+// Each rank sends to the next and receives from the previous, posted before waiting (the
+// order a pipeline uses: receive posted, then send).
+TEST(NcclCommunicator, SendRecvRing) {
+  auto nccl = make_nccl_communicator(world());
+  const int p = nccl->size(), rank = nccl->rank();
+  if (p == 1) GTEST_SKIP() << "needs two ranks";
+  auto send = DeviceArray<float>::from_host(values(rank, 777));
+  DeviceArray<float> recv(777);
+  const int next = (rank + 1) % p, prev = (rank + p - 1) % p;
+  if (rank % 2 == 0) {
+    nccl->send(send.data(), 777, next);
+    nccl->recv(recv.data(), 777, prev);
+  } else {
+    nccl->recv(recv.data(), 777, prev);
+    nccl->send(send.data(), 777, next);
+  }
+  const std::vector<float> got = recv.download();
+  EXPECT_EQ(first_mismatch(0, 777, [&](int64_t i) { return got[(size_t)i]; },
+                             [&](int64_t i) { return value(prev, i); }),
+              "");
+}
+
+// The agreements take host memory.
+TEST(NcclCommunicator, HostAgreements) {
+  auto nccl = make_nccl_communicator(world());
+  const int p = nccl->size(), rank = nccl->rank();
+  EXPECT_EQ(all_reduce_value(*nccl, 0.5 * (rank + 1), ReduceOp::sum), 0.25 * p * (p + 1));
+  EXPECT_EQ(all_reduce_value(*nccl, (int64_t)((int64_t)rank * 1000000000000LL), ReduceOp::max),
+            (int64_t)(p - 1) * 1000000000000LL);
+  EXPECT_EQ(all_reduce_value(*nccl, (int32_t)(10 - rank), ReduceOp::min), 10 - (p - 1));
+  EXPECT_EQ(all_reduce_value(*nccl, 1.5f * rank, ReduceOp::max), 1.5f * (p - 1));
+  EXPECT_EQ(broadcast_string(*nccl, rank == p - 1 ? "from the last rank" : "", p - 1),
+            "from the last rank");
+  const std::vector<std::string> names = all_gather_strings(*nccl, "rank " + std::to_string(rank));
+  EXPECT_EQ((int)names.size(), p);
+  for (int r = 0; r < p && r < (int)names.size(); r++) EXPECT_EQ(names[r], "rank " + std::to_string(r));
+  nccl->barrier();
+}
+
+// An operation that fails aborts the communicator: the error names the operation, and
+// every later call says the communicator was aborted (no rank waits on a dead one).
+// Every rank fails at the same operation, as all ranks of a job end on an NCCL error.
+TEST(NcclCommunicator, FailureAbortsTheCommunicator) {
+  NcclOptions options;
+  options.fail_at_operation = 1;
+  auto nccl = make_nccl_communicator(world(), options);
+  auto buf = DeviceArray<float>::from_host(values(nccl->rank(), 10));
+  nccl->all_reduce(buf.data(), 10);  // operation 0 works
+  try {
+    nccl->all_reduce(buf.data(), 10);
+    FAIL() << "operation 1 should fail";
+  } catch (const CommError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "communication failed in NcclCommunicator: ncclAllReduce (ncclSystemError: "
+              "injected failure (NcclOptions.fail_at_operation = 1))");
+  }
+  try {
+    nccl->barrier();
+    FAIL() << "an aborted communicator should refuse";
+  } catch (const CommError& e) {
+    EXPECT_NE(std::string(e.what()).find("aborted after an earlier failure"), std::string::npos)
+        << e.what();
+  }
+  world().barrier();
+}
+
+// Communicators made from one id per group, as the mesh makes one per axis: two halves
+// of the world reduce independently.
+TEST(NcclCommunicator, GroupsFromTheirOwnIds) {
+  const int p = world().size(), rank = world().rank();
+  if (p < 2 || p % 2) GTEST_SKIP() << "needs an even number of ranks";
+  MPI_Comm half_comm;
+  MPI_Comm_split(MPI_COMM_WORLD, rank % 2, rank, &half_comm);
+  {
+    MpiCommunicator half(half_comm);
+    auto nccl = make_nccl_communicator(half);
+    EXPECT_EQ(nccl->size(), p / 2);
+    auto buf = DeviceArray<float>::from_host(values(rank, 50));
+    nccl->all_reduce(buf.data(), 50);
+    const std::vector<float> got = buf.download();
+    auto half_sum = [&](int64_t i) {
+      float s = 0;
+      for (int r = rank % 2; r < p; r += 2) s += value(r, i);
+      return s;
+    };
+    EXPECT_EQ(first_mismatch(0, 50, [&](int64_t i) { return got[(size_t)i]; }, half_sum), "");
+  }
+  MPI_Comm_free(&half_comm);
+}
+
+int main(int argc, char** argv) { return run_mpi_gtests(argc, argv, MPI_THREAD_FUNNELED); }
