@@ -194,7 +194,8 @@ Mesh::Mesh(Mesh&& o) noexcept
       dp_(std::exchange(o.dp_, MPI_COMM_NULL)), pp_(std::exchange(o.pp_, MPI_COMM_NULL)),
       world_comm_(std::move(o.world_comm_)), tp_comm_(std::move(o.tp_comm_)),
       dp_comm_(std::move(o.dp_comm_)), pp_comm_(std::move(o.pp_comm_)),
-      spec_(o.spec_), coords_(o.coords_), world_rank_(o.world_rank_),
+      tp_group_(std::move(o.tp_group_)), dp_group_(std::move(o.dp_group_)),
+      pp_group_(std::move(o.pp_group_)), spec_(o.spec_), coords_(o.coords_), world_rank_(o.world_rank_),
       world_size_(o.world_size_), local_(std::move(o.local_)) {}
 
 Mesh& Mesh::operator=(Mesh&& o) noexcept {
@@ -208,6 +209,9 @@ Mesh& Mesh::operator=(Mesh&& o) noexcept {
     tp_comm_ = std::move(o.tp_comm_);
     dp_comm_ = std::move(o.dp_comm_);
     pp_comm_ = std::move(o.pp_comm_);
+    tp_group_ = std::move(o.tp_group_);
+    dp_group_ = std::move(o.dp_group_);
+    pp_group_ = std::move(o.pp_group_);
     spec_ = o.spec_;
     coords_ = o.coords_;
     world_rank_ = o.world_rank_;
@@ -218,6 +222,9 @@ Mesh& Mesh::operator=(Mesh&& o) noexcept {
 }
 
 void Mesh::free_comms() noexcept {
+  tp_group_.reset();
+  dp_group_.reset();
+  pp_group_.reset();
   world_comm_.reset();
   tp_comm_.reset();
   dp_comm_.reset();
@@ -243,11 +250,17 @@ Communicator& Mesh::world() const { return *world_comm_; }
 
 Communicator& Mesh::group(MeshAxis axis) const {
   switch (axis) {
-    case MeshAxis::dp: return *dp_comm_;
-    case MeshAxis::tp: return *tp_comm_;
-    case MeshAxis::pp: return *pp_comm_;
+    case MeshAxis::dp: return dp_group_ ? *dp_group_ : *dp_comm_;
+    case MeshAxis::tp: return tp_group_ ? *tp_group_ : *tp_comm_;
+    case MeshAxis::pp: return pp_group_ ? *pp_group_ : *pp_comm_;
   }
   return *world_comm_;
+}
+
+void Mesh::use_group_communicators(const GroupFactory& make) {
+  tp_group_ = make(*tp_comm_);
+  dp_group_ = make(*dp_comm_);
+  pp_group_ = make(*pp_comm_);
 }
 
 int Mesh::prev_stage_world_rank() const {

@@ -123,6 +123,13 @@ class Mesh {
   Communicator& dp() const { return group(MeshAxis::dp); }
   Communicator& pp() const { return group(MeshAxis::pp); }
 
+  // Replaces the dp, tp and pp groups' communicators by make(the group's MPI one), e.g.
+  // NCCL communicators of the same ranks for training on GPUs (parallel/nccl_communicator.h);
+  // world() stays MPI. Collective over the world: every rank calls it once, after
+  // construction. The MPI groups remain for make's bootstrap and are freed last.
+  using GroupFactory = std::function<std::unique_ptr<Communicator>(Communicator& mpi_group)>;
+  void use_group_communicators(const GroupFactory& make);
+
   // Pipeline neighbours as world ranks (same dp and tp coordinates), or -1 at the ends.
   bool is_first_stage() const { return coords_.pp == 0; }
   bool is_last_stage() const { return coords_.pp == spec_.pp - 1; }
@@ -143,6 +150,8 @@ class Mesh {
   MPI_Comm tp_ = MPI_COMM_NULL, dp_ = MPI_COMM_NULL, pp_ = MPI_COMM_NULL;
   // Over world_, tp_, dp_, pp_ (duplicates of them), freed before those.
   std::unique_ptr<MpiCommunicator> world_comm_, tp_comm_, dp_comm_, pp_comm_;
+  // use_group_communicators' replacements (null: the MPI ones serve), freed first.
+  std::unique_ptr<Communicator> tp_group_, dp_group_, pp_group_;
   LayoutSpec spec_;
   MeshCoords coords_;
   int world_rank_ = 0, world_size_ = 1;

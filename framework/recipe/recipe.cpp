@@ -26,6 +26,15 @@ const char* to_string(Precision p) { return kernels::dtype_name(p); }
 
 const char* to_string(GradReduce g) { return g == GradReduce::bf16 ? "bf16" : "fp32"; }
 
+const char* to_string(CommBackend b) {
+  return b == CommBackend::nccl ? "nccl" : b == CommBackend::mpi ? "mpi" : "auto";
+}
+
+CommBackend resolved_backend(const ParallelConfig& parallel, Device device) {
+  if (parallel.backend != CommBackend::auto_) return parallel.backend;
+  return device == Device::cuda ? CommBackend::nccl : CommBackend::mpi;
+}
+
 const char* to_string(PipelineSchedule s) {
   return s == PipelineSchedule::GPipe ? "gpipe" : "1f1b";
 }
@@ -47,6 +56,9 @@ bool from_string(const std::string& word, Device& out) {
 }
 bool from_string(const std::string& word, GradReduce& out) {
   return enum_from_string(word, out, {GradReduce::fp32, GradReduce::bf16});
+}
+bool from_string(const std::string& word, CommBackend& out) {
+  return enum_from_string(word, out, {CommBackend::auto_, CommBackend::mpi, CommBackend::nccl});
 }
 bool from_string(const std::string& word, PipelineSchedule& out) {
   return enum_from_string(word, out, {PipelineSchedule::GPipe, PipelineSchedule::OneFOneB});
@@ -327,6 +339,10 @@ void validate_recipe(const Recipe& recipe) {
   fail_unless(r.parallel.zero == 0 || r.parallel.grad_reduce == GradReduce::fp32,
               "parallel.grad_reduce bf16 is not supported with parallel.zero 1 (ZeRO-1 "
               "reduce-scatters in fp32): set parallel.grad_reduce=fp32 or parallel.zero=0");
+  fail_unless(resolved_backend(r.parallel, r.train.device) != CommBackend::nccl ||
+                  r.train.device == Device::cuda,
+              "parallel.backend nccl runs the collectives on GPU memory: it needs train.device "
+              "cuda, not " + shown(r, "train", "device"));
   fail_unless(!r.train.stochastic_rounding || r.train.precision == Precision::bf16,
               "train.stochastic_rounding is for train.precision bf16, not " +
                   shown(r, "train", "precision"));

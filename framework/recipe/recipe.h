@@ -18,13 +18,16 @@ namespace tessera {
 using Precision = kernels::Dtype;          // train.precision: the kernels' compute type
 using Device = kernels::Device;            // train.device: cpu | cuda
 enum class GradReduce { fp32, bf16 };       // parallel.grad_reduce: data-parallel wire type
+enum class CommBackend { auto_, mpi, nccl };  // parallel.backend: "auto" | "mpi" | "nccl"
 const char* to_string(Precision p);
 using kernels::to_string;  // to_string(Device): "cpu" | "cuda"
 const char* to_string(GradReduce g);
+const char* to_string(CommBackend b);
 const char* to_string(PipelineSchedule s);  // "gpipe" | "1f1b" (parallel.schedule)
 bool from_string(const std::string& word, Precision& out);
 bool from_string(const std::string& word, Device& out);
 bool from_string(const std::string& word, GradReduce& out);
+bool from_string(const std::string& word, CommBackend& out);
 bool from_string(const std::string& word, PipelineSchedule& out);
 
 struct ModelConfig {
@@ -84,7 +87,10 @@ struct ParallelConfig {
   double bucket_mb = 25.0;     // gradient all-reduce bucket size
   GradReduce grad_reduce = GradReduce::fp32;  // fp32 | bf16: data-parallel gradients on the wire
   bool shared_memory = true;   // dp ranks on one node sum gradients in shared memory
+  CommBackend backend = CommBackend::auto_;  // the groups' collectives: auto = nccl on cuda
 };
+// The collectives a run uses: parallel.backend, with auto resolved by train.device.
+CommBackend resolved_backend(const ParallelConfig& parallel, Device device);
 
 struct CheckpointConfig {
   std::string dir = "ckpt";    // where step_XXXXXX/ directories go

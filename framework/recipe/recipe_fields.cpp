@@ -142,9 +142,9 @@ const std::vector<Field>& fields() {
                            "sequences per forward/backward on one rank; each rank accumulates "
                            "gradients over `global_batch / (parallel.dp * micro_batch)` of them"),
       TESSERA_RECIPE_FIELD(train, device, one_of({"cpu", "cuda"}),
-                           "where the model trains: cpu, or cuda (one process on one GPU, "
-                           "parallel.dp, tp and pp 1; needs a build with the CUDA backend, "
-                           "docs/cuda.md)"),
+                           "where the model trains: cpu, or cuda (one GPU per process; data "
+                           "parallel over NCCL, parallel.tp and pp 1; needs a build with the "
+                           "CUDA backend, docs/cuda.md)"),
       TESSERA_RECIPE_FIELD(train, precision, one_of({"fp32", "bf16", "fp16"}),
                            "compute precision of the matmuls in forward/backward; weights, "
                            "gradients and AdamW state stay fp32 (docs/precision.md)"),
@@ -208,6 +208,10 @@ const std::vector<Field>& fields() {
                            "when every data-parallel rank of a group is on one node, keep the "
                            "gradients in shared memory and sum them there directly, without "
                            "copies (docs/parallel.md); false = the ring over MPI messages"),
+      TESSERA_RECIPE_FIELD(parallel, backend, one_of({"auto", "mpi", "nccl"}),
+                           "the collectives of the dp, tp and pp groups: mpi (host memory), "
+                           "nccl (GPU memory, one GPU per rank; docs/cuda.md), or auto = nccl "
+                           "when train.device is cuda, else mpi"),
 
       TESSERA_RECIPE_FIELD(checkpoint, dir, non_empty(),
                            "directory that holds the `step_XXXXXX/` checkpoints"),

@@ -21,10 +21,11 @@ namespace tessera::recipe_detail {
 // Keys with a fixed set of words are enums (to_string / from_string in recipe.h); they
 // read, print and document as strings.
 using Slot = std::variant<int*, int64_t*, uint64_t*, double*, bool*, std::string*, Precision*,
-                          Device*, GradReduce*, PipelineSchedule*>;
+                          Device*, GradReduce*, CommBackend*, PipelineSchedule*>;
 using ConstSlot = std::variant<const int*, const int64_t*, const uint64_t*, const double*,
                                const bool*, const std::string*, const Precision*,
-                               const Device*, const GradReduce*, const PipelineSchedule*>;
+                               const Device*, const GradReduce*, const CommBackend*,
+                               const PipelineSchedule*>;
 
 // Which values a single field accepts (cross-field constraints are in validate_recipe).
 struct Rule {

@@ -4,12 +4,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "framework/data/sha256.h"
 #include "framework/train/training_run.h"
+#include "parallel/nccl_communicator.h"
 #include "base/error.h"
 
 namespace tessera {
@@ -37,17 +40,35 @@ std::unique_ptr<DataLoader> open_data(const LoaderOptions& options, const std::s
   }
 }
 
-// train.device: cuda trains one process on one GPU: the collectives on model memory
-// (tensor parallel, data-parallel gradients, pipeline sends) are MPI on host pointers
-// until the NCCL communicator exists. Refused before any work, on every rank alike.
+// train.device: cuda with more than one rank: data parallel (and ZeRO-1) over NCCL, one GPU
+// per rank. Tensor and pipeline parallelism still exchange host memory (the vocabulary-
+// parallel cross-entropy's sums, the pipeline's staged activations), and MPI cannot reach
+// GPU memory. Refused before any work, on every rank alike (printed once).
 void check_device_layout(const Recipe& r) {
   if (r.train.device == Device::cpu) return;
   const ParallelConfig& p = r.parallel;
-  if (p.dp != 1 || p.tp != 1 || p.pp != 1)  // the same on every rank: printed once
+  if (p.tp != 1 || p.pp != 1)
     throw ConfigError(
-        "train.device: cuda runs one process on one GPU (parallel.dp, tp and pp all 1); this "
-        "recipe asks for dp=" + std::to_string(p.dp) + ", tp=" + std::to_string(p.tp) +
-        ", pp=" + std::to_string(p.pp) + ". Use train.device: cpu for parallel layouts");
+        "train.device: cuda runs data parallel only so far (parallel.tp and pp 1); this "
+        "recipe asks for tp=" + std::to_string(p.tp) + ", pp=" + std::to_string(p.pp) +
+        ". Use train.device: cpu for tensor and pipeline parallel layouts");
+  if (p.dp != 1 && resolved_backend(p, r.train.device) != CommBackend::nccl)
+    throw ConfigError("parallel.backend: mpi cannot reduce GPU memory (train.device: cuda, "
+                      "parallel.dp=" + std::to_string(p.dp) + "); use parallel.backend: nccl "
+                      "or auto");
+}
+
+// A test hook: TESSERA_NCCL_FAIL_AT="<world rank>:<operation>" makes that rank's NCCL
+// operation number <operation> (of each of its group communicators) fail as an NCCL
+// error would, to check that such a failure ends every rank (tests/gpu).
+NcclOptions nccl_test_options(int world_rank) {
+  NcclOptions options;
+  const char* spec = std::getenv("TESSERA_NCCL_FAIL_AT");
+  int rank = -1;
+  long long operation = -1;
+  if (spec && std::sscanf(spec, "%d:%lld", &rank, &operation) == 2 && rank == world_rank)
+    options.fail_at_operation = operation;
+  return options;
 }
 
 }  // namespace
@@ -80,6 +101,13 @@ void TrainingRun::set_up_layout() {
       LayoutSpec{r_.parallel.dp, r_.parallel.tp, r_.parallel.pp, r_.model.n_head, r_.model.n_embd,
                  r_.model.n_layer, r_.train.global_batch, r_.train.micro_batch,
                  model.llama() ? model.kv_heads() : 0, model.llama() ? model.mlp_width() : 0});
+  nccl_ = resolved_backend(r_.parallel, r_.train.device) == CommBackend::nccl &&
+          mesh_->world_size() > 1;
+  if (nccl_) {
+    const NcclOptions options = nccl_test_options(mesh_->world_rank());
+    mesh_->use_group_communicators(
+        [&](Communicator& group) { return make_nccl_communicator(group, options); });
+  }
   world_ = &mesh_->world();
   lead_ = world_->rank() == 0;
   B_ = r_.train.micro_batch, T_ = r_.model.seq_len;
@@ -132,7 +160,10 @@ void TrainingRun::build_model() {
   grad_sync_ = dp_ == 1 ? "none" : "ring";
   ModelOptions model_options = ModelOptions::from_recipe(r_);
   model_options.backend = backend_;
-  if (dp_ > 1 && r_.parallel.grad_reduce == GradReduce::bf16) {
+  const bool bf16_wire = r_.parallel.grad_reduce == GradReduce::bf16;
+  if (dp_ > 1 && nccl_) {
+    grad_sync_ = bf16_wire ? "nccl, bf16 on the wire" : "nccl";
+  } else if (dp_ > 1 && bf16_wire) {
     grad_sync_ = "ring, bf16 on the wire";
   } else if (dp_ > 1 && r_.parallel.shared_memory) {
     model_options.grad_storage = [this](int64_t count) {

@@ -83,6 +83,7 @@ class TrainingRun {
   bool lead_ = false;
   int dp_ = 1, B_ = 0, T_ = 0, accum_ = 1;
   bool zero_ = false;  // ZeRO-1: parallel.zero = 1 at dp > 1
+  bool nccl_ = false;  // the dp, tp and pp groups are NCCL communicators (GPU memory)
   PipelineSchedule schedule_ = PipelineSchedule::OneFOneB;
   std::vector<int> stage_layers_;
   std::unique_ptr<Mesh> mesh_;

@@ -29,8 +29,8 @@
 #
 # The binary and the data must be at the same paths on every node; on GPUs the script
 # passes NCCL_* variables set here on to every rank (mpirun -x).
-# Until the trainer uses the NCCL communicator, tessera refuses train.device=cuda with dp, tp or pp
-# above 1 (docs/cuda.md); the GPU examples here are how such jobs will be started.
+# On GPUs tessera runs data parallel over NCCL; tp or pp above 1 on GPUs is refused for now
+# (docs/cuda.md), so an example with tp shows how such a job will be started.
 set -euo pipefail
 
 usage() { echo "usage: $0 NPROCS RECIPE [--set key=value ...]" >&2; exit 2; }

@@ -197,11 +197,11 @@ TEST(CliErrors, CudaDeviceRefusedBeforeAnyWork) {
   w.expect_no_steps();
 }
 
-// The GPU trains one process: a parallel layout on it is refused, naming the layout.
-TEST(CliErrors, CudaDeviceWithAParallelLayoutRefused) {
+// GPUs run data parallel only: a tensor-parallel layout on them is refused, naming it.
+TEST(CliErrors, CudaDeviceWithTensorParallelRefused) {
   const Workspace w("cuda_layout");
-  EXPECT_TRUE(clean_error(w.train({"train.device=cuda", "parallel.dp=2", "train.global_batch=4"}),
-                          {"train.device: cuda", "one process on one GPU", "dp=2"}));
+  EXPECT_TRUE(clean_error(w.train({"train.device=cuda", "parallel.tp=2"}),
+                          {"train.device: cuda", "data parallel only", "tp=2"}));
   w.expect_no_steps();
 }
 

@@ -242,6 +242,23 @@ TEST(RecipeValidation, GradReduce) {
             "(ZeRO-1 reduce-scatters in fp32): set parallel.grad_reduce=fp32 or parallel.zero=0");
 }
 
+// parallel.backend: auto resolves by train.device; nccl needs GPU memory.
+TEST(RecipeValidation, CommBackend) {
+  const Recipe defaults = parse_recipe(kMinimal, "recipes/tiny.yaml");
+  EXPECT_STREQ(to_string(defaults.parallel.backend), "auto");
+  EXPECT_EQ(resolved_backend(defaults.parallel, Device::cpu), CommBackend::mpi);
+  EXPECT_EQ(resolved_backend(defaults.parallel, Device::cuda), CommBackend::nccl);
+  const Recipe mpi = parse_recipe(kMinimal, "recipes/tiny.yaml", {"parallel.backend=mpi"});
+  EXPECT_EQ(resolved_backend(mpi.parallel, Device::cuda), CommBackend::mpi);
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml",
+                         {"parallel.backend=nccl", "train.device=cuda"}).parallel.backend,
+            CommBackend::nccl);
+  EXPECT_TRUE(Contains(parse_error(kMinimal, {"parallel.backend=gloo"}), "parallel.backend"));
+  EXPECT_EQ(parse_error(kMinimal, {"parallel.backend=nccl"}),
+            "recipes/tiny.yaml: parallel.backend nccl runs the collectives on GPU memory: it "
+            "needs train.device cuda, not cpu");
+}
+
 TEST(RecipeValidation, TensorBoardIsABoolean) {
   EXPECT_TRUE(parse_recipe(kMinimal, "recipes/tiny.yaml", {"log.tensorboard=true"}).log.tensorboard);
   EXPECT_FALSE(parse_recipe(kMinimal, "recipes/tiny.yaml", {"log.tensorboard=false"})
