@@ -27,6 +27,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mpi"))
 from dp_runs import fail, run, show, read_log, series, recipe_args  # noqa: E402
 from layout_runs import prepare_data  # noqa: E402
+import training_runs  # noqa: E402  (tests/gpu: the comparison of two runs' series)
 
 REL_TOL = 1e-5
 STEPS = 8
@@ -53,18 +54,7 @@ def train(binary, opt, work, name, ranks, extra):
 
 
 def compare(what, ref, got, first_step=0, tol=REL_TOL):
-    ref = [(s, v) for s, v in ref if s > first_step]
-    got = [(s, v) for s, v in got if s > first_step]
-    if not ref or [s for s, _ in ref] != [s for s, _ in got]:
-        fail("%s: steps differ: %s vs %s" % (what, [s for s, _ in ref], [s for s, _ in got]))
-    worst = 0.0
-    for (step, a), (_, b) in zip(ref, got):
-        rel = abs(a - b) / max(abs(a), abs(b), 1e-30)
-        worst = max(worst, rel)
-        if rel > tol:
-            fail("%s at step %d: %r on one GPU, %r here (relative %.2g, tolerance %g)"
-                 % (what, step, a, b, rel, tol))
-    print("  %s: %d steps agree, worst relative difference %.2g" % (what, len(ref), worst))
+    training_runs.compare(what, ref, got, first_step, tol, ref_name="one GPU")
 
 
 def expect_refused(opt, work, name, ranks, extra, message):

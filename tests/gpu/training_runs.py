@@ -60,7 +60,7 @@ def train(binary, opt, work, name, steps, extra):
     return events
 
 
-def compare(what, ref, got, first_step=0, tol=REL_TOL):
+def compare(what, ref, got, first_step=0, tol=REL_TOL, ref_name="the CPU"):
     ref = [(s, v) for s, v in ref if s > first_step]
     got = [(s, v) for s, v in got if s > first_step]
     if not ref or [s for s, _ in ref] != [s for s, _ in got]:
@@ -70,8 +70,8 @@ def compare(what, ref, got, first_step=0, tol=REL_TOL):
         rel = abs(a - b) / max(abs(a), abs(b), 1e-30)
         worst = max(worst, rel)
         if rel > tol:
-            fail("%s at step %d: %r on the CPU, %r here (relative %.2g, tolerance %g)"
-                 % (what, step, a, b, rel, tol))
+            fail("%s at step %d: %r on %s, %r here (relative %.2g, tolerance %g)"
+                 % (what, step, a, ref_name, b, rel, tol))
     print("  %s: %d steps agree, worst relative difference %.2g" % (what, len(ref), worst))
 
 
