@@ -195,8 +195,8 @@ Mesh::Mesh(Mesh&& o) noexcept
       world_comm_(std::move(o.world_comm_)), tp_comm_(std::move(o.tp_comm_)),
       dp_comm_(std::move(o.dp_comm_)), pp_comm_(std::move(o.pp_comm_)),
       tp_group_(std::move(o.tp_group_)), dp_group_(std::move(o.dp_group_)),
-      pp_group_(std::move(o.pp_group_)), spec_(o.spec_), coords_(o.coords_), world_rank_(o.world_rank_),
-      world_size_(o.world_size_), local_(std::move(o.local_)) {}
+      pp_group_(std::move(o.pp_group_)), spec_(o.spec_), coords_(o.coords_),
+      world_rank_(o.world_rank_), world_size_(o.world_size_), local_(std::move(o.local_)) {}
 
 Mesh& Mesh::operator=(Mesh&& o) noexcept {
   if (this != &o) {

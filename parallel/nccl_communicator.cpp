@@ -311,7 +311,8 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclUniqueId& id, int
 
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap,
                                                      const NcclOptions& options) {
-  // [0]: 1 when rank 0 made an id, then the id, or rank 0's error message.
+  // Rank 0's error message, if it could not make an id (its length agreed first, so that
+  // every rank throws it), else the id.
   std::string error;
   NcclUniqueId id;
   if (bootstrap.rank() == 0) {

@@ -46,8 +46,8 @@ struct NcclOptions {
   int64_t fail_at_operation = -1;
 };
 
-// "" when this build and machine can make NCCL communicators, else why not (no CUDA or
-// no NCCL in the build).
+// "" when this build can make NCCL communicators, else why not (no CUDA or no NCCL in
+// the build). A machine without a GPU is found later, by the CUDA backend.
 std::string nccl_unavailable_reason();
 
 // ncclGetUniqueId.

@@ -339,8 +339,7 @@ void validate_recipe(const Recipe& recipe) {
   fail_unless(r.parallel.zero == 0 || r.parallel.grad_reduce == GradReduce::fp32,
               "parallel.grad_reduce bf16 is not supported with parallel.zero 1 (ZeRO-1 "
               "reduce-scatters in fp32): set parallel.grad_reduce=fp32 or parallel.zero=0");
-  fail_unless(resolved_backend(r.parallel, r.train.device) != CommBackend::nccl ||
-                  r.train.device == Device::cuda,
+  fail_unless(r.parallel.backend != CommBackend::nccl || r.train.device == Device::cuda,
               "parallel.backend nccl runs the collectives on GPU memory: it needs train.device "
               "cuda, not " + shown(r, "train", "device"));
   fail_unless(!r.train.stochastic_rounding || r.train.precision == Precision::bf16,

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "kernels/cpu/cast_bf16.h"
-#include "kernels/cpu/cast_fp16.h"
 
 struct ncclComm {
   MPI_Comm comm = MPI_COMM_NULL;
@@ -62,8 +61,9 @@ void reduce_typed(void* acc, const void* in, size_t n, ncclRedOp_t op) {
   for (size_t i = 0; i < n; i++) a[i] = combine(a[i], b[i], op);
 }
 
-// acc = acc (op) in, element-wise; 16-bit floats widen to fp32 and round back to nearest
-// even after every combination (a partial sum is kept in the type, as NCCL does).
+// acc = acc (op) in, element-wise; bf16 widens to fp32 and rounds back to nearest
+// even after every combination (a partial sum is kept in the type, as NCCL does). fp16
+// is not emulated: nothing of Tessera's reduces it over NCCL.
 bool reduce_into(void* acc, const void* in, size_t n, ncclDataType_t t, ncclRedOp_t op) {
   using namespace tessera::kernels;
   switch (t) {
@@ -82,13 +82,7 @@ bool reduce_into(void* acc, const void* in, size_t n, ncclDataType_t t, ncclRedO
         a[i] = fp32_to_bf16(combine(bf16_to_fp32(a[i]), bf16_to_fp32(b[i]), op));
       return true;
     }
-    case ncclFloat16: {
-      fp16* a = static_cast<fp16*>(acc);
-      const fp16* b = static_cast<const fp16*>(in);
-      for (size_t i = 0; i < n; i++)
-        a[i] = fp32_to_fp16(combine(fp16_to_fp32(a[i]), fp16_to_fp32(b[i]), op));
-      return true;
-    }
+    case ncclFloat16: return false;  // not used by Tessera's communicator
   }
   return false;
 }
@@ -132,11 +126,6 @@ ncclResult_t check_args(ncclComm* comm, ncclDataType_t t, ncclRedOp_t op) {
 }
 
 }  // namespace
-
-ncclResult_t ncclGetVersion(int* version) {
-  *version = 0;  // not a real NCCL: doctor and tests can tell
-  return ncclSuccess;
-}
 
 ncclResult_t ncclGetUniqueId(ncclUniqueId* unique_id) {
   int initialized = 0;
@@ -205,27 +194,6 @@ ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUniqueId unique_i
   return ncclSuccess;
 }
 
-ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newcomm,
-                           ncclConfig_t*) {
-  if (!valid(comm)) return ncclInvalidArgument;
-  MPI_Comm split = MPI_COMM_NULL;
-  if (!mpi_ok(MPI_Comm_split(comm->comm, color == NCCL_SPLIT_NOCOLOR ? MPI_UNDEFINED : color,
-                             key, &split)))
-    return fail(comm, ncclSystemError, "MPI_Comm_split failed");
-  if (split == MPI_COMM_NULL) {
-    *newcomm = nullptr;
-    return ncclSuccess;
-  }
-  auto* out = new ncclComm;
-  out->comm = split;
-  MPI_Comm_rank(split, &out->rank);
-  MPI_Comm_size(split, &out->size);
-  *newcomm = out;
-  return ncclSuccess;
-}
-
-ncclResult_t ncclCommFinalize(ncclComm_t comm) { return valid(comm) ? ncclSuccess : ncclInvalidArgument; }
-
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (!comm) return ncclInvalidArgument;
   if (comm->comm != MPI_COMM_NULL) MPI_Comm_free(&comm->comm);
@@ -243,18 +211,6 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (!comm) return ncclInvalidArgument;
   *async_error = ncclSuccess;  // every call is synchronous: errors are returned, not stored
-  return ncclSuccess;
-}
-
-ncclResult_t ncclCommCount(const ncclComm_t comm, int* count) {
-  if (!comm) return ncclInvalidArgument;
-  *count = comm->size;
-  return ncclSuccess;
-}
-
-ncclResult_t ncclCommUserRank(const ncclComm_t comm, int* rank) {
-  if (!comm) return ncclInvalidArgument;
-  *rank = comm->rank;
   return ncclSuccess;
 }
 

@@ -3,7 +3,7 @@
 //
 // It exists so that the NCCL communicator, and training on the emulated GPU with several
 // ranks, run in CI under mpirun on machines without a GPU: the unique id handed from
-// rank to rank, communicators made from it and split, every collective with real
+// rank to rank, communicators made from it, every collective with real
 // arithmetic on every NCCL type we use, grouped send/receive, and a communicator that
 // fails. It is a test tool, not a transport: every call is synchronous (as the CUDA
 // emulator's streams are), and every reduction gathers all ranks' buffers and combines
@@ -24,10 +24,6 @@
 #include "kernels/cuda/emulator/cuda_emulator.h"
 
 #define NCCL_UNIQUE_ID_BYTES 128
-#define NCCL_SPLIT_NOCOLOR -1
-#define NCCL_MAJOR 0
-#define NCCL_MINOR 0
-#define NCCL_PATCH 0
 
 typedef struct {
   char internal[NCCL_UNIQUE_ID_BYTES];
@@ -60,23 +56,12 @@ typedef enum {
 } ncclDataType_t;
 
 typedef struct ncclComm* ncclComm_t;
-typedef struct {
-  int blocking = 1;
-} ncclConfig_t;
-#define NCCL_CONFIG_INITIALIZER \
-  {}
 
-ncclResult_t ncclGetVersion(int* version);
 ncclResult_t ncclGetUniqueId(ncclUniqueId* unique_id);
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank);
-ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newcomm,
-                           ncclConfig_t* config);
-ncclResult_t ncclCommFinalize(ncclComm_t comm);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
 ncclResult_t ncclCommAbort(ncclComm_t comm);
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error);
-ncclResult_t ncclCommCount(const ncclComm_t comm, int* count);
-ncclResult_t ncclCommUserRank(const ncclComm_t comm, int* rank);
 const char* ncclGetErrorString(ncclResult_t result);
 const char* ncclGetLastError(ncclComm_t comm);
 
