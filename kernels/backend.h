@@ -74,6 +74,14 @@ class Backend {
                                int B, int T, int C) = 0;
   virtual void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp,
                                 int B, int T, int C) = 0;
+  // The vocabulary-parallel embedding (tensor parallelism): this rank's token rows
+  // vocab_start .. + vocab_rows - 1; wpe / dwpe may be null (no learned positions).
+  virtual void encoder_forward_vocab_shard(float* out, const int32_t* inp, const float* wte_shard,
+                                           const float* wpe, int B, int T, int C, int vocab_start,
+                                           int vocab_rows) = 0;
+  virtual void encoder_backward_vocab_shard(float* dwte_shard, float* dwpe, const float* dout,
+                                            const int32_t* inp, int B, int T, int C,
+                                            int vocab_start, int vocab_rows) = 0;
 
   virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                                  const float* weight, const float* bias, int N, int C) = 0;
@@ -141,6 +149,8 @@ class Backend {
   virtual void gelu_forward(float* out, const float* inp, int64_t N) = 0;
   virtual void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N) = 0;
   virtual void residual_forward(float* out, const float* a, const float* b, int64_t N) = 0;
+  // out[N, OC] += bias[OC]: a row-parallel layer's bias, after the all-reduce.
+  virtual void add_bias(float* out, const float* bias, int N, int OC) = 0;
 
   // out[N, C] = inp with the mask's elements dropped (0) or kept (scaled by 1 / (1 - p));
   // dinp += dout masked and scaled the same way (kernels/dropout.h).
@@ -152,6 +162,14 @@ class Backend {
   virtual void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                              const int32_t* targets, float dloss, int N, int V,
                                              int Vp) = 0;
+  // The vocabulary-parallel cross-entropy: stats per rank, the caller's all_gather of them
+  // over the group (all_stats [ranks, N, 3], rank order), then finish.
+  virtual void crossentropy_shard_stats(float* stats, const float* logits, const int32_t* targets,
+                                        int N, int Vl, int n_real, int vocab_start) = 0;
+  virtual void crossentropy_shard_finish(float* losses, float* dlogits, const float* logits,
+                                         const float* all_stats, int ranks,
+                                         const int32_t* targets, float dloss, int N, int Vl,
+                                         int n_real, int vocab_start) = 0;
 
   virtual void adamw_update(float* params, const float* grads, float* m, float* v, int64_t n,
                             float lr, float beta1, float beta2, float eps, float weight_decay,

@@ -35,6 +35,22 @@ void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int
 template <typename T>
 void encoder_backward(T* dwte, T* dwpe, const T* dout, const int32_t* inp, int B, int Tn, int C);
 
+// The embedding of a vocabulary-parallel model, where this rank holds the token rows
+// vocab_start .. vocab_start + vocab_rows - 1 of wte as wte_shard [vocab_rows, C]; wpe [T, C]
+// may be null (no learned positions: the Llama family).
+// out[B,T,C]: wte_shard[inp[b,t] - vocab_start, :] + wpe[t, :] where this shard holds the
+// token, else 0. Summed over the shards (an all-reduce) it is encoder_forward's result to
+// the bit: one term per position is non-zero.
+template <typename T>
+void encoder_forward_vocab_shard(T* out, const int32_t* inp, const T* wte_shard, const T* wpe,
+                                 int B, int Tn, int C, int vocab_start, int vocab_rows);
+// dwte_shard[inp[b,t] - vocab_start, :] += dout[b,t,:] for the tokens this shard holds;
+// dwpe[t,:] += dout[b,t,:] at every position (dwpe null: skipped). Sums in position order,
+// so vocab_start 0, vocab_rows V gives encoder_backward's bits.
+template <typename T>
+void encoder_backward_vocab_shard(T* dwte_shard, T* dwpe, const T* dout, const int32_t* inp, int B,
+                                  int Tn, int C, int vocab_start, int vocab_rows);
+
 // out[N,C] = (inp - mean) * rstd * weight + bias, per row; saves mean[N] and rstd[N]
 // (eps = 1e-5, biased variance, as torch.nn.LayerNorm).
 template <typename T>
@@ -135,6 +151,11 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t N);
 template <typename T>
 void residual_forward(T* out, const T* a, const T* b, int64_t N);
 
+// out[N,OC] += bias[OC] on every row: the bias of a row-parallel linear layer, added once
+// after the all-reduce of the ranks' partial outputs (matmul.cpp, which adds biases too).
+template <typename T>
+void add_bias(T* out, const T* bias, int N, int OC);
+
 // out[N,C] = inp with each element dropped (0) or kept and scaled by 1 / (1 - p), as the
 // counter-based mask says (kernels/dropout.h); the backward adds dout masked the same way.
 void dropout_forward(float* out, const float* inp, int N, int C, const DropoutMask& mask);
@@ -148,6 +169,29 @@ void dropout_backward(float* dinp, const float* dout, int N, int C, const Dropou
 template <typename T>
 void crossentropy_forward_backward(T* losses, T* dlogits, const T* logits, const int32_t* targets,
                                    T dloss, int N, int V, int Vp);
+
+// The same loss over a vocabulary split across the ranks of a tensor-parallel group, in
+// two steps around an all_gather of [N, 3] statistics that the caller does:
+// 1. crossentropy_shard_stats: logits [N, Vl] are this rank's columns vocab_start ..
+//    vocab_start + Vl - 1, of which the first n_real are real (0 <= n_real <= Vl; the rest
+//    are the padded vocabulary's). stats[N, 3] per row: {m, s, x_t} with m the max over the
+//    real columns (-inf if none), s = sum over them of exp(x - m) (0 if none), x_t the
+//    target's logit if this rank holds targets[n] among its real columns, else 0.
+template <typename T>
+void crossentropy_shard_stats(T* stats, const T* logits, const int32_t* targets, int N, int Vl,
+                              int n_real, int vocab_start);
+// 2. crossentropy_shard_finish: all_stats [ranks, N, 3] is every rank's stats in rank
+//    order. Per row, the ranks' (m, s) merge in rank order into (M, S) (log-sum-exp:
+//    M = max, S = sum of s * exp(m - M); an empty shard adds nothing) and x_t is the sum
+//    of theirs, so every rank computes the same losses[N] = log(S) - (x_t - M) to the
+//    bit. If dlogits is not null (it may alias logits), dlogits[N, Vl] = exp(x - M) *
+//    (dloss / S) - dloss [column is the target] in the real columns, 0 in the padding.
+//    With ranks 1, vocab_start 0, Vl = Vp, n_real = V it is crossentropy_forward_backward
+//    (to rounding: the terms are the same, summed alike).
+template <typename T>
+void crossentropy_shard_finish(T* losses, T* dlogits, const T* logits, const T* all_stats,
+                               int ranks, const int32_t* targets, T dloss, int N, int Vl,
+                               int n_real, int vocab_start);
 
 // AdamW on n parameters (decoupled weight decay, bias-corrected moments, step t >= 1),
 // with g = grad_scale * grads (gradient clipping folded in, saving a pass over grads):

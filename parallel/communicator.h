@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 
@@ -115,6 +116,21 @@ class Communicator {
   virtual void recv(float* buf, int64_t count, int peer, int tag = 0) = 0;
   virtual CommRequest send_async(const float* buf, int64_t count, int peer, int tag = 0) = 0;
   virtual CommRequest recv_async(float* buf, int64_t count, int peer, int tag = 0) = 0;
+
+  // A group of sends and receives posted together (NCCL: between ncclGroupStart and
+  // ncclGroupEnd), so that none of them waits for another: where a send blocks until its
+  // receive is posted (NCCL's point-to-point), a send and a receive issued one after the
+  // other can deadlock two ranks that issue them in the opposite order; in one group they
+  // cannot. The request completes when every message has. Default: the async forms above,
+  // which never block each other (MPI's non-blocking calls, the thread group's mailbox).
+  struct PeerMessage {
+    bool send = true;  // false: receive into buf
+    float* buf = nullptr;
+    int64_t count = 0;
+    int peer = 0;
+    int tag = 0;
+  };
+  virtual CommRequest exchange_async(const std::vector<PeerMessage>& messages);
 
   virtual void barrier() = 0;
 

@@ -166,6 +166,18 @@ class NcclCommunicator final : public Communicator {
     return finish(std::move(c), "ncclRecv");
   }
 
+  // One NCCL group: the messages progress together, so their order cannot deadlock.
+  CommRequest exchange_async(const std::vector<PeerMessage>& messages) override {
+    auto c = begin("ncclGroupStart/ncclSend/ncclRecv/ncclGroupEnd");
+    check(ncclGroupStart(), "ncclGroupStart");
+    for (const PeerMessage& m : messages)
+      check(m.send ? ncclSend(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_)
+                   : ncclRecv(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_),
+            m.send ? "ncclSend" : "ncclRecv");
+    check(ncclGroupEnd(), "ncclGroupEnd");
+    return finish(std::move(c), "ncclGroupEnd (sends and receives)");
+  }
+
   void barrier() override {
     int32_t one = 1;
     all_reduce(&one, 1, ScalarType::i32, ReduceOp::sum);

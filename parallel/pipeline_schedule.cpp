@@ -57,6 +57,28 @@ std::vector<PipeAction> pipeline_actions(PipelineSchedule schedule, int stage, i
   return actions;
 }
 
+std::vector<PipeStep> pipeline_plan(const std::vector<PipeAction>& actions, int stage,
+                                    int stages) {
+  const bool first = stage == 0, last = stage == stages - 1;
+  std::vector<PipeStep> plan;
+  std::vector<PipeMessage> unsent;  // the previous action's send
+  for (const PipeAction& a : actions) {
+    PipeStep step{std::move(unsent), true, a};
+    unsent.clear();
+    const int i = a.micro_batch;
+    if (a.forward) {
+      if (!first) step.exchange.push_back({false, false, i, stage - 1});
+      if (!last) unsent.push_back({true, false, i, stage + 1});
+    } else {
+      if (!last) step.exchange.push_back({false, true, i, stage + 1});
+      if (!first) unsent.push_back({true, true, i, stage - 1});
+    }
+    plan.push_back(std::move(step));
+  }
+  if (!unsent.empty()) plan.push_back({std::move(unsent), false, {}});
+  return plan;
+}
+
 int peak_in_flight(const std::vector<PipeAction>& actions) {
   int now = 0, peak = 0;
   for (const PipeAction& a : actions) {

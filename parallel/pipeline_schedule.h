@@ -37,6 +37,33 @@ struct PipeAction {
 std::vector<PipeAction> pipeline_actions(PipelineSchedule schedule, int stage, int stages,
                                          int micro_batches);
 
+// A message between neighbouring stages in a step: micro-batch i's activation going
+// forward (stage s to s + 1) or its gradient going back (s + 1 to s).
+struct PipeMessage {
+  bool send = true;       // false: a receive
+  bool gradient = false;  // false: the activation
+  int micro_batch = 0;
+  int peer = 0;  // the neighbouring stage
+  bool operator==(const PipeMessage&) const = default;
+};
+
+// One stage's step as the pipeline engine runs it: before each action, one group of
+// messages posted together (Communicator::exchange_async): the receive that the action
+// needs, if any, and the send of the previous action. The last step has no action: it
+// carries the last send. Why a send waits for the next group: where a send blocks until
+// its receive is posted (NCCL), a send posted alone can deadlock. In 1F1B, stage s sends
+// micro-batch i + 1's activation while stage s + 1 sends micro-batch i's gradient, each
+// waiting for the other's receive; in one group with the receive, both pairs meet.
+// Receives are posted only when needed (a receive posted early blocks every message
+// behind it on NCCL's stream). Messages between a pair of stages keep one order on both
+// sides (activations in micro-batch order, gradients too), as NCCL's matching needs.
+struct PipeStep {
+  std::vector<PipeMessage> exchange;
+  bool has_action = true;
+  PipeAction action;
+};
+std::vector<PipeStep> pipeline_plan(const std::vector<PipeAction>& actions, int stage, int stages);
+
 // The most micro-batches whose forward has run and backward not yet: the activation sets
 // the stage must keep.
 int peak_in_flight(const std::vector<PipeAction>& actions);

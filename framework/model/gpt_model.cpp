@@ -4,9 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
-#include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <string>
 
@@ -132,51 +129,22 @@ int32_t GPTModel::argmax_token(int64_t row) const {
   return all_reduce_value(*tp_.comm, best == top ? index : INT32_MAX, ReduceOp::min);
 }
 
-// Fused vocabulary-parallel softmax + cross-entropy (Megatron): each rank holds the
-// logits of columns vocab_start() .. + Vl; columns >= V (padding) are masked out. Three
-// all-reduces over [N]: the row max, then the sum of exp and the target logit (only the
-// rank owning the target contributes it). With `backward`, the logits become their
-// gradient dloss * (softmax - onehot) in place. Host loops: tensor parallelism runs on
-// the CPU only (docs/architecture.md, the device seam).
-void GPTModel::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N, float dloss,
-                                       bool backward) {
+// Vocabulary-parallel softmax + cross-entropy (Megatron's split, merged like flash
+// attention's softmax): each rank holds the logits of columns vocab_start() .. + Vl
+// (columns >= V are padding) and sums its own part of every row's softmax, {max, sum of
+// exp, target logit if it owns the target}; one all-gather of those [N, 3] gives every
+// rank all parts, which it merges in rank order (the same losses on every rank). With
+// `backward`, the logits become their gradient dloss * (softmax - onehot) in place.
+void GPTModel::vocab_parallel_crossentropy(Activations& a, const int32_t* targets, int N,
+                                           float dloss, bool backward) {
   const int Vl = local_vocab_, start = vocab_start();
   const int n_real = std::max(0, std::min(Vl, config_.vocab_size - start));
-  float* logits = a.logits;
-  std::vector<float> maxv(N), sums(2 * (size_t)N);
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++) {
-    const float* row = logits + (int64_t)n * Vl;
-    float m = -std::numeric_limits<float>::infinity();
-    for (int i = 0; i < n_real; i++) m = std::max(m, row[i]);
-    maxv[n] = m;
-  }
-  if (tp_.size > 1) tp_.comm->all_reduce(maxv.data(), N, ScalarType::f32, ReduceOp::max);
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++) {
-    float* row = logits + (int64_t)n * Vl;
-    const int t = targets[n] - start;
-    sums[2 * n + 1] = (t >= 0 && t < n_real) ? row[t] - maxv[n] : 0.0f;
-    float sum = 0;
-    for (int i = 0; i < n_real; i++) {
-      const float e = std::exp(row[i] - maxv[n]);
-      if (backward) row[i] = e;
-      sum += e;
-    }
-    sums[2 * n] = sum;
-  }
-  allreduce_tp(sums.data(), 2 * (int64_t)N);
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++) {
-    a.losses[n] = std::log(sums[2 * n]) - sums[2 * n + 1];
-    if (!backward) continue;
-    float* row = logits + (int64_t)n * Vl;
-    const float scale = dloss / sums[2 * n];
-    for (int i = 0; i < n_real; i++) row[i] *= scale;
-    const int t = targets[n] - start;
-    if (t >= 0 && t < n_real) row[t] -= dloss;
-    for (int i = n_real; i < Vl; i++) row[i] = 0;
-  }
+  float* mine = a.softmax_stats + (int64_t)tp_.rank * N * 3;
+  backend_.crossentropy_shard_stats(mine, a.logits, targets, N, Vl, n_real, start);
+  tp_.comm->all_gather(mine, a.softmax_stats, (int64_t)N * 3);  // in place
+  backend_.crossentropy_shard_finish(a.losses, backward ? a.logits : nullptr, a.logits,
+                                     a.softmax_stats, tp_.size, targets, dloss, N, Vl, n_real,
+                                     start);
 }
 
 const float* GPTModel::logits() const {
@@ -223,29 +191,16 @@ void GPTModel::stage_forward(int slot, const int32_t* inputs, const float* x_in,
 
   if (stage_.is_first()) check_tokens(inputs, N, config_.vocab_size, "input");
   if (!stage_.is_first()) {
-    backend_.to_device(a.encoded, x_in, N * C);
+    backend_.copy(a.encoded, x_in, N * C);
   } else if (!tp && p.wpe) {
     backend_.encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
   } else {
-    // Vocabulary-parallel embedding: rows of other ranks' tokens are 0 here; the
-    // all-reduce assembles the lookup (one non-zero term per position: exact), then wpe
-    // (llama has none: its positions are rotary). Host loops: tensor parallelism and the
-    // llama family run on the CPU only.
-    const int start = vocab_start();
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-      const int t = inputs[n] - start;
-      float* out = a.encoded + n * C;
-      if (t >= 0 && t < Vl)
-        std::memcpy(out, p.wte + (int64_t)t * C, sizeof(float) * C);
-      else
-        std::memset(out, 0, sizeof(float) * C);
-    }
+    // Vocabulary-parallel embedding (also llama's lookup, which has no wpe): each rank
+    // embeds the tokens of its rows, the others are 0 here, and the all-reduce assembles
+    // the lookup (one non-zero term per position: exact).
+    backend_.encoder_forward_vocab_shard(a.encoded, inputs, p.wte, p.wpe, B, T, C, vocab_start(),
+                                         Vl);
     allreduce_tp(a.encoded, N * C);
-    if (p.wpe)
-#pragma omp parallel for schedule(static)
-      for (int64_t n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) a.encoded[n * C + c] += p.wpe[(n % T) * C + c];
   }
   refresh_weights16();
   const ParamPtrs g = param_ptrs(grads_.get());
@@ -390,7 +345,7 @@ void GPTModel::stage_backward(int slot, const int32_t* inputs, const float* dx_o
   if (stage_.is_last())
     head_backward(a, p, g, N);
   else
-    backend_.to_device(a.dresidual, dx_out, N * C);
+    backend_.copy(a.dresidual, dx_out, N * C);
   for (int l = stage_.num_layers - 1; l >= 0; l--) {
     if (config_.llama())
       llama_block_backward(a, l, p, g, B, T);
@@ -399,7 +354,7 @@ void GPTModel::stage_backward(int slot, const int32_t* inputs, const float* dx_o
     announce_block_ready(l);
   }
   if (!stage_.is_first()) {
-    backend_.to_host(dx_in, a.dresidual, N * C);
+    backend_.copy(dx_in, a.dresidual, N * C);
     if (wte_index() >= 0) announce_ready(wte_index(), 1);  // the LM head's copy of wte
     return;
   }
@@ -491,25 +446,13 @@ void GPTModel::announce_block_ready(int l) const {
 void GPTModel::embedding_backward(Activations& a, const ParamPtrs& g, const int32_t* inputs, int B,
                               int T) {
   const int C = config_.n_embd, Vl = local_vocab_;
-  const int64_t N = (int64_t)B * T;
   if (tp_.size == 1 && g.wpe) {
     backend_.encoder_backward(g.wte, g.wpe, a.dresidual, inputs, B, T, C);
     return;
   }
   // Vocabulary-parallel embedding: this rank's rows only; wpe (replicated, gpt2) as usual.
-  // A host loop: tensor parallelism and the llama family run on the CPU only.
-  const int start = vocab_start();
-  for (int64_t n = 0; n < N; n++) {
-    const float* d = a.dresidual + n * C;
-    if (g.wpe) {
-      float* dpos = g.wpe + (n % T) * C;
-      for (int c = 0; c < C; c++) dpos[c] += d[c];
-    }
-    const int t = inputs[n] - start;
-    if (t < 0 || t >= Vl) continue;
-    float* drow = g.wte + (int64_t)t * C;
-    for (int c = 0; c < C; c++) drow[c] += d[c];
-  }
+  backend_.encoder_backward_vocab_shard(g.wte, g.wpe, a.dresidual, inputs, B, T, C, vocab_start(),
+                                        Vl);
 }
 
 }  // namespace tessera

@@ -210,8 +210,9 @@ class GPTModel {
   // One pipeline stage's part of a micro-batch, on activation slot `slot` (which keeps
   // what the backward pass needs until stage_backward on the same slot). x is the
   // residual stream [B, T, C] between stages. Collective over the tp group.
-  // Token ids (inputs, targets) and the messages between stages (x_in, dx_out, dx_in)
-  // are host memory: they come from the data loader and the pp communicator.
+  // Token ids (inputs, targets) are host memory (from the data loader); the messages
+  // between stages (x_in, dx_out, dx_in) are the backend's memory, which the pp
+  // communicator sends device to device.
   //   stage_forward: the first stage embeds `inputs`, the others start from x_in; then
   //     this stage's blocks; the last stage also computes the logits.
   //   stage_output: the residual stream after this stage's last block (not last stage),

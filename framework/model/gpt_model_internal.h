@@ -61,6 +61,7 @@ struct GPTModel::Activations {
   float* scratch;                       // [N, widest]  LoRA in mixed precision: x widened
   float* scratch2;                      // [N, widest]  LoRA dropout: the dropped input
   float* lora_dh;                       // [N, r]
+  float* softmax_stats;                 // [tp, N, 3]  vocabulary-parallel cross-entropy
   DropoutKey dropout;                   // of the pass on this slot (LoRA)
 };
 

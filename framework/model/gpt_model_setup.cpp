@@ -296,7 +296,8 @@ GPTModel::ArenaPlan GPTModel::activation_plan(int max_batch) const {
               {&A::dfch_gelu, N * Ft},
               {&A::scratch, (lora_ && mixed_ ? 1 : 0) * N * widest_in},
               {&A::scratch2, (lora_ && options_.lora.dropout > 0 ? 1 : 0) * N * widest_in},
-              {&A::lora_dh, N * lora_rank}};
+              {&A::lora_dh, N * lora_rank},
+              {&A::softmax_stats, (tp_.size > 1 ? head : 0) * tp_.size * N * 3}};
   p.shared16 = {{&A::scratch16, m16 * N * widest_out}};
   return p;
 }

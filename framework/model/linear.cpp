@@ -33,14 +33,6 @@ const float* adapter_input(const LoraAdapter& A, const LinearContext& ctx, const
   return ctx.scratch2;
 }
 
-// The bias of a row-parallel layer, added once after the all-reduce of the partial
-// outputs. A host loop: tensor parallelism runs on the CPU only (docs/architecture.md).
-void add_bias(float* out, const float* bias, int N, int OC) {
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++)
-    for (int o = 0; o < OC; o++) out[(int64_t)n * OC + o] += bias[o];
-}
-
 }  // namespace
 
 void linear_forward(const LinearLayer& L, const LinearContext& ctx, float* out, const float* x,
@@ -56,7 +48,7 @@ void linear_forward(const LinearLayer& L, const LinearContext& ctx, float* out, 
   }
   if (reduce) {
     allreduce_tp(ctx, out, (int64_t)N * L.out);
-    if (L.bias) add_bias(out, L.bias, N, L.out);
+    if (L.bias) be.add_bias(out, L.bias, N, L.out);  // once, not once per rank
   }
   const LoraAdapter& A = L.lora;
   if (!A.a) return;

@@ -40,10 +40,13 @@ PipelineEngine::PipelineEngine(GPTModel& model, PipelineSchedule schedule, int m
   check(m_ >= 1 && B_ >= 1 && T_ >= 1, "pipeline: bad micro-batch shape");
   check(model.activation_slots() >= slots_needed(schedule, stage_, stages_, m_),
         "pipeline: the model keeps fewer activation slots than the schedule needs");
-  const size_t n = (size_t)m_ * B_ * T_ * model.config().n_embd;
+  const int64_t n = (int64_t)m_ * B_ * T_ * model.config().n_embd;
+  kernels::Backend& backend = model.backend();
   if (stages_ > 1) {
-    if (!model.stage().is_first()) recv_x_.resize(n), send_dx_.resize(n);
-    if (!model.stage().is_last()) recv_dx_.resize(n), send_x_.resize(n);
+    if (!model.stage().is_first())
+      recv_x_ = backend.allocate<float>(n), send_dx_ = backend.allocate<float>(n);
+    if (!model.stage().is_last())
+      recv_dx_ = backend.allocate<float>(n), send_x_ = backend.allocate<float>(n);
   }
 }
 
@@ -55,46 +58,49 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
   const bool first = model_.stage().is_first(), last = model_.stage().is_last();
   const int64_t BT = (int64_t)B_ * T, NC = BT * model_.config().n_embd;
   const int slots = model_.activation_slots();
-  auto x_tag = [](int i) { return 2 * i; };
-  auto dx_tag = [](int i) { return 2 * i + 1; };
+  // Micro-batch i's message: its slice of the buffer of that direction and kind.
+  auto message = [&](const PipeMessage& m) {
+    kernels::Buffer<float>& buffer = m.gradient ? (m.send ? send_dx_ : recv_dx_)
+                                       : (m.send ? send_x_ : recv_x_);
+    const int tag = 2 * m.micro_batch + (m.gradient ? 1 : 0);  // for MPI; NCCL matches in order
+    return Communicator::PeerMessage{m.send, buffer.data() + m.micro_batch * NC, NC, m.peer, tag};
+  };
 
-  // Post every receive of the step up front.
-  std::vector<CommRequest> recv_x(count), recv_dx(count), sends;
-  for (const PipeAction& a : actions) {
-    const int i = a.micro_batch;
-    if (a.forward && !first)
-      recv_x[i] = pp_->recv_async(recv_x_.data() + i * NC, NC, stage_ - 1, x_tag(i));
-    if (!a.forward && !last)
-      recv_dx[i] = pp_->recv_async(recv_dx_.data() + i * NC, NC, stage_ + 1, dx_tag(i));
-  }
-
+  std::vector<CommRequest> sends;  // groups of sends only, completed at the end of the step
   double loss_sum = 0;
-  for (const PipeAction& a : actions) {
-    const int i = a.micro_batch, slot = i % slots;
-    if (a.forward) {
-      if (!first) wait_yielding(recv_x[i]);
-      const auto c0 = Clock::now();
+  for (const PipeStep& step : pipeline_plan(actions, stage_, stages_)) {
+    if (!step.exchange.empty()) {
+      std::vector<Communicator::PeerMessage> group;
+      bool receives = false;
+      for (const PipeMessage& m : step.exchange) {
+        group.push_back(message(m));
+        receives = receives || !m.send;
+      }
+      CommRequest request = pp_->exchange_async(group);
+      if (receives)
+        wait_yielding(request);  // the action's input
+      else
+        sends.push_back(request);
+    }
+    if (!step.has_action) continue;
+    const int i = step.action.micro_batch, slot = i % slots;
+    const auto c0 = Clock::now();
+    if (step.action.forward) {
       GPTModel::DropoutKey key = step_key_;  // off outside training steps
       key.first_sample += (int64_t)i * B_;
       model_.set_dropout_key(slot, key);
       model_.stage_forward(slot, inputs + i * BT, first ? nullptr : recv_x_.data() + i * NC, B_, T);
       if (last && targets)
         loss_sum += model_.stage_loss(slot, targets + i * BT, B_, T, grad_scale, backward);
-      if (!last) model_.backend().to_host(send_x_.data() + i * NC, model_.stage_output(slot), NC);
-      compute_ms += ms_between(c0, Clock::now());
-      if (!last) sends.push_back(pp_->send_async(send_x_.data() + i * NC, NC, stage_ + 1, x_tag(i)));
+      if (!last) model_.backend().copy(send_x_.data() + i * NC, model_.stage_output(slot), NC);
     } else {
-      if (!last) wait_yielding(recv_dx[i]);
-      const auto c0 = Clock::now();
       const bool hook = last_backward_hook && i == count - 1;
       if (hook) model_.set_grad_ready_hook(last_backward_hook);
       model_.stage_backward(slot, inputs + i * BT, last ? nullptr : recv_dx_.data() + i * NC,
                             first ? nullptr : send_dx_.data() + i * NC, B_, T);
       if (hook) model_.set_grad_ready_hook(nullptr);
-      compute_ms += ms_between(c0, Clock::now());
-      if (!first)
-        sends.push_back(pp_->send_async(send_dx_.data() + i * NC, NC, stage_ - 1, dx_tag(i)));
     }
+    compute_ms += ms_between(c0, Clock::now());
   }
   for (CommRequest& r : sends) wait_yielding(r);
   times_.step_ms = ms_between(t0, Clock::now());
@@ -150,16 +156,16 @@ void PipelineEngine::sum_tied_embedding_grads() {
   if (model_.wte_index() < 0) return;  // frozen (LoRA) on both stages
   const ParamInfo& wte = model_.table().params().at(model_.wte_index());
   const int peer = model_.stage().is_first() ? stages_ - 1 : 0;
+  kernels::Backend& backend = model_.backend();
   float* mine = model_.grads() + wte.offset;
-  std::vector<float> theirs((size_t)wte.numel);
+  kernels::Buffer<float> theirs = backend.allocate<float>(wte.numel);
   const int tag = 1 << 20;  // apart from the activations' tags
-  CommRequest received = pp_->recv_async(theirs.data(), wte.numel, peer, tag);
-  CommRequest sent = pp_->send_async(mine, wte.numel, peer, tag);
-  received.wait();
-  sent.wait();
-  // a + b == b + a exactly: both copies get bit-identical sums. A host loop on the
-  // gradients: pipeline parallelism runs on the CPU only (docs/architecture.md).
-  for (int64_t j = 0; j < wte.numel; j++) mine[j] += theirs[j];
+  // One group: each side sends and receives (two separate calls would deadlock on NCCL).
+  pp_->exchange_async({{true, mine, wte.numel, peer, tag},
+                       {false, theirs.data(), wte.numel, peer, tag}})
+      .wait();
+  // a + b == b + a exactly: both copies get bit-identical sums.
+  backend.residual_forward(mine, mine, theirs.data(), wte.numel);
 }
 
 }  // namespace tessera

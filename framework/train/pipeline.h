@@ -4,10 +4,12 @@
 //
 // Every stage of a data-parallel replica reads the same micro-batches (the first stage
 // needs the inputs, the last the targets). Activations go forward and their gradients
-// backward as [B, T, C] float messages in the pp group's communicator, non-blocking: every
-// receive of the step is posted before the first action, so a stage never blocks a
-// neighbour's send, and each send is completed at the end of the step. At pp = 1 the
-// same engine runs forward and backward of each micro-batch in turn (no messages).
+// backward as [B, T, C] float messages in the pp group's communicator, from the backend's
+// memory (GPU to GPU over NCCL), in the groups of pipeline_plan (parallel/pipeline_schedule.h):
+// before each action, its receive together with the previous action's send, so that no
+// order of the neighbours' actions deadlocks even where a send waits for its receive.
+// Sends are completed at the end of the step. At pp = 1 the same engine runs forward and
+// backward of each micro-batch in turn (no messages).
 //
 // The tied embedding: the first stage's wte (token embedding) and the last stage's
 // copy (LM head) start equal; sum_tied_embedding_grads() adds their gradients so both
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "framework/model/gpt_model.h"
+#include "kernels/buffer.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace tessera {
@@ -76,9 +79,10 @@ class PipelineEngine {
   int m_, B_, T_;
   Communicator* pp_;  // the pipeline group (null at pp = 1)
   int stage_, stages_;
-  // Per micro-batch message buffers [m][B * T * C]: received activations / gradients and
-  // the copies sent (a send buffer is not touched again until the step's sends complete).
-  std::vector<float> recv_x_, recv_dx_, send_x_, send_dx_;
+  // Per micro-batch message buffers [m][B * T * C] in the backend's memory: received
+  // activations / gradients and the copies sent (a send buffer is not touched again
+  // until the step's sends complete).
+  kernels::Buffer<float> recv_x_, recv_dx_, send_x_, send_dx_;
   StageTimes times_;
 };
 

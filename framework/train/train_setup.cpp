@@ -40,22 +40,16 @@ std::unique_ptr<DataLoader> open_data(const LoaderOptions& options, const std::s
   }
 }
 
-// train.device: cuda with more than one rank: data parallel (and ZeRO-1) over NCCL, one GPU
-// per rank. Tensor and pipeline parallelism still exchange host memory (the vocabulary-
-// parallel cross-entropy's sums, the pipeline's staged activations), and MPI cannot reach
-// GPU memory. Refused before any work, on every rank alike (printed once).
+// train.device: cuda with more than one rank: every group of the mesh (dp, tp, pp) is an
+// NCCL communicator, one GPU per rank; MPI cannot reach GPU memory. Refused before any
+// work, on every rank alike (printed once).
 void check_device_layout(const Recipe& r) {
   if (r.train.device == Device::cpu) return;
   const ParallelConfig& p = r.parallel;
-  if (p.tp != 1 || p.pp != 1)
-    throw ConfigError(
-        "train.device: cuda runs data parallel only so far (parallel.tp and pp 1); this "
-        "recipe asks for tp=" + std::to_string(p.tp) + ", pp=" + std::to_string(p.pp) +
-        ". Use train.device: cpu for tensor and pipeline parallel layouts");
-  if (p.dp != 1 && resolved_backend(p, r.train.device) != CommBackend::nccl)
-    throw ConfigError("parallel.backend: mpi cannot reduce GPU memory (train.device: cuda, "
-                      "parallel.dp=" + std::to_string(p.dp) + "); use parallel.backend: nccl "
-                      "or auto");
+  if (p.dp * p.tp * p.pp != 1 && resolved_backend(p, r.train.device) != CommBackend::nccl)
+    throw ConfigError("parallel.backend: mpi cannot reach GPU memory (train.device: cuda, "
+                      "parallel.dp=" + std::to_string(p.dp) + ", tp=" + std::to_string(p.tp) +
+                      ", pp=" + std::to_string(p.pp) + "); use parallel.backend: nccl or auto");
 }
 
 // A test hook: TESSERA_NCCL_FAIL_AT="<world rank>:<operation>" makes that rank's NCCL

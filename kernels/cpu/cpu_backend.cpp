@@ -36,6 +36,17 @@ class CpuBackend final : public Backend {
                         int T, int C) override {
     ops::encoder_backward(dwte, dwpe, dout, inp, B, T, C);
   }
+  void encoder_forward_vocab_shard(float* out, const int32_t* inp, const float* wte_shard,
+                                   const float* wpe, int B, int T, int C, int vocab_start,
+                                   int vocab_rows) override {
+    ops::encoder_forward_vocab_shard(out, inp, wte_shard, wpe, B, T, C, vocab_start, vocab_rows);
+  }
+  void encoder_backward_vocab_shard(float* dwte_shard, float* dwpe, const float* dout,
+                                    const int32_t* inp, int B, int T, int C, int vocab_start,
+                                    int vocab_rows) override {
+    ops::encoder_backward_vocab_shard(dwte_shard, dwpe, dout, inp, B, T, C, vocab_start,
+                                      vocab_rows);
+  }
 
   void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                          const float* weight, const float* bias, int N, int C) override {
@@ -125,6 +136,9 @@ class CpuBackend final : public Backend {
   void residual_forward(float* out, const float* a, const float* b, int64_t N) override {
     ops::residual_forward(out, a, b, N);
   }
+  void add_bias(float* out, const float* bias, int N, int OC) override {
+    ops::add_bias(out, bias, N, OC);
+  }
 
   void dropout_forward(float* out, const float* inp, int N, int C,
                        const DropoutMask& mask) override {
@@ -139,6 +153,17 @@ class CpuBackend final : public Backend {
                                      const int32_t* targets, float dloss, int N, int V,
                                      int Vp) override {
     ops::crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp);
+  }
+  void crossentropy_shard_stats(float* stats, const float* logits, const int32_t* targets, int N,
+                                int Vl, int n_real, int vocab_start) override {
+    ops::crossentropy_shard_stats(stats, logits, targets, N, Vl, n_real, vocab_start);
+  }
+  void crossentropy_shard_finish(float* losses, float* dlogits, const float* logits,
+                                 const float* all_stats, int ranks, const int32_t* targets,
+                                 float dloss, int N, int Vl, int n_real,
+                                 int vocab_start) override {
+    ops::crossentropy_shard_finish(losses, dlogits, logits, all_stats, ranks, targets, dloss, N, Vl,
+                                   n_real, vocab_start);
   }
 
   void adamw_update(float* params, const float* grads, float* m, float* v, int64_t n, float lr,

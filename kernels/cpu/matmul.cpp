@@ -6,8 +6,8 @@
 
 namespace tessera::kernels {
 
-namespace {
-// out[n, o] += bias[o]
+// out[n, o] += bias[o]: the bias of matmul_forward, and on its own (ops.h) a row-parallel
+// layer's bias after the all-reduce.
 template <typename T>
 void add_bias(T* out, const T* bias, int N, int OC) {
 #pragma omp parallel for schedule(static)
@@ -17,6 +17,7 @@ void add_bias(T* out, const T* bias, int N, int OC) {
   }
 }
 
+namespace {
 // dbias[o] += sum over n of dout[n, o]. Threads split the output columns: no reduction
 // between threads.
 template <typename T>
@@ -61,6 +62,8 @@ void matmul_backward_16bit(Dtype dt, float* dinp, float* dweight, float* dbias, 
   if (dbias) add_column_sums(dbias, dout, N, OC);
 }
 
+template void add_bias<float>(float*, const float*, int, int);
+template void add_bias<double>(double*, const double*, int, int);
 template void matmul_forward<float>(float*, const float*, const float*, const float*, int, int, int);
 template void matmul_forward<double>(double*, const double*, const double*, const double*, int, int,
                                      int);

@@ -72,6 +72,7 @@ class PinnedUpload {
     if (pinned_) cudaFreeHost(pinned_);
   }
   const T* upload(const T* host, int64_t count) {
+    if (count == 0) return nullptr;  // e.g. the buckets of a shard holding none of the tokens
     if (!copied_) gpu::check_cuda(cudaEventCreate(&copied_), "cudaEventCreate");
     gpu::check_cuda(cudaEventSynchronize(copied_), what_);
     if (capacity_ < count) {
@@ -123,12 +124,19 @@ class CudaBackend final : public Backend {
   }
   void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, int B,
                         int T, int C) override {
-    const gpu::TokenBuckets b = gpu::build_token_buckets(inp, B, T);
-    const int U = (int)b.bucket_tokens.size();
-    gpu::encoder_backward(dwte, dwpe, dout, bucket_tokens_.upload(b.bucket_tokens.data(), U),
-                          bucket_start_.upload(b.bucket_start.data(), U + 1),
-                          positions_.upload(b.positions.data(), (int64_t)b.positions.size()), U,
-                          B, T, C, kStream);
+    embedding_backward(dwte, dwpe, dout, gpu::build_token_buckets(inp, B, T), B, T, C);
+  }
+  void encoder_forward_vocab_shard(float* out, const int32_t* inp, const float* wte_shard,
+                                   const float* wpe, int B, int T, int C, int vocab_start,
+                                   int vocab_rows) override {
+    gpu::encoder_forward_vocab_shard(out, tokens_.upload(inp, (int64_t)B * T), wte_shard, wpe, B,
+                                     T, C, vocab_start, vocab_rows, kStream);
+  }
+  void encoder_backward_vocab_shard(float* dwte_shard, float* dwpe, const float* dout,
+                                    const int32_t* inp, int B, int T, int C, int vocab_start,
+                                    int vocab_rows) override {
+    embedding_backward(dwte_shard, dwpe, dout,
+                       gpu::build_token_buckets(inp, B, T, vocab_start, vocab_rows), B, T, C);
   }
 
   void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
@@ -201,6 +209,9 @@ class CudaBackend final : public Backend {
   void residual_forward(float* out, const float* a, const float* b, int64_t N) override {
     gpu::residual_forward(out, a, b, N, kStream);
   }
+  void add_bias(float* out, const float* bias, int N, int OC) override {
+    gpu::add_bias(out, bias, N, OC, kStream);
+  }
 
   void dropout_forward(float* out, const float* inp, int N, int C,
                        const DropoutMask& mask) override {
@@ -216,6 +227,19 @@ class CudaBackend final : public Backend {
                                      int Vp) override {
     gpu::crossentropy_forward_backward(losses, dlogits, logits, targets_.upload(targets, N), dloss,
                                        N, V, Vp, kStream);
+  }
+  void crossentropy_shard_stats(float* stats, const float* logits, const int32_t* targets, int N,
+                                int Vl, int n_real, int vocab_start) override {
+    gpu::crossentropy_shard_stats(stats, logits, targets_.upload(targets, N), N, Vl, n_real,
+                                  vocab_start, kStream);
+  }
+  void crossentropy_shard_finish(float* losses, float* dlogits, const float* logits,
+                                 const float* all_stats, int ranks, const int32_t* targets,
+                                 float dloss, int N, int Vl, int n_real,
+                                 int vocab_start) override {
+    gpu::crossentropy_shard_finish(losses, dlogits, logits, all_stats, ranks,
+                                   targets_.upload(targets, N), dloss, N, Vl, n_real, vocab_start,
+                                   kStream);
   }
 
   void adamw_update(float* params, const float* grads, float* m, float* v, int64_t n, float lr,
@@ -283,6 +307,16 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // The bucketed embedding backward (kernels/cuda/encoder.cu) on buckets built on the host.
+  void embedding_backward(float* dwte, float* dwpe, const float* dout, const gpu::TokenBuckets& b,
+                          int B, int T, int C) {
+    const int U = (int)b.bucket_tokens.size();
+    gpu::encoder_backward(dwte, dwpe, dout, bucket_tokens_.upload(b.bucket_tokens.data(), U),
+                          bucket_start_.upload(b.bucket_start.data(), U + 1),
+                          positions_.upload(b.positions.data(), (int64_t)b.positions.size()), U,
+                          B, T, C, kStream);
+  }
+
   PinnedUpload<int32_t> tokens_{"the batch's token ids"}, targets_{"the batch's targets"};
   PinnedUpload<int32_t> bucket_tokens_{"embedding backward buckets"},
       bucket_start_{"embedding backward buckets"}, positions_{"embedding backward buckets"};

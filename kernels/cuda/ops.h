@@ -9,6 +9,8 @@
 // The reductions are deterministic: no floating-point atomics, the same bits every run.
 #pragma once
 #include <cstdint>
+#include <limits>
+#include <vector>
 
 #include "kernels/cpu/mixed_precision.h"
 #include "kernels/dropout.h"
@@ -20,15 +22,27 @@ namespace tessera::kernels::cuda {
 // out[B,T,C] = wte[inp[b,t], :] + wpe[t, :]
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
                      int T, int C, cudaStream_t stream);
+// The vocabulary-parallel form (kernels/ops.h): out[B,T,C] = wte_shard[inp[b,t] -
+// vocab_start, :] + wpe[t, :] where vocab_start <= inp[b,t] < vocab_start + vocab_rows,
+// else 0; wpe may be null (then the wte row alone).
+void encoder_forward_vocab_shard(float* out, const int32_t* inp, const float* wte_shard,
+                                 const float* wpe, int B, int T, int C, int vocab_start,
+                                 int vocab_rows, cudaStream_t stream);
 // The positions of each token id, for a deterministic embedding backward: built on the
 // host from the host copy of the batch (as llm.c does), then uploaded.
 // bucket_tokens[U]: the distinct token ids; bucket_start[U+1]: where each one's positions
-// begin in positions[B*T] (ascending position order inside a bucket).
+// begin in positions[] (ascending position order inside a bucket).
+// With a vocabulary shard (vocab_start, vocab_rows), only the positions of the tokens it
+// holds are listed, and bucket_tokens are their rows in the shard (id - vocab_start): the
+// buckets of encoder_backward for the vocabulary-parallel embedding.
 struct TokenBuckets {
   std::vector<int32_t> bucket_tokens, bucket_start, positions;
 };
-TokenBuckets build_token_buckets(const int32_t* inp_host, int B, int T);
-// dwte[inp[b,t], :] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:], each sum in position order.
+TokenBuckets build_token_buckets(const int32_t* inp_host, int B, int T, int vocab_start = 0,
+                                 int vocab_rows = std::numeric_limits<int>::max());
+// dwte[bucket_tokens[u], :] += dout rows of the bucket's positions (dwte[inp[b,t], :] +=
+// dout[b,t,:] with the whole vocabulary's buckets); dwpe[t,:] += dout[b,t,:] (dwpe null:
+// skipped), each sum in position order.
 // bucket_* and positions: device copies of build_token_buckets' arrays (U buckets).
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* bucket_tokens,
                       const int32_t* bucket_start, const int32_t* positions, int U, int B, int T,
@@ -55,6 +69,8 @@ void gelu_forward(float* out, const float* inp, int64_t N, cudaStream_t stream);
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N,
                    cudaStream_t stream);
 void residual_forward(float* out, const float* a, const float* b, int64_t N, cudaStream_t stream);
+// out[N,OC] += bias[OC] on every row (a row-parallel layer's bias, after its all-reduce).
+void add_bias(float* out, const float* bias, int N, int OC, cudaStream_t stream);
 
 // ---- linear layers through cuBLASLt (matmul.cu) --------------------------------------
 // out[N,OC] = inp[N,C] @ weight[OC,C]^T + bias[OC] (bias may be null). With gelu_out not
@@ -133,6 +149,19 @@ void dropout_backward(float* dinp, const float* dout, int N, int C, const Dropou
 void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                    const int32_t* targets, float dloss, int N, int V, int Vp,
                                    cudaStream_t stream);
+// The vocabulary-parallel cross-entropy (kernels/ops.h: crossentropy_shard_stats, then the
+// caller's all_gather of stats [N, 3] over the group into all_stats [ranks, N, 3], then
+// crossentropy_shard_finish), one block per row. stats: this rank's {max, sum of exp,
+// target logit or 0} over its first n_real of Vl columns; finish merges the ranks' stats
+// in rank order (ranks <= 8 or so: every thread merges them) into the losses, and writes
+// dlogits (may alias logits, may be null) as crossentropy_forward_backward does, over the
+// n_real real columns (0 in the padding).
+void crossentropy_shard_stats(float* stats, const float* logits, const int32_t* targets, int N,
+                              int Vl, int n_real, int vocab_start, cudaStream_t stream);
+void crossentropy_shard_finish(float* losses, float* dlogits, const float* logits,
+                               const float* all_stats, int ranks, const int32_t* targets,
+                               float dloss, int N, int Vl, int n_real, int vocab_start,
+                               cudaStream_t stream);
 
 // ---- optimizer (adamw.cu) -------------------------------------------------------------
 // As kernels/ops.h's adamw_update(_with_copy): copy16 (may be null) gets the new params in

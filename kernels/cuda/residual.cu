@@ -1,11 +1,14 @@
-// Residual add on the GPU (kernels/cuda/ops.h: residual_forward): out = a + b, the CPU
-// twin's single rounding, so the result is the CPU's to the bit.
+// Residual add and bias add on the GPU (kernels/cuda/ops.h: residual_forward, add_bias):
+// out = a + b and out[n, o] += bias[o], the CPU twins' single rounding, so the results are
+// the CPU's to the bit.
 //
 // Memory-bound: one thread per 4 elements with float4 loads and stores where the pointers
 // are 16-byte aligned, the N % 4 elements past the last float4 done one each by the first
 // threads (the scalar tail); one thread per element otherwise.
 //   residual_forward_kernel<Vec4>: grid ceil(N/4 / 256) (Vec4) or ceil(N / 256), block 256,
 //   no smem.
+// add_bias runs once per row-parallel layer (not in the hot path): one thread per element.
+//   add_bias_kernel: grid ceil(N*OC / 256), block 256, no smem.
 #include <algorithm>
 
 #include "kernels/cuda/device_math.cuh"
@@ -46,6 +49,20 @@ void residual_forward(float* out, const float* a, const float* b, int64_t N, cud
   else
     launch("residual_forward", {{"N", N}}, residual_forward_kernel<false>,
            dim3((unsigned)ceil_div(N, kThreads)), dim3(kThreads), 0, stream, out, a, b, N);
+}
+
+// out[i] += bias[i % OC] over the N*OC elements of out [N, OC].
+__global__ void add_bias_kernel(float* out, const float* bias, int64_t total, int OC) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < total) out[i] += bias[i % OC];
+}
+
+void add_bias(float* out, const float* bias, int N, int OC, cudaStream_t stream) {
+  const int64_t total = (int64_t)N * OC;
+  if (total == 0) return;
+  launch("add_bias", {{"N", N}, {"OC", OC}}, add_bias_kernel,
+         dim3((unsigned)ceil_div(total, kThreads)), dim3(kThreads), 0, stream, out, bias, total,
+         OC);
 }
 
 }  // namespace tessera::kernels::cuda

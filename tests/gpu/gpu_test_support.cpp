@@ -49,6 +49,17 @@ double rms(const std::vector<float>& v) {
   return v.empty() ? 1.0 : std::sqrt(s / (double)v.size()) + 1e-30;
 }
 
+void encoder_backward_on_buckets(float* d_dwte, float* d_dwpe, const float* d_dout,
+                                 const kernels::cuda::TokenBuckets& buckets, int B, int T, int C) {
+  auto d_tokens = DeviceArray<int32_t>::from_host(buckets.bucket_tokens);
+  auto d_start = DeviceArray<int32_t>::from_host(buckets.bucket_start);
+  auto d_positions = DeviceArray<int32_t>::from_host(buckets.positions);
+  kernels::cuda::encoder_backward(d_dwte, d_dwpe, d_dout, d_tokens.data(), d_start.data(),
+                                  d_positions.data(), (int)buckets.bucket_tokens.size(), B, T,
+                                  C, nullptr);
+  kernels::cuda::check_cuda(cudaDeviceSynchronize(), "encoder_backward");
+}
+
 Mismatch compare(const std::vector<float>& got, const std::vector<float>& want, double floor) {
   Mismatch m;
   if (got.size() != want.size()) {

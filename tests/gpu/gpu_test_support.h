@@ -65,6 +65,11 @@ Mismatch compare(const std::vector<float>& got, const std::vector<float>& want,
 // sqrt(mean(v^2)) (1 for an empty array): the scale of an array's values.
 double rms(const std::vector<float>& v);
 
+// cuda::encoder_backward of the batch whose buckets are given (build_token_buckets), the
+// buckets uploaded here; d_dwpe may be null. Synchronous.
+void encoder_backward_on_buckets(float* d_dwte, float* d_dwpe, const float* d_dout,
+                                 const kernels::cuda::TokenBuckets& buckets, int B, int T, int C);
+
 // EXPECT got close to want relative to max(|want|, rms(want)): for results that are sums
 // of many terms which may cancel, where a different summation order moves a near-zero
 // result by ulps of its terms, not of itself.

@@ -27,12 +27,7 @@ std::pair<std::vector<float>, std::vector<float>> gpu_backward(const std::vector
   auto d_dwte = DeviceArray<float>::from_host(dwte0);
   auto d_dwpe = DeviceArray<float>::from_host(dwpe0);
   auto d_dout = DeviceArray<float>::from_host(dout);
-  auto d_tokens = DeviceArray<int32_t>::from_host(buckets.bucket_tokens);
-  auto d_start = DeviceArray<int32_t>::from_host(buckets.bucket_start);
-  auto d_positions = DeviceArray<int32_t>::from_host(buckets.positions);
-  cuda::encoder_backward(d_dwte.data(), d_dwpe.data(), d_dout.data(), d_tokens.data(),
-                         d_start.data(), d_positions.data(), (int)buckets.bucket_tokens.size(),
-                         s.B, s.T, s.C, nullptr);
+  encoder_backward_on_buckets(d_dwte.data(), d_dwpe.data(), d_dout.data(), buckets, s.B, s.T, s.C);
   return {d_dwte.download(), d_dwpe.download()};
 }
 

@@ -198,10 +198,10 @@ TEST(CliErrors, CudaDeviceRefusedBeforeAnyWork) {
 }
 
 // GPUs run data parallel only: a tensor-parallel layout on them is refused, naming it.
-TEST(CliErrors, CudaDeviceWithTensorParallelRefused) {
+TEST(CliErrors, CudaDeviceWithMpiBackendRefused) {
   const Workspace w("cuda_layout");
-  EXPECT_TRUE(clean_error(w.train({"train.device=cuda", "parallel.tp=2"}),
-                          {"train.device: cuda", "data parallel only", "tp=2"}));
+  EXPECT_TRUE(clean_error(w.train({"train.device=cuda", "parallel.tp=2", "parallel.backend=mpi"}),
+                          {"parallel.backend: mpi", "GPU memory", "tp=2"}));
   w.expect_no_steps();
 }
 

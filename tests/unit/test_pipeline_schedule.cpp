@@ -2,6 +2,10 @@
 // the activations each keeps, and the bubble of a replay against (p - 1) / (m + p - 1).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <utility>
+
 #include "base/error.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -80,6 +84,124 @@ TEST(PipelineSchedule, StageLayers) {
   EXPECT_THROW(stage_layer_counts(2, 4), Error);          // fewer layers than stages
   EXPECT_EQ(parse_pipeline_schedule("gpipe"), PipelineSchedule::GPipe);
   EXPECT_THROW(parse_pipeline_schedule("interleaved"), Error);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// Each stage's messages in groups, in the order the stage posts them.
+using Groups = std::vector<std::vector<PipeMessage>>;
+
+Groups plan_groups(const std::vector<PipeStep>& plan) {
+  Groups groups;
+  for (const PipeStep& step : plan) groups.push_back(step.exchange);
+  return groups;
+}
+
+// The plan a naive engine would follow: each receive alone before its action, each send
+// alone after it.
+Groups naive_groups(const std::vector<PipeStep>& plan) {
+  Groups groups;
+  for (const PipeStep& step : plan)
+    for (const PipeMessage& m : step.exchange) groups.push_back({m});
+  return groups;
+}
+
+// Replays every stage's groups the way NCCL may run them at worst: a stage posts its
+// groups one after the other, a send completes only while its receive is posted in the
+// peer's current group (and the receive with it), a group when all its messages have.
+// True if every stage gets through; false if they deadlock.
+bool completes_under_rendezvous(const std::vector<Groups>& stages) {
+  const int p = (int)stages.size();
+  std::vector<size_t> at(p, 0);
+  std::vector<std::vector<bool>> done(p);
+  auto start_group = [&](int s) {
+    if (at[s] < stages[s].size()) done[s].assign(stages[s][at[s]].size(), false);
+  };
+  for (int s = 0; s < p; s++) start_group(s);
+  for (;;) {
+    for (int s = 0; s < p; s++) {
+      if (at[s] == stages[s].size()) continue;
+      const auto& mine = stages[s][at[s]];
+      for (size_t k = 0; k < mine.size(); k++) {
+        const int q = mine[k].peer;
+        if (done[s][k] || at[q] == stages[q].size()) continue;
+        const auto& theirs = stages[q][at[q]];
+        for (size_t j = 0; j < theirs.size(); j++)
+          if (!done[q][j] && theirs[j].peer == s && theirs[j].send != mine[k].send &&
+              theirs[j].gradient == mine[k].gradient &&
+              theirs[j].micro_batch == mine[k].micro_batch)
+            done[s][k] = done[q][j] = true;
+      }
+    }
+    bool progressed = false, finished = true;
+    for (int s = 0; s < p; s++) {
+      if (at[s] == stages[s].size()) continue;
+      if (std::find(done[s].begin(), done[s].end(), false) == done[s].end()) {
+        at[s]++, progressed = true;
+        start_group(s);
+      }
+      finished = finished && at[s] == stages[s].size();
+    }
+    if (finished) return true;
+    if (!progressed) return false;
+  }
+}
+
+// The messages from stage `from` to `to` as `who` posts them (sends of `from`, receives of `to`).
+std::string messages_between(const Groups& groups, int from_or_to, bool sends) {
+  std::string s;
+  for (const auto& group : groups)
+    for (const PipeMessage& m : group)
+      if (m.send == sends && m.peer == from_or_to)
+        s += std::string(m.gradient ? "d" : "x") + std::to_string(m.micro_batch) + " ";
+  return s;
+}
+
+TEST(PipelinePlan, EveryMessageOfTheStepOnceInAGroup) {
+  // Stage 1 of 3, 1F1B, m = 2: F0 B0 F1 B1 (warm-up 1: F0 F1 B0 B1).
+  const auto plan = pipeline_plan(pipeline_actions(PipelineSchedule::OneFOneB, 1, 3, 2), 1, 3);
+  ASSERT_EQ(plan.size(), 5u);
+  using M = PipeMessage;
+  EXPECT_EQ(plan[0].exchange, (std::vector<M>{{false, false, 0, 0}}));  // recv x0
+  EXPECT_EQ(plan[1].exchange, (std::vector<M>{{true, false, 0, 2}, {false, false, 1, 0}}));
+  EXPECT_EQ(plan[2].exchange, (std::vector<M>{{true, false, 1, 2}, {false, true, 0, 2}}));
+  EXPECT_EQ(plan[3].exchange, (std::vector<M>{{true, true, 0, 0}, {false, true, 1, 2}}));
+  EXPECT_FALSE(plan[4].has_action);
+  EXPECT_EQ(plan[4].exchange, (std::vector<M>{{true, true, 1, 0}}));
+}
+
+TEST(PipelinePlan, CannotDeadlockWhereSendsWaitForTheirReceives) {
+  for (auto schedule : {PipelineSchedule::GPipe, PipelineSchedule::OneFOneB})
+    for (int p : {2, 3, 4, 5})
+      for (int m : {1, 2, 3, 4, 8}) {
+        std::vector<Groups> stages;
+        for (int s = 0; s < p; s++)
+          stages.push_back(plan_groups(pipeline_plan(pipeline_actions(schedule, s, p, m), s, p)));
+        EXPECT_TRUE(completes_under_rendezvous(stages)) << "p=" << p << " m=" << m;
+        // NCCL matches a pair's messages in order: both sides must list them alike.
+        for (int s = 0; s + 1 < p; s++) {
+          EXPECT_EQ(messages_between(stages[s], s + 1, true),
+                    messages_between(stages[s + 1], s, false));
+          EXPECT_EQ(messages_between(stages[s + 1], s, true),
+                    messages_between(stages[s], s + 1, false));
+        }
+      }
+}
+
+TEST(PipelinePlan, TheReplayFindsTheDeadlockOfSendsPostedAlone) {
+  // The replay can fail: 1F1B with each message posted on its own deadlocks (stage 0
+  // sends x1 while stage 1 sends dx0); GPipe's order happens to survive it.
+  for (auto [schedule, survives] : {std::pair{PipelineSchedule::OneFOneB, false},
+                                    std::pair{PipelineSchedule::GPipe, true}}) {
+    std::vector<Groups> stages;
+    for (int s = 0; s < 2; s++)
+      stages.push_back(naive_groups(pipeline_plan(pipeline_actions(schedule, s, 2, 4), s, 2)));
+    EXPECT_EQ(completes_under_rendezvous(stages), survives);
+  }
 }
 
 }  // namespace

@@ -318,11 +318,11 @@ ncclResult_t ncclGroupEnd() {
   // NCCL matches the sends and receives between a pair in order; so do MPI's (one tag).
   for (size_t i = 0; i < ops.size(); i++) {
     const PendingP2p& op = ops[i];
-    const int err = op.send ? MPI_Isend(op.buf, (int)op.bytes, MPI_BYTE, op.peer, 0,
+    const int err = op.send ? MPI_Issend(op.buf, (int)op.bytes, MPI_BYTE, op.peer, 0,
                                         op.comm->comm, &requests[i])
                             : MPI_Irecv(op.buf, (int)op.bytes, MPI_BYTE, op.peer, 0,
                                         op.comm->comm, &requests[i]);
-    if (!mpi_ok(err)) return fail(op.comm, ncclSystemError, "MPI_Isend/MPI_Irecv failed");
+    if (!mpi_ok(err)) return fail(op.comm, ncclSystemError, "MPI_Issend/MPI_Irecv failed");
   }
   if (!requests.empty() &&
       !mpi_ok(MPI_Waitall((int)requests.size(), requests.data(), MPI_STATUSES_IGNORE)))

@@ -82,6 +82,8 @@ ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int
                       ncclComm_t comm, cudaStream_t stream);
 // Sends and receives between Start and End are posted together at End (so a pair of
 // ranks that each send and receive in one group cannot deadlock); collectives inside a
-// group run at once, in issue order.
+// group run at once, in issue order. A send completes only once its receive is posted
+// (synchronous mode): NCCL's worst case, so that an order of sends and receives that
+// could deadlock on a GPU deadlocks here too, in CI.
 ncclResult_t ncclGroupStart();
 ncclResult_t ncclGroupEnd();

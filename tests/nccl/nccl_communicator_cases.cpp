@@ -1,10 +1,12 @@
-// NcclCommunicator under mpirun -n 1 / 2 / 4, on the NCCL and CUDA emulators (ctest label
-// mpi): every operation of the Communicator interface with real arithmetic on "device"
-// buffers (uploaded and downloaded as on a GPU), the id handed out by rank 0 over MPI,
-// and a failure that aborts the communicator. The expected values are computed here on
-// the host from what every rank holds, independently of the communicator.
+// The NCCL communicator's tests: every operation of the Communicator interface with real
+// arithmetic on device buffers (uploaded and downloaded as on a GPU), the id handed out by
+// rank 0, groups from their own ids, and a failure that aborts the communicator. The
+// expected values are computed here on the host from what every rank holds,
+// independently of the communicator. Built twice, with two mains (tests/nccl/*_main.cpp):
+//   mpi_nccl_tests   under mpirun -n 1 / 2 / 4, on the NCCL and CUDA emulators (CI);
+//   gpu_nccl_tests   on real NCCL without MPI: processes that share the id through a file
+//                    (scripts/gpu-check.sh starts 1, 2 and 4 of them on one GPU).
 #include <gtest/gtest.h>
-#include <mpi.h>
 
 #include <cmath>
 #include <vector>
@@ -12,20 +14,15 @@
 #include "kernels/cpu/cast_bf16.h"
 #include "kernels/cuda/runtime.h"
 #include "parallel/collectives.h"
-#include "parallel/mpi_communicator.h"
 #include "parallel/nccl_communicator.h"
-#include "tests/mpi/mpi_gtest_main.h"
+#include "tests/nccl/test_world.h"
 
 using namespace tessera;
 using kernels::cuda::DeviceArray;
 
 namespace {
 
-// Kept until exit: an MpiCommunicator must not be destroyed after MPI_Finalize.
-MpiCommunicator& world() {
-  static MpiCommunicator* w = new MpiCommunicator(MPI_COMM_WORLD);
-  return *w;
-}
+Communicator& world() { return test_world(); }
 
 // Rank r's value at index i: exact in fp32 and bf16 (small multiples of 1/4), so sums in
 // any order are exact too.
@@ -198,6 +195,32 @@ TEST(NcclCommunicator, SendRecvRing) {
               "");
 }
 
+// One group in which every rank sends to both neighbours first and then receives from
+// both: posted one by one, such sends would wait for receives that nobody has posted yet
+// (the NCCL emulator's sends, like NCCL's, complete only once matched); in one group they
+// all progress. At one rank both neighbours are the rank itself.
+TEST(NcclCommunicator, ExchangeSendsAndReceivesTogether) {
+  auto nccl = make_nccl_communicator(world());
+  const int p = nccl->size(), rank = nccl->rank();
+  const int next = (rank + 1) % p, prev = (rank + p - 1) % p;
+  const int64_t n = 1031;
+  auto to_next = DeviceArray<float>::from_host(values(rank, n));
+  auto to_prev = DeviceArray<float>::from_host(values(rank, n, 1000));
+  DeviceArray<float> from_prev(n), from_next(n);
+  nccl->exchange_async({{true, to_next.data(), n, next},
+                        {true, to_prev.data(), n, prev},
+                        {false, from_prev.data(), n, prev},
+                        {false, from_next.data(), n, next}})
+      .wait();
+  const std::vector<float> got_prev = from_prev.download(), got_next = from_next.download();
+  EXPECT_EQ(first_mismatch(0, n, [&](int64_t i) { return got_prev[(size_t)i]; },
+                           [&](int64_t i) { return value(prev, i); }),
+            "");
+  EXPECT_EQ(first_mismatch(0, n, [&](int64_t i) { return got_next[(size_t)i]; },
+                           [&](int64_t i) { return value(next, 1000 + i); }),
+            "");
+}
+
 // The agreements take host memory.
 TEST(NcclCommunicator, HostAgreements) {
   auto nccl = make_nccl_communicator(world());
@@ -247,23 +270,20 @@ TEST(NcclCommunicator, FailureAbortsTheCommunicator) {
 TEST(NcclCommunicator, GroupsFromTheirOwnIds) {
   const int p = world().size(), rank = world().rank();
   if (p < 2 || p % 2) GTEST_SKIP() << "needs an even number of ranks";
-  MPI_Comm half_comm;
-  MPI_Comm_split(MPI_COMM_WORLD, rank % 2, rank, &half_comm);
-  {
-    MpiCommunicator half(half_comm);
-    auto nccl = make_nccl_communicator(half);
-    EXPECT_EQ(nccl->size(), p / 2);
-    auto buf = DeviceArray<float>::from_host(values(rank, 50));
-    nccl->all_reduce(buf.data(), 50);
-    const std::vector<float> got = buf.download();
-    auto half_sum = [&](int64_t i) {
-      float s = 0;
-      for (int r = rank % 2; r < p; r += 2) s += value(r, i);
-      return s;
-    };
-    EXPECT_EQ(first_mismatch(0, 50, [&](int64_t i) { return got[(size_t)i]; }, half_sum), "");
-  }
-  MPI_Comm_free(&half_comm);
+  // Ranks 0 and 1 lead the even and the odd half; every rank learns both ids.
+  NcclUniqueId mine;
+  if (rank < 2) mine = nccl_unique_id();
+  std::vector<NcclUniqueId> ids((size_t)p);
+  world().all_gather_bytes(&mine, ids.data(), sizeof mine);
+  auto nccl = make_nccl_communicator(ids[(size_t)(rank % 2)], p / 2, rank / 2);
+  EXPECT_EQ(nccl->size(), p / 2);
+  auto buf = DeviceArray<float>::from_host(values(rank, 50));
+  nccl->all_reduce(buf.data(), 50);
+  const std::vector<float> got = buf.download();
+  auto half_sum = [&](int64_t i) {
+    float s = 0;
+    for (int r = rank % 2; r < p; r += 2) s += value(r, i);
+    return s;
+  };
+  EXPECT_EQ(first_mismatch(0, 50, [&](int64_t i) { return got[(size_t)i]; }, half_sum), "");
 }
-
-int main(int argc, char** argv) { return run_mpi_gtests(argc, argv, MPI_THREAD_FUNNELED); }
