@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, for a machine with a GPU (docs/cuda.md): the kernel tests
 # against their CPU twins, a small GPT-2 trained on the GPU against the CPU
-# (gpu_training_check), compute-sanitizer's memcheck and racecheck on the kernel tests, the
+# (gpu_training_check), the NCCL communicator's tests at 1, 2 and 4 processes on the one
+# GPU (gpu_nccl_tests), compute-sanitizer's memcheck and racecheck on the kernel tests, the
 # kernel benchmark and GPT-2 124M training steps (gpu_train_bench). Prints one table; keeps every log and JSON under $OUT.
 #
 #   scripts/gpu-check.sh [BUILD_DIR]     (default build-gpu, made by `make gpu-binaries`)
@@ -19,9 +20,16 @@ BIN=$BUILD/bin
 CUDA_LIB=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/../lib64
 export LD_LIBRARY_PATH="$BUILD/lib:$CUDA_LIB:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 
-for b in gpu_tests gpu_training_check gpu_bench gpu_train_bench; do
+for b in gpu_tests gpu_training_check gpu_nccl_tests gpu_bench gpu_train_bench; do
   [[ -x $BIN/$b ]] || { echo "gpu-check: $BIN/$b is missing: run make gpu-binaries" >&2; exit 2; }
 done
+
+# libnccl (218 MB, too big to carry): the toolkit's if it has one, else PyTorch's
+# (the nvidia-nccl wheel); soname libnccl.so.2 in both.
+if ldd "$BIN/gpu_nccl_tests" | grep -q 'libnccl.so.2 => not found'; then
+  NCCL_LIB=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+  [[ -n $NCCL_LIB ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$NCCL_LIB"
+fi
 
 declare -a ROWS
 row() { ROWS+=("$(printf '%-34s %s' "$1" "$2")"); }
@@ -67,7 +75,33 @@ rc=$?
 verdict=$(sed -n 's/^gpu_training_check: //p' "$OUT/gpu_training_check.txt" | tail -1)
 row "small GPT-2 trained, GPU vs CPU" "${verdict:-no verdict} (rc $rc)"
 
-# 3. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x).
+# 3. The NCCL communicator on NCCL itself: 1, 2 and 4 processes sharing the GPU as separate
+# NCCL "hosts" (their own NCCL_HOSTID; shared memory and P2P off, sockets on loopback),
+# rank 0's id shared through a file (there is no MPI here). Rank 0's log per count, the
+# other ranks' after it.
+nccl_tests() {  # process count
+  local n=$1 id="$OUT/nccl_$1.id" pids=() rc=0 r
+  rm -f "$id" "$OUT/nccl_n$n.log"
+  for ((r = 0; r < n; r++)); do
+    NCCL_HOSTID="tessera-rank-$r" NCCL_SHM_DISABLE=1 NCCL_P2P_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+      TESSERA_NCCL_RANKS=$n TESSERA_NCCL_RANK=$r TESSERA_NCCL_ID_FILE="$id" \
+      timeout "$STEP_TIMEOUT" "$BIN/gpu_nccl_tests" > "$OUT/nccl_n${n}_rank$r.tmp" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+  for ((r = 0; r < n; r++)); do cat "$OUT/nccl_n${n}_rank$r.tmp" >> "$OUT/nccl_n$n.log"; done
+  rm -f "$OUT"/nccl_n"${n}"_rank*.tmp "$id"
+  return $rc
+}
+for n in 1 2 4; do
+  t0=$SECONDS
+  nccl_tests "$n"
+  rc=$?
+  echo "nccl x$n: rc $rc, $((SECONDS - t0)) s" >&2
+  row "NCCL communicator, $n process(es)" "$(summary "$OUT/nccl_n$n.log") (rc $rc)"
+done
+
+# 4. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x).
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
     TESSERA_GPU_TEST_SMALL=1 run_step "$tool" "$tool.log" compute-sanitizer --tool "$tool" \
@@ -80,18 +114,18 @@ else
   row "compute-sanitizer" "not installed here"
 fi
 
-# 4. The kernels' speed against the machine's measured copy bandwidth and GEMM peak.
+# 5. The kernels' speed against the machine's measured copy bandwidth and GEMM peak.
 run_step "bench" gpu_bench.txt "$BIN/gpu_bench" --json "$OUT/gpu_bench.json"
 row "kernel benchmark" "see below ($OUT/gpu_bench.txt)"
 
-# 5. GPT-2 124M training steps on the GPU (T=1024, bf16, the largest micro-batch that
+# 6. GPT-2 124M training steps on the GPU (T=1024, bf16, the largest micro-batch that
 # fits), MFU against the bf16 GEMM peak gpu_bench measured.
 peak=$(python3 -c "import json; print(json.load(open('$OUT/gpu_bench.json'))['bf16_peak_tflops'])" 2>/dev/null || echo 0)
 run_step "train bench" gpu_train_bench.txt "$BIN/gpu_train_bench" --model gpt2-124m --seq 1024 \
   --precision bf16 --steps 10 --peak-tflops "$peak" --json "$OUT/gpu_train_bench.json"
 row "Tessera GPT-2 124M bf16" "$(sed -n 's/^gpu_train_bench: //p' "$OUT/gpu_train_bench.txt" | tail -1)"
 
-# 6. The PyTorch peer, if asked for.
+# 7. The PyTorch peer, if asked for.
 if [[ ${PYTORCH_PEER:-0} == 1 ]]; then
   for mode in eager compile; do
     flag=""; [[ $mode == compile ]] && flag="--compile"

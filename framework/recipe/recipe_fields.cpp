@@ -142,9 +142,9 @@ const std::vector<Field>& fields() {
                            "sequences per forward/backward on one rank; each rank accumulates "
                            "gradients over `global_batch / (parallel.dp * micro_batch)` of them"),
       TESSERA_RECIPE_FIELD(train, device, one_of({"cpu", "cuda"}),
-                           "where the model trains: cpu, or cuda (one GPU per process; data "
-                           "parallel over NCCL, parallel.tp and pp 1; needs a build with the "
-                           "CUDA backend, docs/cuda.md)"),
+                           "where the model trains: cpu, or cuda (one GPU per process, every "
+                           "layout over NCCL; needs a build with the CUDA backend, "
+                           "docs/cuda.md)"),
       TESSERA_RECIPE_FIELD(train, precision, one_of({"fp32", "bf16", "fp16"}),
                            "compute precision of the matmuls in forward/backward; weights, "
                            "gradients and AdamW state stay fp32 (docs/precision.md)"),
