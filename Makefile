@@ -89,8 +89,8 @@ gpu-binaries: deps
 	  -DTESSERA_NATIVE=OFF -DTESSERA_CUDA=ON > $(GPU_BUILD)/configure.log 2>&1 \
 	  || { cat $(GPU_BUILD)/configure.log; exit 1; }
 	cmake --build $(GPU_BUILD) -j$(JOBS) --target gpu_tests gpu_training_check gpu_nccl_tests \
-	  gpu_bench gpu_train_bench
-	@for b in gpu_training_check gpu_nccl_tests gpu_train_bench; do \
+	  gpu_layout_check gpu_bench gpu_train_bench
+	@for b in gpu_training_check gpu_nccl_tests gpu_layout_check gpu_train_bench; do \
 	  if readelf -d $(GPU_BUILD)/bin/$$b | grep -E 'NEEDED.*(libmpi|libhdf5|libyaml-cpp)'; \
 	  then echo "$$b needs the libraries above: it would not run on the GPU machine"; \
 	  exit 1; fi; done

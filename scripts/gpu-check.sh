@@ -2,7 +2,8 @@
 # Every GPU check in one run, for a machine with a GPU (docs/cuda.md): the kernel tests
 # against their CPU twins, a small GPT-2 trained on the GPU against the CPU
 # (gpu_training_check), the NCCL communicator's tests at 1, 2 and 4 processes on the one
-# GPU (gpu_nccl_tests), compute-sanitizer's memcheck and racecheck on the kernel tests, the
+# GPU (gpu_nccl_tests) and the parallel layouts against one GPU (gpu_layout_check),
+# compute-sanitizer's memcheck and racecheck on the kernel tests, the
 # kernel benchmark and GPT-2 124M training steps (gpu_train_bench). Prints one table; keeps every log and JSON under $OUT.
 #
 #   scripts/gpu-check.sh [BUILD_DIR]     (default build-gpu, made by `make gpu-binaries`)
@@ -20,7 +21,7 @@ BIN=$BUILD/bin
 CUDA_LIB=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/../lib64
 export LD_LIBRARY_PATH="$BUILD/lib:$CUDA_LIB:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 
-for b in gpu_tests gpu_training_check gpu_nccl_tests gpu_bench gpu_train_bench; do
+for b in gpu_tests gpu_training_check gpu_nccl_tests gpu_layout_check gpu_bench gpu_train_bench; do
   [[ -x $BIN/$b ]] || { echo "gpu-check: $BIN/$b is missing: run make gpu-binaries" >&2; exit 2; }
 done
 
@@ -75,31 +76,45 @@ rc=$?
 verdict=$(sed -n 's/^gpu_training_check: //p' "$OUT/gpu_training_check.txt" | tail -1)
 row "small GPT-2 trained, GPU vs CPU" "${verdict:-no verdict} (rc $rc)"
 
-# 3. The NCCL communicator on NCCL itself: 1, 2 and 4 processes sharing the GPU as separate
-# NCCL "hosts" (their own NCCL_HOSTID; shared memory and P2P off, sockets on loopback),
-# rank 0's id shared through a file (there is no MPI here). Rank 0's log per count, the
-# other ranks' after it.
-nccl_tests() {  # process count
-  local n=$1 id="$OUT/nccl_$1.id" pids=() rc=0 r
-  rm -f "$id" "$OUT/nccl_n$n.log"
+# 3. NCCL itself, on the one GPU: processes that are separate NCCL "hosts" (their own
+# NCCL_HOSTID; shared memory and P2P off, sockets on loopback), rank 0's id shared through
+# a file (there is no MPI here; tests/nccl/file_bootstrap.h). Rank 0's output first in
+# each log, the other ranks' after it.
+processes() {  # count, log, command...
+  local n=$1 log=$2 id="$OUT/nccl.id" pids=() rc=0 r
+  shift 2
+  rm -f "$id" "$OUT/$log"
   for ((r = 0; r < n; r++)); do
     NCCL_HOSTID="tessera-rank-$r" NCCL_SHM_DISABLE=1 NCCL_P2P_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
       TESSERA_NCCL_RANKS=$n TESSERA_NCCL_RANK=$r TESSERA_NCCL_ID_FILE="$id" \
-      timeout "$STEP_TIMEOUT" "$BIN/gpu_nccl_tests" > "$OUT/nccl_n${n}_rank$r.tmp" 2>&1 &
+      timeout "$STEP_TIMEOUT" "$@" > "$OUT/$log.rank$r" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || rc=$?; done
-  for ((r = 0; r < n; r++)); do cat "$OUT/nccl_n${n}_rank$r.tmp" >> "$OUT/nccl_n$n.log"; done
-  rm -f "$OUT"/nccl_n"${n}"_rank*.tmp "$id"
+  for ((r = 0; r < n; r++)); do cat "$OUT/$log.rank$r" >> "$OUT/$log"; done
+  rm -f "$OUT/$log".rank* "$id"
   return $rc
 }
+# 3a. The communicator's tests at 1, 2 and 4 processes.
 for n in 1 2 4; do
   t0=$SECONDS
-  nccl_tests "$n"
+  processes "$n" "nccl_n$n.log" "$BIN/gpu_nccl_tests"
   rc=$?
   echo "nccl x$n: rc $rc, $((SECONDS - t0)) s" >&2
   row "NCCL communicator, $n process(es)" "$(summary "$OUT/nccl_n$n.log") (rc $rc)"
 done
+# 3b. The parallel layouts against one GPU, step by step (fp32, 1e-5).
+for layout in "--dp 2" "--dp 2 --zero" "--tp 2" "--pp 2 --schedule gpipe" "--pp 2 --schedule 1f1b"; do
+  t0=$SECONDS
+  # shellcheck disable=SC2086
+  processes 2 layouts.tmp "$BIN/gpu_layout_check" $layout
+  rc=$?
+  cat "$OUT/layouts.tmp" >> "$OUT/layouts.log"
+  verdict=$(sed -n 's/^gpu_layout_check: //p' "$OUT/layouts.tmp" | head -1)
+  echo "layout $layout: rc $rc, $((SECONDS - t0)) s" >&2
+  row "layout ${layout//--/}" "${verdict:-no verdict, see layouts.log} (rc $rc)"
+done
+rm -f "$OUT/layouts.tmp"
 
 # 4. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x).
 if command -v compute-sanitizer > /dev/null; then

@@ -16,6 +16,7 @@
 #include "framework/data/tokenizer.h"
 #include "framework/train/stop_signals.h"
 #include "framework/train/training_run.h"
+#include "framework/train/zero.h"
 #include "base/error.h"
 #include "framework/util/memory.h"
 #include "framework/util/peak.h"
@@ -23,20 +24,6 @@
 namespace tessera {
 
 namespace {
-
-// The global gradient norm under ZeRO-1, where this rank holds the dp-summed gradient of
-// `shard` only: the shards' square sums are added over dp (the shards partition the flat
-// buffer), then — as GPTModel::grad_norm() does — the tp-sharded parameters' sums over tp,
-// while the replicated ones (the same on every tp rank) count once.
-double zero_grad_norm(GPTModel& model, FlatRange shard, Communicator& dp_comm) {
-  const SquareSums s = range_sum_squares(model.table(), model.grads(), shard, model.backend());
-  double sums[2] = {s.sharded, s.replicated};
-  dp_comm.all_reduce(sums, 2, ScalarType::f64, ReduceOp::sum);
-  if (model.tp().size > 1) sums[0] = all_reduce_value(*model.tp().comm, sums[0], ReduceOp::sum);
-  double total = sums[0] + sums[1];  // then every pipeline stage's (tied copies left out)
-  if (model.stage().size > 1) total = all_reduce_value(*model.stage().comm, total, ReduceOp::sum);
-  return std::sqrt(total);
-}
 
 // Fault injection for the tests of failure handling: TESSERA_TEST_FAIL_AT="RANK:STEP" makes
 // world rank RANK throw at the start of step STEP (1-based), as a real fault on one rank

@@ -41,6 +41,7 @@
 #include "framework/model/gpt_model.h"
 #include "framework/optim/adamw.h"
 #include "kernels/backend.h"
+#include "tests/gpu_training/check_setup.h"
 
 namespace {
 
@@ -49,31 +50,13 @@ using tessera::GPTModel;
 using tessera::GPTConfig;
 using tessera::ModelOptions;
 using tessera::OptimConfig;
+using tessera::gpu_check::StepBatch;
+using tessera::gpu_check::batch_of_step;
 namespace kernels = tessera::kernels;
 
 constexpr int kSkip = 77;
 constexpr int kB = 4, kT = 32, kMicroBatches = 2;
 constexpr uint64_t kInitSeed = 1234;
-
-// The training text: learnable structure (words, repeated phrases, punctuation) in bytes.
-constexpr const char* kText =
-    "The quick brown fox jumps over the lazy dog. The lazy dog sleeps in the sun, and the "
-    "quick brown fox runs into the green wood. In the green wood there is a small house, and "
-    "in the small house there lives an old man who makes clocks. Every morning the old man "
-    "winds his clocks, one after another, and every evening he listens to them tick. "
-    "One day the quick brown fox comes to the small house and asks the old man for a clock. "
-    "The old man says: a clock is not for a fox, a fox has the sun and the moon. The fox "
-    "says: the sun sleeps at night and the moon hides in the clouds, but a clock keeps the "
-    "time all day and all night. So the old man gives the fox a small clock, and the fox "
-    "runs back into the green wood with the clock under his arm. Now the lazy dog hears the "
-    "clock tick, and the lazy dog wakes up, and the lazy dog asks the fox for the time. "
-    "It is time to sleep, says the fox, and the lazy dog sleeps again in the sun. "
-    "Counting is easy: one, two, three, four, five, six, seven, eight, nine, ten. "
-    "Counting again: one, two, three, four, five, six, seven, eight, nine, ten. "
-    "Letters in order: a b c d e f g h i j k l m n o p q r s t u v w x y z. "
-    "Letters again: a b c d e f g h i j k l m n o p q r s t u v w x y z. "
-    "The end of the story is the beginning of the next one: the quick brown fox jumps over "
-    "the lazy dog, and the old man winds his clocks, one after another, every morning.\n";
 
 struct Options {
   double steps_scale = 1.0;
@@ -81,53 +64,13 @@ struct Options {
   int steps(int n) const { return std::max(2, (int)std::lround(n * steps_scale)); }
 };
 
-// The token ids of one optimizer step: kMicroBatches micro-batches of [kB, kT], inputs and
-// next-token targets, windows of the text at offsets drawn from the counter-based RNG by
-// (step, row): the same batches on every backend and in every run.
-struct StepBatch {
-  std::vector<int32_t> x, y;
-  const int32_t* inputs(int m) const { return x.data() + (size_t)m * kB * kT; }
-  const int32_t* targets(int m) const { return y.data() + (size_t)m * kB * kT; }
-};
-
-StepBatch batch_of_step(int step) {
-  static const tessera::CounterRng rng(7, "gpu_training_check batches");
-  const int64_t len = (int64_t)std::strlen(kText);
-  StepBatch b;
-  b.x.resize((size_t)kMicroBatches * kB * kT);
-  b.y.resize(b.x.size());
-  for (int row = 0; row < kMicroBatches * kB; row++) {
-    const uint64_t counter = (uint64_t)step * kMicroBatches * kB + (uint64_t)row;
-    const int64_t start = std::min<int64_t>((int64_t)(rng.uniform(counter) * (len - kT - 1)),
-                                            len - kT - 1);
-    for (int t = 0; t < kT; t++) {
-      b.x[(size_t)row * kT + t] = (unsigned char)kText[start + t];
-      b.y[(size_t)row * kT + t] = (unsigned char)kText[start + t + 1];
-    }
-  }
-  return b;
-}
-
-GPTConfig model_config(int n_head) {
-  GPTConfig c;
-  c.n_layer = 2, c.n_head = n_head, c.n_embd = 64;
-  c.vocab_size = 256, c.padded_vocab_size = 256, c.seq_len = kT;
-  return c;
-}
-
-OptimConfig optim_config() {
-  OptimConfig o;
-  o.lr = 1e-3, o.min_lr = 1e-4, o.warmup_steps = 5;
-  o.beta1 = 0.9, o.beta2 = 0.95, o.eps = 1e-8, o.weight_decay = 0.1, o.grad_clip = 1.0;
-  return o;
-}
-
 std::unique_ptr<GPTModel> make_model(int n_head, kernels::Backend& backend, kernels::Dtype precision) {
   ModelOptions options;
   options.backend = &backend;
   options.precision = precision;
-  return std::make_unique<GPTModel>(model_config(n_head), kB, tessera::TensorParallel{}, 1,
-                                tessera::PipelineStage{}, 1, options);
+  return std::make_unique<GPTModel>(tessera::gpu_check::small_gpt2(n_head, kT), kB,
+                                    tessera::TensorParallel{}, 1, tessera::PipelineStage{}, 1,
+                                    options);
 }
 
 struct RunResult {
@@ -143,11 +86,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 RunResult train(GPTModel& model, int steps, const char* name, const Options& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   model.init_weights(kInitSeed);
-  const OptimConfig optim = optim_config();
+  const OptimConfig optim = tessera::gpu_check::check_optim();
   AdamW adamw(model.table(), optim, model.backend());
   RunResult r;
   for (int step = 0; step < steps; step++) {
-    const StepBatch b = batch_of_step(step);
+    const StepBatch b = batch_of_step(step, kMicroBatches, kB, kT);
     model.zero_grad();
     double loss = 0;
     for (int m = 0; m < kMicroBatches; m++)
@@ -177,7 +120,7 @@ RunResult train(GPTModel& model, int steps, const char* name, const Options& opt
 
 // The loss of step `step`'s batch on the model's current parameters (no update).
 double next_step_loss(GPTModel& model, int step) {
-  const StepBatch b = batch_of_step(step);
+  const StepBatch b = batch_of_step(step, kMicroBatches, kB, kT);
   double loss = 0;
   for (int m = 0; m < kMicroBatches; m++) loss += model.forward(b.inputs(m), b.targets(m), kB, kT);
   return loss / kMicroBatches;
