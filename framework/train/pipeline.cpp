@@ -60,8 +60,8 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
   const int slots = model_.activation_slots();
   // Micro-batch i's message: its slice of the buffer of that direction and kind.
   auto message = [&](const PipeMessage& m) {
-    kernels::Buffer<float>& buffer = m.gradient ? (m.send ? send_dx_ : recv_dx_)
-                                       : (m.send ? send_x_ : recv_x_);
+    kernels::Buffer<float>& buffer =
+        m.gradient ? (m.send ? send_dx_ : recv_dx_) : (m.send ? send_x_ : recv_x_);
     const int tag = 2 * m.micro_batch + (m.gradient ? 1 : 0);  // for MPI; NCCL matches in order
     return Communicator::PeerMessage{m.send, buffer.data() + m.micro_batch * NC, NC, m.peer, tag};
   };

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Every parallel layout on GPUs over NCCL, against one GPU, step by step.
 
-Runs `tessera train` with train.device=cuda under mpirun on 2 ranks, whose groups are
+Runs `tessera train` with train.device=cuda under mpirun on 2 or 4 ranks, whose groups are
 NCCL communicators (parallel.backend auto), and compares it with one process:
 
-  - dp=2, dp=2 + ZeRO-1, tp=2, and pp=2 with the GPipe and 1F1B schedules: every loss,
-    gradient norm and validation loss to 1e-5 relative (a split changes only the order
-    of sums: the gradients', the row-parallel layers', the vocabulary's softmax);
+  - dp=2, dp=2 + ZeRO-1, tp=2, pp=2 with the GPipe and 1F1B schedules, and tp=2 x pp=2
+    on 4 ranks: every loss, gradient norm and validation loss to 1e-5 relative (a split
+    changes only the order of sums: the gradients', the row-parallel layers', the
+    vocabulary's softmax);
   - dp=2 with bf16 gradients on the wire: the final validation loss within 1 %;
   - the ZeRO-1 run's checkpoint resumes on one CPU process, whose losses continue those
-    of the one-GPU run (1e-4: the CPU's kernels round differently);
+    of the one-GPU run (1e-4: the CPU's kernels round differently), and the tp=2 x pp=2
+    run's on GPUs as dp=2 (1e-5);
   - a rank whose NCCL operation fails (TESSERA_NCCL_FAIL_AT) ends the job on every rank:
     exit 2, the error line once, within the time limit (no hang);
   - parallel.backend: mpi with GPU memory is refused with one line and exit 2.
@@ -76,12 +78,13 @@ def main():
     with tempfile.TemporaryDirectory(prefix="tessera_nccl_training_") as work:
         prepare_data(opt, work)
         one = train(opt.tessera_gpu, opt, work, "gpu1", 1, cuda)
-        for name, extra in (("dp2", ["parallel.dp=2", "parallel.zero=0"]),
-                            ("dp2_zero1", ["parallel.dp=2", "parallel.zero=1"]),
-                            ("tp2", ["parallel.tp=2"]),
-                            ("pp2_gpipe", ["parallel.pp=2", "parallel.schedule=gpipe"]),
-                            ("pp2_1f1b", ["parallel.pp=2", "parallel.schedule=1f1b"])):
-            got = train(opt.tessera_gpu, opt, work, name, 2, cuda + extra)
+        for name, ranks, extra in (("dp2", 2, ["parallel.dp=2", "parallel.zero=0"]),
+                                   ("dp2_zero1", 2, ["parallel.dp=2", "parallel.zero=1"]),
+                                   ("tp2", 2, ["parallel.tp=2"]),
+                                   ("pp2_gpipe", 2, ["parallel.pp=2", "parallel.schedule=gpipe"]),
+                                   ("pp2_1f1b", 2, ["parallel.pp=2", "parallel.schedule=1f1b"]),
+                                   ("tp2_pp2", 4, ["parallel.tp=2", "parallel.pp=2"])):
+            got = train(opt.tessera_gpu, opt, work, name, ranks, cuda + extra)
             sync = got[0].get("layout", {}).get("grad_sync")
             if name.startswith("dp") and sync != "nccl":
                 fail("%s: run_start grad_sync is %r, expected nccl" % (name, sync))
@@ -100,6 +103,12 @@ def main():
                         ["checkpoint.resume=" + os.path.join(work, "ckpt_dp2_zero1", "step_000004")])
         compare("GPU dp2 ZeRO-1 checkpoint continued on the CPU: loss",
                 series(one, "metric", "loss"), series(resumed, "metric", "loss"), 4, tol=1e-4)
+        # The tp=2 x pp=2 run's, resharded to dp=2 on GPUs.
+        resumed = train(opt.tessera_gpu, opt, work, "gpu_resume", 2,
+                        cuda + ["parallel.dp=2", "checkpoint.resume=" +
+                                os.path.join(work, "ckpt_tp2_pp2", "step_000004")])
+        compare("GPU tp2 x pp2 checkpoint continued on GPUs as dp2: loss",
+                series(one, "metric", "loss"), series(resumed, "metric", "loss"), 4)
 
         start = time.time()
         os.environ["TESSERA_NCCL_FAIL_AT"] = "1:6"  # rank 1's 7th NCCL operation fails
