@@ -19,6 +19,7 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  train RECIPE [--set key=value ...]   train a model from a YAML recipe\n"
+    "  recipe RECIPE [--set ...] [--get K]  the resolved recipe, or one key's value\n"
     "  data prepare --input FILE --out DIR  tokenize text into llm.c token shards\n"
     "  ckpt inspect DIR [--no-verify]       what a checkpoint holds; verifies its checksums\n"
     "  ckpt verify DIR                      check every shard of a checkpoint against its checksums\n"
@@ -43,6 +44,7 @@ int dispatch(int argc, char** argv) {
   const std::string command = argv[1];
   Args rest(argv + 2, argv + argc);
   if (command == "train") return cmd_train(rest);
+  if (command == "recipe") return cmd_recipe(rest);
   if (command == "data") {
     if (rest.empty() || rest[0] != "prepare")
       throw tessera::Error("tessera data: expected the subcommand 'prepare' (tessera data prepare --help)");
@@ -86,8 +88,10 @@ int main(int argc, char** argv) {
   // communicator's helper thread (which would need MPI_THREAD_MULTIPLE; trainer.cpp says
   // why it is off).
   // `tessera sweep` starts trials with mpirun or sbatch: it must not be an MPI process
-  // itself (a singleton's environment would leak into the mpirun it starts).
-  const bool mpi = !(argc >= 2 && !std::strcmp(argv[1], "sweep"));
+  // itself (a singleton's environment would leak into the mpirun it starts). `tessera
+  // recipe` runs in launcher scripts before mpirun or srun: no MPI either.
+  const bool mpi =
+      !(argc >= 2 && (!std::strcmp(argv[1], "sweep") || !std::strcmp(argv[1], "recipe")));
   // Before MPI_Init, which may take a while under srun: Slurm's SIGUSR1 "the time limit is
   // near" must never kill a training process, however early or late it comes.
   if (argc >= 2 && !std::strcmp(argv[1], "train")) tessera::record_sigusr1_until_exit();

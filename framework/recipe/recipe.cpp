@@ -281,6 +281,18 @@ std::string recipe_to_yaml(const Recipe& recipe) {
   return std::string(out.c_str()) + "\n";
 }
 
+std::string recipe_value(const Recipe& recipe, const std::string& name) {
+  const size_t dot = name.find('.');
+  const std::string section = name.substr(0, dot);
+  if (dot == std::string::npos || !find_section(section))
+    throw Error("no recipe key '" + name + "': expected section.key" +
+                unknown_section_hint(section));
+  const std::string key = name.substr(dot + 1);
+  const Field* field = find_field(section, key);
+  if (!field) throw Error("no recipe key '" + name + "'" + unknown_key_hint(section, key));
+  return value_text(*field, recipe);
+}
+
 void validate_recipe(const Recipe& recipe) {
   auto fail_unless = [&](bool ok, const std::string& message) {
     if (!ok) throw ConfigError(recipe.source + ": " + message);

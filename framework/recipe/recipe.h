@@ -140,6 +140,10 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& source,
 // The fully resolved recipe as YAML (for the run log and checkpoints).
 std::string recipe_to_yaml(const Recipe& recipe);
 
+// The value of key `name` ("section.key") as the resolved recipe's YAML writes it, without
+// quotes: "cuda", "3", "0.0003". Throws tessera::Error naming the key when there is none.
+std::string recipe_value(const Recipe& recipe, const std::string& name);
+
 // Checks cross-field constraints (n_embd % n_head, batch divisibility, ...).
 void validate_recipe(const Recipe& recipe);
 

@@ -83,9 +83,6 @@ TrainingRun::~TrainingRun() = default;
 void TrainingRun::set_up_layout() {
   validate_recipe(r_);
   check_device_layout(r_);
-  // Says why a GPU cannot be used (a build without CUDA, no device) before any work; one
-  // GPU per process of a node.
-  backend_ = &kernels::backend_for(r_.train.device, discover_local_rank().rank);
   dp_ = r_.parallel.dp;
   // Validates the layout against the job (the same message on every rank, before any
   // communicator exists) and splits the world into dp, tp and pp groups.
@@ -95,6 +92,16 @@ void TrainingRun::set_up_layout() {
       LayoutSpec{r_.parallel.dp, r_.parallel.tp, r_.parallel.pp, r_.model.n_head, r_.model.n_embd,
                  r_.model.n_layer, r_.train.global_batch, r_.train.micro_batch,
                  model.llama() ? model.kv_heads() : 0, model.llama() ? model.mlp_width() : 0});
+  // Says why a GPU cannot be used (a build without CUDA, no device) before any work, once:
+  // the lowest failing rank's reason, on every rank. One GPU per process of a node.
+  std::string no_device;
+  try {
+    backend_ = &kernels::backend_for(r_.train.device, discover_local_rank().rank);
+  } catch (const Error& e) {
+    no_device = e.what();
+  }
+  no_device = first_error_of_all(mesh_->world(), no_device);
+  if (!no_device.empty()) throw ConfigError(no_device);
   nccl_ = resolved_backend(r_.parallel, r_.train.device) == CommBackend::nccl &&
           mesh_->world_size() > 1;
   if (nccl_) {

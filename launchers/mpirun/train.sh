@@ -55,37 +55,9 @@ THREADS=$(( CORES / NPROCS ))
 (( THREADS >= 1 )) || THREADS=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS_OVERRIDE:-$THREADS}
 
-# train.device as tessera will see it: the last --set of it, else the recipe's (a block
-# `train:` section, or a flow one on one line), else cpu. Only this decides whether the
-# ranks are set up for GPUs; tessera checks the recipe itself. (The same function is in
-# launchers/slurm/train.sbatch, which Slurm runs as a copy and so cannot share a file.)
-train_device() {
-  local recipe=$1 dev="" next=0 a
-  shift
-  for a in "$@"; do
-    if (( next )); then
-      next=0
-      [[ $a == train.device=* ]] && dev=${a#train.device=}
-      continue
-    fi
-    case $a in
-      --set) next=1 ;;
-      --set=train.device=*) dev=${a#--set=train.device=} ;;
-    esac
-  done
-  if [[ -z $dev ]]; then
-    dev=$(awk '
-      /^[^ \t#]/ { train = /^train:/ }
-      train && /^train:[ \t]*\{/ && /[{,][ \t]*device:/ {
-        s = $0; sub(/.*[{,][ \t]*device:[ \t]*/, "", s); sub(/[ \t]*[,}].*/, "", s); print s; exit }
-      train && /^[ \t]+device:/ {
-        s = $0; sub(/^[ \t]+device:[ \t]*/, "", s); sub(/[ \t]*(#.*)?$/, "", s); print s; exit }
-    ' "$recipe")
-  fi
-  dev=${dev//[\"\']/}  # a YAML scalar may be quoted
-  echo "${dev:-cpu}"
-}
-DEVICE=$(train_device "$RECIPE" "$@")
+# Where the ranks train: train.device as tessera itself resolves it (the recipe, then the
+# --set overrides); a recipe it cannot read ends the launch here, with its message.
+DEVICE=$("$TESSERA" recipe "$RECIPE" "$@" --get train.device) || exit 2
 
 GPU_ARGS=()
 if [[ $DEVICE == cuda ]]; then

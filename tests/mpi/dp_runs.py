@@ -13,7 +13,7 @@
   dp_runs.py layout-mismatch --tessera BIN --mpirun MPIRUN
       mpirun -n 2 with parallel.dp=1 fails quickly (no hang) with a non-zero exit code;
       it prints the one clear layout message once (rank 0), with no MPI_ABORT banner;
-      nothing crashes.
+      nothing crashes. So does train.device=cuda on 2 ranks without a GPU.
 
 Standard library only. Exit code 0 = pass; anything else prints why.
 """
@@ -149,6 +149,25 @@ def equivalence(opt, what="metric"):
     print("PASS")
 
 
+def expect_one_error_line(p, pattern, what):
+    """p failed with exactly one "tessera: ..." line, matching pattern, and no abort banner."""
+    if p.returncode == 0:
+        fail("%s: the job succeeded" % what)
+    errors = [l for l in p.stderr.splitlines() if "tessera: " in l]
+    if not errors:
+        fail("%s: no 'tessera: error:' line" % what)
+    for line in errors:
+        if not pattern.match(line):
+            fail("%s: unexpected error line: %r" % (what, line))
+    if len(errors) != 1:
+        fail("%s: %d error lines from 2 ranks (rank 0 alone prints it)" % (what, len(errors)))
+    if "MPI_ABORT" in p.stderr or "MPI_ABORT" in p.stdout:
+        fail("%s: MPI_ABORT banner for an error every rank raised" % what)
+    for bad in FORBIDDEN:
+        if bad in p.stderr or bad in p.stdout:
+            fail("%s: output contains %r" % (what, bad))
+
+
 def layout_mismatch(opt):
     with tempfile.TemporaryDirectory(prefix="tessera_mpi_layout_") as work:
         prepare_data(opt.tessera, work)
@@ -156,27 +175,22 @@ def layout_mismatch(opt):
                                                    ["parallel.dp=1"])
         p = run(cmd, work, 60)
         print(show(p))
-        if p.returncode == 0:
-            fail("mpirun -n 2 with parallel.dp=1 succeeded")
-        errors = [l for l in p.stderr.splitlines() if "tessera: " in l]
-        if not errors:
-            fail("no 'tessera: error:' line")
         # mpirun's hint, or srun's and sbatch's when this test runs inside a Slurm job.
-        pattern = re.compile(r"^tessera: error: parallel layout dp=1 x tp=1 x pp=1 = 1 ranks?, "
-                             r"but the job has 2 MPI ranks \(start it with (mpirun -n 1|srun -n 1 "
-                             r"or sbatch --ntasks=1,) or change parallel\.dp/tp/pp\)$")
-        for line in errors:
-            if not pattern.match(line):
-                fail("unexpected error line: %r" % line)
-        if len(errors) != 1:
-            fail("%d error lines from 2 ranks (rank 0 alone prints it)" % len(errors))
-        if "MPI_ABORT" in p.stderr or "MPI_ABORT" in p.stdout:
-            fail("MPI_ABORT banner for an error every rank raised")
-        for bad in FORBIDDEN:
-            if bad in p.stderr or bad in p.stdout:
-                fail("output contains %r" % bad)
+        expect_one_error_line(p, re.compile(
+            r"^tessera: error: parallel layout dp=1 x tp=1 x pp=1 = 1 ranks?, "
+            r"but the job has 2 MPI ranks \(start it with (mpirun -n 1|srun -n 1 "
+            r"or sbatch --ntasks=1,) or change parallel\.dp/tp/pp\)$"), "layout mismatch")
         if os.path.isdir(os.path.join(work, "runs_bad")) and os.listdir(os.path.join(work, "runs_bad")):
             fail("a run directory was created although the layout was refused at start-up")
+        # train.device: cuda where no rank can use a GPU: said once, too (where the machine
+        # has a GPU the run trains, and there is nothing to check).
+        cmd = [opt.mpirun, "-n", "2"] + train_args(opt.tessera, opt.source_dir, work, "nogpu",
+                                                   ["parallel.dp=2", "train.device=cuda"])
+        p = run(cmd, work, 60)
+        print(show(p))
+        if p.returncode != 0:
+            expect_one_error_line(p, re.compile(r"^tessera: error: .*(no usable CUDA device|"
+                                                r"no CUDA backend)"), "cuda without a GPU")
     print("PASS")
 
 

@@ -31,8 +31,11 @@ void expect_boxes_match(const ParamInfo& p, int64_t begin, int64_t end) {
       ASSERT_TRUE(covered.insert(local).second) << p.name << ": local element twice";
     }
   }
-  for (int64_t i = begin; i < end; i++)
-    if (p.logical_index(i) >= 0) ASSERT_TRUE(covered.count(i)) << p.name << " misses " << i;
+  for (int64_t i = begin; i < end; i++) {
+    if (p.logical_index(i) >= 0) {
+      ASSERT_TRUE(covered.count(i)) << p.name << " misses " << i;
+    }
+  }
 }
 
 ParamTable table_for(int tp_rank, int tp) {

@@ -48,7 +48,9 @@ TEST(PipelineSchedule, EveryMicroBatchRunsOnceForwardBeforeBackward) {
           for (int i = 0; i < m; i++) {
             EXPECT_GE(forward_at[i], 0);
             EXPECT_LT(forward_at[i], backward_at[i]);
-            if (i > 0) EXPECT_LT(backward_at[i - 1], backward_at[i]);  // backwards in order
+            if (i > 0) {
+              EXPECT_LT(backward_at[i - 1], backward_at[i]);  // backwards in order
+            }
           }
         }
 }

@@ -14,6 +14,7 @@ namespace tessera::cli {
 using Args = std::vector<std::string>;
 
 int cmd_train(const Args& args);         // tessera train RECIPE [--set k=v ...]
+int cmd_recipe(const Args& args);        // tessera recipe RECIPE [--set k=v ...] [--get KEY]
 int cmd_data_prepare(const Args& args);  // tessera data prepare --input F --out DIR ...
 int cmd_bench(const Args& args);         // tessera bench [...]
 int cmd_doctor(const Args& args);        // tessera doctor
