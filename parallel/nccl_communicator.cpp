@@ -170,11 +170,19 @@ class NcclCommunicator final : public Communicator {
   CommRequest exchange_async(const std::vector<PeerMessage>& messages) override {
     auto c = begin("ncclGroupStart/ncclSend/ncclRecv/ncclGroupEnd");
     check(ncclGroupStart(), "ncclGroupStart");
-    for (const PeerMessage& m : messages)
-      check(m.send ? ncclSend(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_)
-                   : ncclRecv(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_),
-            m.send ? "ncclSend" : "ncclRecv");
-    check(ncclGroupEnd(), "ncclGroupEnd");
+    // The group is closed whatever happens: NCCL keeps one open group per thread, which
+    // would swallow the calls of every other communicator after a failure here.
+    ncclResult_t posted = ncclSuccess;
+    const char* what = "";
+    for (const PeerMessage& m : messages) {
+      posted = m.send ? ncclSend(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_)
+                      : ncclRecv(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_);
+      what = m.send ? "ncclSend" : "ncclRecv";
+      if (posted != ncclSuccess && posted != ncclInProgress) break;
+    }
+    const ncclResult_t ended = ncclGroupEnd();
+    check(posted, what);
+    check(ended, "ncclGroupEnd");
     return finish(std::move(c), "ncclGroupEnd (sends and receives)");
   }
 

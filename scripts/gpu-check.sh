@@ -101,7 +101,7 @@ processes() {  # count, log, command...
 # skips the larger ones and the layouts, to keep the run inside its time.
 nccl_ok=1
 for n in 1 2 4; do
-  if [[ $nccl_ok == 0 ]]; then row "NCCL communicator, $n processes" "not run (a smaller count failed)"; continue; fi
+  if [[ $nccl_ok == 0 ]]; then row "NCCL communicator, $n process(es)" "not run (a smaller count failed)"; continue; fi
   t0=$SECONDS
   processes "$n" "nccl_n$n.log" "$BIN/gpu_nccl_tests"
   rc=$?
@@ -110,6 +110,7 @@ for n in 1 2 4; do
   [[ $rc == 0 ]] || nccl_ok=0
 done
 # 3b. The parallel layouts against one GPU, step by step (fp32, 1e-5).
+: > "$OUT/layouts.log"
 for layout in "--dp 2" "--dp 2 --zero" "--tp 2" "--pp 2 --schedule gpipe" "--pp 2 --schedule 1f1b"; do
   if [[ $nccl_ok == 0 ]]; then row "layout ${layout//--/}" "not run (the NCCL tests failed)"; continue; fi
   t0=$SECONDS

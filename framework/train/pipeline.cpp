@@ -158,14 +158,15 @@ void PipelineEngine::sum_tied_embedding_grads() {
   const int peer = model_.stage().is_first() ? stages_ - 1 : 0;
   kernels::Backend& backend = model_.backend();
   float* mine = model_.grads() + wte.offset;
-  kernels::Buffer<float> theirs = backend.allocate<float>(wte.numel);
+  // Made once (a GPU's allocation and free would each synchronise the device every step).
+  if (!peer_wte_grad_) peer_wte_grad_ = backend.allocate<float>(wte.numel);
+  float* theirs = peer_wte_grad_.data();
   const int tag = 1 << 20;  // apart from the activations' tags
   // One group: each side sends and receives (two separate calls would deadlock on NCCL).
-  pp_->exchange_async({{true, mine, wte.numel, peer, tag},
-                       {false, theirs.data(), wte.numel, peer, tag}})
+  pp_->exchange_async({{true, mine, wte.numel, peer, tag}, {false, theirs, wte.numel, peer, tag}})
       .wait();
   // a + b == b + a exactly: both copies get bit-identical sums.
-  backend.residual_forward(mine, mine, theirs.data(), wte.numel);
+  backend.residual_forward(mine, mine, theirs, wte.numel);
 }
 
 }  // namespace tessera

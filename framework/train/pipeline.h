@@ -83,6 +83,7 @@ class PipelineEngine {
   // activations / gradients and the copies sent (a send buffer is not touched again
   // until the step's sends complete).
   kernels::Buffer<float> recv_x_, recv_dx_, send_x_, send_dx_;
+  kernels::Buffer<float> peer_wte_grad_;  // the other copy's wte gradient (first, last stage)
   StageTimes times_;
 };
 

@@ -97,7 +97,7 @@ void TrainingRun::set_up_layout() {
   std::string no_device;
   try {
     backend_ = &kernels::backend_for(r_.train.device, discover_local_rank().rank);
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     no_device = e.what();
   }
   no_device = first_error_of_all(mesh_->world(), no_device);

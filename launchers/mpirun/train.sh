@@ -29,8 +29,7 @@
 #
 # The binary and the data must be at the same paths on every node; on GPUs the script
 # passes NCCL_* variables set here on to every rank (mpirun -x).
-# On GPUs tessera runs data parallel over NCCL; tp or pp above 1 on GPUs is refused for now
-# (docs/cuda.md), so an example with tp shows how such a job will be started.
+# On GPUs every layout (dp, tp, pp) communicates over NCCL (docs/cuda.md).
 set -euo pipefail
 
 usage() { echo "usage: $0 NPROCS RECIPE [--set key=value ...]" >&2; exit 2; }

@@ -86,7 +86,7 @@ TEST(CudaBackendVocabShard, AddBiasMatchesTheCpuBackendExactly) {
 // {losses, rank 1's gradient written over its logits}.
 std::pair<std::vector<float>, std::vector<float>> crossentropy(k::Backend& be) {
   const int N = 3, Vl = 13, V = 22, ranks = 2;
-  const std::vector<int32_t> targets = {0, 12, 21};  // rank 0's last column, rank 1's first, V-1
+  const std::vector<int32_t> targets = {12, 13, 21};  // rank 0's last column, rank 1's first, V-1
   std::vector<float> logits[2] = {random_floats((int64_t)N * Vl, 9, -4, 4),
                                   random_floats((int64_t)N * Vl, 10, -4, 4)};
   for (int n = 0; n < N; n++)

@@ -56,7 +56,8 @@ struct Layout {
 };
 
 // This process's place in the layout (ranks: tp fastest, then dp, then pp, as the mesh's)
-// and its groups (null where the layout has one rank on that axis).
+// and its groups (NCCL communicators, of one rank where the layout has one on that axis;
+// none for the one-GPU reference).
 struct Place {
   int tp_rank = 0, dp_rank = 0, pp_rank = 0;
   std::unique_ptr<Communicator> tp, dp, pp;

@@ -61,23 +61,32 @@ void finish_processes() {
 
 std::unique_ptr<Communicator> nccl_world(const ProcessGroup& p) {
   NcclUniqueId id;
+  std::error_code ec;
   if (p.rank == 0) {
     id = nccl_unique_id();
     if (p.size > 1) {
       const std::string partial = p.id_file + ".partial";
-      std::ofstream(partial, std::ios::binary).write(id.bytes, sizeof id.bytes);
-      std::filesystem::rename(partial, p.id_file);
+      check((bool)std::ofstream(partial, std::ios::binary).write(id.bytes, sizeof id.bytes),
+            "cannot write the NCCL id to " + partial);
+      std::filesystem::rename(partial, p.id_file, ec);
+      check(!ec, "cannot rename " + partial + " to " + p.id_file + ": " + ec.message());
     }
   } else {
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!std::filesystem::exists(p.id_file)) {
+    while (!std::filesystem::exists(p.id_file, ec)) {
       check(std::chrono::steady_clock::now() < give_up,
             "no NCCL id in " + p.id_file + " after 60 s: did rank 0 start?");
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    std::ifstream(p.id_file, std::ios::binary).read(id.bytes, sizeof id.bytes);
+    std::ifstream in(p.id_file, std::ios::binary);
+    check(in.read(id.bytes, sizeof id.bytes) && in.gcount() == (std::streamsize)sizeof id.bytes,
+          "cannot read an NCCL id from " + p.id_file);
   }
-  return make_nccl_communicator(id, p.size, p.rank);
+  auto world = make_nccl_communicator(id, p.size, p.rank);
+  // Every process has read the id once the communicator exists: a later run must not
+  // find this one's id.
+  if (p.rank == 0 && p.size > 1) std::filesystem::remove(p.id_file, ec);
+  return world;
 }
 
 std::unique_ptr<Communicator> nccl_group(Communicator& world, int color) {

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   try {
     processes = start_processes(&argc, &argv);
     world = nccl_world(processes);
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu_nccl_tests rank %d: %s\n", processes.rank, e.what());
     return 2;
   }

@@ -173,8 +173,8 @@ TEST(NcclCommunicator, BroadcastFromEveryRoot) {
   }
 }
 
-// Each rank sends to the next and receives from the previous, posted before waiting (the
-// order a pipeline uses: receive posted, then send).
+// Each rank sends to the next and receives from the previous, blocking, even ranks sending
+// first and odd ranks receiving first (so that no two neighbours both wait to send).
 TEST(NcclCommunicator, SendRecvRing) {
   auto nccl = make_nccl_communicator(world());
   const int p = nccl->size(), rank = nccl->rank();
