@@ -7,7 +7,8 @@
 // threads (the scalar tail); one thread per element otherwise.
 //   residual_forward_kernel<Vec4>: grid ceil(N/4 / 256) (Vec4) or ceil(N / 256), block 256,
 //   no smem.
-// add_bias runs once per row-parallel layer (not in the hot path): one thread per element.
+// add_bias (a row-parallel layer's bias under tensor parallelism, after the all-reduce): one
+// thread per element, the bias row read through the cache.
 //   add_bias_kernel: grid ceil(N*OC / 256), block 256, no smem.
 #include <algorithm>
 
