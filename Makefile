@@ -84,9 +84,11 @@ bench-allocators: build
 # gpu_training_check and gpu_train_bench link the framework (--as-needed): they must not
 # need MPI, HDF5 or yaml-cpp at run time, which the check after the build makes sure of.
 GPU_BUILD ?= build-gpu
+# e.g. -DTESSERA_CUDNN=OFF for a GPU machine without libcudnn.so.9 (no PyTorch wheel either).
+GPU_CMAKE_FLAGS ?=
 gpu-binaries: deps
 	@mkdir -p $(GPU_BUILD) && cmake -S . -B $(GPU_BUILD) -DCMAKE_BUILD_TYPE=Release \
-	  -DTESSERA_NATIVE=OFF -DTESSERA_CUDA=ON > $(GPU_BUILD)/configure.log 2>&1 \
+	  -DTESSERA_NATIVE=OFF -DTESSERA_CUDA=ON $(GPU_CMAKE_FLAGS) > $(GPU_BUILD)/configure.log 2>&1 \
 	  || { cat $(GPU_BUILD)/configure.log; exit 1; }
 	cmake --build $(GPU_BUILD) -j$(JOBS) --target gpu_tests gpu_training_check gpu_nccl_tests \
 	  gpu_layout_check gpu_bench gpu_train_bench

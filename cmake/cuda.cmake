@@ -16,8 +16,16 @@ string(APPEND CMAKE_CUDA_FLAGS " -lineinfo")
 find_package(CUDAToolkit REQUIRED)  # CUDA::cudart, CUDA::cublasLt
 
 # NCCL and cuDNN ship inside the toolkit's directories here, without CMake packages:
-# imported targets Tessera::nccl and Tessera::cudnn where they are found.
-foreach(lib nccl cudnn)
+# imported targets Tessera::nccl and Tessera::cudnn where they are found. TESSERA_CUDNN=OFF
+# leaves cuDNN out (binaries for a machine without libcudnn.so.9; no kernels.attention=cudnn).
+option(TESSERA_CUDNN "Use cuDNN where it is found next to the CUDA toolkit" ON)
+set(TESSERA_CUDA_LIBRARIES nccl)
+if(TESSERA_CUDNN)
+  list(APPEND TESSERA_CUDA_LIBRARIES cudnn)
+else()
+  message(STATUS "Tessera: cuDNN left out (TESSERA_CUDNN=OFF)")
+endif()
+foreach(lib ${TESSERA_CUDA_LIBRARIES})
   find_library(TESSERA_${lib}_LIBRARY NAMES ${lib}
     HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib64)
   find_path(TESSERA_${lib}_INCLUDE_DIR NAMES ${lib}.h HINTS ${CUDAToolkit_INCLUDE_DIRS})

@@ -1,4 +1,4 @@
-// What every backend has unless it overrides it: no flash attention, no Llama ops.
+// What every backend has unless it overrides it: no flash or cuDNN attention, no Llama ops.
 #include "kernels/backend.h"
 
 #include <string>
@@ -16,6 +16,19 @@ void Backend::flash_attention_forward(float*, float*, const float*, int, int, in
 void Backend::flash_attention_backward(float*, const float*, const float*, const float*,
                                        const float*, int, int, int, int) {
   throw Error(std::string("flash attention: the ") + to_string(device()) + " backend has none");
+}
+
+std::string Backend::cudnn_attention_prepare(int, int, int, int) {
+  return std::string("the ") + to_string(device()) + " backend has no cuDNN";
+}
+
+void Backend::cudnn_attention_forward(float*, float*, const float*, int, int, int, int) {
+  throw Error(std::string("cuDNN attention: the ") + to_string(device()) + " backend has none");
+}
+
+void Backend::cudnn_attention_backward(float*, const float*, const float*, const float*,
+                                       const float*, int, int, int, int) {
+  throw Error(std::string("cuDNN attention: the ") + to_string(device()) + " backend has none");
 }
 
 bool Backend::has_llama_ops() const { return false; }

@@ -22,6 +22,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernels/buffer.h"
@@ -120,6 +121,21 @@ class Backend {
   virtual void flash_attention_forward(float* out, float* lse, const float* qkv, int B, int T,
                                        int C, int NH);
   virtual void flash_attention_backward(float* dqkv, const float* dout, const float* qkv,
+                                        const float* out, const float* lse, int B, int T, int C,
+                                        int NH);
+
+  // cuDNN's fused attention (cuDNN 9's graph API), where a backend has it (the CUDA backend
+  // of a build with cuDNN): flash_attention_forward/backward's contract (lse the same
+  // natural-log log-sum-exp, so the two engines' forward and backward can be mixed), but
+  // out is rounded to bf16 as well, and the backward is not deterministic (cuDNN adds dq up
+  // with atomics). cudnn_attention_prepare builds the graphs for one shape (once; later
+  // calls are a lookup) and returns "" when they run, else one line saying why not (no
+  // cuDNN, no GPU engine for this shape, ...); forward and backward throw for a shape not
+  // prepared successfully. The defaults say this backend has none.
+  virtual std::string cudnn_attention_prepare(int B, int T, int C, int NH);
+  virtual void cudnn_attention_forward(float* out, float* lse, const float* qkv, int B, int T,
+                                       int C, int NH);
+  virtual void cudnn_attention_backward(float* dqkv, const float* dout, const float* qkv,
                                         const float* out, const float* lse, int B, int T, int C,
                                         int NH);
 

@@ -3,7 +3,8 @@
 # against their CPU twins, a small GPT-2 trained on the GPU against the CPU
 # (gpu_training_check), the NCCL communicator's tests at 1, 2 and 4 processes on the one
 # GPU (gpu_nccl_tests) and the parallel layouts against one GPU (gpu_layout_check),
-# compute-sanitizer's memcheck and racecheck on the kernel tests, the
+# compute-sanitizer's memcheck and racecheck on the kernel tests (cuDNN's attention against
+# our flash kernel among them), the
 # kernel benchmark and GPT-2 124M training steps (gpu_train_bench). Prints one table; keeps every log and JSON under $OUT.
 #
 #   scripts/gpu-check.sh [BUILD_DIR]     (default build-gpu, made by `make gpu-binaries`)
@@ -33,6 +34,22 @@ if ldd "$BIN/gpu_nccl_tests" | grep -q 'libnccl.so.2 => not found'; then
   [[ -n $NCCL_LIB ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$NCCL_LIB"
 fi
 
+# libcudnn (cuDNN attention; over a gigabyte with its engines): the toolkit's if it has
+# one, else PyTorch's (the nvidia-cudnn wheel); the directory holds the sub-libraries that
+# libcudnn.so.9 loads as well.
+if ldd "$BIN/gpu_tests" | grep -q 'libcudnn.so.9 => not found'; then
+  CUDNN_LIB=$(python3 -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null)
+  [[ -n $CUDNN_LIB ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$CUDNN_LIB"
+fi
+
+missing=$(for b in gpu_tests gpu_training_check gpu_nccl_tests gpu_layout_check gpu_bench gpu_train_bench; do
+  ldd "$BIN/$b" | grep 'not found'; done | sort -u)
+if [[ -n $missing ]]; then
+  echo "gpu-check: libraries not found (a build without cuDNN: make gpu-binaries GPU_CMAKE_FLAGS=-DTESSERA_CUDNN=OFF):" >&2
+  echo "$missing" >&2
+  exit 2
+fi
+
 declare -a ROWS
 row() { ROWS+=("$(printf '%-34s %s' "$1" "$2")"); }
 
@@ -42,6 +59,8 @@ row() { ROWS+=("$(printf '%-34s %s' "$1" "$2")"); }
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
     | sed 's/^/gpu: /'
   nvcc --version | tail -1 | sed 's/^/nvcc: /'
+  ldd "$BIN/gpu_tests" | grep -E 'libcudnn|libnccl' | sed 's/^[[:space:]]*/library: /'
+  python3 -c 'import torch; print("pytorch:", torch.__version__, "cudnn", torch.backends.cudnn.version())' 2>/dev/null
   command -v compute-sanitizer > /dev/null && compute-sanitizer --version | head -2 | tail -1 \
     | sed 's/^/sanitizer: /'
 } | tee "$OUT/machine.txt"
@@ -69,6 +88,7 @@ run_step() {  # name, log, command...
 # 1. The kernels against their CPU twins, at GPT-2's shapes.
 run_step "tests" gpu_tests.log "$BIN/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
 row "kernel tests (GPT-2 shapes)" "$(summary "$OUT/gpu_tests.log")"
+row "cuDNN attention vs our flash" "$(grep -c '^\[cudnn vs flash\]' "$OUT/gpu_tests.log") shapes compared; $(grep -m1 -E '^\[ *(OK|FAILED|SKIPPED) *\] CudnnAttention.MatchesOurFlashKernel \(' "$OUT/gpu_tests.log" || echo 'no result')"
 
 # 2. Training on the GPU against the CPU in one process: fp32 losses step by step, bf16 with
 # flash attention against fp32, the GPU's parameters continuing on the CPU (exit 77: no GPU).
@@ -147,6 +167,12 @@ peak=$(python3 -c "import json; print(json.load(open('$OUT/gpu_bench.json'))['bf
 run_step "train bench" gpu_train_bench.txt "$BIN/gpu_train_bench" --model gpt2-124m --seq 1024 \
   --precision bf16 --steps 10 --peak-tflops "$peak" --json "$OUT/gpu_train_bench.json"
 row "Tessera GPT-2 124M bf16" "$(sed -n 's/^gpu_train_bench: //p' "$OUT/gpu_train_bench.txt" | tail -1)"
+# The same steps with cuDNN's attention, at the micro-batch found above.
+batch=$(python3 -c "import json; print(json.load(open('$OUT/gpu_train_bench.json'))['batch'])" 2>/dev/null || echo 8)
+run_step "train bench cudnn" gpu_train_bench_cudnn.txt "$BIN/gpu_train_bench" --model gpt2-124m \
+  --seq 1024 --precision bf16 --attention cudnn --batch "$batch" --steps 10 --peak-tflops "$peak" \
+  --json "$OUT/gpu_train_bench_cudnn.json"
+row "Tessera GPT-2 124M bf16, cuDNN attn" "$(sed -n 's/^gpu_train_bench: //p;s/^kernels.attention/&/p' "$OUT/gpu_train_bench_cudnn.txt" | tail -2 | tr '\n' ' ')"
 
 # 7. The PyTorch peer, if asked for.
 if [[ ${PYTORCH_PEER:-0} == 1 ]]; then
@@ -166,5 +192,7 @@ echo
 sed -n '/^check /,/^gpu_training_check: /p' "$OUT/gpu_training_check.txt"
 echo
 cat "$OUT/gpu_bench.txt"
+echo
+grep -h '^\[cudnn vs flash\]' "$OUT/gpu_tests.log" 2>/dev/null
 grep -h '^\[  FAILED  \].*(' "$OUT"/gpu_tests.log "$OUT"/memcheck.log "$OUT"/racecheck.log 2>/dev/null \
   | sort -u | head -40

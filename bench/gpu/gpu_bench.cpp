@@ -18,6 +18,9 @@
 #include "kernels/cpu/cast_bf16.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
+#ifdef TESSERA_HAVE_CUDNN
+#include "kernels/cuda/cudnn_attention.h"
+#endif
 
 namespace {
 
@@ -160,6 +163,23 @@ int main(int argc, char** argv) try {
                                        out.data(), lse.data(), B, T, C, NH, nullptr);
       }, o.reps), 2.5 * attn_flops, 0});
     }
+#ifdef TESSERA_HAVE_CUDNN
+    // cuDNN's fused attention, the same contract (bf16 copies in and out included).
+    cuda::CudnnAttention cudnn;
+    const std::string why = cudnn.prepare(B, T, C, NH);
+    if (why.empty()) {
+      DeviceArray<float> lse((int64_t)B * NH * T);
+      rows.push_back({"cuDNN attention forward", time_ms([&] {
+        cudnn.forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, nullptr);
+      }, o.reps), attn_flops, 0});
+      rows.push_back({"cuDNN attention backward", time_ms([&] {
+        cudnn.backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH,
+                       nullptr);
+      }, o.reps), 2.5 * attn_flops, 0});
+    } else {
+      std::printf("cuDNN attention: not measured: %s\n", why.c_str());
+    }
+#endif
     DeviceArray<float> att((int64_t)B * NH * T * T, "attention probabilities"),
         scratch(cuda::attention_scratch(B, T, C, NH), "attention scratch");
     rows.push_back({"attention forward (GEMMs + softmax)", time_ms([&] {

@@ -4,7 +4,8 @@
 // a GPU machine that has only the CUDA toolkit (scripts/gpu-check.sh carries it there).
 //
 //   gpu_train_bench [--model gpt2-124m] [--seq T] [--precision bf16|fp16|fp32]
-//                   [--batch B] [--steps N] [--peak-tflops P] [--json FILE]
+//                   [--attention own|cudnn] [--batch B] [--steps N] [--peak-tflops P]
+//                   [--json FILE]
 //
 // --batch 0 (the default) takes the largest micro-batch that fits: 64, 48, 32, ... down to
 // 1, the first whose model, activations and step run without an error. With --peak-tflops
@@ -23,7 +24,7 @@ namespace {
 using namespace tessera;
 
 struct Options {
-  std::string model = "gpt2-124m", precision = "bf16", json;
+  std::string model = "gpt2-124m", precision = "bf16", attention = "own", json;
   int seq = 1024, batch = 0, steps = 10;
   double peak_tflops = 0;
 };
@@ -35,6 +36,7 @@ Options parse(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (a == "--model" && has_value) o.model = argv[++i];
     else if (a == "--precision" && has_value) o.precision = argv[++i];
+    else if (a == "--attention" && has_value) o.attention = argv[++i];
     else if (a == "--json" && has_value) o.json = argv[++i];
     else if (a == "--seq" && has_value) o.seq = std::atoi(argv[++i]);
     else if (a == "--batch" && has_value) o.batch = std::atoi(argv[++i]);
@@ -42,6 +44,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--peak-tflops" && has_value) o.peak_tflops = std::atof(argv[++i]);
     else throw Error("gpu_train_bench: unknown or incomplete option '" + a + "'");
   }
+  check(o.attention == "own" || o.attention == "cudnn",
+        "gpu_train_bench: --attention expects own or cudnn, got '" + o.attention + "'");
   check(o.seq >= 1 && o.batch >= 0 && o.steps >= 1,
         "gpu_train_bench: --seq and --steps must be >= 1, --batch >= 0");
   return o;
@@ -59,6 +63,8 @@ BenchResult run(const Options& o, int batch) {
   b.model = bench_model(o.model);
   b.model.seq_len = o.seq;
   b.options.precision = dtype(o.precision);
+  // (Not recipe.h's from_string: its object file would bring yaml-cpp along.)
+  b.options.attention = o.attention == "cudnn" ? AttentionEngine::cudnn : AttentionEngine::own;
   b.device = kernels::Device::cuda;
   b.batch = batch;
   b.seq_len = o.seq;
@@ -93,17 +99,20 @@ int main(int argc, char** argv) {
       if (o.peak_tflops > 0)
         std::snprintf(mfu_text, sizeof mfu_text, ", MFU %.1f%% of %.0f TFLOP/s", 100 * mfu,
                       o.peak_tflops);
-      std::printf("gpu_train_bench: %s %s, micro-batch %d x %d: %.0f tokens/s, step %.1f ms "
-                  "(forward %.1f, backward %.1f, optimizer %.1f), %.1f TFLOP/s%s\n",
-                  o.model.c_str(), o.precision.c_str(), batch, o.seq, r.tokens_per_s, r.step_ms,
+      std::printf("gpu_train_bench: %s %s, %s attention, micro-batch %d x %d: %.0f tokens/s, "
+                  "step %.1f ms (forward %.1f, backward %.1f, optimizer %.1f), %.1f TFLOP/s%s\n",
+                  o.model.c_str(), o.precision.c_str(), o.attention.c_str(), batch, o.seq,
+                  r.tokens_per_s, r.step_ms,
                   r.forward_ms, r.backward_ms, r.optimizer_ms, r.achieved_flops / 1e12, mfu_text);
       if (!o.json.empty()) {
         std::FILE* f = std::fopen(o.json.c_str(), "w");
         check(f != nullptr, "gpu_train_bench: cannot write " + o.json);
         std::fprintf(f,
-                     "{\"model\": \"%s\", \"precision\": \"%s\", \"batch\": %d, \"seq\": %d, "
-                     "\"tokens_per_s\": %.1f, \"step_ms\": %.3f, \"tflops\": %.3f, \"mfu\": %.4f}\n",
-                     o.model.c_str(), o.precision.c_str(), batch, o.seq, r.tokens_per_s,
+                     "{\"model\": \"%s\", \"precision\": \"%s\", \"attention\": \"%s\", "
+                     "\"batch\": %d, \"seq\": %d, \"tokens_per_s\": %.1f, \"step_ms\": %.3f, "
+                     "\"tflops\": %.3f, \"mfu\": %.4f}\n",
+                     o.model.c_str(), o.precision.c_str(), o.attention.c_str(), batch, o.seq,
+                     r.tokens_per_s,
                      r.step_ms, r.achieved_flops / 1e12, mfu);
         std::fclose(f);
       }

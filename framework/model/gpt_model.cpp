@@ -252,10 +252,14 @@ void GPTModel::gpt2_block_forward(Activations& a, int l, const ParamPtrs& p, con
                              p.blocks[l].ln1_w, p.blocks[l].ln1_b, (int)N, C);
   linear(LoraTarget::qkv, qkv, ln1, in16(a.ln1_16, l, C));
   if (mixed_) keep_16bit(qkv, in16(a.qkv_16, l, 3 * Ct), N * 3 * Ct);
-  if (flash_)
-    backend_.flash_attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
+  float* saved = a.att + l * att_stride;  // probabilities, or log-sum-exps
+  const AttentionKind kind = attention_for(B, T);
+  if (kind == AttentionKind::full)
+    backend_.attention_forward(atty, saved, qkv, B, T, Ct, NH);
+  else if (kind == AttentionKind::flash)
+    backend_.flash_attention_forward(atty, saved, qkv, B, T, Ct, NH);
   else
-    backend_.attention_forward(atty, a.att + l * att_stride, qkv, B, T, Ct, NH);
+    backend_.cudnn_attention_forward(atty, saved, qkv, B, T, Ct, NH);
   linear(LoraTarget::attn_out, a.branch, atty, in16(a.atty_16, l, Ct));
   backend_.residual_forward(residual2, residual, a.branch, N * C);
   backend_.layernorm_forward(ln2, a.ln2_mean + l * maxN, a.ln2_rstd + l * maxN, residual2,
@@ -417,11 +421,19 @@ void GPTModel::block_backward(Activations& a, int l, const ParamPtrs& p, const P
   zero(a.datty, N * Ct);
   linear(LoraTarget::attn_out, a.datty, a.dresidual, saved_input(a, a.atty, a.atty_16, l, Ct));
   zero(a.dqkv, N * 3 * Ct);
-  if (flash_)  // needs the forward's output: in mixed precision widened from its 16-bit copy
-    backend_.flash_attention_backward(a.dqkv, a.datty, qkv, saved_fp32(a.atty, a.atty_16, l, N, Ct),
-                                      a.att + l * att_stride, B, T, Ct, NH);
-  else
-    backend_.attention_backward(a.dqkv, a.datty, qkv, a.att + l * att_stride, B, T, Ct, NH);
+  const float* saved = a.att + l * att_stride;
+  const AttentionKind kind = attention_for(B, T);
+  if (kind == AttentionKind::full) {
+    backend_.attention_backward(a.dqkv, a.datty, qkv, saved, B, T, Ct, NH);
+  } else {
+    // Flash and cuDNN need the forward's output: in mixed precision widened from its
+    // 16-bit copy.
+    const float* atty = saved_fp32(a.atty, a.atty_16, l, N, Ct);
+    if (kind == AttentionKind::flash)
+      backend_.flash_attention_backward(a.dqkv, a.datty, qkv, atty, saved, B, T, Ct, NH);
+    else
+      backend_.cudnn_attention_backward(a.dqkv, a.datty, qkv, atty, saved, B, T, Ct, NH);
+  }
   zero(a.dln, N * C);
   linear(LoraTarget::qkv, a.dln, a.dqkv, saved_input(a, a.ln1, a.ln1_16, l, C));
   allreduce_tp(a.dln, N * C);  // column-parallel qkv: sum the input's gradient

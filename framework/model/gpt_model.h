@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -120,7 +121,7 @@ struct LoraSpec {
 };
 
 // How the module computes, beyond its shape and layout (recipe keys train.device,
-// train.precision, train.stochastic_rounding, lora.*).
+// train.precision, train.stochastic_rounding, lora.*, kernels.attention).
 struct ModelOptions {
   // Where it computes (kernels/backend.h): every op and every parameter, gradient and
   // activation buffer goes through it. Null: kernels::cpu_backend(). Not set by
@@ -130,6 +131,12 @@ struct ModelOptions {
   bool stochastic_rounding = false;  // bf16 weight copies rounded stochastically
   uint64_t seed = 0;                 // of the stochastic rounding
   LoraSpec lora;
+  // Which attention engine runs (kernels.attention): auto and own are our kernels; cudnn
+  // is cuDNN's (gpt2 in bf16 only), with our flash kernel as its fallback.
+  AttentionEngine attention = AttentionEngine::auto_;
+  // One-line notices on stderr (cuDNN attention falling back to our flash kernel). The
+  // trainer leaves them to world rank 0, so that a job says each once.
+  bool print_notices = true;
   // Where the trained parameters' gradients live: called once with their size (floats);
   // memory it returns must be zeroed, 64-byte aligned and outlive the model (the
   // data-parallel communicator's shared memory, Communicator::allocate_shared, where the
@@ -243,8 +250,10 @@ class GPTModel {
   // Where the model computes; params(), grads(), logits() and stage_output() point into
   // its device's memory.
   kernels::Backend& backend() const { return backend_; }
-  // "flash" (the backend's flash attention) or "full" (T x T probabilities kept).
-  const char* attention_kind() const { return flash_ ? "flash" : "full"; }
+  // "full" (our kernel, T x T probabilities kept), "flash" (the backend's flash
+  // attention) or "cudnn" (cuDNN's fused attention): the engine of micro-batches of
+  // max_batch sequences of config.seq_len tokens.
+  const char* attention_kind() const;
   // The trained parameters: all of the model's, or under LoRA the adapters only.
   // Writing through params() (or base_params()) is noticed: the 16-bit copy of mixed
   // precision is refreshed before the next forward pass.
@@ -329,6 +338,17 @@ class GPTModel {
                          int64_t width) const;
   // The constructor's steps, in order (gpt_model_setup.cpp).
   void check_layout(int activation_slots) const;
+  // How the attention computes. full: our kernel, keeping the T x T probabilities for the
+  // backward; flash: the backend's flash attention (a GPU's, in bf16, head size 64 or
+  // 128), keeping each row's log-sum-exp instead; cudnn: cuDNN's, under flash's contract,
+  // so that our flash kernel can stand in for it on any shape cuDNN cannot build.
+  enum class AttentionKind { full, flash, cudnn };
+  AttentionKind choose_attention();  // options.attention, for this model's shape
+  // The engine of a micro-batch of B x T: attention_, unless that is cudnn and cuDNN
+  // cannot build this shape (then flash). cudnn_or_flash asks the backend, once a shape.
+  AttentionKind attention_for(int B, int T);
+  AttentionKind cudnn_or_flash(int B, int T);
+  void notice(const std::string& line) const;  // on stderr, if options.print_notices
   void lay_out_parameters();
   void lay_out_llama_parameters();
   // Per-rank widths of the block's activations: q|k|v outputs, the queries (and so the
@@ -353,7 +373,7 @@ class GPTModel {
   // cuda: weights and gradients ..., activations ... A smaller train.micro_batch ...".
   std::string memory_plan(int max_batch, int activation_slots) const;
   // Floats the attention of one layer keeps for its backward: [max_batch, NH, T, T]
-  // probabilities, or under flash attention [max_batch, NH, T] log-sum-exps.
+  // probabilities, or under flash or cuDNN attention [max_batch, NH, T] log-sum-exps.
   int64_t attention_saved_stride() const;
 
   void allreduce_tp(float* x, int64_t n) const;  // sum over the tp group (no-op at tp 1)
@@ -364,9 +384,10 @@ class GPTModel {
   ModelOptions options_;
   kernels::Backend& backend_;
   bool mixed_ = false, lora_ = false;
-  // The attention computes as flash attention (the backend's: a GPU's, in bf16, head size
-  // 64 or 128), saving each row's log-sum-exp instead of the T x T probabilities.
-  bool flash_ = false;
+  AttentionKind attention_ = AttentionKind::full;
+  // cudnn: the engine of each micro-batch shape (B, T) met so far (T is seq_len: shorter
+  // sequences take flash without asking), its fallback said when first met.
+  std::map<std::pair<int, int>, AttentionKind> cudnn_shapes_;
   int max_batch_;
   TensorParallel tp_;
   PipelineStage stage_;

@@ -48,6 +48,7 @@ ModelOptions ModelOptions::from_recipe(const Recipe& r) {
   o.precision = r.train.precision;
   o.stochastic_rounding = r.train.stochastic_rounding;
   o.seed = r.train.seed;
+  o.attention = r.kernels.attention;
   if (r.lora.rank > 0) {
     o.lora.rank = r.lora.rank;
     o.lora.alpha = (float)r.lora.alpha;
@@ -75,13 +76,12 @@ GPTModel::GPTModel(const GPTConfig& cfg, int max_batch, TensorParallel tp, int f
       backend_(options.backend ? *options.backend : kernels::cpu_backend()),
       mixed_(options.precision != kernels::Dtype::fp32),
       lora_(options.lora.rank > 0),
-      flash_(!cfg.llama() && options.precision == kernels::Dtype::bf16 &&
-             backend_.flash_attention_supported(cfg.n_embd / tp.size, cfg.n_head / tp.size)),
       max_batch_(max_batch),
       tp_(tp),
       stage_(stage) {
   if (stage_.num_layers < 0) stage_.num_layers = cfg.n_layer - stage_.first_layer;
   check_layout(activation_slots);
+  attention_ = choose_attention();  // before the arena: it sizes the saved attention
   local_vocab_ = (int)((cfg.padded_vocab_size + tp.size - 1) / tp.size);
   if (cfg.llama())
     lay_out_llama_parameters();
@@ -138,6 +138,63 @@ void GPTModel::check_layout(int activation_slots) const {
   check(cfg.n_head % cfg.kv_heads() == 0, "model.n_kv_head must divide model.n_head");
   check(cfg.kv_heads() % tp.size == 0, "model.n_kv_head must be divisible by parallel.tp");
   check(cfg.head_size() % 2 == 0, "llama: the head size must be even (rotary pairs)");
+}
+
+GPTModel::AttentionKind GPTModel::choose_attention() {
+  const int Ct = config_.n_embd / tp_.size, NH = config_.n_head / tp_.size;
+  const bool bf16_gpt2 = !config_.llama() && options_.precision == kernels::Dtype::bf16;
+  const bool flash = bf16_gpt2 && backend_.flash_attention_supported(Ct, NH);
+  if (options_.attention != AttentionEngine::cudnn)
+    return flash ? AttentionKind::flash : AttentionKind::full;
+  check(bf16_gpt2, std::string("kernels.attention cudnn is for model.family gpt2 in "
+                               "train.precision bf16, not ") +
+                       (config_.llama() ? "llama" : "gpt2") + " in " +
+                       kernels::dtype_name(options_.precision));
+  // Our flash kernel stands in for cuDNN on any shape cuDNN cannot build, in the same
+  // saved log-sum-exps, so cuDNN is offered only where that kernel runs.
+  check(flash, "kernels.attention cudnn: our flash attention kernel, which cuDNN attention "
+               "falls back to, does not run head size " + std::to_string(config_.head_size()) +
+                   " (model.n_embd " + std::to_string(config_.n_embd) + " / model.n_head " +
+                   std::to_string(config_.n_head) + ") on the " +
+                   kernels::to_string(backend_.device()) +
+                   " backend: it runs head sizes 64 and 128 on GPUs; set kernels.attention own");
+  return cudnn_or_flash(max_batch_, config_.seq_len);
+}
+
+GPTModel::AttentionKind GPTModel::cudnn_or_flash(int B, int T) {
+  const int Ct = config_.n_embd / tp_.size, NH = config_.n_head / tp_.size;
+  const std::string why = backend_.cudnn_attention_prepare(B, T, Ct, NH);
+  const AttentionKind kind = why.empty() ? AttentionKind::cudnn : AttentionKind::flash;
+  cudnn_shapes_[{B, T}] = kind;
+  if (kind == AttentionKind::flash) {
+    const std::string which = B == max_batch_ ? "the attention runs"
+                                              : "micro-batches of B=" + std::to_string(B) +
+                                                    " run";
+    notice("kernels.attention cudnn: " + why + "; " + which + " on our flash kernel");
+  }
+  return kind;
+}
+
+GPTModel::AttentionKind GPTModel::attention_for(int B, int T) {
+  if (attention_ != AttentionKind::cudnn) return attention_;
+  // cuDNN's graphs are planned for the training length only: a plan per length would cost
+  // a graph build per token of a sample. Shorter sequences (sampling) take our flash kernel.
+  if (T != config_.seq_len) return AttentionKind::flash;
+  const auto known = cudnn_shapes_.find({B, T});
+  return known != cudnn_shapes_.end() ? known->second : cudnn_or_flash(B, T);
+}
+
+const char* GPTModel::attention_kind() const {
+  switch (attention_) {
+    case AttentionKind::flash: return "flash";
+    case AttentionKind::cudnn: return "cudnn";
+    case AttentionKind::full: break;
+  }
+  return "full";
+}
+
+void GPTModel::notice(const std::string& line) const {
+  if (options_.print_notices) std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 // Only this stage's parameters (this tp rank's slices), under their logical names; the
@@ -304,7 +361,7 @@ GPTModel::ArenaPlan GPTModel::activation_plan(int max_batch) const {
 
 int64_t GPTModel::attention_saved_stride() const {
   const int64_t NH = config_.n_head / tp_.size, T = config_.seq_len;
-  return (int64_t)max_batch_ * NH * T * (flash_ ? 1 : T);
+  return (int64_t)max_batch_ * NH * T * (attention_ == AttentionKind::full ? T : 1);
 }
 
 namespace {

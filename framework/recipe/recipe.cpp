@@ -30,6 +30,10 @@ const char* to_string(CommBackend b) {
   return b == CommBackend::nccl ? "nccl" : b == CommBackend::mpi ? "mpi" : "auto";
 }
 
+const char* to_string(AttentionEngine e) {
+  return e == AttentionEngine::cudnn ? "cudnn" : e == AttentionEngine::own ? "own" : "auto";
+}
+
 CommBackend resolved_backend(const ParallelConfig& parallel, Device device) {
   if (parallel.backend != CommBackend::auto_) return parallel.backend;
   return device == Device::cuda ? CommBackend::nccl : CommBackend::mpi;
@@ -59,6 +63,10 @@ bool from_string(const std::string& word, GradReduce& out) {
 }
 bool from_string(const std::string& word, CommBackend& out) {
   return enum_from_string(word, out, {CommBackend::auto_, CommBackend::mpi, CommBackend::nccl});
+}
+bool from_string(const std::string& word, AttentionEngine& out) {
+  return enum_from_string(word, out,
+                          {AttentionEngine::auto_, AttentionEngine::own, AttentionEngine::cudnn});
 }
 bool from_string(const std::string& word, PipelineSchedule& out) {
   return enum_from_string(word, out, {PipelineSchedule::GPipe, PipelineSchedule::OneFOneB});
@@ -357,6 +365,18 @@ void validate_recipe(const Recipe& recipe) {
   fail_unless(!r.train.stochastic_rounding || r.train.precision == Precision::bf16,
               "train.stochastic_rounding is for train.precision bf16, not " +
                   shown(r, "train", "precision"));
+  if (r.kernels.attention == AttentionEngine::cudnn) {
+    auto need = [&](bool ok, const char* section, const char* key, const char* wanted,
+                    const char* why) {
+      fail_unless(ok, std::string("kernels.attention cudnn needs ") + section + "." + key + " " +
+                          wanted + ", not " + shown(r, section, key) + " (" + why + ")");
+    };
+    need(r.train.device == Device::cuda, "train", "device", "cuda", "cuDNN runs on GPUs");
+    need(r.train.precision == Precision::bf16, "train", "precision", "bf16",
+         "cuDNN's attention and our flash kernel, its fallback, compute in bf16");
+    need(r.model.family == "gpt2", "model", "family", "gpt2",
+         "llama's grouped-query attention has our own kernel only");
+  }
   if (r.lora.rank > 0) {
     lora_targets(r);
     fail_unless(!r.lora.base.empty(),

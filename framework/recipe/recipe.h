@@ -19,15 +19,18 @@ using Precision = kernels::Dtype;          // train.precision: the kernels' comp
 using Device = kernels::Device;            // train.device: cpu | cuda
 enum class GradReduce { fp32, bf16 };       // parallel.grad_reduce: data-parallel wire type
 enum class CommBackend { auto_, mpi, nccl };  // parallel.backend: "auto" | "mpi" | "nccl"
+enum class AttentionEngine { auto_, own, cudnn };  // kernels.attention: "auto" | "own" | "cudnn"
 const char* to_string(Precision p);
 using kernels::to_string;  // to_string(Device): "cpu" | "cuda"
 const char* to_string(GradReduce g);
 const char* to_string(CommBackend b);
+const char* to_string(AttentionEngine e);
 const char* to_string(PipelineSchedule s);  // "gpipe" | "1f1b" (parallel.schedule)
 bool from_string(const std::string& word, Precision& out);
 bool from_string(const std::string& word, Device& out);
 bool from_string(const std::string& word, GradReduce& out);
 bool from_string(const std::string& word, CommBackend& out);
+bool from_string(const std::string& word, AttentionEngine& out);
 bool from_string(const std::string& word, PipelineSchedule& out);
 
 struct ModelConfig {
@@ -115,6 +118,13 @@ struct LoraConfig {
   std::string base;            // the base model's checkpoint (required when rank > 0)
 };
 
+// Which implementation of an op runs where there is more than one.
+struct KernelsConfig {
+  // The attention on GPUs: own = our kernels; cudnn = cuDNN's fused attention, falling back
+  // to our flash kernel for a shape cuDNN cannot build; auto = own (deterministic).
+  AttentionEngine attention = AttentionEngine::auto_;
+};
+
 struct Recipe {
   std::string source = "<defaults>";  // file it was read from, for messages
   ModelConfig model;
@@ -125,6 +135,7 @@ struct Recipe {
   CheckpointConfig checkpoint;
   LogConfig log;
   LoraConfig lora;
+  KernelsConfig kernels;
 };
 
 // Reads a recipe file, applies `key=value` overrides (YAML scalars) in order, then

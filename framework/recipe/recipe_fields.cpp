@@ -89,6 +89,7 @@ const std::vector<Section>& sections() {
       {"checkpoint", "when and where checkpoints are written, and resuming from one"},
       {"log", "the run log (JSON lines)"},
       {"lora", "LoRA fine-tuning of a frozen base model (docs/lora.md)"},
+      {"kernels", "which implementation of an op runs, where there is a choice"},
   };
   return table;
 }
@@ -241,6 +242,14 @@ const std::vector<Field>& fields() {
                            "k, v, attn_out, mlp_gate, mlp_up, mlp_down"),
       TESSERA_RECIPE_FIELD(lora, base, any_value(),
                            "checkpoint of the frozen base model; required when lora.rank > 0"),
+
+      TESSERA_RECIPE_FIELD(kernels, attention, one_of({"auto", "own", "cudnn"}),
+                           "attention on GPUs: own (our kernels: flash attention in bf16, else "
+                           "the full one), cudnn (cuDNN's fused attention through its graph "
+                           "API; needs train.device cuda, train.precision bf16 and model.family "
+                           "gpt2; falls back to our flash kernel, saying why in one line, for a "
+                           "shape cuDNN cannot build), or auto = own (deterministic: cuDNN's "
+                           "backward adds up dq with atomics)"),
   };
   return table;
 }

@@ -21,11 +21,12 @@ namespace tessera::recipe_detail {
 // Keys with a fixed set of words are enums (to_string / from_string in recipe.h); they
 // read, print and document as strings.
 using Slot = std::variant<int*, int64_t*, uint64_t*, double*, bool*, std::string*, Precision*,
-                          Device*, GradReduce*, CommBackend*, PipelineSchedule*>;
+                          Device*, GradReduce*, CommBackend*, PipelineSchedule*,
+                          AttentionEngine*>;
 using ConstSlot = std::variant<const int*, const int64_t*, const uint64_t*, const double*,
                                const bool*, const std::string*, const Precision*,
                                const Device*, const GradReduce*, const CommBackend*,
-                               const PipelineSchedule*>;
+                               const PipelineSchedule*, const AttentionEngine*>;
 
 // Which values a single field accepts (cross-field constraints are in validate_recipe).
 struct Rule {

@@ -21,6 +21,7 @@ CheckpointModel load_checkpoint_model(const std::string& path, kernels::Device d
   options.backend = &kernels::backend_for(device);
   options.precision = kernels::Dtype::fp32;
   options.stochastic_rounding = false;
+  options.attention = AttentionEngine::own;  // cuDNN's attention computes in bf16
   out.model = std::make_unique<GPTModel>(GPTConfig::from_recipe(out.recipe.model), 1,
                                      TensorParallel{}, 1, PipelineStage{}, 1, options);
   if (out.model->has_lora()) {

@@ -161,6 +161,7 @@ void TrainingRun::build_model() {
   grad_sync_ = dp_ == 1 ? "none" : "ring";
   ModelOptions model_options = ModelOptions::from_recipe(r_);
   model_options.backend = backend_;
+  model_options.print_notices = lead_;  // every rank has the same shapes: say things once
   const bool bf16_wire = r_.parallel.grad_reduce == GradReduce::bf16;
   if (dp_ > 1 && nccl_) {
     grad_sync_ = bf16_wire ? "nccl, bf16 on the wire" : "nccl";

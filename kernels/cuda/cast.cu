@@ -1,12 +1,12 @@
 // fp32 <-> bf16 / fp16 on the GPU (kernels/cuda/ops.h: round_to_16bit, round_to_16bit_rows,
-// widen_16bit, round_to_bf16_stochastic), with the CPU's scalar conversions themselves
+// widen_16bit, add_widened_16bit, round_to_bf16_stochastic), with the CPU's scalar conversions themselves
 // (kernels/cpu/cast_bf16.h, cast_fp16.h are host-and-device code): the same bits as
 // kernels/cpu/mixed_precision.h for every input, NaN, inf and denormals included.
 //
 // Elementwise and memory-bound: one thread per 4 elements (a float4 and a ushort4) where
 // the pointers allow, the n % 4 elements past the last group done one each by the first
 // threads (the scalar tail); one thread per element otherwise.
-//   round_kernel<Round, Vec4>, widen_kernel<Fp16, Vec4>: grid ceil(n/4 / 256) (Vec4) or
+//   round_kernel<Round, Vec4>, widen_kernel<Fp16, Vec4, Add>: grid ceil(n/4 / 256) (Vec4) or
 //   ceil(n / 256), block 256, no smem.
 //   round_rows_kernel<Fp16> (a strided block of rows): one thread per element, grid
 //   ceil(rows*cols / 256), block 256, no smem.
@@ -42,6 +42,15 @@ __device__ inline float widen(uint16_t h) {
   return Fp16 ? fp16_to_float(h) : bf16_to_float(h);
 }
 
+// d = widen(h), or d += widen(h) (Add); plain assignment keeps -0 and NaN payloads.
+template <bool Fp16, bool Add>
+__device__ inline void widen_into(float& d, uint16_t h) {
+  if constexpr (Add)
+    d += widen<Fp16>(h);
+  else
+    d = widen<Fp16>(h);
+}
+
 int64_t blocks_for(int64_t n, bool vec4) {
   return ceil_div(vec4 ? std::max<int64_t>(n / 4, 1) : n, kThreads);
 }
@@ -66,21 +75,26 @@ __global__ void round_kernel(uint16_t* dst, const float* src, int64_t n, Round r
   }
 }
 
-// dst[i] = src[i] widened from fp16 (Fp16) or bf16; the same split as round_kernel.
-template <bool Fp16, bool Vec4>
+// dst[i] = src[i] widened from fp16 (Fp16) or bf16, or dst[i] += that (Add); the same
+// split as round_kernel.
+template <bool Fp16, bool Vec4, bool Add>
 __global__ void widen_kernel(float* dst, const uint16_t* src, int64_t n) {
   const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if constexpr (Vec4) {
     const int64_t n4 = n / 4;
     if (i < n4) {
       const ushort4 h = reinterpret_cast<const ushort4*>(src)[i];
-      reinterpret_cast<float4*>(dst)[i] =
-          make_float4(widen<Fp16>(h.x), widen<Fp16>(h.y), widen<Fp16>(h.z), widen<Fp16>(h.w));
+      float4 w = make_float4(widen<Fp16>(h.x), widen<Fp16>(h.y), widen<Fp16>(h.z), widen<Fp16>(h.w));
+      if constexpr (Add) {
+        const float4 d = reinterpret_cast<const float4*>(dst)[i];
+        w = make_float4(d.x + w.x, d.y + w.y, d.z + w.z, d.w + w.w);
+      }
+      reinterpret_cast<float4*>(dst)[i] = w;
     }
     const int64_t tail = 4 * n4 + i;
-    if (i < 4 && tail < n) dst[tail] = widen<Fp16>(src[tail]);
+    if (i < 4 && tail < n) widen_into<Fp16, Add>(dst[tail], src[tail]);
   } else {
-    if (i < n) dst[i] = widen<Fp16>(src[i]);
+    if (i < n) widen_into<Fp16, Add>(dst[i], src[i]);
   }
 }
 
@@ -104,11 +118,12 @@ void launch_round(const char* name, uint16_t* dst, const float* src, int64_t n, 
          dim3((unsigned)blocks_for(n, vec4)), dim3(kThreads), 0, stream, dst, src, n, round);
 }
 
-template <bool Fp16>
-void launch_widen(float* dst, const uint16_t* src, int64_t n, cudaStream_t stream) {
+template <bool Fp16, bool Add>
+void launch_widen(const char* name, float* dst, const uint16_t* src, int64_t n,
+                  cudaStream_t stream) {
   if (n == 0) return;
   const bool vec4 = aligned(src, 8) && aligned(dst, 16);
-  launch("widen_16bit", {{"n", n}}, vec4 ? widen_kernel<Fp16, true> : widen_kernel<Fp16, false>,
+  launch(name, {{"n", n}}, vec4 ? widen_kernel<Fp16, true, Add> : widen_kernel<Fp16, false, Add>,
          dim3((unsigned)blocks_for(n, vec4)), dim3(kThreads), 0, stream, dst, src, n);
 }
 }  // namespace
@@ -135,11 +150,21 @@ void round_to_16bit_rows(Dtype dt, uint16_t* dst, const float* src, int64_t rows
 
 void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n, cudaStream_t stream) {
   if (dt == Dtype::bf16)
-    launch_widen<false>(dst, src, n, stream);
+    launch_widen<false, false>("widen_16bit", dst, src, n, stream);
   else if (dt == Dtype::fp16)
-    launch_widen<true>(dst, src, n, stream);
+    launch_widen<true, false>("widen_16bit", dst, src, n, stream);
   else
     throw std::invalid_argument("widen_16bit: fp32 is not a 16-bit type");
+}
+
+void add_widened_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n,
+                       cudaStream_t stream) {
+  if (dt == Dtype::bf16)
+    launch_widen<false, true>("add_widened_16bit", dst, src, n, stream);
+  else if (dt == Dtype::fp16)
+    launch_widen<true, true>("add_widened_16bit", dst, src, n, stream);
+  else
+    throw std::invalid_argument("add_widened_16bit: fp32 is not a 16-bit type");
 }
 
 void round_to_bf16_stochastic(uint16_t* dst, const float* src, int64_t n, uint64_t seed,

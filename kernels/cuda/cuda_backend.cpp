@@ -22,6 +22,9 @@
 #include "kernels/backend.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
+#ifdef TESSERA_HAVE_CUDNN
+#include "kernels/cuda/cudnn_attention.h"
+#endif
 
 namespace tessera::kernels {
 
@@ -200,6 +203,29 @@ class CudaBackend final : public Backend {
                                   dout, qkv, out, lse, B, T, C, NH, kStream);
   }
 
+#ifdef TESSERA_HAVE_CUDNN
+  std::string cudnn_attention_prepare(int B, int T, int C, int NH) override {
+    return cudnn_attention_.prepare(B, T, C, NH);
+  }
+  void cudnn_attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C,
+                               int NH) override {
+    cudnn_attention_.forward(out, lse, qkv, B, T, C, NH, kStream);
+  }
+  void cudnn_attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                const float* lse, int B, int T, int C, int NH) override {
+    cudnn_attention_.backward(dqkv, dout, qkv, out, lse, B, T, C, NH, kStream);
+  }
+#else
+  std::string cudnn_attention_prepare(int, int, int, int) override {
+#ifdef TESSERA_CUDA_EMULATOR
+    return "the CUDA emulator has no cuDNN";
+#else
+    return "this build has no cuDNN (CMake found no cudnn.h and libcudnn next to the CUDA "
+           "toolkit)";
+#endif
+  }
+#endif
+
   void gelu_forward(float* out, const float* inp, int64_t N) override {
     gpu::gelu_forward(out, inp, N, kStream);
   }
@@ -324,6 +350,9 @@ class CudaBackend final : public Backend {
   Scratch<float> attention_{"attention scratch"};
   Scratch<double> norm_result_{"a norm"}, norm_partials_{"a norm's partial sums"};
   Scratch<int32_t> flag_{"the non-finite flag"};
+#ifdef TESSERA_HAVE_CUDNN
+  gpu::CudnnAttention cudnn_attention_;
+#endif
 };
 
 }  // namespace

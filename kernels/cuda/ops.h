@@ -184,6 +184,9 @@ void has_nonfinite(int32_t* result, const float* x, int64_t n, cudaStream_t stre
 // dst[n] = src rounded to dt (nearest even); dst[n] = src widened from dt; bf16 stochastic.
 void round_to_16bit(Dtype dt, uint16_t* dst, const float* src, int64_t n, cudaStream_t stream);
 void widen_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n, cudaStream_t stream);
+// dst[n] += src widened from dt (a 16-bit gradient added into an fp32 one).
+void add_widened_16bit(Dtype dt, float* dst, const uint16_t* src, int64_t n,
+                       cudaStream_t stream);
 // dst[rows, cols] (contiguous) = the [rows, cols] block of src (row stride src_stride)
 // rounded to dt (nearest even): the LM head's output gradient in column blocks.
 void round_to_16bit_rows(Dtype dt, uint16_t* dst, const float* src, int64_t rows, int64_t cols,

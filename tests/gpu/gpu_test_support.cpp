@@ -79,4 +79,21 @@ Mismatch compare(const std::vector<float>& got, const std::vector<float>& want, 
   return m;
 }
 
+kernels::Buffer<float> on_device(kernels::Backend& be, const std::vector<float>& host) {
+  kernels::Buffer<float> b = be.allocate<float>((int64_t)host.size());
+  be.to_device(b.data(), host.data(), (int64_t)host.size());
+  return b;
+}
+
+std::vector<float> on_host(kernels::Backend& be, const kernels::Buffer<float>& b, int64_t n) {
+  std::vector<float> host((size_t)n);
+  be.to_host(host.data(), b.data(), n);
+  return host;
+}
+
+std::ostream& operator<<(std::ostream& os, const AttentionShape& s) {
+  return os << "B=" << s.B << " T=" << s.T << " C=" << s.C << " NH=" << s.NH
+            << " HS=" << s.C / s.NH;
+}
+
 }  // namespace tessera::gpu_test

@@ -10,12 +10,14 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "base/rng.h"
+#include "kernels/backend.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 
@@ -80,6 +82,17 @@ void encoder_backward_on_buckets(float* d_dwte, float* d_dwpe, const float* d_do
     EXPECT_LE(m_.max_error, (tol_)) << #got_ " vs " #want_ ": worst at index "                 \
                                     << m_.worst_index << ": " << m_.got << " vs " << m_.want;   \
   } while (0)
+
+// Host values to a new buffer on a backend's device, and the first n values back: the
+// tests that go through the Backend interface, as the model does.
+kernels::Buffer<float> on_device(kernels::Backend& be, const std::vector<float>& host);
+std::vector<float> on_host(kernels::Backend& be, const kernels::Buffer<float>& b, int64_t n);
+
+// The attention's shape, for the attention tests' traces.
+struct AttentionShape {
+  int B, T, C, NH;
+};
+std::ostream& operator<<(std::ostream& os, const AttentionShape& s);
 
 // EXPECT two arrays identical to the bit (determinism checks).
 #define EXPECT_BITWISE_EQUAL(a, b)                                                    \

@@ -3,6 +3,7 @@
 // result must be identical to the bit, for every special value: zeros, inf, NaN (quiet,
 // signalling, with payloads, negative), fp32 denormals, fp16 denormals and underflow,
 // ties to even in both types, and values past fp16's largest finite.
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -127,6 +128,44 @@ TEST(CudaCast, WidenEveryBitPatternMatchesCpu) {
   }
 }
 
+// dst += widen(src): the 16-bit attention gradients of cuDNN added into the fp32 dqkv.
+// Every bit pattern onto finite fp32 values, against the CPU's widening plus one fp32 add:
+// to the bit, except that a NaN sum need only be a NaN (a GPU writes the canonical NaN,
+// the CPU keeps the operand's payload).
+TEST(CudaCast, AddWidenedEveryBitPatternMatchesCpu) {
+  REQUIRE_GPU();
+  std::vector<uint16_t> all(65536 + 3);
+  std::vector<float> base(all.size());
+  for (size_t i = 0; i < all.size(); i++) {
+    all[i] = (uint16_t)i;
+    base[i] = (float)((int64_t)(i * 7919 % 20011) - 10005) * 0.37f;
+  }
+  for (Dtype dt : {Dtype::bf16, Dtype::fp16}) {
+    for (int offset : {0, 1}) {  // aligned; misaligned (one element per thread)
+      SCOPED_TRACE(testing::Message() << kernels::dtype_name(dt) << " offset " << offset);
+      const int64_t n = (int64_t)all.size() - offset;
+      std::vector<float> widened((size_t)n);
+      kernels::widen_16bit(dt, widened.data(), all.data() + offset, n);
+      auto d_src = DeviceArray<uint16_t>::from_host(all);
+      auto d_dst = DeviceArray<float>::from_host(base);
+      cuda::add_widened_16bit(dt, d_dst.data() + offset, d_src.data() + offset, n, nullptr);
+      const auto got = d_dst.download();
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < n; i++) {
+        const float want = base[offset + i] + widened[i], g = got[offset + i];
+        const bool same = std::isnan(want) ? std::isnan(g) : std::memcmp(&g, &want, 4) == 0;
+        if (!same && wrong++ < 5) {
+          ADD_FAILURE() << "element " << i << ": got " << g << ", want " << want;
+        }
+      }
+      EXPECT_EQ(wrong, 0);
+      if (offset) {
+        EXPECT_EQ(got[0], base[0]) << "wrote before dst";
+      }
+    }
+  }
+}
+
 // A [rows, cols] block out of a wider matrix (the LM head's gradient in column blocks).
 TEST(CudaCast, RoundRowsOfAStridedBlockMatchesCpu) {
   REQUIRE_GPU();
@@ -150,6 +189,8 @@ TEST(CudaCast, RejectsFp32) {
   EXPECT_THROW(cuda::round_to_16bit(Dtype::fp32, h.data(), f.data(), 4, nullptr),
                std::invalid_argument);
   EXPECT_THROW(cuda::widen_16bit(Dtype::fp32, f.data(), h.data(), 4, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(cuda::add_widened_16bit(Dtype::fp32, f.data(), h.data(), 4, nullptr),
                std::invalid_argument);
   EXPECT_THROW(cuda::round_to_16bit_rows(Dtype::fp32, h.data(), f.data(), 2, 2, 2, nullptr),
                std::invalid_argument);

@@ -16,18 +16,6 @@ namespace {
 namespace k = kernels;
 constexpr double kTol = 1e-5;
 
-// Host values to a new buffer on the backend's device, and back.
-k::Buffer<float> on_device(k::Backend& be, const std::vector<float>& host) {
-  k::Buffer<float> b = be.allocate<float>((int64_t)host.size());
-  be.to_device(b.data(), host.data(), (int64_t)host.size());
-  return b;
-}
-std::vector<float> on_host(k::Backend& be, const k::Buffer<float>& b, int64_t n) {
-  std::vector<float> host((size_t)n);
-  be.to_host(host.data(), b.data(), n);
-  return host;
-}
-
 // The embedding shard's forward and backward on backend `be`: {out, dwte, dwpe}.
 struct EmbeddingResult {
   std::vector<float> out, dwte, dwpe;

@@ -38,14 +38,7 @@ constexpr double kRmsTol = 1e-2;
 constexpr double kMaxTol = 0.1;
 constexpr double kLseTol = 1e-4;
 
-struct Shape {
-  int B, T, C, NH;
-};
-
-std::ostream& operator<<(std::ostream& os, const Shape& s) {
-  return os << "B=" << s.B << " T=" << s.T << " C=" << s.C << " NH=" << s.NH
-            << " HS=" << s.C / s.NH;
-}
+using Shape = AttentionShape;
 
 // Shapes: T = 1, a whole tile, odd and tail lengths across the 64-key and 128-query
 // tiles, both head sizes, and T = 1024 (B = NH = 1 in the emulator: about 2 s for HS 64,

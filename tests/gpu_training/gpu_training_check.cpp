@@ -13,6 +13,9 @@
 //       200 steps: the mean loss of the last 10 steps within 2 %;
 //   (c) the GPU's parameters after (a), copied to the host and loaded into a fresh CPU
 //       model, give the GPU model's next-step loss (1e-4): a state that crosses devices.
+//   (d) where the backend has cuDNN: bf16 with kernels.attention=cudnn against bf16 with
+//       our flash kernel, 200 steps: step 1's loss within 1e-3, the mean loss of the last
+//       10 steps within 1 %.
 // The model: 2 layers, 64 wide, 4 heads ((b): 1 head), 32 tokens, micro-batches of 4, two
 // per step, AdamW (lr 1e-3, 5 warm-up steps, cosine to 1e-4, betas 0.9 / 0.95), gradient
 // clipping at 1.0. The tokens are the bytes of a text embedded below: no files.
@@ -64,10 +67,13 @@ struct Options {
   int steps(int n) const { return std::max(2, (int)std::lround(n * steps_scale)); }
 };
 
-std::unique_ptr<GPTModel> make_model(int n_head, kernels::Backend& backend, kernels::Dtype precision) {
+std::unique_ptr<GPTModel> make_model(int n_head, kernels::Backend& backend,
+                                     kernels::Dtype precision,
+                                     tessera::AttentionEngine attention = {}) {
   ModelOptions options;
   options.backend = &backend;
   options.precision = precision;
+  options.attention = attention;
   return std::make_unique<GPTModel>(tessera::gpu_check::small_gpt2(n_head, kT), kB,
                                     tessera::TensorParallel{}, 1, tessera::PipelineStage{}, 1,
                                     options);
@@ -208,6 +214,31 @@ void bf16_check(kernels::Backend& gpu, const Options& opt, std::vector<Row>& row
                   rel <= 0.02});
 }
 
+// (d): bf16 with cuDNN's attention against bf16 with our flash kernel, where the backend
+// has cuDNN (else the row says why, and passes: the check is about cuDNN, not its absence).
+void cudnn_check(kernels::Backend& gpu, const Options& opt, std::vector<Row>& rows) {
+  const std::string why = gpu.cudnn_attention_prepare(kB, kT, 64, 1);
+  if (!why.empty()) {
+    rows.push_back({"(d) cuDNN attention (not run: " + why + ")", "-", "-", true});
+    return;
+  }
+  const int steps = opt.steps(200);
+  auto flash_model = make_model(1, gpu, kernels::Dtype::bf16);
+  auto cudnn_model = make_model(1, gpu, kernels::Dtype::bf16, tessera::AttentionEngine::cudnn);
+  const std::string kind = cudnn_model->attention_kind();
+  rows.push_back({"(d) GPU bf16 attention kind", kind, "cudnn", kind == "cudnn"});
+  const RunResult flash = train(*flash_model, steps, "gpu flash", opt);
+  const RunResult cudnn = train(*cudnn_model, steps, "gpu cudnn", opt);
+  const double a = mean_of_last(flash.losses, 10), b = mean_of_last(cudnn.losses, 10);
+  std::printf("  (d) mean loss of the last 10 steps: flash %.5f, cuDNN %.5f; %.1f s vs %.1f s\n",
+              a, b, flash.seconds, cudnn.seconds);
+  const double first = relative(flash.losses[0], cudnn.losses[0]), last = relative(a, b);
+  rows.push_back({"(d) cuDNN vs flash, step 1 loss, rel.", fmt("%.2e", first), "1e-3",
+                  first <= 1e-3});
+  rows.push_back({"(d) cuDNN vs flash, last-10 mean loss, rel.", fmt("%.3g %%", 100 * last),
+                  "1 %", last <= 0.01});
+}
+
 Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; i++) {
@@ -253,6 +284,7 @@ int main(int argc, char** argv) {
                 kMicroBatches, kB);
     fp32_checks(*gpu, opt, rows);
     bf16_check(*gpu, opt, rows);
+    cudnn_check(*gpu, opt, rows);
 
     bool ok = true;
     std::printf("\n%-48s %-12s %-9s %s\n", "check", "measured", "tolerance", "result");

@@ -259,6 +259,45 @@ TEST(RecipeValidation, CommBackend) {
             "needs train.device cuda, not cpu");
 }
 
+// kernels.attention: auto by default; cudnn only where cuDNN's attention can run.
+TEST(RecipeValidation, AttentionEngine) {
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml").kernels.attention, AttentionEngine::auto_);
+  for (AttentionEngine e : {AttentionEngine::auto_, AttentionEngine::own, AttentionEngine::cudnn}) {
+    AttentionEngine back = AttentionEngine::auto_;
+    EXPECT_TRUE(from_string(to_string(e), back)) << to_string(e);
+    EXPECT_EQ(back, e) << to_string(e);
+  }
+  EXPECT_STREQ(to_string(AttentionEngine::cudnn), "cudnn");
+  EXPECT_STREQ(to_string(AttentionEngine::own), "own");
+  EXPECT_STREQ(to_string(AttentionEngine::auto_), "auto");
+  AttentionEngine unchanged = AttentionEngine::own;
+  EXPECT_FALSE(from_string("flash", unchanged));
+  EXPECT_EQ(unchanged, AttentionEngine::own);
+
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml",
+                         {"kernels.attention=cudnn", "train.device=cuda", "train.precision=bf16"})
+                .kernels.attention,
+            AttentionEngine::cudnn);
+  EXPECT_EQ(parse_recipe(kMinimal, "recipes/tiny.yaml", {"kernels.attention=own"})
+                .kernels.attention,
+            AttentionEngine::own);
+  EXPECT_EQ(parse_error(kMinimal, {"kernels.attention=cudn"}),
+            "recipes/tiny.yaml: --set kernels.attention: expected one of 'auto', 'own', "
+            "'cudnn', got 'cudn'; did you mean 'cudnn'?");
+  expect_override_errors({
+      {{"kernels.attention=cudnn", "train.precision=bf16"},
+       "recipes/tiny.yaml: kernels.attention cudnn needs train.device cuda, not cpu (cuDNN "
+       "runs on GPUs)"},
+      {{"kernels.attention=cudnn", "train.device=cuda"},
+       "recipes/tiny.yaml: kernels.attention cudnn needs train.precision bf16, not fp32 "
+       "(cuDNN's attention and our flash kernel, its fallback, compute in bf16)"},
+      {{"kernels.attention=cudnn", "train.device=cuda", "train.precision=bf16",
+        "model.family=llama"},
+       "recipes/tiny.yaml: kernels.attention cudnn needs model.family gpt2, not llama "
+       "(llama's grouped-query attention has our own kernel only)"},
+  });
+}
+
 TEST(RecipeValidation, TensorBoardIsABoolean) {
   EXPECT_TRUE(parse_recipe(kMinimal, "recipes/tiny.yaml", {"log.tensorboard=true"}).log.tensorboard);
   EXPECT_FALSE(parse_recipe(kMinimal, "recipes/tiny.yaml", {"log.tensorboard=false"})
