@@ -144,11 +144,13 @@ for layout in "--dp 2" "--dp 2 --zero" "--tp 2" "--pp 2 --schedule gpipe" "--pp 
 done
 rm -f "$OUT/layouts.tmp"
 
-# 4. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x).
+# 4. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x), but
+# not cuDNN's attention: its kernels are cuDNN's, and our casts around them are tested
+# on their own.
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
     TESSERA_GPU_TEST_SMALL=1 run_step "$tool" "$tool.log" compute-sanitizer --tool "$tool" \
-      --error-exitcode 99 "$BIN/gpu_tests" --gtest_filter='-*Deterministic*:*BitIdentical*'
+      --error-exitcode 99 "$BIN/gpu_tests" --gtest_filter='-*Deterministic*:*BitIdentical*:CudnnAttention.*'
     rc=$?
     errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$OUT/$tool.log" | tail -1)
     row "compute-sanitizer $tool" "${errors:-no summary (rc $rc)}; tests: $(summary "$OUT/$tool.log")"
@@ -172,7 +174,7 @@ batch=$(python3 -c "import json; print(json.load(open('$OUT/gpu_train_bench.json
 run_step "train bench cudnn" gpu_train_bench_cudnn.txt "$BIN/gpu_train_bench" --model gpt2-124m \
   --seq 1024 --precision bf16 --attention cudnn --batch "$batch" --steps 10 --peak-tflops "$peak" \
   --json "$OUT/gpu_train_bench_cudnn.json"
-row "Tessera GPT-2 124M bf16, cuDNN attn" "$(sed -n 's/^gpu_train_bench: //p;s/^kernels.attention/&/p' "$OUT/gpu_train_bench_cudnn.txt" | tail -2 | tr '\n' ' ')"
+row "Tessera GPT-2 124M bf16 cuDNN" "$(sed -n 's/^gpu_train_bench: //p;s/^kernels.attention/&/p' "$OUT/gpu_train_bench_cudnn.txt" | tail -2 | tr '\n' ' ')"
 
 # 7. The PyTorch peer, if asked for.
 if [[ ${PYTORCH_PEER:-0} == 1 ]]; then
