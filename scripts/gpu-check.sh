@@ -195,6 +195,6 @@ sed -n '/^check /,/^gpu_training_check: /p' "$OUT/gpu_training_check.txt"
 echo
 cat "$OUT/gpu_bench.txt"
 echo
-grep -h '^\[cudnn vs flash\]' "$OUT/gpu_tests.log" 2>/dev/null
+grep -h -E '^\[cudnn (vs flash|plan)\]' "$OUT/gpu_tests.log" 2>/dev/null
 grep -h '^\[  FAILED  \].*(' "$OUT"/gpu_tests.log "$OUT"/memcheck.log "$OUT"/racecheck.log 2>/dev/null \
   | sort -u | head -40

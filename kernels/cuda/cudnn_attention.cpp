@@ -103,7 +103,10 @@ class Graph {
     pw.finalize();
     Descriptor& op = add_operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR,
                                    "pointwise operation " + std::to_string((int)mode));
+    // The alphas are cudnn-frontend's (always 1, always set): the graphs match its spelling.
     op.set(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw.get())
+        .set(CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1.0f)
+        .set(CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1.0f)
         .set(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x);
     if (b) op.set(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b);
     if (t) op.set(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, t);
@@ -113,8 +116,10 @@ class Graph {
   void reduction(cudnnReduceTensorOp_t reduce, T x, T y) {
     Descriptor& r = keep(CUDNN_BACKEND_REDUCTION_DESCRIPTOR, "a reduction descriptor");
     r.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, reduce)
-        .set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, CUDNN_DATA_FLOAT)
-        .finalize();
+        .set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, CUDNN_DATA_FLOAT);
+    if (cudnnGetVersion() >= 91100)  // the attribute's first version; cudnn-frontend sets it
+      r.set(CUDNN_ATTR_REDUCTION_IS_DETERMINISTIC, CUDNN_TYPE_BOOLEAN, false);
+    r.finalize();
     add_operation(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction operation")
         .set(CUDNN_ATTR_OPERATION_REDUCTION_DESC, r.get())
         .set(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x)
@@ -196,14 +201,29 @@ struct Layout {
   Dims rows_strides() const { return {H * T, T, 1, 1}; }
 };
 
+// Two spellings of the causal mask, tried in this order: cudnn-frontend's current one
+// (index generation computed in fp32, masked scores -inf from cuDNN 9.10) and its older
+// one (in int32, masked scores the lowest float). Which one an engine matches is only known
+// on a GPU, so prepare() tries both.
+struct Spelling {
+  cudnnDataType_t index_compute;
+  bool lowest_masked;  // else -inf (cuDNN >= 9.10; before, the lowest float in any case)
+  const char* name;
+};
+const Spelling kSpellings[] = {
+    {CUDNN_DATA_FLOAT, false, "mask indices in fp32"},
+    {CUDNN_DATA_INT32, true, "mask indices in int32, lowest float masked"},
+};
+
 // x with every score above the diagonal (key after query) replaced by neg_inf.
-Graph::T causal_mask(Graph& g, const Layout& l, Graph::T x, Graph::T neg_inf) {
+Graph::T causal_mask(Graph& g, const Layout& l, const Spelling& spelling, Graph::T x,
+                     Graph::T neg_inf) {
   Graph::T row = g.virtual_tensor(CUDNN_DATA_INT32, l.scores(), l.scores_strides());
   Graph::T col = g.virtual_tensor(CUDNN_DATA_INT32, l.scores(), l.scores_strides());
   Graph::T keep = g.virtual_tensor(CUDNN_DATA_BOOLEAN, l.scores(), l.scores_strides());
   Graph::T masked = g.virtual_tensor(CUDNN_DATA_FLOAT, l.scores(), l.scores_strides());
-  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, x, row, nullptr, nullptr, CUDNN_DATA_FLOAT, 2);
-  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, x, col, nullptr, nullptr, CUDNN_DATA_FLOAT, 3);
+  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, x, row, nullptr, nullptr, spelling.index_compute, 2);
+  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, x, col, nullptr, nullptr, spelling.index_compute, 3);
   g.pointwise(CUDNN_POINTWISE_CMP_GE, row, keep, col, nullptr, CUDNN_DATA_BOOLEAN);
   g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, x, masked, neg_inf, keep);  // keep ? x : -inf
   return masked;
@@ -218,7 +238,7 @@ Graph::T row_values(Graph& g, const Layout& l) {
 }
 
 // S = Q K^T * scale, causal; lse = M + log Z; O = softmax(S) V (the header's forward).
-void build_forward(Graph& g, const Layout& l) {
+void build_forward(Graph& g, const Layout& l, const Spelling& spelling) {
   const auto q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, l.bhtd(), l.in_qkv());
   const auto kt = g.tensor(kK, CUDNN_DATA_BFLOAT16, l.bhdt(), l.in_qkv_transposed());
   const auto v = g.tensor(kV, CUDNN_DATA_BFLOAT16, l.bhtd(), l.in_qkv());
@@ -229,7 +249,7 @@ void build_forward(Graph& g, const Layout& l) {
   const auto s = scores(g, l), scaled = scores(g, l);
   g.matmul(q, kt, s);
   g.pointwise(CUDNN_POINTWISE_MUL, s, scaled, scale);
-  const auto masked = causal_mask(g, l, scaled, neg_inf);
+  const auto masked = causal_mask(g, l, spelling, scaled, neg_inf);
   const auto m = row_values(g, l), z = row_values(g, l), log_z = row_values(g, l);
   const auto shifted = scores(g, l), e = scores(g, l);
   g.reduction(CUDNN_REDUCE_TENSOR_MAX, masked, m);
@@ -246,7 +266,7 @@ void build_forward(Graph& g, const Layout& l) {
 
 // The header's backward: the softmax recomputed from lse, dV, dS, then dK and dQ (dQ
 // summed in an fp32 workspace and rounded to bf16 at the end).
-void build_backward(Graph& g, const Layout& l) {
+void build_backward(Graph& g, const Layout& l, const Spelling& spelling) {
   const auto q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, l.bhtd(), l.in_qkv());
   const auto kt = g.tensor(kK, CUDNN_DATA_BFLOAT16, l.bhdt(), l.in_qkv_transposed());
   const auto vt = g.tensor(kV, CUDNN_DATA_BFLOAT16, l.bhdt(), l.in_qkv_transposed());
@@ -275,7 +295,7 @@ void build_backward(Graph& g, const Layout& l) {
   g.matmul(q, kt, s);
   g.pointwise(CUDNN_POINTWISE_MUL, s, scaled, scale);
   g.pointwise(CUDNN_POINTWISE_SUB, scaled, shifted, lse);
-  g.pointwise(CUDNN_POINTWISE_EXP, causal_mask(g, l, shifted, neg_inf), p);
+  g.pointwise(CUDNN_POINTWISE_EXP, causal_mask(g, l, spelling, shifted, neg_inf), p);
 
   // dV = P^T dO.
   const auto p_t = g.virtual_tensor(CUDNN_DATA_BFLOAT16, l.scores(), l.scores_transposed());
@@ -306,9 +326,15 @@ Layout layout_of(int B, int T, int C, int NH) {
   return Layout{B, NH, T, C / NH, C};
 }
 
+// An execution plan and the engine configuration it was built from (kept alive with it,
+// as cudnn-frontend does).
+struct Plan {
+  Descriptor config, plan;
+  int64_t workspace_bytes = 0;
+};
+
 // The first of cuDNN's heuristic choices (mode A) that builds an execution plan.
-Descriptor build_plan(cudnnHandle_t handle, Descriptor& graph, const std::string& what,
-                      int64_t& workspace_bytes) {
+Plan build_plan(cudnnHandle_t handle, Descriptor& graph, const std::string& what) {
   Descriptor heuristics(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, what + " heuristics");
   heuristics.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph.get())
       .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, CUDNN_HEUR_MODE_A)
@@ -335,10 +361,11 @@ Descriptor build_plan(cudnnHandle_t handle, Descriptor& graph, const std::string
       plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, handle)
           .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, raw[i])
           .finalize();
+      int64_t bytes = 0;
       check(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                     CUDNN_TYPE_INT64, 1, nullptr, &workspace_bytes),
+                                     CUDNN_TYPE_INT64, 1, nullptr, &bytes),
             "reading the " + what + " plan's workspace size");
-      return plan;
+      return Plan{std::move(configs[(size_t)i]), std::move(plan), bytes};
     } catch (const Error& e) {
       last_failure = e.what();
     }
@@ -379,12 +406,33 @@ E* at_least(DeviceArray<E>& array, int64_t count, const char* what) {
 
 struct CudnnAttention::Plans {
   std::string unsupported;  // why not, or "" with the plans below
+  const char* spelling = "";
   Graph forward_graph, backward_graph;
-  std::unique_ptr<Descriptor> forward, backward;
-  int64_t workspace_bytes = 0;
+  std::unique_ptr<Plan> forward, backward;
   // The by-value scalars, read from here when a plan runs.
   float scale = 0, neg_inf = 0, one = 1;
+  int64_t workspace_bytes() const {
+    return std::max(forward->workspace_bytes, backward->workspace_bytes);
+  }
 };
+
+namespace {
+// Both graphs of one shape in one spelling, and their plans; throws Error saying why not.
+void build_plans(CudnnAttention::Plans& p, cudnnHandle_t handle, const Layout& layout,
+                 const Spelling& spelling, size_t version) {
+  p.spelling = spelling.name;
+  build_forward(p.forward_graph, layout, spelling);
+  build_backward(p.backward_graph, layout, spelling);
+  p.forward = std::make_unique<Plan>(build_plan(
+      handle, p.forward_graph.operation_graph(handle, "attention forward"), "attention forward"));
+  p.backward = std::make_unique<Plan>(build_plan(
+      handle, p.backward_graph.operation_graph(handle, "attention backward"),
+      "attention backward"));
+  p.scale = 1.0f / std::sqrt((float)layout.D);
+  p.neg_inf = spelling.lowest_masked || version < 91000 ? std::numeric_limits<float>::lowest()
+                                                         : -std::numeric_limits<float>::infinity();
+}
+}  // namespace
 
 CudnnAttention::CudnnAttention() = default;
 
@@ -395,9 +443,11 @@ CudnnAttention::~CudnnAttention() {
 
 std::string CudnnAttention::check_descriptors(int B, int T, int C, int NH) {
   try {
-    Graph forward, backward;
-    build_forward(forward, layout_of(B, T, C, NH));
-    build_backward(backward, layout_of(B, T, C, NH));
+    for (const Spelling& spelling : kSpellings) {
+      Graph forward, backward;
+      build_forward(forward, layout_of(B, T, C, NH), spelling);
+      build_backward(backward, layout_of(B, T, C, NH), spelling);
+    }
     return "";
   } catch (const Error& e) {
     return e.what();
@@ -407,9 +457,7 @@ std::string CudnnAttention::check_descriptors(int B, int T, int C, int NH) {
 std::string CudnnAttention::prepare(int B, int T, int C, int NH) {
   const auto key = std::make_tuple(B, T, C, NH);
   if (auto it = plans_.find(key); it != plans_.end()) return it->second->unsupported;
-  auto plans = std::make_unique<Plans>();
-  const std::string shape = "B=" + std::to_string(B) + " T=" + std::to_string(T) +
-                            " head size " + std::to_string(C / NH);
+  std::unique_ptr<Plans> plans;
   try {
     const size_t version = cudnnGetVersion();
     // cuDNN before 9.16 needs a padding mask for a key length not a multiple of 128; the
@@ -421,26 +469,34 @@ std::string CudnnAttention::prepare(int B, int T, int C, int NH) {
       check(cudnnCreate(&handle), "cudnnCreate");
       handle_ = handle;
     }
-    const auto handle = static_cast<cudnnHandle_t>(handle_);
-    const Layout layout = layout_of(B, T, C, NH);
-    build_forward(plans->forward_graph, layout);
-    build_backward(plans->backward_graph, layout);
-    int64_t forward_bytes = 0, backward_bytes = 0;
-    plans->forward = std::make_unique<Descriptor>(build_plan(
-        handle, plans->forward_graph.operation_graph(handle, "attention forward"),
-        "attention forward", forward_bytes));
-    plans->backward = std::make_unique<Descriptor>(build_plan(
-        handle, plans->backward_graph.operation_graph(handle, "attention backward"),
-        "attention backward", backward_bytes));
-    plans->workspace_bytes = std::max(forward_bytes, backward_bytes);
-    plans->scale = 1.0f / std::sqrt((float)(C / NH));
-    // cuDNN before 9.10 wants the most negative float for masked scores, later -inf.
-    plans->neg_inf = version < 91000 ? std::numeric_limits<float>::lowest()
-                                     : -std::numeric_limits<float>::infinity();
+    std::string failures;
+    for (const Spelling& spelling : kSpellings) {
+      auto attempt = std::make_unique<Plans>();
+      try {
+        build_plans(*attempt, static_cast<cudnnHandle_t>(handle_), layout_of(B, T, C, NH),
+                    spelling, version);
+        plans = std::move(attempt);
+        break;
+      } catch (const Error& e) {
+        failures += (failures.empty() ? "" : "; ") + std::string(spelling.name) + ": " + e.what();
+      }
+    }
+    if (!plans) throw Error(failures);
   } catch (const Error& e) {
-    plans->unsupported = std::string(e.what()) + " (" + shape + ")";
+    plans = std::make_unique<Plans>();
+    plans->unsupported = std::string(e.what()) + " (B=" + std::to_string(B) + " T=" +
+                         std::to_string(T) + " head size " + std::to_string(C / NH) + ")";
   }
   return plans_.emplace(key, std::move(plans)).first->second->unsupported;
+}
+
+std::string CudnnAttention::describe(int B, int T, int C, int NH) const {
+  const auto it = plans_.find(std::make_tuple(B, T, C, NH));
+  if (it == plans_.end()) return "not prepared";
+  const Plans& p = *it->second;
+  if (!p.unsupported.empty()) return p.unsupported;
+  return std::string(p.spelling) + ", workspace " + std::to_string(p.workspace_bytes()) +
+         " bytes";
 }
 
 const CudnnAttention::Plans& CudnnAttention::plans_for(int B, int T, int C, int NH,
@@ -460,15 +516,20 @@ void CudnnAttention::forward(float* out, float* lse, const float* qkv, int B, in
   const Plans& p = plans_for(B, T, C, NH, "forward");
   const auto handle = static_cast<cudnnHandle_t>(handle_);
   check(cudnnSetStream(handle, stream), "cudnnSetStream");
-  const int64_t N = (int64_t)B * T;
+  const int64_t N = (int64_t)B * T, rows = (int64_t)B * NH * T;
   uint16_t* qkv16 = at_least(qkv16_, N * 3 * C, "cuDNN attention's bf16 qkv");
   uint16_t* o16 = at_least(o16_, N * C, "cuDNN attention's bf16 output");
-  void* workspace = at_least(workspace_, p.workspace_bytes, "cuDNN attention's workspace");
+  void* workspace = at_least(workspace_, p.workspace_bytes(), "cuDNN attention's workspace");
+  float* stats = staged_lse(lse, rows);
   round_to_16bit(Dtype::bf16, qkv16, qkv, N * 3 * C, stream);
-  execute(handle, *p.forward,
-          {{kQ, qkv16}, {kK, qkv16 + C}, {kV, qkv16 + 2 * C}, {kO, o16}, {kStats, lse},
+  execute(handle, p.forward->plan,
+          {{kQ, qkv16}, {kK, qkv16 + C}, {kV, qkv16 + 2 * C}, {kO, o16}, {kStats, stats},
            {kScale, &p.scale}, {kNegInf, &p.neg_inf}},
           workspace, "attention forward");
+  if (stats != lse)
+    check_cuda(cudaMemcpyAsync(lse, stats, sizeof(float) * (size_t)rows,
+                               cudaMemcpyDeviceToDevice, stream),
+               "cudaMemcpyAsync (cuDNN attention's lse)");
   widen_16bit(Dtype::bf16, out, o16, N * C, stream);
 }
 
@@ -478,14 +539,19 @@ void CudnnAttention::backward(float* dqkv, const float* dout, const float* qkv, 
   const Plans& p = plans_for(B, T, C, NH, "backward");
   const auto handle = static_cast<cudnnHandle_t>(handle_);
   check(cudnnSetStream(handle, stream), "cudnnSetStream");
-  const int64_t N = (int64_t)B * T;
+  const int64_t N = (int64_t)B * T, rows = (int64_t)B * NH * T;
   uint16_t* qkv16 = at_least(qkv16_, N * 3 * C, "cuDNN attention's bf16 qkv");
   uint16_t* o16 = at_least(o16_, N * C, "cuDNN attention's bf16 output");
   uint16_t* do16 = at_least(do16_, N * C, "cuDNN attention's bf16 output gradient");
   uint16_t* dqkv16 = at_least(dqkv16_, N * 3 * C, "cuDNN attention's bf16 dqkv");
-  float* row_sums = at_least(row_sums_, (int64_t)B * NH * T, "cuDNN attention's row sums");
+  float* row_sums = at_least(row_sums_, rows, "cuDNN attention's row sums");
   float* dq_accum = at_least(dq_accum_, N * C, "cuDNN attention's dq accumulator");
-  void* workspace = at_least(workspace_, p.workspace_bytes, "cuDNN attention's workspace");
+  void* workspace = at_least(workspace_, p.workspace_bytes(), "cuDNN attention's workspace");
+  const float* stats = staged_lse(const_cast<float*>(lse), rows);
+  if (stats != lse)
+    check_cuda(cudaMemcpyAsync(const_cast<float*>(stats), lse, sizeof(float) * (size_t)rows,
+                               cudaMemcpyDeviceToDevice, stream),
+               "cudaMemcpyAsync (cuDNN attention's lse)");
   // The forward's bf16 copies may hold another layer's by now: round again (out rounds to
   // the very bf16 values the forward widened it from).
   round_to_16bit(Dtype::bf16, qkv16, qkv, N * 3 * C, stream);
@@ -493,13 +559,20 @@ void CudnnAttention::backward(float* dqkv, const float* dout, const float* qkv, 
   round_to_16bit(Dtype::bf16, do16, dout, N * C, stream);
   check_cuda(cudaMemsetAsync(dq_accum, 0, sizeof(float) * (size_t)(N * C), stream),
              "cudaMemsetAsync (cuDNN attention's dq accumulator)");
-  execute(handle, *p.backward,
+  execute(handle, p.backward->plan,
           {{kQ, qkv16}, {kK, qkv16 + C}, {kV, qkv16 + 2 * C}, {kO, o16}, {kDO, do16},
-           {kStats, lse}, {kDQ, dqkv16}, {kDK, dqkv16 + C}, {kDV, dqkv16 + 2 * C},
+           {kStats, stats}, {kDQ, dqkv16}, {kDK, dqkv16 + C}, {kDV, dqkv16 + 2 * C},
            {kRowSums, row_sums}, {kDQAccum, dq_accum}, {kScale, &p.scale},
            {kNegInf, &p.neg_inf}, {kOne, &p.one}},
           workspace, "attention backward");
   add_widened_16bit(Dtype::bf16, dqkv, dqkv16, N * 3 * C, stream);
+}
+
+float* CudnnAttention::staged_lse(float* lse, int64_t rows) {
+  // Every tensor is declared 16-byte aligned (as cudnn-frontend declares them); the
+  // model's lse of one layer starts wherever the previous layers' end.
+  if (reinterpret_cast<uintptr_t>(lse) % 16 == 0) return lse;
+  return at_least(lse_, rows, "cuDNN attention's aligned lse");
 }
 
 }  // namespace tessera::kernels::cuda

@@ -15,6 +15,7 @@
 //   backward: D = rowsum(dO * O); P = exp(Q K^T * scale - lse) masked;
 //             dV = P^T dO; dS = P * (dO V^T - D) * scale; dK = dS^T Q; dQ = dS K
 // The backward adds dQ up with atomics in an fp32 workspace, so it is not deterministic.
+// Two spellings of the mask (cudnn-frontend's current and older ones) are tried per shape.
 //
 // Host code (the graph API has no kernels of ours); built only where CMake found cuDNN.
 #pragma once
@@ -44,6 +45,9 @@ class CudnnAttention {
   void backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                 const float* lse, int B, int T, int C, int NH, cudaStream_t stream);
 
+  // How a prepared shape runs ("mask indices in fp32, workspace N bytes"), or why not.
+  std::string describe(int B, int T, int C, int NH) const;
+
   // The forward and backward graphs' operations built and finalized for one shape, without
   // a GPU (no handle, no operation graph, no engine): "" when cuDNN accepts every tensor
   // and operation descriptor, else its complaint. What a machine without a GPU can check.
@@ -53,11 +57,13 @@ class CudnnAttention {
 
  private:
   const Plans& plans_for(int B, int T, int C, int NH, const char* caller);
+  // lse itself when it is 16-byte aligned, else an aligned stand-in.
+  float* staged_lse(float* lse, int64_t rows);
   void* handle_ = nullptr;  // cudnnHandle_t, created on the first prepare
   std::map<std::tuple<int, int, int, int>, std::unique_ptr<Plans>> plans_;
   // bf16 copies of the operands and results, and cuDNN's workspaces; grown on demand.
   DeviceArray<uint16_t> qkv16_, o16_, do16_, dqkv16_;
-  DeviceArray<float> row_sums_, dq_accum_;
+  DeviceArray<float> row_sums_, dq_accum_, lse_;
   DeviceArray<uint8_t> workspace_;
 };
 

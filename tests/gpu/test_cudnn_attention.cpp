@@ -122,6 +122,21 @@ TEST(CudnnAttention, MatchesOurFlashKernel) {
   }
 }
 
+// Which spelling of the graphs each shape's plans took, and their workspace (printed for
+// docs/cuda.md); every shape of the tests must have plans.
+TEST(CudnnAttention, ReportsHowEachShapeRuns) {
+  REQUIRE_CUDNN();
+  REQUIRE_GPU();
+#ifdef TESSERA_HAVE_CUDNN
+  k::cuda::CudnnAttention cudnn;
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(testing::Message() << s);
+    EXPECT_EQ("", cudnn.prepare(s.B, s.T, s.C, s.NH));
+    std::cout << "[cudnn plan] " << s << ": " << cudnn.describe(s.B, s.T, s.C, s.NH) << "\n";
+  }
+#endif
+}
+
 // The two engines share lse's meaning: cuDNN's backward after our forward gives cuDNN's
 // gradient (the model may mix them when cuDNN has no graph for one micro-batch size).
 TEST(CudnnAttention, BackwardTakesOurForwardsLse) {
