@@ -9,6 +9,9 @@
 #
 #   scripts/gpu-check.sh [BUILD_DIR]     (default build-gpu, made by `make gpu-binaries`)
 #
+# Exit status: 0 when every step passed or skipped for want of a GPU, 1 when one failed,
+# 2 when the binaries or their libraries are missing.
+#
 # Environment: OUT (default gpu-check-out), CHECK_TIMEOUT (seconds per step, default 240;
 # NCCL_CHECK_TIMEOUT for each multi-process NCCL step, default 90),
 # PYTORCH_PEER=1 to also time PyTorch's GPT-2 124M (T=1024, bf16, eager and torch.compile,
@@ -50,7 +53,7 @@ if [[ -n $missing ]]; then
   exit 2
 fi
 
-declare -a ROWS
+ROWS=() FAILED=()
 row() { ROWS+=("$(printf '%-34s %s' "$1" "$2")"); }
 
 # The machine.
@@ -74,6 +77,11 @@ summary() {
   echo "$passed passed, $failed failed, $skipped skipped"
 }
 
+# A step failed unless it passed (0) or skipped for want of a GPU (77).
+failed_unless_ok() {  # name, rc
+  [[ $2 == 0 || $2 == 77 ]] || FAILED+=("$1 (rc $2)")
+}
+
 run_step() {  # name, log, command...
   local name=$1 log=$2; shift 2
   local t0=$SECONDS
@@ -82,6 +90,7 @@ run_step() {  # name, log, command...
   local verdict="rc $rc"
   [[ $rc -eq 124 ]] && verdict="TIMED OUT after ${STEP_TIMEOUT}s"
   echo "$name: $verdict, $((SECONDS - t0)) s" >&2
+  failed_unless_ok "$name" "$rc"
   return $rc
 }
 
@@ -126,6 +135,7 @@ for n in 1 2 4; do
   processes "$n" "nccl_n$n.log" "$BIN/gpu_nccl_tests"
   rc=$?
   echo "nccl x$n: rc $rc, $((SECONDS - t0)) s" >&2
+  failed_unless_ok "nccl x$n" "$rc"
   row "NCCL communicator, $n process(es)" "$(summary "$OUT/nccl_n$n.log") (rc $rc)"
   [[ $rc == 0 ]] || nccl_ok=0
 done
@@ -140,6 +150,7 @@ for layout in "--dp 2" "--dp 2 --zero" "--tp 2" "--pp 2 --schedule gpipe" "--pp 
   cat "$OUT/layouts.tmp" >> "$OUT/layouts.log"
   verdict=$(sed -n 's/^gpu_layout_check: //p' "$OUT/layouts.tmp" | head -1)
   echo "layout $layout: rc $rc, $((SECONDS - t0)) s" >&2
+  failed_unless_ok "layout $layout" "$rc"
   row "layout ${layout//--/}" "${verdict:-no verdict, see layouts.log} (rc $rc)"
 done
 rm -f "$OUT/layouts.tmp"
@@ -198,3 +209,10 @@ echo
 grep -h -E '^\[cudnn (vs flash|plan)\]' "$OUT/gpu_tests.log" 2>/dev/null
 grep -h '^\[  FAILED  \].*(' "$OUT"/gpu_tests.log "$OUT"/memcheck.log "$OUT"/racecheck.log 2>/dev/null \
   | sort -u | head -40
+
+# The exit status: 0 when every step passed or skipped for want of a GPU, else 1.
+if (( ${#FAILED[@]} > 0 )); then
+  echo "gpu-check: failed: ${FAILED[*]}"
+  exit 1
+fi
+echo "gpu-check: every step passed (or skipped without a GPU)"
