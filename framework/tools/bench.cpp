@@ -102,6 +102,7 @@ BenchResult bench_training_step(const BenchOptions& o) {
   BenchResult r;
   r.device = o.device;
   r.threads = omp_get_max_threads();
+  r.attention = model.attention_kind();
   r.step_ms = median(total);
   r.forward_ms = median(fwd);
   r.backward_ms = median(bwd);

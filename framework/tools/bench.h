@@ -34,6 +34,7 @@ struct BenchResult {
   bool has_mfu() const { return peak_flops > 0; }
   int threads = 1;            // the host's OpenMP threads (they compute on cpu only)
   int64_t trainable_parameters = 0;
+  std::string attention;      // the model's attention engine (GPTModel::attention_kind)
   double optimizer_state_mb = 0;  // AdamW's two fp32 moments
   double peak_rss_mb = 0;         // of this process (host memory), after the timed steps
   // The optimizer phase only streams memory: the bytes it must move (the gradient norm

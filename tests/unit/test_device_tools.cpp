@@ -132,6 +132,24 @@ TEST(DeviceToolsCli, BenchOnTheGpuReportsTheDevice) {
   EXPECT_TRUE(contains(text.out, "MFU not reported")) << text.out;
 }
 
+// --attention cudnn on the emulated GPU, which has no cuDNN: the model's one line saying
+// so, and the steps timed on our flash kernel (GPT-2 "small": head size 64). A word other
+// than own or cudnn is refused in one line.
+TEST(DeviceToolsCli, BenchAttentionEngine) {
+  const ProcessResult r = run_emulated_gpu({"bench", "--device", "cuda", "--model", "small",
+                                            "--precision", "bf16", "--attention", "cudnn",
+                                            "--batch", "1", "--seq", "16", "--steps", "1",
+                                            "--warmup", "1", "--json"},
+                                           300);
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << r.describe();
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("attention"), "flash") << r.out;
+  EXPECT_TRUE(contains(r.err, "kernels.attention cudnn: the CUDA emulator has no cuDNN; the "
+                              "attention runs on our flash kernel"))
+      << r.err;
+  EXPECT_TRUE(one_error_line(run_tessera({"bench", "--attention", "fast"}),
+                             {"tessera bench: --attention expects own or cudnn, got 'fast'"}));
+}
+
 TEST(DeviceToolsCli, BenchOnTheCpuSaysSo) {
   const ProcessResult r = run_tessera(
       {"bench", "--model", "tiny", "--batch", "1", "--seq", "16", "--steps", "1", "--json"});

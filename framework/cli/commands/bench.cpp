@@ -13,7 +13,7 @@ namespace tessera::cli {
 static const char* kBenchUsage =
     "usage: tessera bench [--model tiny|small|gpt2-124m|llama-114m] [--batch B] [--seq T]\n"
     "                     [--steps N] [--warmup W] [--accum M] [--precision fp32|bf16|fp16]\n"
-    "                     [--lora-rank R]\n"
+    "                     [--lora-rank R] [--attention own|cudnn]\n"
     "                     [--device cpu|cuda] [--json]\n"
     "\n"
     "Times full training steps (M micro-batches of forward + backward, then AdamW) of a\n"
@@ -25,7 +25,9 @@ static const char* kBenchUsage =
     "--device cuda on the process's GPU (times taken after the GPU has finished; no MFU,\n"
     "as no peak is known for the GPU). --precision sets the matmuls' precision\n"
     "(docs/precision.md); --lora-rank R > 0 trains LoRA adapters of rank R on every\n"
-    "linear layer of the blocks of a frozen base instead of every weight (docs/lora.md).\n";
+    "linear layer of the blocks of a frozen base instead of every weight (docs/lora.md).\n"
+    "--attention cudnn times cuDNN's fused attention instead of our kernels (--device cuda,\n"
+    "--precision bf16; the recipe key kernels.attention, docs/cuda.md).\n";
 
 static int parse_int(const std::string& flag, const std::string& value) {
   try {
@@ -67,6 +69,11 @@ int cmd_bench(const Args& args) {
       check(p == "fp32" || p == "bf16" || p == "fp16",
             "tessera bench: --precision expects fp32, bf16 or fp16, got '" + p + "'");
       o.options.precision = kernels::dtype_from_name(p);
+    } else if (a == "--attention") {
+      const std::string e = value();
+      check(e == "own" || e == "cudnn",
+            "tessera bench: --attention expects own or cudnn, got '" + e + "'");
+      o.options.attention = e == "cudnn" ? AttentionEngine::cudnn : AttentionEngine::own;
     } else if (a == "--lora-rank") {
       o.options.lora.rank = parse_int(a, value());
     } else if (a == "--device") {
@@ -94,6 +101,7 @@ int cmd_bench(const Args& args) {
                         {"achieved_gflops", r.achieved_flops / 1e9},
                         {"peak_gflops", peak}, {"mfu", mfu},
                         {"precision", kernels::dtype_name(o.options.precision)},
+                        {"attention", r.attention},
                         {"micro_batches", o.micro_batches},
                         {"lora_rank", o.options.lora.rank},
                         {"trainable_parameters", r.trainable_parameters},
@@ -109,9 +117,9 @@ int cmd_bench(const Args& args) {
     const std::string where = r.device == kernels::Device::cpu
                                   ? "cpu, " + std::to_string(r.threads) + " thread(s)"
                                   : std::string(device);
-    std::printf("tessera bench: %s on %s, %d x B=%d T=%d, %s%s\n", model.c_str(), where.c_str(),
-                o.micro_batches, o.batch, o.seq_len, kernels::dtype_name(o.options.precision),
-                lora.c_str());
+    std::printf("tessera bench: %s on %s, %d x B=%d T=%d, %s, %s attention%s\n", model.c_str(),
+                where.c_str(), o.micro_batches, o.batch, o.seq_len,
+                kernels::dtype_name(o.options.precision), r.attention.c_str(), lora.c_str());
     std::printf("  %.1f tokens/s on %s | step %.1f ms = forward %.1f + backward %.1f + "
                 "optimizer %.1f\n",
                 r.tokens_per_s, device, r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms);
