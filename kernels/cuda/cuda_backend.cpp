@@ -221,7 +221,7 @@ class CudaBackend final : public Backend {
     return "the CUDA emulator has no cuDNN";
 #else
     return "this build has no cuDNN (CMake found no cudnn.h and libcudnn next to the CUDA "
-           "toolkit)";
+           "toolkit, or it was configured with TESSERA_CUDNN=OFF)";
 #endif
   }
 #endif
