@@ -19,8 +19,10 @@
 // process, for tests of parallel code without mpirun). A failed operation throws
 // CommError (a tessera::Error: the command line prints it as one line and exits 2).
 // Every operation has a blocking form and an async form that returns a CommRequest with
-// wait()/test() (NCCL: enqueued on a stream, wait = stream sync; MPI: non-blocking calls or
-// a helper thread). Buffers are float, counts are element counts (int64_t).
+// wait()/test() (MPI: non-blocking calls or a helper thread; NCCL: enqueued on a stream,
+// and its blocking forms and wait() return once the GPU's compute stream is ordered
+// after the operation, without the host waiting for it). Buffers are float, counts are
+// element counts (int64_t).
 //
 // Ordering rule (as in NCCL and MPI): collectives on one communicator must be issued in
 // the same order on every rank. Async operations issued from one thread complete in issue
@@ -54,7 +56,9 @@ inline size_t scalar_bytes(ScalarType type) {
 class CommRequestImpl {
  public:
   virtual ~CommRequestImpl() = default;
-  virtual void wait() = 0;  // blocks until complete; rethrows the operation's error
+  // Returns once complete (NCCL: once the GPU's compute stream is made to wait for it;
+  // the host does not wait); rethrows the operation's error.
+  virtual void wait() = 0;
   virtual bool test() = 0;  // non-blocking: true once complete (then wait() returns at once)
 };
 
@@ -133,6 +137,11 @@ class Communicator {
   virtual CommRequest exchange_async(const std::vector<PeerMessage>& messages);
 
   virtual void barrier() = 0;
+
+  // Returns once every operation issued so far has finished, as the host sees it; throws
+  // CommError if one failed. Only NCCL's operations can still be running after their
+  // blocking form or wait() returned (on the GPU); elsewhere there is nothing to wait for.
+  virtual void synchronize() {}
 
   // In place over `count` elements of `type`: the element-wise sum, max or min over ranks
   // (any size, but meant for small messages: the fast float path is all_reduce above).

@@ -263,6 +263,10 @@ void Mesh::use_group_communicators(const GroupFactory& make) {
   pp_group_ = make(*pp_comm_);
 }
 
+void Mesh::synchronize_groups() {
+  for (MeshAxis axis : {MeshAxis::dp, MeshAxis::tp, MeshAxis::pp}) group(axis).synchronize();
+}
+
 int Mesh::prev_stage_world_rank() const {
   if (is_first_stage()) return -1;
   MeshCoords c = coords_;

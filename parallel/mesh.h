@@ -129,6 +129,9 @@ class Mesh {
   // construction. The MPI groups remain for make's bootstrap and are freed last.
   using GroupFactory = std::function<std::unique_ptr<Communicator>(Communicator& mpi_group)>;
   void use_group_communicators(const GroupFactory& make);
+  // synchronize() of the dp, tp and pp groups: returns once their operations have
+  // finished; throws the first failure (an NCCL group's watchdog may have found one).
+  void synchronize_groups();
 
   // Pipeline neighbours as world ranks (same dp and tp coordinates), or -1 at the ends.
   bool is_first_stage() const { return coords_.pp == 0; }

@@ -4,7 +4,11 @@
 #include "parallel/nccl_communicator.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <thread>
 
 #include "kernels/cuda/ops.h"
@@ -20,6 +24,10 @@ namespace tessera {
 namespace {
 
 namespace gpu = ::tessera::kernels::cuda;
+using Clock = std::chrono::steady_clock;
+
+// How often the watchdog looks (a failure ends the run within about this long).
+constexpr std::chrono::milliseconds kWatchdogPeriod{50};
 
 static_assert(sizeof(NcclUniqueId::bytes) == sizeof(ncclUniqueId));
 
@@ -42,14 +50,19 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   throw CommError("communication failed in NcclCommunicator: unknown reduction");
 }
 
+bool failed(ncclResult_t result) { return result != ncclSuccess && result != ncclInProgress; }
+
 std::string failure(const std::string& what, const std::string& reason) {
   return "communication failed in NcclCommunicator: " + what + " (" + reason + ")";
 }
 
-// One operation's completion: an event on the communication stream, and (bf16 on the
-// wire) the 16-bit copy that must live until the operation has finished.
+// One operation: its completion event on the communication stream, when it was issued
+// (the watchdog's timeout), and (bf16 on the wire) the 16-bit copy, which must live
+// until the operation has finished.
 struct Completion {
   cudaEvent_t done = nullptr;
+  Clock::time_point issued;
+  std::string what;
   gpu::DeviceArray<uint16_t> wire;
   ~Completion() {
     if (done) cudaEventDestroy(done);
@@ -60,16 +73,14 @@ class NcclCommunicator;
 
 class NcclRequest final : public CommRequestImpl {
  public:
-  NcclRequest(NcclCommunicator* comm, std::shared_ptr<Completion> c, std::string what)
-      : comm_(comm), completion_(std::move(c)), what_(std::move(what)) {}
+  NcclRequest(NcclCommunicator* comm, std::shared_ptr<Completion> c)
+      : comm_(comm), completion_(std::move(c)) {}
   void wait() override;
   bool test() override;
 
  private:
   NcclCommunicator* comm_;
   std::shared_ptr<Completion> completion_;
-  std::string what_;
-  bool finished_ = false;
 };
 
 class NcclCommunicator final : public Communicator {
@@ -78,18 +89,34 @@ class NcclCommunicator final : public Communicator {
       : options_(options) {
     ncclUniqueId nid;
     std::memcpy(&nid, id.bytes, sizeof(nid));
-    check(ncclCommInitRank(&comm_, nranks, nid, rank), "ncclCommInitRank");
+    const ncclResult_t init = ncclCommInitRank(&comm_, nranks, nid, rank);
+    if (failed(init)) throw CommError(failure("ncclCommInitRank", ncclGetErrorString(init)));
     rank_ = rank, size_ = nranks;
+    gpu::check_cuda(cudaGetDevice(&device_), "cudaGetDevice");
     // Non-blocking: not ordered with the legacy default stream except through our events.
     gpu::check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                     "cudaStreamCreateWithFlags (NCCL's stream)");
     gpu::check_cuda(cudaEventCreate(&compute_ready_), "cudaEventCreate");
+    watchdog_ = std::thread([this] { watch(); });
   }
   ~NcclCommunicator() override {
-    if (comm_) {
-      cudaStreamSynchronize(stream_);
-      ncclCommDestroy(comm_);
+    {
+      std::lock_guard<std::mutex> lock(stop_mutex_);
+      stopping_ = true;
     }
+    stop_.notify_one();
+    watchdog_.join();
+    if (comm_) {
+      // While an exception unwinds (this group or another failed), the peers may never
+      // finish their part of what is queued: abort, which does not wait for them.
+      if (std::uncaught_exceptions() > 0) {
+        ncclCommAbort(comm_);
+      } else {
+        cudaStreamSynchronize(stream_);
+        ncclCommDestroy(comm_);
+      }
+    }
+    in_flight_.clear();
     if (compute_ready_) cudaEventDestroy(compute_ready_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -97,93 +124,67 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
-  void all_reduce(float* buf, int64_t count) override { all_reduce_async(buf, count).wait(); }
-  CommRequest all_reduce_async(float* buf, int64_t count) override {
-    auto c = begin("ncclAllReduce");
-    check(ncclAllReduce(buf, buf, (size_t)count, ncclFloat32, ncclSum, comm_, stream_),
-          "ncclAllReduce");
-    return finish(std::move(c), "ncclAllReduce");
+  // The blocking forms return once the compute stream is ordered after the operation.
+  void all_reduce(float* buf, int64_t count) override {
+    compute_after(issue_all_reduce(buf, count));
   }
-
+  CommRequest all_reduce_async(float* buf, int64_t count) override {
+    return request(issue_all_reduce(buf, count));
+  }
   void all_reduce_bf16(float* buf, int64_t count) override {
-    all_reduce_bf16_async(buf, count).wait();
+    compute_after(issue_all_reduce_bf16(buf, count));
   }
   CommRequest all_reduce_bf16_async(float* buf, int64_t count) override {
-    auto c = begin("ncclAllReduce (bf16)");
-    c->wire = gpu::DeviceArray<uint16_t>(count, "bf16 copy of an all-reduce");
-    gpu::round_to_16bit(kernels::Dtype::bf16, c->wire.data(), buf, count, stream_);
-    check(ncclAllReduce(c->wire.data(), c->wire.data(), (size_t)count, ncclBfloat16, ncclSum,
-                        comm_, stream_),
-          "ncclAllReduce (bf16)");
-    gpu::widen_16bit(kernels::Dtype::bf16, buf, c->wire.data(), count, stream_);
-    return finish(std::move(c), "ncclAllReduce (bf16)");
+    return request(issue_all_reduce_bf16(buf, count));
   }
-
   void reduce_scatter(const float* send, float* recv, int64_t recv_count) override {
-    reduce_scatter_async(send, recv, recv_count).wait();
+    compute_after(issue_reduce_scatter(send, recv, recv_count));
   }
   CommRequest reduce_scatter_async(const float* send, float* recv, int64_t recv_count) override {
-    auto c = begin("ncclReduceScatter");
-    check(ncclReduceScatter(send, recv, (size_t)recv_count, ncclFloat32, ncclSum, comm_, stream_),
-          "ncclReduceScatter");
-    return finish(std::move(c), "ncclReduceScatter");
+    return request(issue_reduce_scatter(send, recv, recv_count));
   }
-
   void all_gather(const float* send, float* recv, int64_t send_count) override {
-    all_gather_async(send, recv, send_count).wait();
+    compute_after(issue_all_gather(send, recv, send_count));
   }
   CommRequest all_gather_async(const float* send, float* recv, int64_t send_count) override {
-    auto c = begin("ncclAllGather");
-    check(ncclAllGather(send, recv, (size_t)send_count, ncclFloat32, comm_, stream_),
-          "ncclAllGather");
-    return finish(std::move(c), "ncclAllGather");
+    return request(issue_all_gather(send, recv, send_count));
   }
-
   void broadcast(float* buf, int64_t count, int root) override {
-    broadcast_async(buf, count, root).wait();
+    compute_after(issue_broadcast(buf, count, root));
   }
   CommRequest broadcast_async(float* buf, int64_t count, int root) override {
-    auto c = begin("ncclBroadcast");
-    check(ncclBroadcast(buf, buf, (size_t)count, ncclFloat32, root, comm_, stream_),
-          "ncclBroadcast");
-    return finish(std::move(c), "ncclBroadcast");
+    return request(issue_broadcast(buf, count, root));
   }
-
-  void send(const float* buf, int64_t count, int peer, int tag) override {
-    send_async(buf, count, peer, tag).wait();
+  // NCCL ignores tags and matches in order between a pair of ranks.
+  void send(const float* buf, int64_t count, int peer, int) override {
+    compute_after(issue_p2p(true, const_cast<float*>(buf), count, peer));
   }
-  void recv(float* buf, int64_t count, int peer, int tag) override {
-    recv_async(buf, count, peer, tag).wait();
+  void recv(float* buf, int64_t count, int peer, int) override {
+    compute_after(issue_p2p(false, buf, count, peer));
   }
   CommRequest send_async(const float* buf, int64_t count, int peer, int) override {
-    auto c = begin("ncclSend");
-    check(ncclSend(buf, (size_t)count, ncclFloat32, peer, comm_, stream_), "ncclSend");
-    return finish(std::move(c), "ncclSend");
+    return request(issue_p2p(true, const_cast<float*>(buf), count, peer));
   }
   CommRequest recv_async(float* buf, int64_t count, int peer, int) override {
-    auto c = begin("ncclRecv");
-    check(ncclRecv(buf, (size_t)count, ncclFloat32, peer, comm_, stream_), "ncclRecv");
-    return finish(std::move(c), "ncclRecv");
+    return request(issue_p2p(false, buf, count, peer));
   }
 
   // One NCCL group: the messages progress together, so their order cannot deadlock.
   CommRequest exchange_async(const std::vector<PeerMessage>& messages) override {
-    auto c = begin("ncclGroupStart/ncclSend/ncclRecv/ncclGroupEnd");
-    check(ncclGroupStart(), "ncclGroupStart");
-    // The group is closed whatever happens: NCCL keeps one open group per thread, which
-    // would swallow the calls of every other communicator after a failure here.
-    ncclResult_t posted = ncclSuccess;
-    const char* what = "";
-    for (const PeerMessage& m : messages) {
-      posted = m.send ? ncclSend(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_)
-                      : ncclRecv(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_);
-      what = m.send ? "ncclSend" : "ncclRecv";
-      if (posted != ncclSuccess && posted != ncclInProgress) break;
-    }
-    const ncclResult_t ended = ncclGroupEnd();
-    check(posted, what);
-    check(ended, "ncclGroupEnd");
-    return finish(std::move(c), "ncclGroupEnd (sends and receives)");
+    return request(issue("ncclGroupStart/ncclSend/ncclRecv/ncclGroupEnd", [&](Completion&) {
+      check_nccl(ncclGroupStart(), "ncclGroupStart");
+      // The group is closed whatever happens: NCCL keeps one open group per thread, which
+      // would swallow the calls of every other communicator after a failure here.
+      ncclResult_t posted = ncclSuccess;
+      for (const PeerMessage& m : messages) {
+        posted = m.send ? ncclSend(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_)
+                        : ncclRecv(m.buf, (size_t)m.count, ncclFloat32, m.peer, comm_, stream_);
+        if (failed(posted)) break;
+      }
+      const ncclResult_t ended = ncclGroupEnd();
+      check_nccl(posted, "ncclSend/ncclRecv");
+      check_nccl(ended, "ncclGroupEnd");
+    }));
   }
 
   void barrier() override {
@@ -191,24 +192,24 @@ class NcclCommunicator final : public Communicator {
     all_reduce(&one, 1, ScalarType::i32, ReduceOp::sum);
   }
 
-  // Host values, staged through a device buffer.
+  // Host values, staged through a device buffer; the host waits for them.
   void all_reduce(void* buf, int64_t count, ScalarType type, ReduceOp op) override {
     const size_t bytes = (size_t)count * scalar_bytes(type);
     char* d = stage(bytes);
     gpu::check_cuda(cudaMemcpy(d, buf, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (agreement)");
-    auto c = begin("ncclAllReduce (host values)");
-    check(ncclAllReduce(d, d, (size_t)count, nccl_type(type), nccl_op(op), comm_, stream_),
-          "ncclAllReduce (host values)");
-    finish(std::move(c), "ncclAllReduce (host values)").wait();
+    host_wait(issue("ncclAllReduce (host values)", [&](Completion&) {
+      check_nccl(ncclAllReduce(d, d, (size_t)count, nccl_type(type), nccl_op(op), comm_, stream_),
+                 "ncclAllReduce (host values)");
+    }));
     gpu::check_cuda(cudaMemcpy(buf, d, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (agreement)");
   }
   void broadcast_bytes(void* buf, int64_t bytes, int root) override {
     char* d = stage((size_t)bytes);
     gpu::check_cuda(cudaMemcpy(d, buf, (size_t)bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
-    auto c = begin("ncclBroadcast (host bytes)");
-    check(ncclBroadcast(d, d, (size_t)bytes, ncclUint8, root, comm_, stream_),
-          "ncclBroadcast (host bytes)");
-    finish(std::move(c), "ncclBroadcast (host bytes)").wait();
+    host_wait(issue("ncclBroadcast (host bytes)", [&](Completion&) {
+      check_nccl(ncclBroadcast(d, d, (size_t)bytes, ncclUint8, root, comm_, stream_),
+                 "ncclBroadcast (host bytes)");
+    }));
     gpu::check_cuda(cudaMemcpy(buf, d, (size_t)bytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
   }
   void all_gather_bytes(const void* send, void* recv, int64_t bytes) override {
@@ -216,11 +217,23 @@ class NcclCommunicator final : public Communicator {
     char* d = stage(all);
     char* mine = d + (size_t)bytes * (size_t)rank_;
     gpu::check_cuda(cudaMemcpy(mine, send, (size_t)bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
-    auto c = begin("ncclAllGather (host bytes)");
-    check(ncclAllGather(mine, d, (size_t)bytes, ncclUint8, comm_, stream_),
-          "ncclAllGather (host bytes)");
-    finish(std::move(c), "ncclAllGather (host bytes)").wait();
+    host_wait(issue("ncclAllGather (host bytes)", [&](Completion&) {
+      check_nccl(ncclAllGather(mine, d, (size_t)bytes, ncclUint8, comm_, stream_),
+                 "ncclAllGather (host bytes)");
+    }));
     gpu::check_cuda(cudaMemcpy(recv, d, all, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  }
+
+  // The host waits for every operation issued so far.
+  void synchronize() override {
+    std::vector<std::shared_ptr<Completion>> pending;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending.assign(in_flight_.begin(), in_flight_.end());
+    }
+    for (const auto& c : pending) host_wait(c);
+    std::lock_guard<std::mutex> lock(mutex_);
+    throw_if_failed(pending.empty() ? "synchronize" : pending.back()->what);
   }
 
   float* allocate_shared(int64_t, std::string* why_not) override {
@@ -228,58 +241,190 @@ class NcclCommunicator final : public Communicator {
     return nullptr;
   }
 
-  // Polls `c` until it is complete (see the header): throws CommError, after aborting
-  // the communicator, on an error of the operation or an asynchronous NCCL error.
-  void wait_for(Completion& c, const std::string& what) {
-    while (!poll(c, what)) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  // NcclRequest's wait(): the compute stream waits for the operation; the host does not.
+  void compute_after(const std::shared_ptr<Completion>& c) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    throw_if_failed(c->what);
+    gpu::check_cuda(cudaStreamWaitEvent(nullptr, c->done, 0), "cudaStreamWaitEvent (compute)");
   }
-  bool poll(Completion& c, const std::string& what) {
+  // NcclRequest's test(): has the operation finished?
+  bool finished(const Completion& c) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    throw_if_failed(c.what);
     const cudaError_t state = cudaEventQuery(c.done);
     if (state == cudaSuccess) return true;
-    if (state != cudaErrorNotReady) fail(what, cudaGetErrorString(state));
-    ncclResult_t async = ncclSuccess;
-    if (comm_) check(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
-    if (async != ncclSuccess && async != ncclInProgress)
-      fail(what, std::string(ncclGetErrorString(async)) + ", found while waiting");
+    if (state != cudaErrorNotReady) fail(c.what, cudaGetErrorString(state));
     return false;
   }
 
  private:
-  // Before an operation: ordered after the compute stream's queued work; the injected
-  // failure of NcclOptions.
-  std::shared_ptr<Completion> begin(const char* what) {
-    check_open(what);
-    if (options_.fail_at_operation >= 0 && operations_ == options_.fail_at_operation)
+  // ---- Issuing operations ----------------------------------------------------------
+
+  std::shared_ptr<Completion> issue_all_reduce(float* buf, int64_t count) {
+    return issue("ncclAllReduce", [&](Completion&) {
+      check_nccl(ncclAllReduce(buf, buf, (size_t)count, ncclFloat32, ncclSum, comm_, stream_),
+                 "ncclAllReduce");
+    });
+  }
+  // bf16 on the wire: rounded to a 16-bit copy, summed as ncclBfloat16, widened back.
+  std::shared_ptr<Completion> issue_all_reduce_bf16(float* buf, int64_t count) {
+    return issue("ncclAllReduce (bf16)", [&](Completion& c) {
+      c.wire = take_wire(count);
+      gpu::round_to_16bit(kernels::Dtype::bf16, c.wire.data(), buf, count, stream_);
+      check_nccl(ncclAllReduce(c.wire.data(), c.wire.data(), (size_t)count, ncclBfloat16,
+                               ncclSum, comm_, stream_),
+                 "ncclAllReduce (bf16)");
+      gpu::widen_16bit(kernels::Dtype::bf16, buf, c.wire.data(), count, stream_);
+    });
+  }
+  std::shared_ptr<Completion> issue_reduce_scatter(const float* send, float* recv,
+                                                   int64_t recv_count) {
+    return issue("ncclReduceScatter", [&](Completion&) {
+      check_nccl(ncclReduceScatter(send, recv, (size_t)recv_count, ncclFloat32, ncclSum, comm_,
+                                   stream_),
+                 "ncclReduceScatter");
+    });
+  }
+  std::shared_ptr<Completion> issue_all_gather(const float* send, float* recv,
+                                               int64_t send_count) {
+    return issue("ncclAllGather", [&](Completion&) {
+      check_nccl(ncclAllGather(send, recv, (size_t)send_count, ncclFloat32, comm_, stream_),
+                 "ncclAllGather");
+    });
+  }
+  std::shared_ptr<Completion> issue_broadcast(float* buf, int64_t count, int root) {
+    return issue("ncclBroadcast", [&](Completion&) {
+      check_nccl(ncclBroadcast(buf, buf, (size_t)count, ncclFloat32, root, comm_, stream_),
+                 "ncclBroadcast");
+    });
+  }
+  std::shared_ptr<Completion> issue_p2p(bool is_send, float* buf, int64_t count, int peer) {
+    return issue(is_send ? "ncclSend" : "ncclRecv", [&](Completion&) {
+      check_nccl(is_send ? ncclSend(buf, (size_t)count, ncclFloat32, peer, comm_, stream_)
+                         : ncclRecv(buf, (size_t)count, ncclFloat32, peer, comm_, stream_),
+                 is_send ? "ncclSend" : "ncclRecv");
+    });
+  }
+
+  // One operation, `enqueue` its NCCL calls on stream_: after the compute stream's queued
+  // work (so it reads finished buffers), with its completion recorded and kept in flight.
+  // Throws CommError, after aborting, if the communicator has failed or a call fails.
+  template <typename Enqueue>
+  std::shared_ptr<Completion> issue(const char* what, Enqueue&& enqueue) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    throw_if_failed(what);
+    retire_finished();
+    if (operations_ == options_.fail_at_operation)
       fail(what, "ncclSystemError: injected failure (NcclOptions.fail_at_operation = " +
                      std::to_string(options_.fail_at_operation) + ")");
+    if (operations_ == options_.async_error_at_operation) injected_async_error_ = true;
     operations_++;
     gpu::check_cuda(cudaEventRecord(compute_ready_, nullptr), "cudaEventRecord (compute)");
     gpu::check_cuda(cudaStreamWaitEvent(stream_, compute_ready_, 0), "cudaStreamWaitEvent");
     auto c = std::make_shared<Completion>();
+    c->what = what;
+    c->issued = Clock::now();
     gpu::check_cuda(cudaEventCreate(&c->done), "cudaEventCreate");
+    enqueue(*c);
+    gpu::check_cuda(cudaEventRecord(c->done, stream_), "cudaEventRecord (NCCL)");
+    in_flight_.push_back(c);
+    last_issued_ = what;
     return c;
   }
-  CommRequest finish(std::shared_ptr<Completion> c, const char* what) {
-    gpu::check_cuda(cudaEventRecord(c->done, stream_), "cudaEventRecord (NCCL)");
-    return CommRequest(std::make_shared<NcclRequest>(this, std::move(c), what));
+  CommRequest request(std::shared_ptr<Completion> c) {
+    return CommRequest(std::make_shared<NcclRequest>(this, std::move(c)));
   }
 
-  void check_open(const std::string& what) const {
-    if (!comm_) throw CommError(failure(what, "the communicator was aborted after an earlier failure"));
+  // The host polls until `c` has finished; a failure the watchdog finds meanwhile throws.
+  void host_wait(const std::shared_ptr<Completion>& c) {
+    while (!finished(*c)) std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
-  void check(ncclResult_t result, const std::string& what) {
-    if (result == ncclSuccess || result == ncclInProgress) return;
+
+  // ---- In flight: retiring finished operations, reusing their bf16 copies ----------
+
+  // The oldest operations that have finished leave in_flight_ (the stream runs them in
+  // order); their 16-bit copies are kept for reuse (a cudaFree would wait for the device).
+  void retire_finished() {
+    while (!in_flight_.empty() && cudaEventQuery(in_flight_.front()->done) == cudaSuccess) {
+      if (in_flight_.front()->wire.size() > 0) spare_wires_.push_back(std::move(in_flight_.front()->wire));
+      in_flight_.pop_front();
+    }
+  }
+  gpu::DeviceArray<uint16_t> take_wire(int64_t count) {
+    for (size_t i = 0; i < spare_wires_.size(); i++)
+      if (spare_wires_[i].size() >= count) {
+        gpu::DeviceArray<uint16_t> wire = std::move(spare_wires_[i]);
+        spare_wires_.erase(spare_wires_.begin() + (ptrdiff_t)i);
+        return wire;
+      }
+    return gpu::DeviceArray<uint16_t>(count, "bf16 copy of an all-reduce");
+  }
+
+  // ---- Failures -----------------------------------------------------------------------
+
+  void check_nccl(ncclResult_t result, const std::string& what) {
+    if (!failed(result)) return;
     std::string reason = ncclGetErrorString(result);
     const char* detail = comm_ ? ncclGetLastError(comm_) : "";
     if (detail && *detail) reason += ": " + std::string(detail);
     fail(what, reason);
   }
-  // Aborts the communicator (NCCL's rule after an error: its state is unknown, and abort
-  // does not wait for the peers) and throws.
-  [[noreturn]] void fail(const std::string& what, const std::string& reason) {
+  void throw_if_failed(const std::string& what) const {
+    if (!failure_.empty())
+      throw CommError(failure(what, "the communicator was aborted after an earlier failure: " +
+                                        failure_));
+  }
+  // Aborts the communicator (NCCL's rule after an error: its state is unknown; abort does
+  // not wait for the peers) and remembers why. The caller holds mutex_.
+  void abort(const std::string& what, const std::string& reason) {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;
+    failure_ = what + " (" + reason + ")";
+  }
+  [[noreturn]] void fail(const std::string& what, const std::string& reason) {
+    abort(what, reason);
     throw CommError(failure(what, reason));
+  }
+
+  // ---- The watchdog ---------------------------------------------------------------------
+  //
+  // A thread that looks every kWatchdogPeriod for what the host, which does not wait for
+  // NCCL, cannot see: an asynchronous NCCL error (a peer that died, a network failure) or
+  // an operation unfinished after options_.timeout_seconds (a peer missing or stuck). It
+  // aborts the communicator, which ends the operations NCCL still runs, so the compute
+  // stream and the host move on; the host's next call on this communicator then throws.
+  // It skips a round while the host is inside an NCCL call (try_lock): NCCL forbids
+  // concurrent calls on one communicator.
+  void watch() {
+    cudaSetDevice(device_);  // this thread's event queries go to the communicator's GPU
+    std::unique_lock<std::mutex> stop(stop_mutex_);
+    while (!stop_.wait_for(stop, kWatchdogPeriod, [this] { return stopping_; })) {
+      std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+      if (!lock || !comm_) continue;
+      const std::string reason = watchdog_finding();  // retires what has finished first
+      if (!reason.empty())
+        abort(in_flight_.empty() ? last_issued_ : in_flight_.front()->what, reason);
+    }
+  }
+  // "" while all is well. Throws nothing: an exception would end the process here.
+  std::string watchdog_finding() {
+    retire_finished();
+    if (injected_async_error_)
+      return "ncclSystemError: injected asynchronous failure (NcclOptions.async_error_at_operation "
+             "= " + std::to_string(options_.async_error_at_operation) + "), found by the watchdog";
+    ncclResult_t async = ncclSuccess;
+    const ncclResult_t asked = ncclCommGetAsyncError(comm_, &async);
+    if (failed(asked)) async = asked;
+    if (failed(async))
+      return std::string(ncclGetErrorString(async)) + ", found by the watchdog";
+    if (!in_flight_.empty() && options_.timeout_seconds > 0) {
+      const double age =
+          std::chrono::duration<double>(Clock::now() - in_flight_.front()->issued).count();
+      if (age > options_.timeout_seconds)
+        return "not finished after " + std::to_string((long long)options_.timeout_seconds) +
+               " s: a peer rank is missing, stuck or far behind; found by the watchdog";
+    }
+    return "";
   }
 
   char* stage(size_t bytes) {
@@ -288,25 +433,37 @@ class NcclCommunicator final : public Communicator {
   }
 
   ncclComm_t comm_ = nullptr;
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, device_ = 0;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t compute_ready_ = nullptr;
   NcclOptions options_;
   int64_t operations_ = 0;
   gpu::DeviceArray<char> staging_;
+
+  // Shared with the watchdog, under mutex_: the NCCL communicator itself, the operations
+  // in flight (oldest first), the spare bf16 copies, why the communicator was aborted.
+  std::mutex mutex_;
+  std::deque<std::shared_ptr<Completion>> in_flight_;
+  std::vector<gpu::DeviceArray<uint16_t>> spare_wires_;
+  std::string failure_;
+  std::string last_issued_ = "no operation yet";  // names an error found with none in flight
+  bool injected_async_error_ = false;
+
+  std::thread watchdog_;
+  std::mutex stop_mutex_;
+  std::condition_variable stop_;
+  bool stopping_ = false;
 };
 
 void NcclRequest::wait() {
-  if (finished_) return;
-  comm_->wait_for(*completion_, what_);
-  finished_ = true;
+  if (!completion_) return;
+  comm_->compute_after(completion_);
   completion_.reset();
 }
 
 bool NcclRequest::test() {
-  if (finished_) return true;
-  if (!comm_->poll(*completion_, what_)) return false;
-  finished_ = true;
+  if (!completion_) return true;
+  if (!comm_->finished(*completion_)) return false;
   completion_.reset();
   return true;
 }

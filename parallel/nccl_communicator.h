@@ -10,11 +10,20 @@
 // Streams: NCCL runs on a communication stream of its own. Each operation first waits
 // for the work already queued on the compute stream (the legacy default stream, where
 // the CUDA backend runs every kernel: an event recorded there), so it reads finished
-// buffers; it records a completion event on the communication stream. The blocking forms
-// and an async handle's wait() poll that event (test() queries it once); while they poll,
-// they ask NCCL for an asynchronous error (a peer that died, a network failure), and on
-// one they abort the communicator and throw CommError, so a rank never hangs in a
-// collective that can no longer finish.
+// buffers; it records a completion event on the communication stream. The host never
+// waits for a float operation: the blocking forms and an async handle's wait() make the
+// compute stream wait for that event (cudaStreamWaitEvent) and return, as PyTorch's and
+// Megatron's collectives do, so the host keeps queueing kernels while NCCL runs. test()
+// asks whether the event has happened; synchronize() and the agreements (whose results
+// the host reads) wait for it on the host.
+//
+// Failures: a call NCCL refuses aborts the communicator and throws CommError at once.
+// What the host cannot see because it does not wait (an asynchronous NCCL error: a peer
+// that died, a network failure; or an operation still unfinished after
+// NcclOptions::timeout_seconds: a peer missing or stuck) is found by a watchdog thread
+// of the communicator, which looks every 50 ms. It aborts the communicator, which ends
+// the operations NCCL still runs, so neither the GPU nor the host hangs; the next call
+// on the communicator (or its synchronize()) throws CommError naming the first failure.
 //
 // bf16 on the wire: the fp32 buffer is rounded to a bf16 device copy (nearest even), the
 // bf16 copy is summed by ncclAllReduce(ncclBfloat16), and the sum is widened back.
@@ -41,9 +50,16 @@ struct NcclUniqueId {
 };
 
 struct NcclOptions {
-  // A test hook: this rank's operation number `fail_at_operation` (0 = its first) fails
-  // as an NCCL error would: the communicator is aborted and CommError thrown. -1: never.
+  // Seconds an operation may stay unfinished before the watchdog aborts the communicator
+  // (0 = no limit). The time counts from the call, so a peer busy for long elsewhere
+  // (writing a checkpoint, evaluating) counts against it.
+  double timeout_seconds = 600;
+  // Test hooks for this rank's operation number N (0 = its first); -1 = never.
+  // fail_at_operation: the call fails as an NCCL error would (aborted, CommError thrown).
   int64_t fail_at_operation = -1;
+  // async_error_at_operation: the operation runs, and then NCCL is taken to report an
+  // asynchronous error (as after a network failure), which only the watchdog finds.
+  int64_t async_error_at_operation = -1;
 };
 
 // "" when this build can make NCCL communicators, else why not (no CUDA or no NCCL in

@@ -91,6 +91,7 @@ struct ParallelConfig {
   GradReduce grad_reduce = GradReduce::fp32;  // fp32 | bf16: data-parallel gradients on the wire
   bool shared_memory = true;   // dp ranks on one node sum gradients in shared memory
   CommBackend backend = CommBackend::auto_;  // the groups' collectives: auto = nccl on cuda
+  double nccl_timeout_s = 600;  // an NCCL operation unfinished this long ends the run; 0 = never
 };
 // The collectives a run uses: parallel.backend, with auto resolved by train.device.
 CommBackend resolved_backend(const ParallelConfig& parallel, Device device);

@@ -213,6 +213,10 @@ const std::vector<Field>& fields() {
                            "the collectives of the dp, tp and pp groups: mpi (host memory), "
                            "nccl (GPU memory, one GPU per rank; docs/cuda.md), or auto = nccl "
                            "when train.device is cuda, else mpi"),
+      TESSERA_RECIPE_FIELD(parallel, nccl_timeout_s, at_least(0),
+                           "seconds an NCCL operation may stay unfinished before the run ends "
+                           "with an error naming it (a rank missing, stuck, or busy that long "
+                           "elsewhere, e.g. writing a checkpoint); 0 = no limit; docs/cuda.md"),
 
       TESSERA_RECIPE_FIELD(checkpoint, dir, non_empty(),
                            "directory that holds the `step_XXXXXX/` checkpoints"),

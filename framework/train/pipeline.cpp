@@ -17,10 +17,13 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// A wait that gives the core away while the neighbour is still computing: with more
-// ranks than cores (a pipeline under `mpirun --oversubscribe`) a spinning wait would take
-// the core from the very stage it waits for.
-void wait_yielding(CommRequest& request) {
+// Waits for a message. On the host, a wait that gives the core away while the neighbour
+// is still computing: with more ranks than cores (a pipeline under `mpirun
+// --oversubscribe`) a spinning wait would take the core from the very stage it waits for.
+// On a GPU, wait() orders the compute stream after the message (NCCL) and returns, so the
+// host goes on queueing the stage's kernels.
+void wait_for_message(CommRequest& request, bool on_host) {
+  if (!on_host) return request.wait();
   for (int polls = 0; !request.test(); polls++)
     if (polls >= 64) usleep(20);
 }
@@ -56,6 +59,7 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
   const auto t0 = Clock::now();
   double compute_ms = 0;
   const bool first = model_.stage().is_first(), last = model_.stage().is_last();
+  const bool on_host = model_.backend().computes_on_host();
   const int64_t BT = (int64_t)B_ * T, NC = BT * model_.config().n_embd;
   const int slots = model_.activation_slots();
   // Micro-batch i's message: its slice of the buffer of that direction and kind.
@@ -78,7 +82,7 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
       }
       CommRequest request = pp_->exchange_async(group);
       if (receives)
-        wait_yielding(request);  // the action's input
+        wait_for_message(request, on_host);  // the action's input
       else
         sends.push_back(request);
     }
@@ -102,7 +106,7 @@ double PipelineEngine::run(const std::vector<PipeAction>& actions, const int32_t
     }
     compute_ms += ms_between(c0, Clock::now());
   }
-  for (CommRequest& r : sends) wait_yielding(r);
+  for (CommRequest& r : sends) wait_for_message(r, on_host);
   times_.step_ms = ms_between(t0, Clock::now());
   times_.compute_ms = compute_ms;
   times_.wait_ms = times_.step_ms - compute_ms;

@@ -52,16 +52,22 @@ void check_device_layout(const Recipe& r) {
                       ", pp=" + std::to_string(p.pp) + "); use parallel.backend: nccl or auto");
 }
 
-// A test hook: TESSERA_NCCL_FAIL_AT="<world rank>:<operation>" makes that rank's NCCL
-// operation number <operation> (of each of its group communicators) fail as an NCCL
-// error would, to check that such a failure ends every rank (tests/gpu).
-NcclOptions nccl_test_options(int world_rank) {
+// The NCCL groups' options: parallel.nccl_timeout_s, and a test hook:
+// TESSERA_NCCL_FAIL_AT="<world rank>:<operation>[:async]" makes that rank's NCCL operation
+// number <operation> (of each of its group communicators) fail as an NCCL error would
+// (with :async, as an asynchronous error that only the watchdog finds), to check that such
+// a failure ends every rank (tests/gpu).
+NcclOptions nccl_options(const Recipe& r, int world_rank) {
   NcclOptions options;
+  options.timeout_seconds = r.parallel.nccl_timeout_s;
   const char* spec = std::getenv("TESSERA_NCCL_FAIL_AT");
   int rank = -1;
   long long operation = -1;
-  if (spec && std::sscanf(spec, "%d:%lld", &rank, &operation) == 2 && rank == world_rank)
-    options.fail_at_operation = operation;
+  char mode[8] = "";
+  const int fields = spec ? std::sscanf(spec, "%d:%lld:%7s", &rank, &operation, mode) : 0;
+  if (fields >= 2 && rank == world_rank)
+    (std::string(mode) == "async" ? options.async_error_at_operation
+                                  : options.fail_at_operation) = operation;
   return options;
 }
 
@@ -105,7 +111,7 @@ void TrainingRun::set_up_layout() {
   nccl_ = resolved_backend(r_.parallel, r_.train.device) == CommBackend::nccl &&
           mesh_->world_size() > 1;
   if (nccl_) {
-    const NcclOptions options = nccl_test_options(mesh_->world_rank());
+    const NcclOptions options = nccl_options(r_, mesh_->world_rank());
     mesh_->use_group_communicators(
         [&](Communicator& group) { return make_nccl_communicator(group, options); });
   }

@@ -145,6 +145,9 @@ StepOutcome TrainingRun::train_step(int64_t step) {
   s.lr = learning_rate(r_.optim, step, r_.train.steps);
   if (s.applied) optimizer_step(step, s.lr, s.grad_norm, s.loss_scale);
   backend_->synchronize();  // the step's time includes what a device still has queued
+  // NCCL: a failure its watchdog found during the step ends the run here, before the
+  // step's parameters are logged or saved.
+  mesh_->synchronize_groups();
   s.seconds = seconds_since(t0);
   if (!std::isfinite(s.loss))
     throw Error("training diverged: loss is " + std::to_string(s.loss) + " at step " +

@@ -12,7 +12,8 @@ NCCL communicators (parallel.backend auto), and compares it with one process:
   - the ZeRO-1 run's checkpoint resumes on one CPU process, whose losses continue those
     of the one-GPU run (1e-4: the CPU's kernels round differently), and the tp=2 x pp=2
     run's on GPUs as dp=2 (1e-5);
-  - a rank whose NCCL operation fails (TESSERA_NCCL_FAIL_AT) ends the job on every rank:
+  - a rank whose NCCL operation fails (TESSERA_NCCL_FAIL_AT), at its call or later as an
+    asynchronous error that the watchdog finds, ends the job on every rank:
     exit 2, the error line once, within the time limit (no hang);
   - parallel.backend: mpi with GPU memory is refused with one line and exit 2.
 
@@ -110,14 +111,20 @@ def main():
         compare("GPU tp2 x pp2 checkpoint continued on GPUs as dp2: loss",
                 series(one, "metric", "loss"), series(resumed, "metric", "loss"), 4)
 
-        start = time.time()
-        os.environ["TESSERA_NCCL_FAIL_AT"] = "1:6"  # rank 1's 7th NCCL operation fails
-        p = run(command(opt.tessera_gpu, opt, work, "fault", 2, cuda + ["parallel.dp=2"]), work, 120)
-        del os.environ["TESSERA_NCCL_FAIL_AT"]
-        line = "tessera: error: communication failed in NcclCommunicator"
-        if p.returncode != 2 or p.stderr.count(line) != 1 or "injected failure" not in p.stderr:
-            fail("an injected NCCL failure on rank 1: expected exit 2 and one error line\n" + show(p))
-        print("  injected NCCL failure on rank 1: exit 2, one line, %.1f s" % (time.time() - start))
+        # Rank 1's 7th NCCL operation fails: as its call (an error NCCL returns), then as an
+        # asynchronous error after it ran (a network failure), which the watchdog finds.
+        for spec, expected in (("1:6", "injected failure"),
+                               ("1:6:async", "injected asynchronous failure")):
+            start = time.time()
+            os.environ["TESSERA_NCCL_FAIL_AT"] = spec
+            p = run(command(opt.tessera_gpu, opt, work, "fault", 2, cuda + ["parallel.dp=2"]),
+                    work, 120)
+            del os.environ["TESSERA_NCCL_FAIL_AT"]
+            line = "tessera: error: communication failed in NcclCommunicator"
+            if p.returncode != 2 or p.stderr.count(line) != 1 or expected not in p.stderr:
+                fail("TESSERA_NCCL_FAIL_AT=%s: expected exit 2 and one error line saying %r\n%s"
+                     % (spec, expected, show(p)))
+            print("  TESSERA_NCCL_FAIL_AT=%s: exit 2, one line, %.1f s" % (spec, time.time() - start))
 
         expect_refused(opt, work, "mpi_backend", 2, cuda + ["parallel.dp=2", "parallel.backend=mpi"],
                        "parallel.backend: mpi cannot reach GPU memory")

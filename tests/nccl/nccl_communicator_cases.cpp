@@ -8,7 +8,9 @@
 //                    (scripts/gpu-check.sh starts 1, 2 and 4 of them on one GPU).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/cast_bf16.h"
@@ -53,6 +55,34 @@ std::string first_mismatch(int64_t begin, int64_t end, Got got, Expected expecte
 }
 
 const int64_t kCounts[] = {1, 7, 64, 1000, 4099};
+
+// `call` on an aborted communicator throws, saying so.
+template <typename Call>
+void expect_refused_after_abort(Call call) {
+  try {
+    call();
+    ADD_FAILURE() << "an aborted communicator should refuse";
+  } catch (const CommError& e) {
+    EXPECT_NE(std::string(e.what()).find("aborted after an earlier failure"), std::string::npos)
+        << e.what();
+  }
+}
+
+// What nccl.synchronize() throws within `seconds`, polling; "" if nothing. The host does
+// not wait for NCCL's float operations, so a failure found after they were issued (by the
+// communicator's watchdog thread) surfaces at the next call or at synchronize().
+std::string failure_within(Communicator& nccl, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    try {
+      nccl.synchronize();
+    } catch (const CommError& e) {
+      return e.what();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return "";
+}
 
 }  // namespace
 
@@ -255,13 +285,59 @@ TEST(NcclCommunicator, FailureAbortsTheCommunicator) {
               "communication failed in NcclCommunicator: ncclAllReduce (ncclSystemError: "
               "injected failure (NcclOptions.fail_at_operation = 1))");
   }
-  try {
-    nccl->barrier();
-    FAIL() << "an aborted communicator should refuse";
-  } catch (const CommError& e) {
-    EXPECT_NE(std::string(e.what()).find("aborted after an earlier failure"), std::string::npos)
-        << e.what();
-  }
+  expect_refused_after_abort([&] { nccl->barrier(); });
+  world().barrier();
+}
+
+// An asynchronous NCCL error (a network failure: the calls succeed and NCCL reports the
+// error later) is found by the communicator's watchdog thread, which aborts it; the next
+// call says so. Every rank's error comes at the same operation, so none is left waiting.
+TEST(NcclCommunicator, WatchdogFindsAnAsynchronousError) {
+  NcclOptions options;
+  options.async_error_at_operation = 1;
+  auto nccl = make_nccl_communicator(world(), options);
+  auto buf = DeviceArray<float>::from_host(values(nccl->rank(), 10));
+  nccl->all_reduce(buf.data(), 10);
+  nccl->all_reduce(buf.data(), 10);  // runs; then NCCL is taken to report the error
+  const std::string found = failure_within(*nccl, 20);
+  EXPECT_NE(found.find("ncclAllReduce (ncclSystemError: injected asynchronous failure "
+                       "(NcclOptions.async_error_at_operation = 1), found by the watchdog)"),
+            std::string::npos)
+      << "synchronize() threw \"" << found << "\" within 20 s";
+  expect_refused_after_abort([&] { nccl->all_reduce(buf.data(), 10); });
+  world().barrier();
+}
+
+// A receive whose message never comes: the watchdog aborts the communicator after
+// NcclOptions::timeout_seconds, which also ends NCCL's kernel, so the compute stream
+// that waits for the receive, and a host copy behind it, go on.
+TEST(NcclCommunicator, WatchdogEndsAnOperationThatNeverFinishes) {
+#ifdef TESSERA_CUDA_EMULATOR
+  GTEST_SKIP() << "the NCCL emulator's operations are synchronous: none can stay unfinished";
+#endif
+  const int p = world().size(), rank = world().rank();
+  if (p < 2) GTEST_SKIP() << "needs two ranks";
+  NcclOptions options;
+  options.timeout_seconds = 1;
+  auto nccl = make_nccl_communicator(world(), options);
+  auto buf = DeviceArray<float>::from_host(values(rank, 10));
+  DeviceArray<float> got(10);
+  const int next = (rank + 1) % p, prev = (rank + p - 1) % p;
+  // A ring exchange first, so the connections to the neighbours exist and the receive
+  // below is only queued, not stuck in NCCL's connection setup.
+  nccl->exchange_async({{true, buf.data(), 10, next, 0}, {false, got.data(), 10, prev, 0}}).wait();
+  nccl->synchronize();
+  const auto start = std::chrono::steady_clock::now();
+  nccl->recv(got.data(), 10, prev);  // nobody sends it
+  const std::string found = failure_within(*nccl, 30);
+  EXPECT_NE(found.find("ncclRecv (not finished after 1 s: a peer rank is missing, stuck or far "
+                       "behind; found by the watchdog)"),
+            std::string::npos)
+      << "synchronize() threw \"" << found << "\" within 30 s";
+  got.download();  // the compute stream is no longer held by the aborted receive
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 10.0);
   world().barrier();
 }
 
