@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -28,6 +29,7 @@ using Clock = std::chrono::steady_clock;
 
 // How often the watchdog looks (a failure ends the run within about this long).
 constexpr std::chrono::milliseconds kWatchdogPeriod{50};
+
 
 static_assert(sizeof(NcclUniqueId::bytes) == sizeof(ncclUniqueId));
 
@@ -96,26 +98,28 @@ class NcclCommunicator final : public Communicator {
     // Non-blocking: not ordered with the legacy default stream except through our events.
     gpu::check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                     "cudaStreamCreateWithFlags (NCCL's stream)");
-    gpu::check_cuda(cudaEventCreate(&compute_ready_), "cudaEventCreate");
+    gpu::check_cuda(cudaEventCreateWithFlags(&compute_ready_, cudaEventDisableTiming),
+                    "cudaEventCreateWithFlags");
     watchdog_ = std::thread([this] { watch(); });
   }
+  // Destroying waits for the peers; aborting does not. So: destroy only after every
+  // operation finished, waited for while the watchdog still looks (a dead peer is found);
+  // abort after a failure, or while an exception unwinds (this group or another failed,
+  // and the peers may never do their part of what is queued).
   ~NcclCommunicator() override {
+    bool finished_cleanly = std::uncaught_exceptions() == 0;
+    if (finished_cleanly) try {
+        synchronize();
+      } catch (const std::exception&) {
+        finished_cleanly = false;
+      }
     {
       std::lock_guard<std::mutex> lock(stop_mutex_);
       stopping_ = true;
     }
     stop_.notify_one();
     watchdog_.join();
-    if (comm_) {
-      // While an exception unwinds (this group or another failed), the peers may never
-      // finish their part of what is queued: abort, which does not wait for them.
-      if (std::uncaught_exceptions() > 0) {
-        ncclCommAbort(comm_);
-      } else {
-        cudaStreamSynchronize(stream_);
-        ncclCommDestroy(comm_);
-      }
-    }
+    if (comm_) (finished_cleanly ? ncclCommDestroy : ncclCommAbort)(comm_);
     in_flight_.clear();
     if (compute_ready_) cudaEventDestroy(compute_ready_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -228,12 +232,13 @@ class NcclCommunicator final : public Communicator {
   void synchronize() override {
     std::vector<std::shared_ptr<Completion>> pending;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<std::mutex> state(state_mutex_);
       pending.assign(in_flight_.begin(), in_flight_.end());
     }
     for (const auto& c : pending) host_wait(c);
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> state(state_mutex_);
     throw_if_failed(pending.empty() ? "synchronize" : pending.back()->what);
+    retire_finished();
   }
 
   float* allocate_shared(int64_t, std::string* why_not) override {
@@ -243,14 +248,18 @@ class NcclCommunicator final : public Communicator {
 
   // NcclRequest's wait(): the compute stream waits for the operation; the host does not.
   void compute_after(const std::shared_ptr<Completion>& c) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    throw_if_failed(c->what);
+    {
+      std::lock_guard<std::mutex> state(state_mutex_);
+      throw_if_failed(c->what);
+    }
     gpu::check_cuda(cudaStreamWaitEvent(nullptr, c->done, 0), "cudaStreamWaitEvent (compute)");
   }
   // NcclRequest's test(): has the operation finished?
   bool finished(const Completion& c) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    throw_if_failed(c.what);
+    {
+      std::lock_guard<std::mutex> state(state_mutex_);
+      throw_if_failed(c.what);
+    }
     const cudaError_t state = cudaEventQuery(c.done);
     if (state == cudaSuccess) return true;
     if (state != cudaErrorNotReady) fail(c.what, cudaGetErrorString(state));
@@ -309,26 +318,39 @@ class NcclCommunicator final : public Communicator {
   // One operation, `enqueue` its NCCL calls on stream_: after the compute stream's queued
   // work (so it reads finished buffers), with its completion recorded and kept in flight.
   // Throws CommError, after aborting, if the communicator has failed or a call fails.
+  // Only the NCCL calls hold nccl_mutex_ (the watchdog's abort waits for them), not the
+  // CUDA calls around them, which block while the GPU's queue is full.
   template <typename Enqueue>
   std::shared_ptr<Completion> issue(const char* what, Enqueue&& enqueue) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    throw_if_failed(what);
-    retire_finished();
+    {
+      std::lock_guard<std::mutex> state(state_mutex_);
+      throw_if_failed(what);
+    }
     if (operations_ == options_.fail_at_operation)
       fail(what, "ncclSystemError: injected failure (NcclOptions.fail_at_operation = " +
                      std::to_string(options_.fail_at_operation) + ")");
-    if (operations_ == options_.async_error_at_operation) injected_async_error_ = true;
+    const bool inject_async_error = operations_ == options_.async_error_at_operation;
     operations_++;
     gpu::check_cuda(cudaEventRecord(compute_ready_, nullptr), "cudaEventRecord (compute)");
     gpu::check_cuda(cudaStreamWaitEvent(stream_, compute_ready_, 0), "cudaStreamWaitEvent");
     auto c = std::make_shared<Completion>();
     c->what = what;
-    c->issued = Clock::now();
-    gpu::check_cuda(cudaEventCreate(&c->done), "cudaEventCreate");
-    enqueue(*c);
+    gpu::check_cuda(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming),
+                    "cudaEventCreateWithFlags");
+    {
+      std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
+      {
+        std::lock_guard<std::mutex> state(state_mutex_);  // the watchdog may have aborted
+        throw_if_failed(what);
+      }
+      enqueue(*c);
+    }
     gpu::check_cuda(cudaEventRecord(c->done, stream_), "cudaEventRecord (NCCL)");
+    std::lock_guard<std::mutex> state(state_mutex_);
+    c->issued = Clock::now();
     in_flight_.push_back(c);
     last_issued_ = what;
+    injected_async_error_ = injected_async_error_ || inject_async_error;
     return c;
   }
   CommRequest request(std::shared_ptr<Completion> c) {
@@ -344,6 +366,9 @@ class NcclCommunicator final : public Communicator {
 
   // The oldest operations that have finished leave in_flight_ (the stream runs them in
   // order); their 16-bit copies are kept for reuse (a cudaFree would wait for the device).
+  // Called by the watchdog and synchronize(), not when an operation is issued: under the
+  // CUDA emulator an event query by the issuing thread lands results (cuda_emulator.h),
+  // which would hide a missing wait for an earlier operation.
   void retire_finished() {
     while (!in_flight_.empty() && cudaEventQuery(in_flight_.front()->done) == cudaSuccess) {
       if (in_flight_.front()->wire.size() > 0) spare_wires_.push_back(std::move(in_flight_.front()->wire));
@@ -351,6 +376,7 @@ class NcclCommunicator final : public Communicator {
     }
   }
   gpu::DeviceArray<uint16_t> take_wire(int64_t count) {
+    std::lock_guard<std::mutex> state(state_mutex_);
     for (size_t i = 0; i < spare_wires_.size(); i++)
       if (spare_wires_[i].size() >= count) {
         gpu::DeviceArray<uint16_t> wire = std::move(spare_wires_[i]);
@@ -362,6 +388,7 @@ class NcclCommunicator final : public Communicator {
 
   // ---- Failures -----------------------------------------------------------------------
 
+  // Inside enqueue (the caller holds nccl_mutex_).
   void check_nccl(ncclResult_t result, const std::string& what) {
     if (!failed(result)) return;
     std::string reason = ncclGetErrorString(result);
@@ -369,20 +396,34 @@ class NcclCommunicator final : public Communicator {
     if (detail && *detail) reason += ": " + std::string(detail);
     fail(what, reason);
   }
-  void throw_if_failed(const std::string& what) const {
-    if (!failure_.empty())
-      throw CommError(failure(what, "the communicator was aborted after an earlier failure: " +
-                                        failure_));
+  // After a failure, every call throws (the caller holds state_mutex_).
+  void throw_if_failed(const std::string& what) {
+    if (failure_.empty()) return;
+    noticed_ = true;
+    throw CommError(failure(what, "the communicator was aborted after an earlier failure: " +
+                                      failure_));
+  }
+  // Remembers the first failure (the caller holds state_mutex_).
+  void record_failure(const std::string& what, const std::string& reason) {
+    if (!failure_.empty()) return;
+    failure_ = what + " (" + reason + ")";
+    failed_at_ = Clock::now();
   }
   // Aborts the communicator (NCCL's rule after an error: its state is unknown; abort does
-  // not wait for the peers) and remembers why. The caller holds mutex_.
-  void abort(const std::string& what, const std::string& reason) {
+  // not wait for the peers; the caller holds nccl_mutex_).
+  void abort_nccl() {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;
-    failure_ = what + " (" + reason + ")";
   }
+  // A failure the host found: abort, and throw.
   [[noreturn]] void fail(const std::string& what, const std::string& reason) {
-    abort(what, reason);
+    {
+      std::lock_guard<std::mutex> state(state_mutex_);
+      record_failure(what, reason);
+      noticed_ = true;
+    }
+    std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
+    abort_nccl();
     throw CommError(failure(what, reason));
   }
 
@@ -391,38 +432,59 @@ class NcclCommunicator final : public Communicator {
   // A thread that looks every kWatchdogPeriod for what the host, which does not wait for
   // NCCL, cannot see: an asynchronous NCCL error (a peer that died, a network failure) or
   // an operation unfinished after options_.timeout_seconds (a peer missing or stuck). It
-  // aborts the communicator, which ends the operations NCCL still runs, so the compute
-  // stream and the host move on; the host's next call on this communicator then throws.
-  // It skips a round while the host is inside an NCCL call (try_lock): NCCL forbids
-  // concurrent calls on one communicator.
+  // records the failure, so that the host's next call throws, and aborts the
+  // communicator, which ends the kernels NCCL still runs, so the compute stream and a
+  // host waiting behind them move on. NCCL forbids concurrent calls on one communicator:
+  // the abort waits until the host is out of its NCCL call (nccl_mutex_). If the host
+  // does not notice the failure within options_.stuck_after_seconds (stuck inside NCCL,
+  // or in a CUDA call behind a kernel that the abort did not end), options_.on_stuck is
+  // called.
   void watch() {
     cudaSetDevice(device_);  // this thread's event queries go to the communicator's GPU
     std::unique_lock<std::mutex> stop(stop_mutex_);
-    while (!stop_.wait_for(stop, kWatchdogPeriod, [this] { return stopping_; })) {
-      std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
-      if (!lock || !comm_) continue;
-      const std::string reason = watchdog_finding();  // retires what has finished first
-      if (!reason.empty())
-        abort(in_flight_.empty() ? last_issued_ : in_flight_.front()->what, reason);
+    while (!stop_.wait_for(stop, kWatchdogPeriod, [this] { return stopping_; })) look();
+  }
+  // One look. Throws nothing: an exception would end the process here.
+  void look() {
+    ncclResult_t async = ncclSuccess;
+    bool aborted = false;
+    std::unique_lock<std::recursive_mutex> nccl(nccl_mutex_, std::try_to_lock);
+    if (nccl && comm_) {
+      const ncclResult_t asked = ncclCommGetAsyncError(comm_, &async);
+      if (failed(asked)) async = asked;
+    }
+    if (nccl) aborted = comm_ == nullptr;
+    std::lock_guard<std::mutex> state(state_mutex_);
+    if (failure_.empty()) {
+      retire_finished();
+      const std::string reason = watchdog_finding(async);
+      if (reason.empty()) return;
+      record_failure(in_flight_.empty() ? last_issued_ : in_flight_.front()->what, reason);
+    }
+    if (nccl && !aborted) abort_nccl();
+    const double since = std::chrono::duration<double>(Clock::now() - failed_at_).count();
+    if (!noticed_ && !stuck_reported_ && since > options_.stuck_after_seconds &&
+        options_.on_stuck) {
+      stuck_reported_ = true;
+      options_.on_stuck(failure("the host did not return from NCCL or CUDA after " + failure_,
+                                "ended by the watchdog"));
     }
   }
-  // "" while all is well. Throws nothing: an exception would end the process here.
-  std::string watchdog_finding() {
-    retire_finished();
+  // "" while all is well (the caller holds state_mutex_).
+  std::string watchdog_finding(ncclResult_t async) const {
+    if (failed(async)) return std::string(ncclGetErrorString(async)) + ", found by the watchdog";
     if (injected_async_error_)
       return "ncclSystemError: injected asynchronous failure (NcclOptions.async_error_at_operation "
              "= " + std::to_string(options_.async_error_at_operation) + "), found by the watchdog";
-    ncclResult_t async = ncclSuccess;
-    const ncclResult_t asked = ncclCommGetAsyncError(comm_, &async);
-    if (failed(asked)) async = asked;
-    if (failed(async))
-      return std::string(ncclGetErrorString(async)) + ", found by the watchdog";
     if (!in_flight_.empty() && options_.timeout_seconds > 0) {
       const double age =
           std::chrono::duration<double>(Clock::now() - in_flight_.front()->issued).count();
-      if (age > options_.timeout_seconds)
-        return "not finished after " + std::to_string((long long)options_.timeout_seconds) +
+      if (age > options_.timeout_seconds) {
+        char limit[32];
+        std::snprintf(limit, sizeof limit, "%g", options_.timeout_seconds);
+        return std::string("not finished after ") + limit +
                " s: a peer rank is missing, stuck or far behind; found by the watchdog";
+      }
     }
     return "";
   }
@@ -432,7 +494,7 @@ class NcclCommunicator final : public Communicator {
     return staging_.data();
   }
 
-  ncclComm_t comm_ = nullptr;
+  ncclComm_t comm_ = nullptr;  // under nccl_mutex_ once the watchdog runs
   int rank_ = 0, size_ = 1, device_ = 0;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t compute_ready_ = nullptr;
@@ -440,12 +502,17 @@ class NcclCommunicator final : public Communicator {
   int64_t operations_ = 0;
   gpu::DeviceArray<char> staging_;
 
-  // Shared with the watchdog, under mutex_: the NCCL communicator itself, the operations
-  // in flight (oldest first), the spare bf16 copies, why the communicator was aborted.
-  std::mutex mutex_;
+  // Held across NCCL calls (the host's enqueues; the watchdog's error query and abort).
+  std::recursive_mutex nccl_mutex_;
+  // Shared with the watchdog, under state_mutex_ (never held across a call that blocks):
+  // the operations in flight (oldest first), the spare bf16 copies, the first failure.
+  std::mutex state_mutex_;
   std::deque<std::shared_ptr<Completion>> in_flight_;
   std::vector<gpu::DeviceArray<uint16_t>> spare_wires_;
   std::string failure_;
+  Clock::time_point failed_at_;
+  bool noticed_ = false;         // the host has thrown the failure
+  bool stuck_reported_ = false;  // on_stuck was called
   std::string last_issued_ = "no operation yet";  // names an error found with none in flight
   bool injected_async_error_ = false;
 

@@ -24,6 +24,7 @@
 // of the communicator, which looks every 50 ms. It aborts the communicator, which ends
 // the operations NCCL still runs, so neither the GPU nor the host hangs; the next call
 // on the communicator (or its synchronize()) throws CommError naming the first failure.
+// A host stuck where it cannot notice is ended through NcclOptions::on_stuck.
 //
 // bf16 on the wire: the fp32 buffer is rounded to a bf16 device copy (nearest even), the
 // bf16 copy is summed by ncclAllReduce(ncclBfloat16), and the sum is widened back.
@@ -37,6 +38,7 @@
 // the NCCL emulator (kernels/cuda/emulator/nccl_emulator.h), on the CUDA emulator.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -60,6 +62,13 @@ struct NcclOptions {
   // async_error_at_operation: the operation runs, and then NCCL is taken to report an
   // asynchronous error (as after a network failure), which only the watchdog finds.
   int64_t async_error_at_operation = -1;
+  // Called by the watchdog, with the error message, when the host has not noticed a
+  // failure `stuck_after_seconds` after it was found: it is stuck inside an NCCL call (so
+  // the communicator cannot be aborted) or in a CUDA call behind a kernel that the abort
+  // did not end. The trainer prints the message and ends the process; unset, nothing
+  // happens.
+  std::function<void(const std::string& message)> on_stuck;
+  double stuck_after_seconds = 30;
 };
 
 // "" when this build can make NCCL communicators, else why not (no CUDA or no NCCL in

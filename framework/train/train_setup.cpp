@@ -60,6 +60,14 @@ void check_device_layout(const Recipe& r) {
 NcclOptions nccl_options(const Recipe& r, int world_rank) {
   NcclOptions options;
   options.timeout_seconds = r.parallel.nccl_timeout_s;
+  // A host stuck inside NCCL or CUDA after a failure cannot throw it: the watchdog's
+  // thread ends the process with the CLI's one line and exit code (the launcher then
+  // ends the other ranks).
+  options.on_stuck = [](const std::string& message) {
+    std::fprintf(stderr, "tessera: error: %s\n", message.c_str());
+    std::fflush(stderr);
+    std::_Exit(2);
+  };
   const char* spec = std::getenv("TESSERA_NCCL_FAIL_AT");
   int rank = -1;
   long long operation = -1;

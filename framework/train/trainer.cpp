@@ -227,7 +227,9 @@ void TrainingRun::report_metrics(int64_t step, const StepOutcome& s, double tps,
     metrics["skipped"] = !s.applied;
     metrics["skipped_steps"] = scaler_->skipped_steps();
   }
-  if (mesh_->pp_size() > 1)  // the idle fraction of the schedule, mean over the stages
+  // The idle fraction of the schedule, mean over the stages; timed on the host, so only
+  // where the host computes (a GPU's kernels run after their launches return).
+  if (mesh_->pp_size() > 1 && backend_->computes_on_host())
     metrics["pipeline_bubble"] =
         all_reduce_mean(mesh_->pp(), engine_->last_times().bubble_fraction());
   log_->metric(step + 1, metrics);
@@ -263,6 +265,7 @@ double TrainingRun::evaluate() {
     for (int m = 0; m < accum_; m++) val.next_micro_batch(x_.data() + m * BT, y_.data() + m * BT);
     total += engine_->evaluate(x_.data(), y_.data(), accum_);
   }
+  mesh_->synchronize_groups();  // NCCL: no loss computed after a failure is reported
   return all_reduce_mean(mesh_->dp(), total / (double)batches);
 }
 

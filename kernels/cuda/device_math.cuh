@@ -25,7 +25,7 @@ void launch(const char* name, std::initializer_list<ShapeArg> shape, void (*kern
             dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, Args... args) {
   note_launch(name, shape);
 #ifdef TESSERA_CUDA_EMULATOR
-  (void)stream;
+  emulator::land_pending(stream);  // the stream's earlier results, before this kernel reads
   emulator::run_grid(grid, block, smem_bytes, [&] { kernel(static_cast<Params>(args)...); });
 #else
   kernel<<<grid, block, smem_bytes, stream>>>(static_cast<Params>(args)...);

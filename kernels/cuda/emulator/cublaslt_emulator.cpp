@@ -12,6 +12,8 @@
 //    previous one; the bias is shared by the batch unless BIAS_BATCH_STRIDE says otherwise.
 #include "kernels/cuda/emulator/cublaslt_emulator.h"
 
+#include "kernels/cuda/emulator/cuda_emulator.h"  // land_pending
+
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -344,7 +346,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               cublasLtMatrixLayout_t c_desc, void* D, cublasLtMatrixLayout_t d_desc,
                               const cublasLtMatmulAlgo_t* algo, void* workspace,
                               size_t workspace_bytes, CUstream_st* stream) {
-  (void)workspace, (void)workspace_bytes, (void)stream;
+  (void)workspace, (void)workspace_bytes;
+  tessera::kernels::cuda::emulator::land_pending(stream);  // the stream's earlier results
   Problem p;
   const cublasStatus_t s = check_problem(handle, desc, a_desc, b_desc, c_desc, d_desc, &p);
   if (s != CUBLAS_STATUS_SUCCESS) return s;

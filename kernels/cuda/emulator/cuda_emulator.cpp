@@ -20,9 +20,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <mutex>
 #include <new>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace tessera::kernels::cuda::emulator {
@@ -309,9 +312,53 @@ unsigned __ballot_sync(unsigned, int predicate) {
   return bits;
 }
 
+// ---- streams and events: results in flight (land_later in cuda_emulator.h) ---------------
+struct CUstream_st {
+  struct Landing {
+    uint64_t seq;           // order on the stream
+    std::thread::id maker;  // the thread that made the operation
+    std::function<void()> land;
+  };
+  std::deque<Landing> in_flight;
+  uint64_t next_seq = 0;
+};
+struct CUevent_st {
+  cudaStream_t stream = nullptr;  // where it was last recorded
+  uint64_t seq = 0;               // it follows the landings with a smaller seq
+};
+
+namespace tessera::kernels::cuda::emulator {
+namespace {
+std::mutex g_streams_mutex;  // the NCCL watchdog queries events from its own thread
+std::set<cudaStream_t> g_streams;
+
+// Lands `s`'s results made before `seq`, in order; with maker_only, stops (false) at one
+// that another thread made.
+bool land_before(cudaStream_t s, uint64_t seq, bool maker_only) {
+  while (!s->in_flight.empty() && s->in_flight.front().seq < seq) {
+    if (maker_only && s->in_flight.front().maker != std::this_thread::get_id()) return false;
+    const std::function<void()> land = std::move(s->in_flight.front().land);
+    s->in_flight.pop_front();
+    land();
+  }
+  return true;
+}
+}  // namespace
+
+void land_later(cudaStream_t stream, std::function<void()> land) {
+  if (!stream) return land();
+  std::lock_guard<std::mutex> lock(g_streams_mutex);
+  stream->in_flight.push_back({stream->next_seq++, std::this_thread::get_id(), std::move(land)});
+}
+
+void land_pending(cudaStream_t stream) {
+  if (!stream) return;
+  std::lock_guard<std::mutex> lock(g_streams_mutex);
+  land_before(stream, UINT64_MAX, false);
+}
+}  // namespace tessera::kernels::cuda::emulator
+
 // ---- the runtime API ------------------------------------------------------------------
-struct CUstream_st {};
-struct CUevent_st {};
 
 const char* cudaGetErrorName(cudaError_t err) {
   switch (err) {
@@ -400,41 +447,75 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind)
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
+                            cudaStream_t stream) {
+  emu::land_pending(stream);
   return cudaMemcpy(dst, src, bytes, kind);
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   if (bytes) std::memset(p, value, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
+  emu::land_pending(stream);
   return cudaMemset(p, value, bytes);
 }
 cudaError_t cudaStreamCreate(cudaStream_t* stream) {
   *stream = new CUstream_st;
+  std::lock_guard<std::mutex> lock(emu::g_streams_mutex);
+  emu::g_streams.insert(*stream);
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
   return cudaStreamCreate(stream);
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  emu::land_pending(stream);  // a destroyed stream's work still completes
+  std::lock_guard<std::mutex> lock(emu::g_streams_mutex);
+  emu::g_streams.erase(stream);
   delete stream;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return emu::g_last_error; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize() { return emu::g_last_error; }
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  emu::land_pending(stream);
+  return emu::g_last_error;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned) {
+  std::lock_guard<std::mutex> lock(emu::g_streams_mutex);
+  if (event->stream) emu::land_before(event->stream, event->seq, false);
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() {
+  std::lock_guard<std::mutex> lock(emu::g_streams_mutex);
+  for (cudaStream_t stream : emu::g_streams) emu::land_before(stream, UINT64_MAX, false);
+  return emu::g_last_error;
+}
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = new CUevent_st;
   return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+  return cudaEventCreate(event);
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete event;
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(emu::g_streams_mutex);
+  event->stream = stream;
+  event->seq = stream ? stream->next_seq : 0;
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  std::lock_guard<std::mutex> lock(emu::g_streams_mutex);
+  if (event->stream) emu::land_before(event->stream, event->seq, false);
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  std::lock_guard<std::mutex> lock(emu::g_streams_mutex);
+  if (!event->stream || emu::land_before(event->stream, event->seq, true)) return cudaSuccess;
+  return cudaErrorNotReady;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
   *ms = 0.0f;  // the emulator does not time anything
   return cudaSuccess;

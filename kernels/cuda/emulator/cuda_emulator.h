@@ -15,7 +15,9 @@
 //    reported as a failed launch, naming the block, instead of hanging.
 //  - Dynamic shared memory starts filled with 0xFF bytes (NaN as floats): a kernel that
 //    reads what it never wrote fails its test instead of passing by luck.
-//  - "Device" memory is host memory; streams and events are synchronous.
+//  - "Device" memory is host memory. Streams run their work at the call; only results
+//    that an operation leaves in flight (the NCCL emulator's) wait until something is
+//    ordered after it (land_later, below), so that reading them too early fails a test.
 // What it cannot show: races between blocks (they never run at once), timing, and the
 // exact rounding of the GPU's math functions (expf, tanhf) and tensor-core sums.
 // cuBLASLt is emulated in cublaslt_emulator.h.
@@ -282,12 +284,33 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags = 0);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaEventCreate(cudaEvent_t* event);
+constexpr unsigned cudaEventDisableTiming = 2;
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
-cudaError_t cudaEventQuery(cudaEvent_t event);  // always complete: streams are synchronous
+cudaError_t cudaEventQuery(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 template <typename F>
 cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) { return cudaSuccess; }
+
+// ---- results in flight ------------------------------------------------------------------
+// land_later(stream, land): the operation just made on `stream` ran, but its results reach
+// memory only when `land` runs, once something is ordered after the operation, as a GPU's
+// other streams and the host see an operation's results only after waiting for it:
+//  - later work on the same stream (a launch, cudaMemcpyAsync, cudaMemsetAsync: they call
+//    land_pending first);
+//  - cudaStreamWaitEvent or cudaEventSynchronize of an event recorded after it, and
+//    cudaStreamSynchronize of its stream, cudaDeviceSynchronize;
+//  - cudaEventQuery of such an event from the thread that made the operation. A query
+//    from another thread (the NCCL watchdog's) lands nothing and sees it unfinished, so a
+//    background thread cannot hide a missing wait.
+// The NCCL emulator leaves its collectives' and receives' results in flight: a program that
+// reads one without ordering after it reads the old contents and fails its test. On the
+// legacy default stream (nullptr), `land` runs at once.
+namespace tessera::kernels::cuda::emulator {
+void land_later(cudaStream_t stream, std::function<void()> land);
+void land_pending(cudaStream_t stream);
+}  // namespace tessera::kernels::cuda::emulator
 
 #include "kernels/cuda/emulator/cublaslt_emulator.h"

@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@ struct PendingP2p {
   size_t bytes;
   int peer;
   ncclComm* comm;
+  cudaStream_t stream;
 };
 int group_depth = 0;
 std::vector<PendingP2p> group_p2p;
@@ -116,6 +118,29 @@ ncclResult_t reduce_gathered(ncclComm* comm, const std::vector<char>& all, size_
   if (n) std::memcpy(out, acc.data(), n * eb);
   return ncclSuccess;
 }
+
+// Where an operation on `stream` puts its `bytes` of results for `out`: a staging copy,
+// which reaches `out` only once something is ordered after the operation
+// (emulator::land_later; at once on the legacy default stream). A program that reads the
+// results without waiting for the operation reads out's old contents.
+class ResultsInFlight {
+ public:
+  ResultsInFlight(void* out, size_t bytes, cudaStream_t stream)
+      : out_(out), stream_(stream), staged_(std::make_shared<std::vector<char>>(bytes)) {}
+  void* data() { return staged_->data(); }
+  // The operation succeeded: its results will land.
+  void complete() {
+    tessera::kernels::cuda::emulator::land_later(
+        stream_, [out = out_, staged = staged_] {
+          if (!staged->empty()) std::memcpy(out, staged->data(), staged->size());
+        });
+  }
+
+ private:
+  void* out_;
+  cudaStream_t stream_;
+  std::shared_ptr<std::vector<char>> staged_;
+};
 
 ncclResult_t check_args(ncclComm* comm, ncclDataType_t t, ncclRedOp_t op) {
   if (!valid(comm)) return fail(comm, ncclInvalidArgument, "invalid communicator");
@@ -210,7 +235,7 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (!comm) return ncclInvalidArgument;
-  *async_error = ncclSuccess;  // every call is synchronous: errors are returned, not stored
+  *async_error = ncclSuccess;  // every call communicates at once: errors are returned
   return ncclSuccess;
 }
 
@@ -232,76 +257,87 @@ const char* ncclGetLastError(ncclComm_t comm) { return comm ? comm->last_error.c
 
 ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                            ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
-                           cudaStream_t) {
+                           cudaStream_t stream) {
   if (ncclResult_t r = check_args(comm, datatype, op); r != ncclSuccess) return r;
   const size_t bytes = count * type_bytes(datatype);
   std::vector<char> all;
   if (!gather_all(comm, sendbuff, bytes, all))
     return fail(comm, ncclSystemError, "MPI_Allgather failed");
-  return reduce_gathered(comm, all, bytes, 0, count, datatype, op, recvbuff);
+  ResultsInFlight results(recvbuff, bytes, stream);
+  const ncclResult_t r = reduce_gathered(comm, all, bytes, 0, count, datatype, op, results.data());
+  if (r == ncclSuccess) results.complete();
+  return r;
 }
 
 ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
                                ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
-                               cudaStream_t) {
+                               cudaStream_t stream) {
   if (ncclResult_t r = check_args(comm, datatype, op); r != ncclSuccess) return r;
   const size_t bytes = recvcount * (size_t)comm->size * type_bytes(datatype);
   std::vector<char> all;
   if (!gather_all(comm, sendbuff, bytes, all))
     return fail(comm, ncclSystemError, "MPI_Allgather failed");
-  return reduce_gathered(comm, all, bytes, recvcount * (size_t)comm->rank, recvcount, datatype,
-                         op, recvbuff);
+  ResultsInFlight results(recvbuff, recvcount * type_bytes(datatype), stream);
+  const ncclResult_t r = reduce_gathered(comm, all, bytes, recvcount * (size_t)comm->rank,
+                                         recvcount, datatype, op, results.data());
+  if (r == ncclSuccess) results.complete();
+  return r;
 }
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
-                           ncclDataType_t datatype, ncclComm_t comm, cudaStream_t) {
+                           ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream) {
   if (ncclResult_t r = check_args(comm, datatype, ncclSum); r != ncclSuccess) return r;
   const size_t bytes = sendcount * type_bytes(datatype);
   std::vector<char> all;
   if (!gather_all(comm, sendbuff, bytes, all))
     return fail(comm, ncclSystemError, "MPI_Allgather failed");
-  if (!all.empty()) std::memcpy(recvbuff, all.data(), all.size());
+  ResultsInFlight results(recvbuff, all.size(), stream);
+  if (!all.empty()) std::memcpy(results.data(), all.data(), all.size());
+  results.complete();
   return ncclSuccess;
 }
 
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
-                           ncclDataType_t datatype, int root, ncclComm_t comm, cudaStream_t) {
+                           ncclDataType_t datatype, int root, ncclComm_t comm,
+                           cudaStream_t stream) {
   if (ncclResult_t r = check_args(comm, datatype, ncclSum); r != ncclSuccess) return r;
   if (root < 0 || root >= comm->size) return fail(comm, ncclInvalidArgument, "invalid root");
   const size_t bytes = count * type_bytes(datatype);
-  if (comm->rank == root && sendbuff != recvbuff && bytes) std::memmove(recvbuff, sendbuff, bytes);
-  if (!mpi_ok(MPI_Bcast(recvbuff, (int)bytes, MPI_BYTE, root, comm->comm)))
+  ResultsInFlight results(recvbuff, bytes, stream);
+  if (comm->rank == root && bytes) std::memcpy(results.data(), sendbuff, bytes);
+  if (!mpi_ok(MPI_Bcast(results.data(), (int)bytes, MPI_BYTE, root, comm->comm)))
     return fail(comm, ncclSystemError, "MPI_Bcast failed");
+  results.complete();
   return ncclSuccess;
 }
 
 namespace {
 ncclResult_t post_p2p(bool send, void* buf, size_t count, ncclDataType_t datatype, int peer,
-                      ncclComm_t comm) {
+                      ncclComm_t comm, cudaStream_t stream) {
   if (ncclResult_t r = check_args(comm, datatype, ncclSum); r != ncclSuccess) return r;
   if (peer < 0 || peer >= comm->size) return fail(comm, ncclInvalidArgument, "invalid peer");
-  group_p2p.push_back({send, buf, count * type_bytes(datatype), peer, comm});
+  group_p2p.push_back({send, buf, count * type_bytes(datatype), peer, comm, stream});
   return ncclSuccess;
 }
 
 // A send or receive outside ncclGroupStart/End is a group of one.
 ncclResult_t p2p(bool send, void* buf, size_t count, ncclDataType_t datatype, int peer,
-                 ncclComm_t comm) {
+                 ncclComm_t comm, cudaStream_t stream) {
   ncclGroupStart();
-  const ncclResult_t posted = post_p2p(send, buf, count, datatype, peer, comm);
+  const ncclResult_t posted = post_p2p(send, buf, count, datatype, peer, comm, stream);
   const ncclResult_t ended = ncclGroupEnd();
   return posted != ncclSuccess ? posted : ended;
 }
 }  // namespace
 
 ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatype, int peer,
-                      ncclComm_t comm, cudaStream_t) {
-  return p2p(true, const_cast<void*>(sendbuff), count, datatype, peer, comm);
+                      ncclComm_t comm, cudaStream_t stream) {
+  return p2p(true, const_cast<void*>(sendbuff), count, datatype, peer, comm, stream);
 }
 
 ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int peer,
-                      ncclComm_t comm, cudaStream_t) {
-  return p2p(false, recvbuff, count, datatype, peer, comm);
+                      ncclComm_t comm, cudaStream_t stream) {
+  return p2p(false, recvbuff, count, datatype, peer, comm, stream);
 }
 
 ncclResult_t ncclGroupStart() {
@@ -315,17 +351,21 @@ ncclResult_t ncclGroupEnd() {
   std::vector<PendingP2p> ops;
   ops.swap(group_p2p);
   std::vector<MPI_Request> requests(ops.size());
+  std::vector<ResultsInFlight> received;
+  received.reserve(ops.size());
   // NCCL matches the sends and receives between a pair in order; so do MPI's (one tag).
   for (size_t i = 0; i < ops.size(); i++) {
     const PendingP2p& op = ops[i];
+    if (!op.send) received.emplace_back(op.buf, op.bytes, op.stream);
     const int err = op.send ? MPI_Issend(op.buf, (int)op.bytes, MPI_BYTE, op.peer, 0,
                                         op.comm->comm, &requests[i])
-                            : MPI_Irecv(op.buf, (int)op.bytes, MPI_BYTE, op.peer, 0,
-                                        op.comm->comm, &requests[i]);
+                            : MPI_Irecv(received.back().data(), (int)op.bytes, MPI_BYTE,
+                                        op.peer, 0, op.comm->comm, &requests[i]);
     if (!mpi_ok(err)) return fail(op.comm, ncclSystemError, "MPI_Issend/MPI_Irecv failed");
   }
   if (!requests.empty() &&
       !mpi_ok(MPI_Waitall((int)requests.size(), requests.data(), MPI_STATUSES_IGNORE)))
     return fail(ops[0].comm, ncclSystemError, "MPI_Waitall failed");
+  for (ResultsInFlight& r : received) r.complete();
   return ncclSuccess;
 }

@@ -5,11 +5,14 @@
 // ranks, run in CI under mpirun on machines without a GPU: the unique id handed from
 // rank to rank, communicators made from it, every collective with real
 // arithmetic on every NCCL type we use, grouped send/receive, and a communicator that
-// fails. It is a test tool, not a transport: every call is synchronous (as the CUDA
-// emulator's streams are), and every reduction gathers all ranks' buffers and combines
-// them in rank order, so its results are deterministic but not NCCL's bits (NCCL's ring
-// and tree orders differ; bf16 partial sums are rounded to bf16 after every addition, as
-// in NCCL's bf16 kernels).
+// fails. It is a test tool, not a transport: every call communicates at once, over MPI,
+// but leaves its results in flight on its stream (cuda_emulator.h, land_later): they reach
+// the output buffer only once the program is ordered after the operation (waits for its
+// event, synchronizes its stream), so a program that reads a result without waiting reads
+// the old contents and fails its test, as it could on a GPU. Every reduction gathers all
+// ranks' buffers and combines them in rank order, so its results are deterministic but
+// not NCCL's bits (NCCL's ring and tree orders differ; bf16 partial sums are rounded to
+// bf16 after every addition, as in NCCL's bf16 kernels).
 //
 // How ranks find each other: ncclGetUniqueId writes the caller's MPI_COMM_WORLD rank and a
 // per-process counter into the id. ncclCommInitRank sends each member's world rank to the
