@@ -14,6 +14,7 @@
 
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
+#include "parallel/nccl_failures.h"
 #ifdef TESSERA_CUDA_EMULATOR
 #include "kernels/cuda/emulator/nccl_emulator.h"
 #else
@@ -54,10 +55,6 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 
 bool failed(ncclResult_t result) { return result != ncclSuccess && result != ncclInProgress; }
 
-std::string failure(const std::string& what, const std::string& reason) {
-  return "communication failed in NcclCommunicator: " + what + " (" + reason + ")";
-}
-
 // One operation: its completion event on the communication stream, when it was issued
 // (the watchdog's timeout), and (bf16 on the wire) the 16-bit copy, which must live
 // until the operation has finished.
@@ -92,7 +89,7 @@ class NcclCommunicator final : public Communicator {
     ncclUniqueId nid;
     std::memcpy(&nid, id.bytes, sizeof(nid));
     const ncclResult_t init = ncclCommInitRank(&comm_, nranks, nid, rank);
-    if (failed(init)) throw CommError(failure("ncclCommInitRank", ncclGetErrorString(init)));
+    if (failed(init)) throw CommError(nccl_failure("ncclCommInitRank", ncclGetErrorString(init)));
     rank_ = rank, size_ = nranks;
     gpu::check_cuda(cudaGetDevice(&device_), "cudaGetDevice");
     // Non-blocking: not ordered with the legacy default stream except through our events.
@@ -103,9 +100,9 @@ class NcclCommunicator final : public Communicator {
     watchdog_ = std::thread([this] { watch(); });
   }
   // Destroying waits for the peers; aborting does not. So: destroy only after every
-  // operation finished, waited for while the watchdog still looks (a dead peer is found);
-  // abort after a failure, or while an exception unwinds (this group or another failed,
-  // and the peers may never do their part of what is queued).
+  // operation finished; abort after a failure, or while an exception unwinds (this group
+  // or another failed, and the peers may never do their part of what is queued). The
+  // watchdog looks on until the end (on_stuck, should the destroy not return).
   ~NcclCommunicator() override {
     bool finished_cleanly = std::uncaught_exceptions() == 0;
     if (finished_cleanly) try {
@@ -114,13 +111,25 @@ class NcclCommunicator final : public Communicator {
         finished_cleanly = false;
       }
     {
+      std::lock_guard<std::mutex> state(state_mutex_);
+      failures_.destroying();
+    }
+    {
+      std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
+      if (comm_) (finished_cleanly ? ncclCommDestroy : ncclCommAbort)(comm_);
+      comm_ = nullptr;
+    }
+    {
+      std::lock_guard<std::mutex> state(state_mutex_);
+      in_flight_.clear();
+      spare_wires_.clear();
+    }
+    {
       std::lock_guard<std::mutex> lock(stop_mutex_);
       stopping_ = true;
     }
     stop_.notify_one();
     watchdog_.join();
-    if (comm_) (finished_cleanly ? ncclCommDestroy : ncclCommAbort)(comm_);
-    in_flight_.clear();
     if (compute_ready_) cudaEventDestroy(compute_ready_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -237,7 +246,7 @@ class NcclCommunicator final : public Communicator {
     }
     for (const auto& c : pending) host_wait(c);
     std::lock_guard<std::mutex> state(state_mutex_);
-    throw_if_failed(pending.empty() ? "synchronize" : pending.back()->what);
+    failures_.throw_if_any(pending.empty() ? "synchronize" : pending.back()->what);
     retire_finished();
   }
 
@@ -250,7 +259,7 @@ class NcclCommunicator final : public Communicator {
   void compute_after(const std::shared_ptr<Completion>& c) {
     {
       std::lock_guard<std::mutex> state(state_mutex_);
-      throw_if_failed(c->what);
+      failures_.throw_if_any(c->what);
     }
     gpu::check_cuda(cudaStreamWaitEvent(nullptr, c->done, 0), "cudaStreamWaitEvent (compute)");
   }
@@ -258,7 +267,7 @@ class NcclCommunicator final : public Communicator {
   bool finished(const Completion& c) {
     {
       std::lock_guard<std::mutex> state(state_mutex_);
-      throw_if_failed(c.what);
+      failures_.throw_if_any(c.what);
     }
     const cudaError_t state = cudaEventQuery(c.done);
     if (state == cudaSuccess) return true;
@@ -277,14 +286,20 @@ class NcclCommunicator final : public Communicator {
   }
   // bf16 on the wire: rounded to a 16-bit copy, summed as ncclBfloat16, widened back.
   std::shared_ptr<Completion> issue_all_reduce_bf16(float* buf, int64_t count) {
-    return issue("ncclAllReduce (bf16)", [&](Completion& c) {
-      c.wire = take_wire(count);
-      gpu::round_to_16bit(kernels::Dtype::bf16, c.wire.data(), buf, count, stream_);
-      check_nccl(ncclAllReduce(c.wire.data(), c.wire.data(), (size_t)count, ncclBfloat16,
-                               ncclSum, comm_, stream_),
-                 "ncclAllReduce (bf16)");
-      gpu::widen_16bit(kernels::Dtype::bf16, buf, c.wire.data(), count, stream_);
-    });
+    return issue(
+        "ncclAllReduce (bf16)",
+        [&](Completion& c) {
+          check_nccl(ncclAllReduce(c.wire.data(), c.wire.data(), (size_t)count, ncclBfloat16,
+                                   ncclSum, comm_, stream_),
+                     "ncclAllReduce (bf16)");
+        },
+        [&](Completion& c) {
+          c.wire = take_wire(count);
+          gpu::round_to_16bit(kernels::Dtype::bf16, c.wire.data(), buf, count, stream_);
+        },
+        [&](Completion& c) {
+          gpu::widen_16bit(kernels::Dtype::bf16, buf, c.wire.data(), count, stream_);
+        });
   }
   std::shared_ptr<Completion> issue_reduce_scatter(const float* send, float* recv,
                                                    int64_t recv_count) {
@@ -315,16 +330,19 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
-  // One operation, `enqueue` its NCCL calls on stream_: after the compute stream's queued
-  // work (so it reads finished buffers), with its completion recorded and kept in flight.
-  // Throws CommError, after aborting, if the communicator has failed or a call fails.
-  // Only the NCCL calls hold nccl_mutex_ (the watchdog's abort waits for them), not the
-  // CUDA calls around them, which block while the GPU's queue is full.
-  template <typename Enqueue>
-  std::shared_ptr<Completion> issue(const char* what, Enqueue&& enqueue) {
+  // One operation on stream_: `before` (CUDA work), `enqueue` (its NCCL calls), `after`
+  // (CUDA work), after the compute stream's queued work (so it reads finished buffers),
+  // with its completion recorded and kept in flight. Throws CommError, after aborting, if
+  // the communicator has failed or a call fails. Only the NCCL calls hold nccl_mutex_
+  // (the watchdog's abort waits for them), not the CUDA calls, which block while the
+  // GPU's queue is full.
+  using Step = std::function<void(Completion&)>;
+  std::shared_ptr<Completion> issue(const char* what, const Step& enqueue,
+                                    const Step& before = {}, const Step& after = {}) {
     {
       std::lock_guard<std::mutex> state(state_mutex_);
-      throw_if_failed(what);
+      failures_.fail_if_found_while_idle(last_issued_);
+      failures_.throw_if_any(what);
     }
     if (operations_ == options_.fail_at_operation)
       fail(what, "ncclSystemError: injected failure (NcclOptions.fail_at_operation = " +
@@ -337,14 +355,16 @@ class NcclCommunicator final : public Communicator {
     c->what = what;
     gpu::check_cuda(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming),
                     "cudaEventCreateWithFlags");
+    if (before) before(*c);
     {
       std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
       {
         std::lock_guard<std::mutex> state(state_mutex_);  // the watchdog may have aborted
-        throw_if_failed(what);
+        failures_.throw_if_any(what);
       }
       enqueue(*c);
     }
+    if (after) after(*c);
     gpu::check_cuda(cudaEventRecord(c->done, stream_), "cudaEventRecord (NCCL)");
     std::lock_guard<std::mutex> state(state_mutex_);
     c->issued = Clock::now();
@@ -396,35 +416,26 @@ class NcclCommunicator final : public Communicator {
     if (detail && *detail) reason += ": " + std::string(detail);
     fail(what, reason);
   }
-  // After a failure, every call throws (the caller holds state_mutex_).
-  void throw_if_failed(const std::string& what) {
-    if (failure_.empty()) return;
-    noticed_ = true;
-    throw CommError(failure(what, "the communicator was aborted after an earlier failure: " +
-                                      failure_));
-  }
-  // Remembers the first failure (the caller holds state_mutex_).
-  void record_failure(const std::string& what, const std::string& reason) {
-    if (!failure_.empty()) return;
-    failure_ = what + " (" + reason + ")";
-    failed_at_ = Clock::now();
-  }
   // Aborts the communicator (NCCL's rule after an error: its state is unknown; abort does
   // not wait for the peers; the caller holds nccl_mutex_).
   void abort_nccl() {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;
   }
-  // A failure the host found: abort, and throw.
+  // A failure the host found: abort, and throw. (Noticed only once the abort returned:
+  // if it does not return, the watchdog's on_stuck ends the process.)
   [[noreturn]] void fail(const std::string& what, const std::string& reason) {
     {
       std::lock_guard<std::mutex> state(state_mutex_);
-      record_failure(what, reason);
-      noticed_ = true;
+      failures_.record(what, reason);
     }
-    std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
-    abort_nccl();
-    throw CommError(failure(what, reason));
+    {
+      std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
+      abort_nccl();
+    }
+    std::lock_guard<std::mutex> state(state_mutex_);
+    failures_.noticed();
+    throw CommError(nccl_failure(what, reason));
   }
 
   // ---- The watchdog ---------------------------------------------------------------------
@@ -442,33 +453,40 @@ class NcclCommunicator final : public Communicator {
   void watch() {
     cudaSetDevice(device_);  // this thread's event queries go to the communicator's GPU
     std::unique_lock<std::mutex> stop(stop_mutex_);
-    while (!stop_.wait_for(stop, kWatchdogPeriod, [this] { return stopping_; })) look();
+    while (!stop_.wait_for(stop, kWatchdogPeriod, [this] { return stopping_; })) {
+      stop.unlock();  // the destructor need not wait for a look
+      look();
+      stop.lock();
+    }
   }
-  // One look. Throws nothing: an exception would end the process here.
+  // One look. Throws nothing (an exception would end the process here) and holds no lock
+  // across a call that can take long.
   void look() {
     ncclResult_t async = ncclSuccess;
-    bool aborted = false;
-    std::unique_lock<std::recursive_mutex> nccl(nccl_mutex_, std::try_to_lock);
-    if (nccl && comm_) {
-      const ncclResult_t asked = ncclCommGetAsyncError(comm_, &async);
-      if (failed(asked)) async = asked;
+    {
+      std::unique_lock<std::recursive_mutex> nccl(nccl_mutex_, std::try_to_lock);
+      if (nccl && comm_) {
+        const ncclResult_t asked = ncclCommGetAsyncError(comm_, &async);
+        if (failed(asked)) async = asked;
+      }
     }
-    if (nccl) aborted = comm_ == nullptr;
-    std::lock_guard<std::mutex> state(state_mutex_);
-    if (failure_.empty()) {
-      retire_finished();
-      const std::string reason = watchdog_finding(async);
-      if (reason.empty()) return;
-      record_failure(in_flight_.empty() ? last_issued_ : in_flight_.front()->what, reason);
+    std::string stuck;
+    bool should_abort = false;
+    {
+      std::lock_guard<std::mutex> state(state_mutex_);
+      if (!failures_.any() && !failures_.is_destroying()) {
+        retire_finished();
+        const std::string reason = watchdog_finding(async);
+        if (!reason.empty() && in_flight_.empty() && failed(async))
+          failures_.found_while_idle(reason);
+        else if (!reason.empty())
+          failures_.record(in_flight_.empty() ? last_issued_ : in_flight_.front()->what, reason);
+      }
+      should_abort = failures_.any() && !failures_.is_destroying();
+      if (options_.on_stuck) stuck = failures_.stuck_message(options_.stuck_after_seconds);
     }
-    if (nccl && !aborted) abort_nccl();
-    const double since = std::chrono::duration<double>(Clock::now() - failed_at_).count();
-    if (!noticed_ && !stuck_reported_ && since > options_.stuck_after_seconds &&
-        options_.on_stuck) {
-      stuck_reported_ = true;
-      options_.on_stuck(failure("the host did not return from NCCL or CUDA after " + failure_,
-                                "ended by the watchdog"));
-    }
+    if (should_abort) abort_in_background();
+    if (!stuck.empty()) options_.on_stuck(stuck);
   }
   // "" while all is well (the caller holds state_mutex_).
   std::string watchdog_finding(ncclResult_t async) const {
@@ -476,17 +494,19 @@ class NcclCommunicator final : public Communicator {
     if (injected_async_error_)
       return "ncclSystemError: injected asynchronous failure (NcclOptions.async_error_at_operation "
              "= " + std::to_string(options_.async_error_at_operation) + "), found by the watchdog";
-    if (!in_flight_.empty() && options_.timeout_seconds > 0) {
-      const double age =
-          std::chrono::duration<double>(Clock::now() - in_flight_.front()->issued).count();
-      if (age > options_.timeout_seconds) {
-        char limit[32];
-        std::snprintf(limit, sizeof limit, "%g", options_.timeout_seconds);
-        return std::string("not finished after ") + limit +
-               " s: a peer rank is missing, stuck or far behind; found by the watchdog";
-      }
-    }
+    if (!in_flight_.empty() && options_.timeout_seconds > 0 &&
+        NcclFailures::seconds_since(in_flight_.front()->issued) > options_.timeout_seconds)
+      return "not finished after " + NcclFailures::seconds_text(options_.timeout_seconds) +
+             " s: a peer rank is missing, stuck or far behind; found by the watchdog";
     return "";
+  }
+  // ncclCommAbort from a thread of its own, once: it can take long, and the watchdog must
+  // go on looking. Skipped while the host is inside an NCCL call (tried again next look).
+  void abort_in_background() {
+    std::unique_lock<std::recursive_mutex> nccl(nccl_mutex_, std::try_to_lock);
+    if (!nccl || !comm_) return;
+    std::thread([doomed = comm_] { ncclCommAbort(doomed); }).detach();
+    comm_ = nullptr;
   }
 
   char* stage(size_t bytes) {
@@ -509,10 +529,7 @@ class NcclCommunicator final : public Communicator {
   std::mutex state_mutex_;
   std::deque<std::shared_ptr<Completion>> in_flight_;
   std::vector<gpu::DeviceArray<uint16_t>> spare_wires_;
-  std::string failure_;
-  Clock::time_point failed_at_;
-  bool noticed_ = false;         // the host has thrown the failure
-  bool stuck_reported_ = false;  // on_stuck was called
+  NcclFailures failures_;
   std::string last_issued_ = "no operation yet";  // names an error found with none in flight
   bool injected_async_error_ = false;
 
@@ -542,7 +559,7 @@ std::string nccl_unavailable_reason() { return ""; }
 NcclUniqueId nccl_unique_id() {
   ncclUniqueId nid;
   const ncclResult_t r = ncclGetUniqueId(&nid);
-  if (r != ncclSuccess) throw CommError(failure("ncclGetUniqueId", ncclGetErrorString(r)));
+  if (r != ncclSuccess) throw CommError(nccl_failure("ncclGetUniqueId", ncclGetErrorString(r)));
   NcclUniqueId id;
   std::memcpy(id.bytes, &nid, sizeof(nid));
   return id;

@@ -25,8 +25,12 @@ void launch(const char* name, std::initializer_list<ShapeArg> shape, void (*kern
             dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, Args... args) {
   note_launch(name, shape);
 #ifdef TESSERA_CUDA_EMULATOR
-  emulator::land_pending(stream);  // the stream's earlier results, before this kernel reads
-  emulator::run_grid(grid, block, smem_bytes, [&] { kernel(static_cast<Params>(args)...); });
+  // On a stream of its own, the kernel runs once something is ordered after it, as its
+  // results would be seen on a GPU (cuda_emulator.h, land_later); on the legacy default
+  // stream, now.
+  emulator::land_later(stream, [=] {
+    emulator::run_grid(grid, block, smem_bytes, [&] { kernel(static_cast<Params>(args)...); });
+  });
 #else
   kernel<<<grid, block, smem_bytes, stream>>>(static_cast<Params>(args)...);
 #endif

@@ -436,6 +436,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   return (*p || !bytes) ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFree(void* p) {
+  if (p) cudaDeviceSynchronize();  // as on a GPU: what is in flight may still write there
   std::free(p);
   return cudaSuccess;
 }

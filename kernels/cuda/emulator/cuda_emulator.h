@@ -305,9 +305,11 @@ cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) { return cudaSucces
 //  - cudaEventQuery of such an event from the thread that made the operation. A query
 //    from another thread (the NCCL watchdog's) lands nothing and sees it unfinished, so a
 //    background thread cannot hide a missing wait.
-// The NCCL emulator leaves its collectives' and receives' results in flight: a program that
-// reads one without ordering after it reads the old contents and fails its test. On the
-// legacy default stream (nullptr), `land` runs at once.
+// The NCCL emulator leaves its collectives' and receives' results in flight, and a kernel
+// launched on a stream other than the legacy default one runs only when it lands: a program
+// that reads a result without ordering after it reads the old contents and fails its test.
+// On the legacy default stream (nullptr), `land` runs at once. cudaFree lands everything,
+// as a GPU's cudaFree waits for the device.
 namespace tessera::kernels::cuda::emulator {
 void land_later(cudaStream_t stream, std::function<void()> land);
 void land_pending(cudaStream_t stream);

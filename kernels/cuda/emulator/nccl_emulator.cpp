@@ -258,6 +258,7 @@ const char* ncclGetLastError(ncclComm_t comm) { return comm ? comm->last_error.c
 ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                            ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                            cudaStream_t stream) {
+  tessera::kernels::cuda::emulator::land_pending(stream);  // its inputs, written before
   if (ncclResult_t r = check_args(comm, datatype, op); r != ncclSuccess) return r;
   const size_t bytes = count * type_bytes(datatype);
   std::vector<char> all;
@@ -272,6 +273,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
 ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
                                ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                                cudaStream_t stream) {
+  tessera::kernels::cuda::emulator::land_pending(stream);  // its inputs, written before
   if (ncclResult_t r = check_args(comm, datatype, op); r != ncclSuccess) return r;
   const size_t bytes = recvcount * (size_t)comm->size * type_bytes(datatype);
   std::vector<char> all;
@@ -286,6 +288,7 @@ ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recv
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
                            ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream) {
+  tessera::kernels::cuda::emulator::land_pending(stream);  // its inputs, written before
   if (ncclResult_t r = check_args(comm, datatype, ncclSum); r != ncclSuccess) return r;
   const size_t bytes = sendcount * type_bytes(datatype);
   std::vector<char> all;
@@ -300,6 +303,7 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcoun
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
                            ncclDataType_t datatype, int root, ncclComm_t comm,
                            cudaStream_t stream) {
+  tessera::kernels::cuda::emulator::land_pending(stream);  // its inputs, written before
   if (ncclResult_t r = check_args(comm, datatype, ncclSum); r != ncclSuccess) return r;
   if (root < 0 || root >= comm->size) return fail(comm, ncclInvalidArgument, "invalid root");
   const size_t bytes = count * type_bytes(datatype);
@@ -356,6 +360,7 @@ ncclResult_t ncclGroupEnd() {
   // NCCL matches the sends and receives between a pair in order; so do MPI's (one tag).
   for (size_t i = 0; i < ops.size(); i++) {
     const PendingP2p& op = ops[i];
+    tessera::kernels::cuda::emulator::land_pending(op.stream);  // what was queued before
     if (!op.send) received.emplace_back(op.buf, op.bytes, op.stream);
     const int err = op.send ? MPI_Issend(op.buf, (int)op.bytes, MPI_BYTE, op.peer, 0,
                                         op.comm->comm, &requests[i])
