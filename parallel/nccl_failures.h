@@ -59,8 +59,10 @@ class NcclFailures {
     if (stuck_reported_) return "";
     std::string message;
     if (any() && !noticed_ && seconds_since(found_at_) > stuck_after)
-      message = nccl_failure("the host did not return from NCCL or CUDA after " + first_,
-                             "ended by the watchdog");
+      message = nccl_failure(first_, "the host did not come back to the communicator within " +
+                                         seconds_text(stuck_after) +
+                                         " s: stuck in NCCL or CUDA, or busy elsewhere; "
+                                         "ended by the watchdog");
     else if (destroying_ && seconds_since(destroying_since_) > stuck_after)
       message = nccl_failure("ncclCommDestroy", "did not return within " +
                                                     seconds_text(stuck_after) +

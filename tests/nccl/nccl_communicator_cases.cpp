@@ -341,8 +341,11 @@ TEST(NcclCommunicator, WatchdogCallsOnStuckWhenTheHostDoesNotNotice) {
     std::lock_guard<std::mutex> lock(mutex);
     message = stuck;
   }
-  EXPECT_NE(message.find("the host did not return from NCCL or CUDA after ncclAllReduce "
-                         "(ncclSystemError: injected asynchronous failure"),
+  EXPECT_NE(message.find("ncclAllReduce (ncclSystemError: injected asynchronous failure "),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("(the host did not come back to the communicator within 0.2 s: stuck "
+                         "in NCCL or CUDA, or busy elsewhere; ended by the watchdog)"),
             std::string::npos)
       << "on_stuck got \"" << message << "\" within 20 s";
   expect_refused_after_abort([&] { nccl->all_reduce(buf.data(), 10); });
