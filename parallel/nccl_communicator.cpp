@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -257,18 +256,12 @@ class NcclCommunicator final : public Communicator {
 
   // NcclRequest's wait(): the compute stream waits for the operation; the host does not.
   void compute_after(const std::shared_ptr<Completion>& c) {
-    {
-      std::lock_guard<std::mutex> state(state_mutex_);
-      failures_.throw_if_any(c->what);
-    }
+    throw_if_failed(c->what);
     gpu::check_cuda(cudaStreamWaitEvent(nullptr, c->done, 0), "cudaStreamWaitEvent (compute)");
   }
   // NcclRequest's test(): has the operation finished?
   bool finished(const Completion& c) {
-    {
-      std::lock_guard<std::mutex> state(state_mutex_);
-      failures_.throw_if_any(c.what);
-    }
+    throw_if_failed(c.what);
     const cudaError_t state = cudaEventQuery(c.done);
     if (state == cudaSuccess) return true;
     if (state != cudaErrorNotReady) fail(c.what, cudaGetErrorString(state));
@@ -358,10 +351,7 @@ class NcclCommunicator final : public Communicator {
     if (before) before(*c);
     {
       std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
-      {
-        std::lock_guard<std::mutex> state(state_mutex_);  // the watchdog may have aborted
-        failures_.throw_if_any(what);
-      }
+      throw_if_failed(what);  // the watchdog may have aborted meanwhile
       enqueue(*c);
     }
     if (after) after(*c);
@@ -421,6 +411,11 @@ class NcclCommunicator final : public Communicator {
   void abort_nccl() {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;
+  }
+  // After a failure, every call throws (NcclFailures::throw_if_any).
+  void throw_if_failed(const std::string& what) {
+    std::lock_guard<std::mutex> state(state_mutex_);
+    failures_.throw_if_any(what);
   }
   // A failure the host found: abort, and throw. (Noticed only once the abort returned:
   // if it does not return, the watchdog's on_stuck ends the process.)
