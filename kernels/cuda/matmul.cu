@@ -140,6 +140,14 @@ std::string describe(const Gemm& g) {
 
 int64_t element_bytes(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 
+// cuBLASLt's alignment preferences cover A, B, C and D but not the epilogue's bias and aux
+// pointers: its heuristic may pick a kernel that assumes them 16-byte aligned, which then
+// faults with "misaligned address" on a slice of a larger buffer (pytorch/pytorch#194497).
+// A bias or aux matrix not so aligned takes the unfused path.
+bool epilogue_aligned(const void* p) {
+  return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
 // The largest power of two (at most 256) dividing the address of every matrix of a batch.
 uint32_t alignment(const void* p, int64_t stride_bytes) {
   uint64_t bits = reinterpret_cast<uintptr_t>(p) | (uint64_t)stride_bytes | 256u;
@@ -200,32 +208,17 @@ void set(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t attr
              "cublasLtMatmulPreferenceSetAttribute", g);
 }
 
-// Runs g on cuBLASLt (see the top of the file for the mapping). Returns false, computing
-// nothing, if cuBLASLt offers no algorithm and `may_refuse` (the fused GELU, which has a
-// fallback); any other failure throws, naming the GEMM.
-bool run(const Gemm& g, cudaStream_t stream, bool may_refuse = false) {
-  if (g.M <= 0 || g.N <= 0 || g.batch <= 0) return true;
-  if (g.K <= 0) {  // no products: C = beta C (cuBLASLt wants k >= 1)
-    check(!g.bias && !g.preact, "gemm: an epilogue with K = 0 in " + describe(g));
-    launch("gemm (K = 0)", {{"M", g.M}, {"N", g.N}, {"batch", g.batch}}, gemm_scale_kernel,
-           dim3((unsigned)ceil_div((int64_t)g.batch * g.M * g.N, kThreads)), dim3(kThreads), 0,
-           stream, g.C, g.M, g.N, g.ldc, g.stride_c, g.batch, g.beta);
-    return true;
-  }
-  const std::lock_guard<std::mutex> lock(g_mutex);
-  if (g_lt.handle == nullptr) {
-    check_gemm(cublasLtCreate(&g_lt.handle), "cublasLtCreate", g);
-    g_lt.workspace = device_malloc(kWorkspaceBytes, "the cuBLASLt workspace");
-  }
-  // cuBLASLt's problem: D [m, n] = op(LA) op(LB), LA = our B, LB = our A.
+// g's epilogue: the bias and / or GELU-with-aux it asks for.
+cublasLtEpilogue_t epilogue_of(const Gemm& g) {
+  return g.preact ? (g.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                  : (g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+}
+
+// The operation and matrix layouts of g in cuBLASLt's column-major terms (see the top):
+// D [m, n] = op(LA) op(LB), LA = our B, LB = our A, m = our N, n = our M.
+void make_descriptors(Descriptors& d, const Gemm& g, cublasLtEpilogue_t epilogue) {
   const int64_t m = g.N, n = g.M, k = g.K;
   const bool ta = g.trans_b, tb = g.trans_a;
-  const int64_t eb = element_bytes(g.type);
-  const cublasLtEpilogue_t epilogue =
-      g.preact ? (g.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
-               : (g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
-
-  Descriptors d;
   check_gemm(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
              "cublasLtMatmulDescCreate", g);
   set(d.op, CUBLASLT_MATMUL_DESC_TRANSA, (int32_t)(ta ? CUBLAS_OP_T : CUBLAS_OP_N), g);
@@ -252,9 +245,36 @@ bool run(const Gemm& g, cudaStream_t stream, bool may_refuse = false) {
       set(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, stride, g);
     }
   }
+}
 
+// Runs g on cuBLASLt (see the top of the file for the mapping). Returns false, computing
+// nothing, if cuBLASLt offers no algorithm and `may_refuse` (the fused GELU, which has a
+// fallback); any other failure throws, naming the GEMM.
+bool run(const Gemm& g, cudaStream_t stream, bool may_refuse = false) {
+  if (g.M <= 0 || g.N <= 0 || g.batch <= 0) return true;
+  if (g.K <= 0) {  // no products: C = beta C (cuBLASLt wants k >= 1)
+    check(!g.bias && !g.preact, "gemm: an epilogue with K = 0 in " + describe(g));
+    launch("gemm (K = 0)", {{"M", g.M}, {"N", g.N}, {"batch", g.batch}}, gemm_scale_kernel,
+           dim3((unsigned)ceil_div((int64_t)g.batch * g.M * g.N, kThreads)), dim3(kThreads), 0,
+           stream, g.C, g.M, g.N, g.ldc, g.stride_c, g.batch, g.beta);
+    return true;
+  }
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_lt.workspace == nullptr)  // first: a handle without its workspace must never run
+    g_lt.workspace = device_malloc(kWorkspaceBytes, "the cuBLASLt workspace");
+  if (g_lt.handle == nullptr) check_gemm(cublasLtCreate(&g_lt.handle), "cublasLtCreate", g);
+  check(epilogue_aligned(g.bias) && epilogue_aligned(g.preact),
+        "gemm: the epilogue's bias or aux pointer is not 16-byte aligned in " + describe(g));
+  // cuBLASLt's problem: D [m, n] = op(LA) op(LB), LA = our B, LB = our A.
+  const int64_t m = g.N, n = g.M, k = g.K;
+  const bool ta = g.trans_b, tb = g.trans_a;
+  const int64_t eb = element_bytes(g.type);
+  const cublasLtEpilogue_t epilogue = epilogue_of(g);
+  Descriptors d;
+  make_descriptors(d, g, epilogue);
   // The heuristic sees no data pointers: it is told how A, B and C/D are aligned, and
-  // reads the bias / aux pointers from the descriptor.
+  // reads the bias / aux pointers from the descriptor (without honouring their alignment:
+  // epilogue_aligned).
   const uint32_t align_a = alignment(g.B, g.stride_b * eb);
   const uint32_t align_b = alignment(g.A, g.stride_a * eb);
   const uint32_t align_c = alignment(g.C, g.stride_c * 4);
@@ -274,16 +294,22 @@ bool run(const Gemm& g, cudaStream_t stream, bool may_refuse = false) {
     const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(g_lt.handle, d.op, d.a, d.b, d.c, d.c,
                                                             d.pref, 1, &result, &found);
     const bool ok = s == CUBLAS_STATUS_SUCCESS && found > 0;
-    if (!ok && !may_refuse)
-      check_gemm(s != CUBLAS_STATUS_SUCCESS ? s : CUBLAS_STATUS_NOT_SUPPORTED,
-                 "cublasLtMatmulAlgoGetHeuristic (no algorithm)", g);
+    if (!ok && !may_refuse) {
+      const std::string why = "cublasLtMatmulAlgoGetHeuristic (no algorithm; epilogue " +
+                              std::to_string(epilogue) + ", alignments in bytes: A " +
+                              std::to_string(align_a) + ", B " + std::to_string(align_b) +
+                              ", C/D " + std::to_string(align_c) + ")";
+      check_gemm(s != CUBLAS_STATUS_SUCCESS ? s : CUBLAS_STATUS_NOT_SUPPORTED, why.c_str(), g);
+    }
     it = g_lt.algos.emplace(key, Heuristic{ok, result.algo}).first;
   }
   if (!it->second.found) return false;  // only cached for a GEMM that may be refused
   const cublasStatus_t s = cublasLtMatmul(g_lt.handle, d.op, &g.alpha, g.B, d.a, g.A, d.b, &g.beta,
                                           g.C, d.c, g.C, d.c, &it->second.algo, g_lt.workspace,
                                           kWorkspaceBytes, stream);
-  if (s == CUBLAS_STATUS_NOT_SUPPORTED && may_refuse) {  // offered, then refused: remember
+  // Offered, then refused (an unsupported combination of types can also come back as
+  // INVALID_VALUE, cublasLt.h says): remember.
+  if ((s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE) && may_refuse) {
     it->second.found = false;
     return false;
   }
@@ -302,18 +328,18 @@ void linear_forward(const char* name, cudaDataType_t type, float* out, float* ge
                     const void* inp, const void* weight, const float* bias, int N, int C, int OC,
                     cudaStream_t stream) {
   Gemm g{name, false, true, N, OC, C, type, 1.0f, 0.0f, inp, C, weight, C, out, OC};
-  g.bias = bias;
-  if (gelu_out == nullptr) {
-    run(g, stream);
-    return;
-  }
-  if (kFuseGeluEpilogue && OC % 8 == 0) {  // the aux matrix's ld must be a multiple of 8
+  const bool fuse_bias = epilogue_aligned(bias);
+  if (fuse_bias) g.bias = bias;
+  // The aux matrix (out) must be 16-byte aligned and its ld a multiple of 8.
+  if (gelu_out && kFuseGeluEpilogue && fuse_bias && epilogue_aligned(out) && OC % 8 == 0) {
     Gemm fused = g;
     fused.C = gelu_out;
     fused.preact = out;
     if (run(fused, stream, /*may_refuse=*/true)) return;
   }
   run(g, stream);
+  if (bias && !fuse_bias) add_bias(out, bias, N, OC, stream);
+  if (gelu_out == nullptr) return;
   const int64_t n = (int64_t)N * OC;
   launch("matmul_forward gelu", {{"N", N}, {"OC", OC}}, matmul_gelu_kernel,
          dim3((unsigned)ceil_div(n, kThreads)), dim3(kThreads), 0, stream, gelu_out, out, n);
@@ -324,6 +350,9 @@ void bias_backward(float* dbias, float* scratch, const float* dout, int N, int O
                    cudaStream_t stream) {
   if (N <= 0 || OC <= 0) return;
   const int blocks = (int)ceil_div(N, kBiasRows);
+  check(blocks <= 65535, "matmul_backward: N = " + std::to_string(N) +
+                             " rows exceed the bias gradient's grid (at most 65535 * " +
+                             std::to_string(kBiasRows) + ")");
   launch("matmul_backward bias partial sums", {{"N", N}, {"OC", OC}},
          matmul_bias_partial_sums_kernel,
          dim3((unsigned)ceil_div(OC, kBiasCols), (unsigned)blocks), dim3(kBiasCols, kBiasWarps),

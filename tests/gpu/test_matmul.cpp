@@ -54,26 +54,31 @@ struct Outputs {
 };
 
 // The GPU forward (dt fp32: matmul_forward; else matmul_forward_16bit on rounded copies).
-// Outputs start as NaN: nothing may be read from them.
-Outputs gpu_forward(Dtype dt, const Linear& l, bool with_bias, bool with_gelu) {
+// Outputs start as NaN: nothing may be read from them. out and bias sit `offset` floats
+// into their buffers (1: 4-byte aligned, like a slice of a larger buffer).
+Outputs gpu_forward(Dtype dt, const Linear& l, bool with_bias, bool with_gelu, int offset = 0) {
   const int64_t n = (int64_t)l.N * l.OC;
-  auto d_out = DeviceArray<float>::from_host(std::vector<float>((size_t)n, NAN));
+  auto d_out = DeviceArray<float>::from_host(std::vector<float>((size_t)(n + offset), NAN));
   auto d_gelu = DeviceArray<float>::from_host(std::vector<float>((size_t)n, NAN));
-  auto d_bias = DeviceArray<float>::from_host(l.bias);
+  std::vector<float> shifted_bias((size_t)offset, NAN);
+  shifted_bias.insert(shifted_bias.end(), l.bias.begin(), l.bias.end());
+  auto d_bias = DeviceArray<float>::from_host(shifted_bias);
+  float* out = d_out.data() + offset;
   float* gelu = with_gelu ? d_gelu.data() : nullptr;
-  const float* bias = with_bias ? d_bias.data() : nullptr;
+  const float* bias = with_bias ? d_bias.data() + offset : nullptr;
   if (dt == Dtype::fp32) {
     auto d_inp = DeviceArray<float>::from_host(l.inp);
     auto d_w = DeviceArray<float>::from_host(l.weight);
-    cuda::matmul_forward(d_out.data(), gelu, d_inp.data(), d_w.data(), bias, l.N, l.C, l.OC,
-                         nullptr);
+    cuda::matmul_forward(out, gelu, d_inp.data(), d_w.data(), bias, l.N, l.C, l.OC, nullptr);
   } else {
     auto d_inp = DeviceArray<uint16_t>::from_host(to_16bit(dt, l.inp));
     auto d_w = DeviceArray<uint16_t>::from_host(to_16bit(dt, l.weight));
-    cuda::matmul_forward_16bit(dt, d_out.data(), gelu, d_inp.data(), d_w.data(), bias, l.N, l.C,
-                               l.OC, nullptr);
+    cuda::matmul_forward_16bit(dt, out, gelu, d_inp.data(), d_w.data(), bias, l.N, l.C, l.OC,
+                               nullptr);
   }
-  return {d_out.download(), with_gelu ? d_gelu.download() : std::vector<float>{}};
+  std::vector<float> got = d_out.download();
+  got.erase(got.begin(), got.begin() + offset);
+  return {got, with_gelu ? d_gelu.download() : std::vector<float>{}};
 }
 
 Outputs cpu_forward(Dtype dt, const Linear& l, bool with_bias, bool with_gelu) {
@@ -92,12 +97,13 @@ Outputs cpu_forward(Dtype dt, const Linear& l, bool with_bias, bool with_gelu) {
   return o;
 }
 
-void check_forward(Dtype dt, int N, int C, int OC, bool with_bias, bool with_gelu) {
+void check_forward(Dtype dt, int N, int C, int OC, bool with_bias, bool with_gelu,
+                   int offset = 0) {
   SCOPED_TRACE(testing::Message() << kernels::dtype_name(dt) << " N=" << N << " C=" << C
                                   << " OC=" << OC << " bias=" << with_bias
-                                  << " gelu=" << with_gelu);
+                                  << " gelu=" << with_gelu << " offset=" << offset);
   const Linear l(N, C, OC, 100 + N + OC);
-  const Outputs got = gpu_forward(dt, l, with_bias, with_gelu);
+  const Outputs got = gpu_forward(dt, l, with_bias, with_gelu, offset);
   const Outputs want = cpu_forward(dt, l, with_bias, with_gelu);
   const double tol = dt == Dtype::fp32 ? kTol : kTol16;
   EXPECT_CLOSE_TO_SCALE(got.out, want.out, tol);
@@ -195,6 +201,16 @@ TEST(CudaMatmul, GeluEpilogueWritesPreactivationAndGelu) {
     check_forward(Dtype::fp32, 37, 64, 20, bias, true);  // OC % 8 != 0: GEMM, then our GELU
   }
   if (!small_shapes()) check_forward(Dtype::fp32, 1024, 768, 3072, true, true);
+}
+
+// cuBLASLt's heuristic is not told the bias / aux pointers' alignment and may pick a kernel
+// that assumes 16 bytes: a bias or out at 4 bytes takes the unfused path, same results.
+TEST(CudaMatmul, UnalignedBiasOrPreactivationTakesTheUnfusedPath) {
+  REQUIRE_GPU();
+  for (bool gelu : {false, true}) {
+    check_forward(Dtype::fp32, 37, 64, 80, true, gelu, /*offset=*/1);
+    check_forward(Dtype::bf16, 37, 64, 80, true, gelu, /*offset=*/3);
+  }
 }
 
 TEST(CudaMatmul, Forward16bitMatchesCpu) {
