@@ -39,7 +39,9 @@
 // Splitting dK/dV from dQ (two passes, S and dP computed twice) makes every output owned
 // by one block: no atomics, a fixed summation order, the same bits every run. Each
 // gradient element gets exactly one += into dqkv.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "base/error.h"
@@ -346,7 +348,8 @@ __global__ void __launch_bounds__(kThreads)
     const float2 ov = *reinterpret_cast<const float2*>(o + c);
     const float2 dv = *reinterpret_cast<const float2*>(d + c);
     // dO as the MMAs see it (bf16), so that rowsum(P * dP) - Dvec cancels as it should
-    // (exactly 0 at T = 1) instead of leaving dO's rounding error in every dS.
+    // (to fp32 rounding at T = 1: the same products summed in another order) instead of
+    // leaving dO's rounding error in every dS.
     sum += ov.x * bf16_to_float(float_to_bf16(dv.x)) + ov.y * bf16_to_float(float_to_bf16(dv.y));
   }
   sum = warp_sum(sum);
@@ -499,10 +502,40 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
 }
 
 namespace {
-void require_supported(const char* op, int C, int NH) {
+template <int D>
+constexpr size_t largest_smem_bytes() {
+  return std::max({forward_smem_bytes<D>(), dkdv_smem_bytes<D>(), dq_smem_bytes<D>()});
+}
+
+// The current GPU's opt-in shared memory per block: 163 KiB on an A100, 227 KiB on an
+// H100, but 99 KiB on sm_86 / sm_89 (which run the sm_80 code), too little for D = 128.
+size_t device_smem_optin() {
+  int device = 0, bytes = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice (flash attention)");
+  check_cuda(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+             "cudaDeviceGetAttribute (shared memory per block)");
+  return (size_t)bytes;
+}
+
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// The shapes and pointers the kernels take: a supported head size, B * NH within grid.y,
+// and qkv / dout 16-byte aligned (cp.async) and out / dqkv 8-byte aligned (float2).
+void require_supported(const char* op, int B, int C, int NH, const float* qkv,
+                       const float* dout, const float* out, const float* dqkv) {
+  const std::string shape = " (B=" + std::to_string(B) + ", C=" + std::to_string(C) +
+                            ", NH=" + std::to_string(NH) + ")";
+  check(C > 0 && NH > 0 && C % NH == 0 && (C / NH == 64 || C / NH == 128),
+        std::string(op) + ": head size C / NH must be 64 or 128" + shape);
   check(flash_attention_supported(C, NH),
-        std::string(op) + ": head size C / NH must be 64 or 128 (C=" + std::to_string(C) +
-            ", NH=" + std::to_string(NH) + ")");
+        std::string(op) + ": head size " + std::to_string(C / NH) + " needs " +
+            std::to_string((C / NH == 64 ? largest_smem_bytes<64>() : largest_smem_bytes<128>()) /
+                           1024) +
+            " KiB of shared memory per block; this GPU allows " +
+            std::to_string(device_smem_optin() / 1024) + " KiB" + shape);
+  check((int64_t)B * NH <= 65535, std::string(op) + ": B * NH must be at most 65535" + shape);
+  check(aligned(qkv, 16) && aligned(dout, 16) && aligned(out, 8) && aligned(dqkv, 8),
+        std::string(op) + ": qkv and dout must be 16-byte aligned, out and dqkv 8-byte" + shape);
 }
 
 // Kernels past the default 48 KiB of dynamic shared memory must opt in; a cheap call,
@@ -545,12 +578,14 @@ void backward(float* dqkv, float* dvec, const float* dout, const float* qkv, con
 
 bool flash_attention_supported(int C, int NH) {
   if (C <= 0 || NH <= 0 || C % NH != 0) return false;
-  return C / NH == 64 || C / NH == 128;
+  if (C / NH == 64) return largest_smem_bytes<64>() <= device_smem_optin();
+  if (C / NH == 128) return largest_smem_bytes<128>() <= device_smem_optin();
+  return false;
 }
 
 void flash_attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C,
                              int NH, cudaStream_t stream) {
-  require_supported("flash_attention_forward", C, NH);
+  require_supported("flash_attention_forward", B, C, NH, qkv, nullptr, out, nullptr);
   if (B <= 0 || T <= 0) return;
   if (C / NH == 64)
     forward<64>(out, lse, qkv, B, T, C, NH, stream);
@@ -566,7 +601,7 @@ int64_t flash_attention_scratch(int B, int T, int C, int NH) {
 void flash_attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv,
                               const float* out, const float* lse, int B, int T, int C, int NH,
                               cudaStream_t stream) {
-  require_supported("flash_attention_backward", C, NH);
+  require_supported("flash_attention_backward", B, C, NH, qkv, dout, out, dqkv);
   if (B <= 0 || T <= 0) return;
   if (C / NH == 64)
     backward<64>(dqkv, scratch, dout, qkv, out, lse, B, T, C, NH, stream);

@@ -121,8 +121,10 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
 // even) from the fp32 qkv[B,T,3C], the probabilities are bf16 MMA operands, accumulation
 // is fp32; no T×T matrix is stored: lse[B,NH,T] keeps each row's log-sum-exp (natural
 // log) of the scaled scores for the backward. out[B,T,C] is fp32.
-// Supported: HS = C / NH of 64 or 128 (flash_attention_supported says), any B >= 1 and
-// T >= 1 (tails of T not a multiple of the tiles are masked). Needs sm_80 or later.
+// Supported: HS = C / NH of 64 or 128 where the current GPU has the kernels' shared memory
+// (flash_attention_supported says), B * NH <= 65535, any T >= 1 (tails of T not a multiple
+// of the tiles are masked); qkv and dout 16-byte aligned, out and dqkv 8-byte. Needs sm_80
+// or later.
 bool flash_attention_supported(int C, int NH);
 void flash_attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C,
                              int NH, cudaStream_t stream);
