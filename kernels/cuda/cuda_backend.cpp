@@ -76,6 +76,11 @@ class PinnedUpload {
   }
   const T* upload(const T* host, int64_t count) {
     if (count == 0) return nullptr;  // e.g. the buckets of a shard holding none of the tokens
+    // The values of the last upload (tensor parallelism's cross-entropy sends its targets
+    // twice a micro-batch) are on the device already; waiting for that copy, queued behind
+    // the forward pass, would drain the GPU's queue.
+    if (count == count_ && std::memcmp(pinned_, host, sizeof(T) * (size_t)count) == 0)
+      return device_.get(count);
     if (!copied_) gpu::check_cuda(cudaEventCreate(&copied_), "cudaEventCreate");
     gpu::check_cuda(cudaEventSynchronize(copied_), what_);
     if (capacity_ < count) {
@@ -85,12 +90,14 @@ class PinnedUpload {
                       what_);
       capacity_ = count;
     }
+    count_ = 0;  // until the copy below is queued
     std::memcpy(pinned_, host, sizeof(T) * (size_t)count);
     T* d = device_.get(count);
     gpu::check_cuda(
         cudaMemcpyAsync(d, pinned_, sizeof(T) * (size_t)count, cudaMemcpyHostToDevice, kStream),
         what_);
     gpu::check_cuda(cudaEventRecord(copied_, kStream), what_);
+    count_ = count;
     return d;
   }
 
@@ -99,6 +106,7 @@ class PinnedUpload {
   const char* what_;
   T* pinned_ = nullptr;
   int64_t capacity_ = 0;
+  int64_t count_ = 0;  // of the last upload, whose values pinned_ and the device hold
   cudaEvent_t copied_ = nullptr;
 };
 
@@ -160,8 +168,8 @@ class CudaBackend final : public Backend {
   }
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                        const float* inp, const float* weight, int N, int C, int OC) override {
-    gpu::matmul_backward(dinp, dweight, dbias, partials_.get(gpu::matmul_backward_scratch(N, OC)),
-                         dout, inp, weight, N, C, OC, kStream);
+    gpu::matmul_backward(dinp, dweight, dbias, bias_scratch(dbias, N, OC), dout, inp, weight, N, C,
+                         OC, kStream);
   }
   void matmul_forward_16bit(Dtype dt, float* out, const uint16_t* inp16, const uint16_t* weight16,
                             const float* bias, int N, int C, int OC) override {
@@ -170,8 +178,7 @@ class CudaBackend final : public Backend {
   void matmul_backward_16bit(Dtype dt, float* dinp, float* dweight, float* dbias,
                              const float* dout, const uint16_t* dout16, const uint16_t* inp16,
                              const uint16_t* weight16, int N, int C, int OC) override {
-    gpu::matmul_backward_16bit(dt, dinp, dweight, dbias,
-                               partials_.get(gpu::matmul_backward_scratch(N, OC)), dout, dout16,
+    gpu::matmul_backward_16bit(dt, dinp, dweight, dbias, bias_scratch(dbias, N, OC), dout, dout16,
                                inp16, weight16, N, C, OC, kStream);
   }
   void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
@@ -341,6 +348,11 @@ class CudaBackend final : public Backend {
                           bucket_start_.upload(b.bucket_start.data(), U + 1),
                           positions_.upload(b.positions.data(), (int64_t)b.positions.size()), U,
                           B, T, C, kStream);
+  }
+
+  // The bias gradient's partial sums; none without one (the LM head's would be ~50 MB).
+  float* bias_scratch(const float* dbias, int N, int OC) {
+    return dbias ? partials_.get(gpu::matmul_backward_scratch(N, OC)) : nullptr;
   }
 
   PinnedUpload<int32_t> tokens_{"the batch's token ids"}, targets_{"the batch's targets"};

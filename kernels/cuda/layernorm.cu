@@ -20,6 +20,7 @@
 //     of partials), smem 2 KiB static: each of the 8 threads of a column adds every 8th
 //     partial, then the first adds those 8 in order and adds the total into dweight/dbias.
 // The order of every addition is a function of (N, C) alone: the same bits every run.
+#include "base/error.h"
 #include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/ops.h"
 
@@ -177,6 +178,8 @@ int64_t layernorm_backward_scratch(int N, int C) {
 void layernorm_backward(float* dinp, float* dweight, float* dbias, float* scratch,
                         const float* dout, const float* inp, const float* weight,
                         const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
+  check((dweight == nullptr) == (dbias == nullptr),
+        "layernorm_backward: dweight and dbias must be both given or both null");
   if (N == 0) return;
   launch("layernorm_backward_dinp", {{"N", N}, {"C", C}}, layernorm_backward_dinp_kernel,
          dim3((unsigned)ceil_div(N, kRowsPerBlock)), dim3(kRowsPerBlock * kWarpSize), 0, stream,

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/error.h"
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_test_support.h"
 
@@ -160,6 +161,14 @@ TEST(CudaLayernorm, BackwardMatchesCpu) {
 TEST(CudaLayernorm, FrozenBackwardComputesOnlyDinp) {
   REQUIRE_GPU();
   check_backward(37, 96, true);
+}
+
+TEST(CudaLayernorm, BackwardWantsBothParameterGradientsOrNeither) {
+  REQUIRE_GPU();
+  DeviceArray<float> buf(64);
+  float* p = buf.data();
+  EXPECT_THROW(cuda::layernorm_backward(p, p, nullptr, p, p, p, p, p, p, 1, 8, nullptr), Error);
+  EXPECT_THROW(cuda::layernorm_backward(p, nullptr, p, p, p, p, p, p, p, 1, 8, nullptr), Error);
 }
 
 TEST(CudaLayernorm, BackwardIsBitIdenticalAcrossRuns) {
