@@ -464,6 +464,14 @@ std::string CudnnAttention::prepare(int B, int T, int C, int NH) {
     // graphs here have none.
     if (version < 91600 && T % 128 != 0)
       throw Error("cuDNN " + std::to_string(version) + " (before 9.16) needs T a multiple of 128");
+    // cuDNN 9.10.0 and 9.10.1 have known bugs in their bf16/fp16 attention; cudnn-frontend
+    // and onnxruntime refuse them too.
+    if (version == 91000 || version == 91001)
+      throw Error("cuDNN " + std::to_string(version) +
+                  " has known bugs in its bf16 attention (9.10.0 and 9.10.1 are refused)");
+    // K and V start C and 2C elements into each qkv row, and every tensor is declared
+    // 16-byte aligned: C must be a multiple of 8 bf16 elements.
+    if (C % 8 != 0) throw Error("cuDNN attention needs C a multiple of 8, got " + std::to_string(C));
     if (!handle_) {
       cudnnHandle_t handle = nullptr;
       check(cudnnCreate(&handle), "cudnnCreate");
