@@ -84,19 +84,32 @@ class NcclRequest final : public CommRequestImpl {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const NcclUniqueId& id, int nranks, int rank, const NcclOptions& options)
-      : options_(options) {
-    ncclUniqueId nid;
-    std::memcpy(&nid, id.bytes, sizeof(nid));
-    const ncclResult_t init = ncclCommInitRank(&comm_, nranks, nid, rank);
-    if (failed(init)) throw CommError(nccl_failure("ncclCommInitRank", ncclGetErrorString(init)));
-    rank_ = rank, size_ = nranks;
+      : rank_(rank), size_(nranks), options_(options) {
     gpu::check_cuda(cudaGetDevice(&device_), "cudaGetDevice");
     // Non-blocking: not ordered with the legacy default stream except through our events.
     gpu::check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                     "cudaStreamCreateWithFlags (NCCL's stream)");
     gpu::check_cuda(cudaEventCreateWithFlags(&compute_ready_, cudaEventDisableTiming),
                     "cudaEventCreateWithFlags");
-    watchdog_ = std::thread([this] { watch(); });
+    watchdog_ = std::thread([this] { watch(); });  // the initialisation waits for every rank
+    ncclUniqueId nid;
+    std::memcpy(&nid, id.bytes, sizeof(nid));
+    // Blocking: a call returns once its work is queued (whatever NCCL_COMM_BLOCKING says).
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 1;
+    ncclResult_t init = ncclSuccess;
+    {
+      std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
+      InsideNccl inside(*this, "ncclCommInitRankConfig");
+      init = ncclCommInitRankConfig(&comm_, nranks, nid, rank, &config);
+      if (failed(init)) comm_ = nullptr;
+    }
+    if (failed(init)) {
+      stop_watchdog();
+      cudaEventDestroy(compute_ready_);
+      cudaStreamDestroy(stream_);
+      throw CommError(nccl_failure("ncclCommInitRankConfig", ncclGetErrorString(init)));
+    }
   }
   // Destroying waits for the peers; aborting does not. So: destroy only after every
   // operation finished; abort after a failure, or while an exception unwinds (this group
@@ -123,12 +136,7 @@ class NcclCommunicator final : public Communicator {
       in_flight_.clear();
       spare_wires_.clear();
     }
-    {
-      std::lock_guard<std::mutex> lock(stop_mutex_);
-      stopping_ = true;
-    }
-    stop_.notify_one();
-    watchdog_.join();
+    stop_watchdog();
     if (compute_ready_) cudaEventDestroy(compute_ready_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -352,6 +360,7 @@ class NcclCommunicator final : public Communicator {
     {
       std::lock_guard<std::recursive_mutex> nccl(nccl_mutex_);
       throw_if_failed(what);  // the watchdog may have aborted meanwhile
+      InsideNccl inside(*this, what);
       enqueue(*c);
     }
     if (after) after(*c);
@@ -433,11 +442,30 @@ class NcclCommunicator final : public Communicator {
     throw CommError(nccl_failure(what, reason));
   }
 
+  // Tells the watchdog that the host is inside an NCCL call, for as long as it exists.
+  class InsideNccl {
+   public:
+    InsideNccl(NcclCommunicator& comm, const char* what) : comm_(comm) {
+      std::lock_guard<std::mutex> state(comm_.state_mutex_);
+      comm_.failures_.entering(what);
+    }
+    ~InsideNccl() {
+      std::lock_guard<std::mutex> state(comm_.state_mutex_);
+      comm_.failures_.left();
+    }
+    InsideNccl(const InsideNccl&) = delete;
+    InsideNccl& operator=(const InsideNccl&) = delete;
+
+   private:
+    NcclCommunicator& comm_;
+  };
+
   // ---- The watchdog ---------------------------------------------------------------------
   //
   // A thread that looks every kWatchdogPeriod for what the host, which does not wait for
   // NCCL, cannot see: an asynchronous NCCL error (a peer that died, a network failure) or
-  // an operation unfinished after options_.timeout_seconds (a peer missing or stuck). It
+  // an operation unfinished, or the host inside an NCCL call, after
+  // options_.timeout_seconds (a peer missing or stuck). It
   // records the failure, so that the host's next call throws, and aborts the
   // communicator, which ends the kernels NCCL still runs, so the compute stream and a
   // host waiting behind them move on. NCCL forbids concurrent calls on one communicator:
@@ -476,6 +504,12 @@ class NcclCommunicator final : public Communicator {
           failures_.found_while_idle(reason);
         else if (!reason.empty())
           failures_.record(in_flight_.empty() ? last_issued_ : in_flight_.front()->what, reason);
+        const std::string inside = failures_.inside_longer_than(options_.timeout_seconds);
+        if (!inside.empty())  // no abort while the host is in the call: on_stuck ends it
+          failures_.record(inside, "the host has been inside this call for more than " +
+                                       NcclFailures::seconds_text(options_.timeout_seconds) +
+                                       " s: a peer rank is missing or stuck; found by the "
+                                       "watchdog");
       }
       should_abort = failures_.any() && !failures_.is_destroying();
       if (options_.on_stuck) stuck = failures_.stuck_message(options_.stuck_after_seconds);
@@ -502,6 +536,15 @@ class NcclCommunicator final : public Communicator {
     if (!nccl || !comm_) return;
     std::thread([doomed = comm_] { ncclCommAbort(doomed); }).detach();
     comm_ = nullptr;
+  }
+
+  void stop_watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(stop_mutex_);
+      stopping_ = true;
+    }
+    stop_.notify_one();
+    watchdog_.join();
   }
 
   char* stage(size_t bytes) {
@@ -563,30 +606,6 @@ NcclUniqueId nccl_unique_id() {
 std::unique_ptr<Communicator> make_nccl_communicator(const NcclUniqueId& id, int nranks, int rank,
                                                      const NcclOptions& options) {
   return std::make_unique<NcclCommunicator>(id, nranks, rank, options);
-}
-
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap,
-                                                     const NcclOptions& options) {
-  // Rank 0's error message, if it could not make an id (its length agreed first, so that
-  // every rank throws it), else the id.
-  std::string error;
-  NcclUniqueId id;
-  if (bootstrap.rank() == 0) {
-    try {
-      id = nccl_unique_id();
-    } catch (const Error& e) {
-      error = e.what();
-    }
-  }
-  int64_t error_bytes = (int64_t)error.size();
-  bootstrap.all_reduce(&error_bytes, 1, ScalarType::i64, ReduceOp::max);
-  if (error_bytes > 0) {
-    error.resize((size_t)error_bytes);
-    bootstrap.broadcast_bytes(error.data(), error_bytes, 0);
-    throw CommError(error);
-  }
-  bootstrap.broadcast_bytes(id.bytes, sizeof(id.bytes), 0);
-  return make_nccl_communicator(id, bootstrap.size(), bootstrap.rank(), options);
 }
 
 }  // namespace tessera

@@ -24,7 +24,9 @@
 // of the communicator, which looks every 50 ms. It aborts the communicator, which ends
 // the operations NCCL still runs, so neither the GPU nor the host hangs; the next call
 // on the communicator (or its synchronize()) throws CommError naming the first failure.
-// A host stuck where it cannot notice is ended through NcclOptions::on_stuck.
+// A host stuck where it cannot notice (inside an NCCL call that waits for a peer that
+// never comes: the initialisation, a connection's first use) is ended through
+// NcclOptions::on_stuck.
 //
 // bf16 on the wire: the fp32 buffer is rounded to a bf16 device copy (nearest even), the
 // bf16 copy is summed by ncclAllReduce(ncclBfloat16), and the sum is widened back.
@@ -54,7 +56,10 @@ struct NcclUniqueId {
 struct NcclOptions {
   // Seconds an operation may stay unfinished before the watchdog aborts the communicator
   // (0 = no limit). The time counts from the call, so a peer busy for long elsewhere
-  // (writing a checkpoint, evaluating) counts against it.
+  // (writing a checkpoint, evaluating) counts against it. The same limit holds for the host
+  // inside one NCCL call (the initialisation, or an operation whose connections NCCL sets
+  // up on first use, both of which wait for the peers): that is recorded as a failure, and
+  // on_stuck follows, since no abort can happen under the host's call.
   double timeout_seconds = 600;
   // Test hooks for this rank's operation number N (0 = its first); -1 = never.
   // fail_at_operation: the call fails as an NCCL error would (aborted, CommError thrown).

@@ -46,6 +46,20 @@ class NcclFailures {
     if (!idle_.empty()) record(what, idle_);
   }
 
+  // The host is inside the NCCL call `what` (entering) or out of it (left). A call can wait
+  // for the peers: the initialisation, and an operation whose connections NCCL sets up on
+  // first use; a peer that never comes leaves the host there, where the watchdog sees it.
+  void entering(const std::string& what) {
+    inside_ = what;
+    entered_at_ = Clock::now();
+  }
+  void left() { inside_.clear(); }
+  // The call the host has been inside for more than `timeout` seconds (0: no limit), or "".
+  std::string inside_longer_than(double timeout) const {
+    if (inside_.empty() || timeout <= 0 || seconds_since(entered_at_) <= timeout) return "";
+    return inside_;
+  }
+
   // The communicator is being destroyed (or aborted at its end).
   void destroying() {
     destroying_ = true;
@@ -85,6 +99,8 @@ class NcclFailures {
   Clock::time_point found_at_;
   bool noticed_ = false;         // the host has thrown it
   std::string idle_;             // found_while_idle's reason
+  std::string inside_;            // the NCCL call the host is in; "" when out
+  Clock::time_point entered_at_;
   bool destroying_ = false;
   Clock::time_point destroying_since_;
   bool stuck_reported_ = false;  // stuck_message has given its message

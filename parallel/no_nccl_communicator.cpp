@@ -17,8 +17,4 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclUniqueId&, int, i
   throw Error(nccl_unavailable_reason());
 }
 
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, const NcclOptions&) {
-  throw Error(nccl_unavailable_reason());
-}
-
 }  // namespace tessera

@@ -7,7 +7,8 @@
 // first, then renamed, so that no process reads half of it); the others wait for the file,
 // which must not exist before the processes start (a stale id would be read).
 // Several processes may share one GPU as separate NCCL "hosts": each needs its own
-// NCCL_HOSTID, and NCCL_SHM_DISABLE=1 NCCL_P2P_DISABLE=1 NCCL_SOCKET_IFNAME=lo.
+// NCCL_HOSTID, and NCCL_SHM_DISABLE=1 NCCL_P2P_DISABLE=1 NCCL_IB_DISABLE=1 NCCL_NET=Socket
+// NCCL_SOCKET_IFNAME=lo, on a GPU in the Default compute mode.
 //
 // On the NCCL emulator (TESSERA_CUDA_EMULATOR) the processes are mpirun's and
 // start_processes() initialises MPI, which the emulator runs on.

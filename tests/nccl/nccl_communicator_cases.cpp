@@ -365,7 +365,9 @@ TEST(NcclCommunicator, WatchdogEndsAnOperationThatNeverFinishes) {
   const int p = world().size(), rank = world().rank();
   if (p < 2) GTEST_SKIP() << "needs two ranks";
   NcclOptions options;
-  options.timeout_seconds = 1;
+  // Also the limit on the initialisation and the first exchange (the host inside NCCL's
+  // call), which take a second or more with several processes on one GPU.
+  options.timeout_seconds = 10;
   auto nccl = make_nccl_communicator(world(), options);
   auto buf = DeviceArray<float>::from_host(values(rank, 10));
   DeviceArray<float> got(10);
@@ -404,6 +406,52 @@ TEST(NcclCommunicator, WatchdogEndsAnOperationThatNeverFinishes) {
   }
   world().barrier();
 #endif
+}
+
+// A host held inside an NCCL call (here the initialisation, which waits for every rank; an
+// operation's first use of a connection waits likewise) past NcclOptions::timeout_seconds
+// is a failure the watchdog records; it cannot abort under the host's call, so on_stuck
+// (the trainer's ends the process) follows stuck_after_seconds later.
+TEST(NcclCommunicator, WatchdogSeesAHostHeldInsideAnNcclCall) {
+  const int p = world().size(), rank = world().rank();
+  if (p < 2) GTEST_SKIP() << "needs two ranks";
+  NcclUniqueId id;
+  if (rank == 0) id = nccl_unique_id();
+  world().broadcast_bytes(id.bytes, sizeof id.bytes, 0);
+  NcclOptions options;
+  std::mutex mutex;
+  std::string stuck;
+  if (rank == 0) {
+    options.timeout_seconds = 0.3;
+    options.stuck_after_seconds = 0.2;
+    options.on_stuck = [&](const std::string& message) {
+      std::lock_guard<std::mutex> lock(mutex);
+      stuck = message;
+    };
+  } else {
+    options.fail_at_operation = 0;  // its first call fails, aborting: nothing waits for rank 0
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  }
+  auto nccl = make_nccl_communicator(id, p, rank, options);
+  auto buf = DeviceArray<float>::from_host(values(rank, 10));
+  if (rank == 0) {
+    std::string message;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      message = stuck;
+    }
+    EXPECT_NE(message.find("ncclCommInitRankConfig (the host has been inside this call for "
+                           "more than 0.3 s: a peer rank is missing or stuck; found by the "
+                           "watchdog)"),
+              std::string::npos)
+        << "on_stuck got \"" << message << "\" while rank 0 waited 1.5 s in the initialisation";
+    // Only once the failure is known: on a healthy communicator the call would wait for
+    // the other ranks, whose communicators have failed.
+    if (!message.empty()) expect_refused_after_abort([&] { nccl->all_reduce(buf.data(), 10); });
+  } else {
+    EXPECT_THROW(nccl->all_reduce(buf.data(), 10), CommError);
+  }
+  world().barrier();
 }
 
 // Communicators made from one id per group, as the mesh makes one per axis: two halves

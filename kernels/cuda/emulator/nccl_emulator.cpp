@@ -219,6 +219,13 @@ ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUniqueId unique_i
   return ncclSuccess;
 }
 
+ncclResult_t ncclCommInitRankConfig(ncclComm_t* out, int nranks, ncclUniqueId unique_id, int rank,
+                                    ncclConfig_t* config) {
+  if (config != nullptr && config->blocking != 1 && config->blocking != NCCL_CONFIG_UNDEF_INT)
+    return ncclInvalidArgument;
+  return ncclCommInitRank(out, nranks, unique_id, rank);
+}
+
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (!comm) return ncclInvalidArgument;
   if (comm->comm != MPI_COMM_NULL) MPI_Comm_free(&comm->comm);

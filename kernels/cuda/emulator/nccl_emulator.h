@@ -62,6 +62,15 @@ typedef struct ncclComm* ncclComm_t;
 
 ncclResult_t ncclGetUniqueId(ncclUniqueId* unique_id);
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank);
+// Of NCCL's configuration only `blocking`; the emulator's calls all block, so any other
+// value is refused (ncclInvalidArgument).
+#define NCCL_CONFIG_UNDEF_INT (-2147483647 - 1)
+typedef struct {
+  int blocking;
+} ncclConfig_t;
+#define NCCL_CONFIG_INITIALIZER {NCCL_CONFIG_UNDEF_INT}
+ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank,
+                                    ncclConfig_t* config);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
 ncclResult_t ncclCommAbort(ncclComm_t comm);
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error);
