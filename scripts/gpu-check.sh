@@ -59,8 +59,8 @@ row() { ROWS+=("$(printf '%-34s %s' "$1" "$2")"); }
 # The machine.
 {
   date -u +"date: %Y-%m-%d %H:%M UTC"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
-    | sed 's/^/gpu: /'
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,compute_mode \
+    --format=csv,noheader | sed 's/^/gpu: /'
   nvcc --version | tail -1 | sed 's/^/nvcc: /'
   ldd "$BIN/gpu_tests" | grep -E 'libcudnn|libnccl' | sed 's/^[[:space:]]*/library: /'
   python3 -c 'import torch; print("pytorch:", torch.__version__, "cudnn", torch.backends.cudnn.version())' 2>/dev/null
@@ -107,15 +107,18 @@ verdict=$(sed -n 's/^gpu_training_check: //p' "$OUT/gpu_training_check.txt" | ta
 row "small GPT-2 trained, GPU vs CPU" "${verdict:-no verdict} (rc $rc)"
 
 # 3. NCCL itself, on the one GPU: processes that are separate NCCL "hosts" (their own
-# NCCL_HOSTID; shared memory and P2P off, sockets on loopback), rank 0's id shared through
-# a file (there is no MPI here; tests/nccl/file_bootstrap.h). Rank 0's output first in
-# each log, the other ranks' after it.
+# NCCL_HOSTID, which is what NCCL's duplicate-GPU check compares with the bus id; shared
+# memory and P2P off; sockets on loopback, InfiniBand off, else NCCL would take the node's
+# HCAs for its network), rank 0's id shared through a file (there is no MPI here;
+# tests/nccl/file_bootstrap.h). Several processes on one GPU need its compute mode to be
+# Default (machine.txt says). Rank 0's output first in each log, the other ranks' after it.
 processes() {  # count, log, command...
   local n=$1 log=$2 id="$OUT/nccl.id" pids=() rc=0 r
   shift 2
   rm -f "$id" "$OUT/$log"
   for ((r = 0; r < n; r++)); do
-    NCCL_HOSTID="tessera-rank-$r" NCCL_SHM_DISABLE=1 NCCL_P2P_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+    NCCL_HOSTID="tessera-rank-$r" NCCL_SHM_DISABLE=1 NCCL_P2P_DISABLE=1 NCCL_IB_DISABLE=1 \
+      NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo \
       TESSERA_NCCL_RANKS=$n TESSERA_NCCL_RANK=$r TESSERA_NCCL_ID_FILE="$id" \
       NCCL_DEBUG=${NCCL_DEBUG:-WARN} timeout "${NCCL_CHECK_TIMEOUT:-90}" "$@" \
       > "$OUT/$log.rank$r" 2>&1 &
