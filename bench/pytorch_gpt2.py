@@ -18,12 +18,16 @@ passes --allocator-name so that the record says which allocator ran.
 
 On a GPU (--device cuda) it runs as PyTorch's experts would: attention through
 F.scaled_dot_product_attention (flash / cuDNN kernels), bf16 autocast, the fused AdamW,
-optionally torch.compile; --find-batch takes the largest micro-batch (of 64, 48, 32, 24,
-16, 12, 8, 4, 2, 1) that fits; --peak-tflops (the bf16 GEMM peak gpu_bench measured)
-adds the model FLOPs utilisation, counted as Tessera counts it.
+TF32 for what stays fp32, the caching allocator with expandable segments, optionally
+torch.compile (static shapes); --find-batch takes the largest micro-batch (of 64, 48, 32,
+24, 16, 12, 8, 4, 2, 1) that fits, freeing each failed try's memory (and compiled graphs)
+before the next; --peak-tflops (the bf16 GEMM peak gpu_bench measured) adds the model
+FLOPs utilisation, counted as Tessera counts it.
 """
 import argparse
+import gc
 import json
+import os
 import math
 import resource
 import time
@@ -176,7 +180,11 @@ def run(a, s, batch):
     # GPU: fused=True, one kernel for all parameters.
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                             lr=1e-4, betas=(0.9, 0.95), **({"fused": True} if cuda else {"foreach": True}))
-    step_model = torch.compile(model) if a.compile else model
+    # Static shapes: each try is a new model, and a batch that changes between tries would
+    # otherwise make Dynamo compile the timed graph for a dynamic batch size.
+    step_model = torch.compile(model, dynamic=False) if a.compile else model
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     x = torch.randint(0, s["vocab"], (batch, a.seq), device=a.device)
     y = torch.randint(0, s["vocab"], (batch, a.seq), device=a.device)
 
@@ -215,9 +223,32 @@ def run(a, s, batch):
               "step_ms": step_ms, "forward_ms": median(fwd), "backward_ms": median(bwd),
               "optimizer_ms": median(optm), "allocator": a.allocator_name,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if cuda:
+        record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if a.peak_tflops:
         record["mfu"] = tokens_per_s * training_flops_per_token(s, a.seq) / (a.peak_tflops * 1e12)
     return record
+
+
+def out_of_memory(e):
+    """Whether e says the GPU's memory ran out: the allocator's error, or a library's
+    workspace (cuBLAS, cuDNN) failing near the limit."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(e)
+    return any(k in text for k in ("out of memory", "ALLOC_FAILED", "NOT_ENOUGH_WORKSPACE"))
+
+
+def try_batch(a, s, batch):
+    """run()'s record, or None when the batch does not fit. Returns from the handler, so
+    that the exception's traceback, which holds the failed try's model, optimizer state and
+    activations, is gone before the caller frees the cache."""
+    try:
+        return run(a, s, batch)
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
+        if not out_of_memory(e):
+            raise
+        return None
 
 
 def main():
@@ -237,14 +268,22 @@ def main():
     p.add_argument("--allocator-name", default="glibc", help="recorded only (bench/peer.sh sets it)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.device == "cuda":
+        # Read when CUDA first allocates: segments that grow instead of a new one per size,
+        # so the sizes of a failed try do not fragment the next.
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        a.allocator_name = "pytorch caching (" + os.environ["PYTORCH_CUDA_ALLOC_CONF"] + ")"
+        torch.set_float32_matmul_precision("high")
     s = SHAPES[a.model]
     for batch in ((64, 48, 32, 24, 16, 12, 8, 4, 2, 1) if a.find_batch else (a.batch,)):
-        try:
-            record = run(a, s, batch)
-        except torch.cuda.OutOfMemoryError:
+        record = try_batch(a, s, batch)
+        if record is None:
+            gc.collect()
+            if a.compile:
+                torch._dynamo.reset()
             torch.cuda.empty_cache()
             continue
-        print(json.dumps(record))
+        print(json.dumps(record), flush=True)
         return
     raise SystemExit("pytorch_gpt2.py: not even a micro-batch of 1 fits")
 

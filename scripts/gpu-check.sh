@@ -242,14 +242,17 @@ if wanted train; then
   row "Tessera GPT-2 124M bf16 cuDNN" "$(sed -n 's/^gpu_train_bench: //p;s/^kernels.attention/&/p' "$OUT/gpu_train_bench_cudnn.txt" 2>/dev/null | tail -2 | tr '\n' ' ')"
 fi
 
-# 7. The PyTorch peer, if asked for.
+# 7. The PyTorch peer, if asked for (its own log, warnings included: the record is the
+# last line that is JSON). torch.compile's row compiles once per batch it tries, a minute
+# or more each: on a tight budget, run this section in a call of its own
+# (GPU_CHECK_STEPS="bench peer": the MFU needs gpu_bench's peak from the same run).
 if wanted peer && [[ ${PYTORCH_PEER:-0} == 1 ]]; then
   for mode in eager compile; do
     flag=""; [[ $mode == compile ]] && flag="--compile"
     run_step "pytorch $mode" "pytorch_$mode.json" python3 bench/pytorch_gpt2.py --device cuda \
       --model gpt2-124m --seq 1024 --precision bf16 --find-batch --steps 10 --warmup 3 \
       --peak-tflops "$peak" $flag
-    row "PyTorch GPT-2 124M bf16 ($mode)" "$(python3 -c "import json; r = json.loads(open('$OUT/pytorch_$mode.json').read().splitlines()[-1]); print(f\"B={r['batch']} {r['tokens_per_s']:.0f} tokens/s, MFU {100 * r.get('mfu', 0):.1f}%\")" 2>/dev/null || echo failed)"
+    row "PyTorch GPT-2 124M bf16 ($mode)" "$(python3 -c "import json; r = json.loads([l for l in open('$OUT/pytorch_$mode.json').read().splitlines() if l.startswith('{')][-1]); print(f\"B={r['batch']} {r['tokens_per_s']:.0f} tokens/s, MFU {100 * r.get('mfu', 0):.1f}%\")" 2>/dev/null || echo failed)"
   done
 fi
 LAST_NOT_RUN=0
