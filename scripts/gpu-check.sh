@@ -11,7 +11,7 @@
 #
 # Exit status: 0 when every step passed or skipped for want of a GPU, 1 when one failed,
 # 2 when the binaries or their libraries are missing, 3 when none failed but the time
-# budget left some not run.
+# budget left some not run (or compute-sanitizer could not run on this machine).
 #
 # Environment: OUT (default gpu-check-out), CHECK_TIMEOUT (seconds per step, default 240;
 # NCCL_CHECK_TIMEOUT for each multi-process NCCL step, default 90), GPU_CHECK_BUDGET
@@ -204,30 +204,13 @@ if wanted layouts; then
   rm -f "$OUT/layouts.tmp"
 fi
 
-# 4. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x), but
-# not cuDNN's attention: its kernels are cuDNN's, and our casts around them are tested
-# on their own.
-if wanted sanitizer; then
-  if command -v compute-sanitizer > /dev/null; then
-    for tool in memcheck racecheck; do
-      TESSERA_GPU_TEST_SMALL=1 run_step "$tool" "$tool.log" compute-sanitizer --tool "$tool" \
-        --error-exitcode 99 "$BIN/gpu_tests" --gtest_filter='-*Deterministic*:*BitIdentical*:CudnnAttention.*'
-      rc=$?
-      errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$OUT/$tool.log" 2>/dev/null | tail -1)
-      row "compute-sanitizer $tool" "${errors:-no summary (rc $rc)}; tests: $(summary "$OUT/$tool.log" 2>/dev/null)"
-    done
-  else
-    row "compute-sanitizer" "not installed here"
-  fi
-fi
-
-# 5. The kernels' speed against the machine's measured copy bandwidth and GEMM peak.
+# 4. The kernels' speed against the machine's measured copy bandwidth and GEMM peak.
 if wanted bench; then
   run_step "bench" gpu_bench.txt "$BIN/gpu_bench" --json "$OUT/gpu_bench.json"
   row "kernel benchmark" "see below ($OUT/gpu_bench.txt)"
 fi
 
-# 6. GPT-2 124M training steps on the GPU (T=1024, bf16, the largest micro-batch that
+# 5. GPT-2 124M training steps on the GPU (T=1024, bf16, the largest micro-batch that
 # fits), MFU against the bf16 GEMM peak gpu_bench measured (0: not measured in this run).
 peak=$(python3 -c "import json; print(json.load(open('$OUT/gpu_bench.json'))['bf16_peak_tflops'])" 2>/dev/null || echo 0)
 if wanted train; then
@@ -240,6 +223,35 @@ if wanted train; then
     --seq 1024 --precision bf16 --attention cudnn --batch "$batch" --steps 10 --peak-tflops "$peak" \
     --json "$OUT/gpu_train_bench_cudnn.json"
   row "Tessera GPT-2 124M bf16 cuDNN" "$(sed -n 's/^gpu_train_bench: //p;s/^kernels.attention/&/p' "$OUT/gpu_train_bench_cudnn.txt" 2>/dev/null | tail -2 | tr '\n' ' ')"
+fi
+
+# 6. compute-sanitizer on the same tests at small shapes (it slows kernels 10-100x), but
+# not cuDNN's attention: its kernels are cuDNN's, and our casts around them are tested
+# on their own. After the benchmarks, which a tight budget should reach first. Some
+# machines' runtimes (gVisor) refuse the sanitizer the device: a one-test probe first,
+# and a refusal is "not run", not a failure of ours.
+if wanted sanitizer; then
+  probe_limit=$(time_for 60)
+  if ! command -v compute-sanitizer > /dev/null; then
+    row "compute-sanitizer" "not installed here"
+  elif may_start "sanitizer probe" "$probe_limit"; then
+    timeout "$probe_limit" compute-sanitizer --tool memcheck "$BIN/gpu_tests" \
+      --gtest_filter=CudaResidual.InPlace > "$OUT/sanitizer_probe.log" 2>&1
+    if ! grep -q 'PASSED .*1 test' "$OUT/sanitizer_probe.log"; then
+      NOT_RUN+=("sanitizer (the probe failed: sanitizer_probe.log)")
+      row "compute-sanitizer" "not run: its probe failed here: $(grep -m1 -iE 'not supported|error' "$OUT/sanitizer_probe.log" || echo 'see sanitizer_probe.log')"
+    else
+      for tool in memcheck racecheck; do
+        TESSERA_GPU_TEST_SMALL=1 run_step "$tool" "$tool.log" compute-sanitizer --tool "$tool" \
+          --error-exitcode 99 "$BIN/gpu_tests" --gtest_filter='-*Deterministic*:*BitIdentical*:CudnnAttention.*'
+        rc=$?
+        errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$OUT/$tool.log" 2>/dev/null | tail -1)
+        row "compute-sanitizer $tool" "${errors:-no summary (rc $rc)}; tests: $(summary "$OUT/$tool.log" 2>/dev/null)"
+      done
+    fi
+  else
+    row "compute-sanitizer" "(budget)"
+  fi
 fi
 
 # 7. The PyTorch peer, if asked for (its own log, warnings included: the record is the
@@ -270,13 +282,14 @@ grep -h '^\[  FAILED  \].*(' "$OUT"/gpu_tests.log "$OUT"/memcheck.log "$OUT"/rac
   | sort -u | head -40
 
 # The exit status: 0 when every step passed or skipped for want of a GPU, 1 when one
-# failed, 3 when none failed but the budget left some not run.
+# failed, 3 when none failed but some were not run.
 if (( ${#FAILED[@]} > 0 )); then
   echo "gpu-check: failed: ${FAILED[*]}"
   exit 1
 fi
 if (( ${#NOT_RUN[@]} > 0 )); then
-  echo "gpu-check: not run for want of time: ${NOT_RUN[*]} (rerun their sections with" \
+  echo "gpu-check: not run (the time budget, or a tool this machine refuses): ${NOT_RUN[*]}" \
+    "(rerun their sections with" \
     "GPU_CHECK_STEPS, of: tests training nccl layouts sanitizer bench train peer)"
   exit 3
 fi
