@@ -90,7 +90,12 @@ int main(int argc, char** argv) {
       try {
         r = run(o, batch);
       } catch (const Error& e) {
-        if (o.batch != 0) throw;
+        // Only running out of memory means "try a smaller one": any other error (a kernel's
+        // fault, which would fail every later try too) is reported as itself.
+        const std::string what = e.what();
+        const bool out_of_memory = what.find("out of memory") != std::string::npos ||
+                                   what.find("ALLOC_FAILED") != std::string::npos;
+        if (o.batch != 0 || !out_of_memory) throw;
         std::printf("micro-batch %d does not fit: %s\n", batch, e.what());
         continue;
       }
