@@ -9,6 +9,14 @@ namespace tessera::kernels {
 
 bool Backend::flash_attention_supported(int, int) const { return false; }
 
+std::vector<double> Backend::sum_squares_each(
+    const std::vector<std::pair<const float*, int64_t>>& spans) {
+  std::vector<double> sums;
+  sums.reserve(spans.size());
+  for (const auto& [x, n] : spans) sums.push_back(sum_squares(x, n));
+  return sums;
+}
+
 void Backend::flash_attention_forward(float*, float*, const float*, int, int, int, int) {
   throw Error(std::string("flash attention: the ") + to_string(device()) + " backend has none");
 }

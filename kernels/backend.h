@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/buffer.h"
@@ -196,6 +197,10 @@ class Backend {
                                       uint16_t* copy16, Dtype dt) = 0;
 
   virtual double sum_squares(const float* x, int64_t n) = 0;
+  // sum_squares of each (x, n) span, in order: one wait for the device for all of them
+  // (a global norm over a model's ~150 tensors).
+  virtual std::vector<double> sum_squares_each(
+      const std::vector<std::pair<const float*, int64_t>>& spans);
   virtual bool has_nonfinite(const float* x, int64_t n) = 0;
 
   // The casts of kernels/cpu/mixed_precision.h. round_to_16bit_rows rounds a [rows, cols]

@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "base/rng.h"
 #include "framework/model/gpt_model_internal.h"
+#include "framework/optim/adamw.h"
 #include "kernels/ops.h"
 #include "parallel/collectives.h"
 
@@ -491,13 +492,10 @@ int64_t GPTModel::num_parameters() const {
 }
 
 double GPTModel::grad_norm() const {
-  double sharded = 0, replicated = 0;
   const float* g = lora_ ? lora_grads_.data() : grads_.data();
-  for (const auto& p : table().params()) {
-    if (p.tied_copy) continue;  // counted on the stage that owns it
-    const double ss = backend_.sum_squares(g + p.offset, p.numel);  // local padding: 0
-    (p.shard.sharded() ? sharded : replicated) += ss;
-  }
+  const SquareSums sums =
+      range_sum_squares(table(), g, FlatRange{0, table().total_numel()}, backend_);
+  double sharded = sums.sharded, replicated = sums.replicated;
   if (tp_.size > 1) sharded = all_reduce_value(*tp_.comm, sharded, ReduceOp::sum);
   double total = sharded + replicated;
   if (stage_.size > 1) total = all_reduce_value(*stage_.comm, total, ReduceOp::sum);

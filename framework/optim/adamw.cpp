@@ -52,13 +52,17 @@ std::pair<int64_t, int64_t> overlap(const ParamInfo& p, FlatRange r) {
 
 SquareSums range_sum_squares(const ParamTable& table, const float* grads, FlatRange range,
                              kernels::Backend& backend) {
-  SquareSums s;
+  std::vector<std::pair<const float*, int64_t>> spans;  // local tp padding: 0
+  std::vector<bool> sharded;
   for (const auto& p : table.params()) {
     const auto [a, b] = overlap(p, range);
     if (a >= b || p.tied_copy) continue;  // a tied copy counts on the stage that owns it
-    const double ss = backend.sum_squares(grads + a, b - a);  // local tp padding: 0
-    (p.shard.sharded() ? s.sharded : s.replicated) += ss;
+    spans.emplace_back(grads + a, b - a);
+    sharded.push_back(p.shard.sharded());
   }
+  const std::vector<double> sums = backend.sum_squares_each(spans);
+  SquareSums s;
+  for (size_t i = 0; i < sums.size(); i++) (sharded[i] ? s.sharded : s.replicated) += sums[i];
   return s;
 }
 

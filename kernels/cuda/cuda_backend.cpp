@@ -15,6 +15,7 @@
 //   parameters, gradients and activations come from cudaMalloc.
 // Everything runs on the legacy default stream: every call is ordered after the previous
 // one, and the synchronous copies to and from the host wait for the kernels before them.
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -294,6 +295,19 @@ class CudaBackend final : public Backend {
     double host = 0;
     to_host(&host, result, 1);
     return host;
+  }
+  std::vector<double> sum_squares_each(
+      const std::vector<std::pair<const float*, int64_t>>& spans) override {
+    std::vector<double> sums(spans.size());
+    if (spans.empty()) return sums;
+    int64_t largest = 0;
+    for (const auto& span : spans) largest = std::max(largest, span.second);
+    double* results = norm_result_.get((int64_t)spans.size());
+    double* partials = norm_partials_.get(gpu::sum_squares_scratch(largest));  // before any use
+    for (size_t i = 0; i < spans.size(); i++)  // stream-ordered: one scratch serves them all
+      gpu::sum_squares(results + i, partials, spans[i].first, spans[i].second, kStream);
+    to_host(sums.data(), results, (int64_t)spans.size());
+    return sums;
   }
   bool has_nonfinite(const float* x, int64_t n) override {
     int32_t* flag = flag_.get(1);

@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/ops.h"
 #include "tests/gpu/gpu_test_support.h"
 
@@ -21,6 +22,23 @@ double gpu_sum_squares(const DeviceArray<float>& x, int64_t n) {
   DeviceArray<double> result(1), scratch(cuda::sum_squares_scratch(n));
   cuda::sum_squares(result.data(), scratch.data(), x.data(), n, nullptr);
   return result.download()[0];
+}
+
+// The backend's batched form (a global norm's one wait for the device) gives each span's
+// sum exactly as one call per span does, spans of different sizes sharing the scratch.
+TEST(CudaSumSquares, BackendBatchMatchesOneSpanAtATime) {
+  REQUIRE_GPU();
+  kernels::Backend& gpu = kernels::cuda_backend();
+  const int64_t n = small_shapes() ? 100'000 : 1'000'000;
+  auto x = on_device(gpu, random_floats(n, 3, -2.0f, 2.0f));
+  const std::vector<std::pair<const float*, int64_t>> spans = {
+      {x.data(), n}, {x.data() + 7, 1}, {x.data() + 100, 5000}, {x.data() + 9, 0},
+      {x.data() + 64, n - 64}};
+  const std::vector<double> got = gpu.sum_squares_each(spans);
+  ASSERT_EQ(got.size(), spans.size());
+  for (size_t i = 0; i < spans.size(); i++)
+    EXPECT_EQ(got[i], gpu.sum_squares(spans[i].first, spans[i].second)) << "span " << i;
+  EXPECT_TRUE(gpu.sum_squares_each({}).empty());
 }
 
 TEST(CudaSumSquares, MatchesCpu) {
