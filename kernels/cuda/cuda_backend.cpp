@@ -289,13 +289,7 @@ class CudaBackend final : public Backend {
                       copy16, dt, 0, 0, kStream);
   }
 
-  double sum_squares(const float* x, int64_t n) override {
-    double* result = norm_result_.get(1);
-    gpu::sum_squares(result, norm_partials_.get(gpu::sum_squares_scratch(n)), x, n, kStream);
-    double host = 0;
-    to_host(&host, result, 1);
-    return host;
-  }
+  double sum_squares(const float* x, int64_t n) override { return sum_squares_each({{x, n}})[0]; }
   std::vector<double> sum_squares_each(
       const std::vector<std::pair<const float*, int64_t>>& spans) override {
     std::vector<double> sums(spans.size());

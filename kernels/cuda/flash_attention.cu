@@ -507,6 +507,14 @@ constexpr size_t largest_smem_bytes() {
   return std::max({forward_smem_bytes<D>(), dkdv_smem_bytes<D>(), dq_smem_bytes<D>()});
 }
 
+// The shared memory per block the kernels for C / NH need; 0 for a head size they lack.
+size_t smem_needed(int C, int NH) {
+  if (C <= 0 || NH <= 0 || C % NH != 0) return 0;
+  if (C / NH == 64) return largest_smem_bytes<64>();
+  if (C / NH == 128) return largest_smem_bytes<128>();
+  return 0;
+}
+
 // The current GPU's opt-in shared memory per block: 163 KiB on an A100, 227 KiB on an
 // H100, but 99 KiB on sm_86 / sm_89 (which run the sm_80 code), too little for D = 128.
 size_t device_smem_optin() {
@@ -525,14 +533,13 @@ void require_supported(const char* op, int B, int C, int NH, const float* qkv,
                        const float* dout, const float* out, const float* dqkv) {
   const std::string shape = " (B=" + std::to_string(B) + ", C=" + std::to_string(C) +
                             ", NH=" + std::to_string(NH) + ")";
-  check(C > 0 && NH > 0 && C % NH == 0 && (C / NH == 64 || C / NH == 128),
-        std::string(op) + ": head size C / NH must be 64 or 128" + shape);
-  check(flash_attention_supported(C, NH),
-        std::string(op) + ": head size " + std::to_string(C / NH) + " needs " +
-            std::to_string((C / NH == 64 ? largest_smem_bytes<64>() : largest_smem_bytes<128>()) /
-                           1024) +
-            " KiB of shared memory per block; this GPU allows " +
-            std::to_string(device_smem_optin() / 1024) + " KiB" + shape);
+  const size_t needed = smem_needed(C, NH);
+  check(needed > 0, std::string(op) + ": head size C / NH must be 64 or 128" + shape);
+  const size_t allowed = device_smem_optin();
+  check(needed <= allowed, std::string(op) + ": head size " + std::to_string(C / NH) + " needs " +
+                               std::to_string(needed / 1024) +
+                               " KiB of shared memory per block; this GPU allows " +
+                               std::to_string(allowed / 1024) + " KiB" + shape);
   check((int64_t)B * NH <= 65535, std::string(op) + ": B * NH must be at most 65535" + shape);
   check(aligned(qkv, 16) && aligned(dout, 16) && aligned(out, 8) && aligned(dqkv, 8),
         std::string(op) + ": qkv and dout must be 16-byte aligned, out and dqkv 8-byte" + shape);
@@ -577,10 +584,8 @@ void backward(float* dqkv, float* dvec, const float* dout, const float* qkv, con
 }  // namespace
 
 bool flash_attention_supported(int C, int NH) {
-  if (C <= 0 || NH <= 0 || C % NH != 0) return false;
-  if (C / NH == 64) return largest_smem_bytes<64>() <= device_smem_optin();
-  if (C / NH == 128) return largest_smem_bytes<128>() <= device_smem_optin();
-  return false;
+  const size_t needed = smem_needed(C, NH);
+  return needed > 0 && needed <= device_smem_optin();
 }
 
 void flash_attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C,

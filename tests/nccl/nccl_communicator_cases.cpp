@@ -87,6 +87,25 @@ std::string failure_within(Communicator& nccl, double seconds) {
   return "";
 }
 
+// The message the watchdog gives NcclOptions::on_stuck (from its thread), for the test's.
+class StuckMessage {
+ public:
+  void install(NcclOptions& options) {
+    options.on_stuck = [this](const std::string& message) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      message_ = message;
+    };
+  }
+  std::string get() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return message_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::string message_;
+};
+
 }  // namespace
 
 TEST(NcclCommunicator, SameRanksAsItsBootstrap) {
@@ -325,12 +344,8 @@ TEST(NcclCommunicator, WatchdogCallsOnStuckWhenTheHostDoesNotNotice) {
   NcclOptions options;
   options.async_error_at_operation = 0;
   options.stuck_after_seconds = 0.2;
-  std::mutex mutex;
-  std::string stuck;
-  options.on_stuck = [&](const std::string& message) {
-    std::lock_guard<std::mutex> lock(mutex);
-    stuck = message;
-  };
+  StuckMessage stuck;
+  stuck.install(options);
   auto nccl = make_nccl_communicator(world(), options);
   auto buf = DeviceArray<float>::from_host(values(nccl->rank(), 10));
   CommRequest unwaited = nccl->all_reduce_async(buf.data(), 10);  // no call notices after it
@@ -338,8 +353,7 @@ TEST(NcclCommunicator, WatchdogCallsOnStuckWhenTheHostDoesNotNotice) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (message.empty() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    std::lock_guard<std::mutex> lock(mutex);
-    message = stuck;
+    message = stuck.get();
   }
   EXPECT_NE(message.find("ncclAllReduce (ncclSystemError: injected asynchronous failure "),
             std::string::npos)
@@ -419,15 +433,11 @@ TEST(NcclCommunicator, WatchdogSeesAHostHeldInsideAnNcclCall) {
   if (rank == 0) id = nccl_unique_id();
   world().broadcast_bytes(id.bytes, sizeof id.bytes, 0);
   NcclOptions options;
-  std::mutex mutex;
-  std::string stuck;
+  StuckMessage stuck;
   if (rank == 0) {
     options.timeout_seconds = 0.3;
     options.stuck_after_seconds = 0.2;
-    options.on_stuck = [&](const std::string& message) {
-      std::lock_guard<std::mutex> lock(mutex);
-      stuck = message;
-    };
+    stuck.install(options);
   } else {
     options.fail_at_operation = 0;  // its first call fails, aborting: nothing waits for rank 0
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
@@ -435,11 +445,7 @@ TEST(NcclCommunicator, WatchdogSeesAHostHeldInsideAnNcclCall) {
   auto nccl = make_nccl_communicator(id, p, rank, options);
   auto buf = DeviceArray<float>::from_host(values(rank, 10));
   if (rank == 0) {
-    std::string message;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      message = stuck;
-    }
+    const std::string message = stuck.get();
     EXPECT_NE(message.find("ncclCommInitRankConfig (the host has been inside this call for "
                            "more than 0.3 s: a peer rank is missing or stuck; found by the "
                            "watchdog)"),
